@@ -1,0 +1,186 @@
+//! The `MayastorPool` custom resource (`openebs.io/v1alpha1`, short name `msp`).
+//!
+//! Field names and meanings follow the seed document exactly. The doc comments
+//! become the OpenAPI descriptions that `kubectl explain` prints, so they are
+//! written for the storage admin.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a storage pool: which node it lives on and which disks it is made of.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "openebs.io",
+    version = "v1alpha1",
+    kind = "MayastorPool",
+    plural = "mayastorpools",
+    singular = "mayastorpool",
+    shortname = "msp",
+    namespaced,
+    status = "MayastorPoolStatus",
+    printcolumn = r#"{"name":"Node","type":"string","description":"Node the pool is on","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"State","type":"string","description":"State of the pool","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Capacity","type":"integer","format":"int64","description":"Usable bytes","jsonPath":".status.capacity"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","format":"int64","description":"Used bytes","jsonPath":".status.used"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct MayastorPoolSpec {
+    /// Name of the Kubernetes node where the pool is created. Mayastor must be
+    /// enabled on that node by the label openebs.io/engine=mayastor.
+    #[schemars(length(min = 1, max = 253))]
+    pub node: String,
+
+    /// Disks that make up the pool: absolute paths to device files under /dev.
+    /// Prefer stable names such as /dev/disk/by-id/..., since /dev/sdX names can
+    /// change across reboots. Each disk may be listed once.
+    #[schemars(schema_with = "disks_schema")]
+    pub disks: Vec<String>,
+}
+
+/// A disk path: absolute, under /dev, with no empty, `.` or `..` segment.
+/// Written as RE2 (the API server's regex dialect has no look-ahead), hence the
+/// spelled-out alternatives for a segment that is neither `.` nor `..`.
+pub const DISK_PATH_PATTERN: &str = r"^/dev(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$";
+
+fn disks_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Disks that make up the pool: absolute paths to device files under /dev. Prefer stable names such as /dev/disk/by-id/..., since /dev/sdX names can change across reboots. Each disk may be listed once.",
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 64,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": DISK_PATH_PATTERN,
+        },
+    })
+}
+
+/// The state of a pool, as the seed defines it.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolState {
+    /// Not created yet: the node is unknown or not enabled for Mayastor, the
+    /// storage node is not registered, creation is under way or failed. The
+    /// reason says which.
+    Pending,
+    /// Created, healthy and usable.
+    Online,
+    /// Created and usable, but with an issue (for example a disk turned read-only).
+    Degraded,
+    /// Unrecoverable error; the pool is not usable.
+    Faulted,
+    /// Created, but not available now because the storage node is not running.
+    Offline,
+}
+
+impl PoolState {
+    pub const ALL: [PoolState; 5] = [
+        PoolState::Pending,
+        PoolState::Online,
+        PoolState::Degraded,
+        PoolState::Faulted,
+        PoolState::Offline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolState::Pending => "pending",
+            PoolState::Online => "online",
+            PoolState::Degraded => "degraded",
+            PoolState::Faulted => "faulted",
+            PoolState::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PoolState> {
+        PoolState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for PoolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Observed state of the pool. Written only by the operator; read-only to the admin.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MayastorPoolStatus {
+    /// State of the pool: pending, online, degraded, faulted or offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PoolState>,
+
+    /// Node the pool was created on, cached from spec at creation. Later edits
+    /// of spec.node are ignored so that the pool is never moved by accident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+
+    /// Disks the pool was created on, cached from spec at creation. Later edits
+    /// of spec.disks are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<String>>,
+
+    /// Why the pool is in its state, and what to do about it when it needs action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// Usable capacity of the pool in bytes, as the storage node reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+
+    /// Bytes of the pool in use, as the storage node reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+
+    /// The policy that made the last decision, as name@version (sha256 prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+
+    /// Standard conditions. `Ready` is True when the pool is online or degraded;
+    /// its observedGeneration tells which spec generation the operator has seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD as YAML, exactly as committed in `deploy/crd/mayastorpool.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let header = "# Generated by `msp-operator crdgen` from host/src/crd.rs. Do not edit by hand.\n";
+    Ok(format!("{header}{}", serde_yaml::to_string(&MayastorPool::crd())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in PoolState::ALL {
+            assert_eq!(PoolState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_string(&state).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert_eq!(PoolState::parse("Online"), None);
+    }
+
+    #[test]
+    fn status_keeps_seed_field_names() {
+        let status = MayastorPoolStatus {
+            state: Some(PoolState::Online),
+            node: Some("node1".into()),
+            disks: Some(vec!["/dev/loop0".into()]),
+            reason: Some("ok".into()),
+            ..Default::default()
+        };
+        let value = serde_json::to_value(&status).expect("serialize");
+        assert_eq!(
+            value,
+            serde_json::json!({"state": "online", "node": "node1", "disks": ["/dev/loop0"], "reason": "ok"})
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The MayastorPool operator: watches `MayastorPool` resources and makes the
+//! pools they describe real on Mayastor storage nodes over gRPC.
+//!
+//! The seed's split of responsibilities holds throughout: the operator reads
+//! spec and metadata and writes only the status subresource.
+
+pub mod crd;

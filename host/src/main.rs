@@ -1,0 +1,39 @@
+//! `msp-operator`: the operator binary. This file only parses the command line
+//! and wires the library's parts together.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "msp-operator", version, about = "MayastorPool operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the MayastorPool CRD as YAML, or write it to a file.
+    Crdgen {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crdgen { output } => {
+            let yaml = msp_operator::crd::crd_yaml().context("rendering the CRD")?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{yaml}"),
+            }
+        }
+    }
+    Ok(())
+}

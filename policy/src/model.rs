@@ -1,0 +1,167 @@
+//! Plain Rust mirror of the WIT contract (`wit/policy.wit`).
+//!
+//! The default policy is written against these types so that it is tested
+//! natively; the wasm glue and the host's engine convert to and from the
+//! generated bindings. The types are serde-serializable (camelCase, enums in
+//! kebab-case as in the WIT) for `msp-operator policy eval --observation`.
+
+use serde::{Deserialize, Serialize};
+
+/// The five states of the seed document.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolState {
+    Pending,
+    Online,
+    Degraded,
+    Faulted,
+    Offline,
+}
+
+/// A pool's state as the storage node reports it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportedState {
+    Unknown,
+    Online,
+    Degraded,
+    Faulted,
+}
+
+/// What the host can do to a pool on a storage node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    None,
+    Create,
+    Import,
+    Destroy,
+    Retain,
+}
+
+/// Kinds of error a storage node operation can end with.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    InvalidArgument,
+    FailedPrecondition,
+    AlreadyExists,
+    NotFound,
+    Unavailable,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Internal,
+    Other,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolResource {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: i64,
+    pub spec_node: String,
+    pub spec_disks: Vec<String>,
+    #[serde(default)]
+    pub status_state: Option<PoolState>,
+    #[serde(default)]
+    pub status_node: Option<String>,
+    #[serde(default)]
+    pub status_disks: Option<Vec<String>>,
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct K8sNode {
+    pub exists: bool,
+    pub mayastor_enabled: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageNode {
+    pub registered: bool,
+    #[serde(default)]
+    pub heartbeat_age_ms: Option<u64>,
+    pub reachable: bool,
+    #[serde(default)]
+    pub endpoint: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedPool {
+    pub name: String,
+    pub disks: Vec<String>,
+    pub state: ReportedState,
+    pub capacity: u64,
+    pub used: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastOperation {
+    pub action: Action,
+    #[serde(default)]
+    pub error: Option<OperationError>,
+    pub failures: u32,
+    pub at_ms: u64,
+}
+
+/// Everything the policy may base its decision on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    pub now_ms: u64,
+    pub pool: PoolResource,
+    pub node: K8sNode,
+    pub storage_node: StorageNode,
+    pub pools_known: bool,
+    #[serde(default)]
+    pub reported: Option<ReportedPool>,
+    #[serde(default)]
+    pub in_ledger: bool,
+    #[serde(default)]
+    pub last_operation: Option<LastOperation>,
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What to do and what to report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub action: Action,
+    pub state: PoolState,
+    pub reason: String,
+    #[serde(default)]
+    pub requeue_after_ms: Option<u64>,
+    #[serde(default)]
+    pub event: Option<Event>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+}

@@ -1,0 +1,25 @@
+//! Shared pieces for tests and the local demo: the real control plane harness
+//! and the stand-in storage node.
+
+/// Gate for a test that needs something this machine may lack (root, loop
+/// devices, a built binary). Returns true when the test can run.
+///
+/// Under CI (`CI=true`) a missing resource is a failure, never a skip: the
+/// test panics with `what` so the log says what the machine lacked. Elsewhere
+/// it prints a loud notice and the caller returns early.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("required for this test but missing on this machine: {what}");
+    }
+    eprintln!("SKIPPED (not under CI): this test needs {what}");
+    false
+}
+
+/// True when running as root (loop devices, blockdev and losetup need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
