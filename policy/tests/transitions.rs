@@ -1,0 +1,304 @@
+//! The default policy's transition table: each of the five states as the
+//! starting point and each event that moves it, checked natively.
+
+use msp_policy::decide::{self, BACKOFF_MAX_MS, decide};
+use msp_policy::model::*;
+
+const NOW: u64 = 1_800_000_000_000;
+
+/// A healthy pool as it would be observed once created: labelled node,
+/// registered storage node, pool listed online, in the ledger.
+fn base(state: Option<PoolState>) -> Observation {
+    let created = matches!(
+        state,
+        Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
+    );
+    Observation {
+        now_ms: NOW,
+        pool: PoolResource {
+            name: "pool-a".into(),
+            namespace: "mayastor".into(),
+            uid: "uid-a".into(),
+            generation: 1,
+            spec_node: "node1".into(),
+            spec_disks: vec!["/dev/disk/by-id/disk-a".into()],
+            status_state: state,
+            status_node: created.then(|| "node1".into()),
+            status_disks: created.then(|| vec!["/dev/disk/by-id/disk-a".into()]),
+            status_reason: None,
+            deleted: false,
+        },
+        node: K8sNode { exists: true, mayastor_enabled: true },
+        storage_node: StorageNode {
+            registered: true,
+            heartbeat_age_ms: Some(1_000),
+            reachable: true,
+            endpoint: "10.0.0.1:10124".into(),
+        },
+        pools_known: true,
+        reported: created.then(|| reported(ReportedState::Online)),
+        in_ledger: created,
+        last_operation: None,
+        conflicts: vec![],
+    }
+}
+
+fn reported(state: ReportedState) -> ReportedPool {
+    ReportedPool {
+        name: "pool-a".into(),
+        disks: vec!["aio:///dev/disk/by-id/disk-a?uuid=1".into()],
+        state,
+        capacity: 1 << 30,
+        used: 0,
+    }
+}
+
+fn failed(action: Action, kind: ErrorKind, failures: u32, ago_ms: u64) -> Option<LastOperation> {
+    Some(LastOperation {
+        action,
+        error: Some(OperationError { kind, message: "boom".into() }),
+        failures,
+        at_ms: NOW - ago_ms,
+    })
+}
+
+const ALL: [Option<PoolState>; 6] = [
+    None,
+    Some(PoolState::Pending),
+    Some(PoolState::Online),
+    Some(PoolState::Degraded),
+    Some(PoolState::Faulted),
+    Some(PoolState::Offline),
+];
+
+fn is_created(s: Option<PoolState>) -> bool {
+    !matches!(s, None | Some(PoolState::Pending))
+}
+
+#[test]
+fn node_missing_or_unlabelled_keeps_a_new_pool_pending() {
+    for start in [None, Some(PoolState::Pending)] {
+        let mut o = base(start);
+        o.node.exists = false;
+        let d = decide(&o);
+        assert_eq!((d.action, d.state), (Action::None, PoolState::Pending));
+        assert!(d.reason.contains("does not exist"), "{}", d.reason);
+
+        let mut o = base(start);
+        o.node.mayastor_enabled = false;
+        let d = decide(&o);
+        assert_eq!((d.action, d.state), (Action::None, PoolState::Pending));
+        assert!(d.reason.contains("openebs.io/engine=mayastor"), "{}", d.reason);
+    }
+}
+
+#[test]
+fn storage_node_down_is_pending_before_creation_and_offline_after() {
+    for start in ALL {
+        let cases: [(&str, fn(&mut Observation)); 3] = [
+            ("not registered", |o| {
+                o.storage_node.registered = false;
+                o.storage_node.heartbeat_age_ms = None;
+            }),
+            ("no heartbeat", |o| o.storage_node.heartbeat_age_ms = Some(30_000)),
+            ("does not answer", |o| o.storage_node.reachable = false),
+        ];
+        for (needle, apply) in cases {
+            let mut o = base(start);
+            apply(&mut o);
+            let d = decide(&o);
+            let want = if is_created(start) { PoolState::Offline } else { PoolState::Pending };
+            assert_eq!((d.action, d.state), (Action::None, want), "{start:?} {needle}");
+            assert!(d.reason.contains(needle), "{start:?}: {}", d.reason);
+        }
+    }
+}
+
+#[test]
+fn new_pool_is_created_then_waits_for_the_list() {
+    let o = base(None);
+    let mut o = Observation { reported: None, ..o };
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::Create, PoolState::Pending));
+
+    // Created a moment ago, not listed yet: in progress, no second create.
+    o.in_ledger = true;
+    o.last_operation = Some(LastOperation { action: Action::Create, error: None, failures: 0, at_ms: NOW - 100 });
+    o.pool.status_state = Some(PoolState::Pending);
+    let d = decide(&o);
+    assert_eq!(d.action, Action::None);
+    assert!(d.reason.contains("in progress"), "{}", d.reason);
+}
+
+#[test]
+fn reported_health_sets_the_state_from_any_start() {
+    for start in ALL {
+        for (rep, want) in [
+            (ReportedState::Online, PoolState::Online),
+            (ReportedState::Degraded, PoolState::Degraded),
+            (ReportedState::Faulted, PoolState::Faulted),
+            (ReportedState::Unknown, PoolState::Degraded),
+        ] {
+            let mut o = base(start);
+            o.reported = Some(reported(rep));
+            let d = decide(&o);
+            assert_eq!((d.action, d.state), (Action::None, want), "{start:?} {rep:?}");
+        }
+    }
+}
+
+#[test]
+fn each_create_error_kind_has_its_own_advice_and_backs_off() {
+    let kinds = [
+        (ErrorKind::FailedPrecondition, "wipe it"),
+        (ErrorKind::InvalidArgument, "absolute device"),
+        (ErrorKind::AlreadyExists, "already exists"),
+        (ErrorKind::NotFound, "not found"),
+        (ErrorKind::Unavailable, "retrying with backoff"),
+        (ErrorKind::DeadlineExceeded, "retrying with backoff"),
+        (ErrorKind::ResourceExhausted, "out of resources"),
+        (ErrorKind::Internal, "failed; retrying"),
+        (ErrorKind::Other, "failed; retrying"),
+    ];
+    let mut reasons = std::collections::HashSet::new();
+    for (kind, needle) in kinds {
+        let mut o = base(Some(PoolState::Pending));
+        o.reported = None;
+        o.in_ledger = true;
+        o.last_operation = failed(Action::Create, kind, 1, 10);
+        let d = decide(&o);
+        assert_eq!((d.action, d.state), (Action::None, PoolState::Pending), "{kind:?}");
+        assert!(d.reason.contains(needle), "{kind:?}: {}", d.reason);
+        assert!(d.reason.contains("boom"), "{}", d.reason);
+        assert_eq!(d.requeue_after_ms, Some(990));
+        assert!(d.event.as_ref().is_some_and(|e| e.warning));
+        reasons.insert(d.reason);
+    }
+    assert_eq!(reasons.len(), kinds.len(), "each kind is named in its reason");
+}
+
+#[test]
+fn repeated_failures_retry_with_capped_exponential_backoff() {
+    assert_eq!(decide::backoff_ms(1), 1_000);
+    assert_eq!(decide::backoff_ms(2), 2_000);
+    assert_eq!(decide::backoff_ms(5), 16_000);
+    assert_eq!(decide::backoff_ms(40), BACKOFF_MAX_MS);
+    assert_eq!(decide::backoff_ms(u32::MAX), BACKOFF_MAX_MS);
+    for failures in [1u32, 3, 12, 1000] {
+        let mut o = base(None);
+        o.reported = None;
+        o.last_operation = failed(Action::Create, ErrorKind::Unavailable, failures, decide::backoff_ms(failures));
+        let d = decide(&o);
+        assert_eq!(d.action, Action::Create, "retry due after {failures}");
+        assert!(d.requeue_after_ms.is_some_and(|r| r <= BACKOFF_MAX_MS));
+    }
+}
+
+#[test]
+fn disks_claimed_by_another_pool_keep_a_new_pool_pending() {
+    let mut o = base(None);
+    o.reported = None;
+    o.conflicts = vec!["pool-b".into()];
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::None, PoolState::Pending));
+    assert!(d.reason.contains("pool-b"));
+    // A created pool keeps its disks: the conflict is the other pool's problem.
+    let mut o = base(Some(PoolState::Online));
+    o.conflicts = vec!["pool-b".into()];
+    assert_eq!(decide(&o).state, PoolState::Online);
+}
+
+#[test]
+fn storage_node_back_imports_a_created_pool_and_creates_a_new_one() {
+    for start in ALL {
+        let mut o = base(start);
+        o.reported = None;
+        let d = decide(&o);
+        if is_created(start) {
+            assert_eq!((d.action, d.state), (Action::Import, PoolState::Offline), "{start:?}");
+        } else {
+            assert_eq!((d.action, d.state), (Action::Create, PoolState::Pending), "{start:?}");
+        }
+    }
+    // Import failure: stays offline, retried with backoff.
+    let mut o = base(Some(PoolState::Offline));
+    o.reported = None;
+    o.last_operation = failed(Action::Import, ErrorKind::NotFound, 2, 100);
+    let d = decide(&o);
+    assert_eq!((d.action, d.state, d.requeue_after_ms), (Action::None, PoolState::Offline, Some(1_900)));
+}
+
+#[test]
+fn deleted_resource_destroys_only_ledger_pools() {
+    for start in ALL {
+        let mut o = base(start);
+        o.pool.deleted = true;
+        o.in_ledger = true;
+        let d = decide(&o);
+        assert_eq!(d.action, Action::Destroy, "{start:?}");
+        o.in_ledger = false;
+        assert_eq!(decide(&o).action, Action::None, "{start:?}");
+    }
+    let mut o = base(Some(PoolState::Online));
+    o.pool.deleted = true;
+    o.last_operation = failed(Action::Destroy, ErrorKind::Unavailable, 1, 10);
+    assert_eq!(decide(&o).action, Action::None);
+    o.last_operation = failed(Action::Destroy, ErrorKind::Unavailable, 1, 5_000);
+    assert_eq!(decide(&o).action, Action::Destroy);
+    o.last_operation = Some(LastOperation { action: Action::Destroy, error: None, failures: 0, at_ms: NOW });
+    assert_eq!(decide(&o).action, Action::None);
+    // Storage node down: wait for it rather than fail.
+    let mut o = base(Some(PoolState::Offline));
+    o.pool.deleted = true;
+    o.storage_node.registered = false;
+    assert_eq!(decide(&o).action, Action::None);
+}
+
+#[test]
+fn spec_edited_after_creation_is_ignored_and_says_how_to_move() {
+    for start in ALL.into_iter().filter(|s| is_created(*s)) {
+        let mut o = base(start);
+        o.pool.spec_node = "node2".into();
+        o.pool.generation = 2;
+        let d = decide(&o);
+        assert!(d.reason.contains("ignored") && d.reason.contains("\"node1\""), "{}", d.reason);
+        assert!(d.reason.contains("delete this resource"));
+        assert_ne!(d.action, Action::Create);
+        let mut o = base(start);
+        o.pool.spec_disks = vec!["/dev/disk/by-id/other".into()];
+        o.reported = None;
+        let d = decide(&o);
+        assert_eq!(d.action, Action::Import);
+        assert!(d.reason.contains("/dev/disk/by-id/disk-a") && d.reason.contains("ignored"), "{}", d.reason);
+    }
+}
+
+#[test]
+fn events_are_not_repeated_when_the_reason_is_unchanged() {
+    let mut o = base(None);
+    o.reported = None;
+    o.conflicts = vec!["pool-b".into()];
+    let d = decide(&o);
+    assert!(d.event.is_some());
+    o.pool.status_reason = Some(d.reason.clone());
+    assert!(decide(&o).event.is_none());
+}
+
+#[test]
+fn pool_list_unknown_waits_and_keeps_the_state() {
+    for start in ALL {
+        let mut o = base(start);
+        o.pools_known = false;
+        let d = decide(&o);
+        assert_eq!(d.action, Action::None);
+        assert_eq!(d.state, start.unwrap_or(PoolState::Pending));
+        assert!(d.requeue_after_ms.is_some());
+    }
+}
+
+#[test]
+fn info_names_the_default_policy() {
+    let i = decide::info();
+    assert_eq!(i.name, "msp-default");
+    assert!(!i.version.is_empty());
+}
