@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     shortname = "msp",
     namespaced,
     status = "MayastorPoolStatus",
+    doc = "A storage pool on a Mayastor storage node. The storage admin creates and deletes it with kubectl; the operator creates the pool on the node and reports its state in status.",
     printcolumn = r#"{"name":"Node","type":"string","description":"Node the pool is on","jsonPath":".spec.node"}"#,
     printcolumn = r#"{"name":"State","type":"string","description":"State of the pool","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Capacity","type":"integer","format":"int64","description":"Usable bytes","jsonPath":".status.capacity"}"#,
@@ -46,7 +47,6 @@ pub const DISK_PATH_PATTERN: &str = r"^/dev(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)
 
 fn disks_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
-        "description": "Disks that make up the pool: absolute paths to device files under /dev. Prefer stable names such as /dev/disk/by-id/..., since /dev/sdX names can change across reboots. Each disk may be listed once.",
         "type": "array",
         "minItems": 1,
         "maxItems": 64,
@@ -59,7 +59,11 @@ fn disks_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// The state of a pool, as the seed defines it.
+/// State of the pool: pending (not created yet: node unknown or not enabled for
+/// Mayastor, storage node not registered, creation under way or failed; the
+/// reason says which), online (healthy and usable), degraded (usable, with an
+/// issue), faulted (unrecoverable error, not usable) or offline (created, but
+/// the storage node is not running now).
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolState {
@@ -111,7 +115,7 @@ impl std::fmt::Display for PoolState {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MayastorPoolStatus {
-    /// State of the pool: pending, online, degraded, faulted or offline.
+    /// State of the pool (see the type's description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<PoolState>,
 

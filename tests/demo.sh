@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: a local control plane, a storage node and the operator with the
+# bundled policy, with the seed's example pool applied. Ctrl-C stops it all.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/setup.sh"
+KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$here/control-plane/build.sh" 2>/dev/null)}
+export KUBEBUILDER_ASSETS
+cd "$here/.."
+cargo build --locked -p msp-operator -p msp-tests --bins
+exec cargo run --locked -q -p msp-tests --bin msp-demo -- "$@"

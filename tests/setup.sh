@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need, and only what is missing:
+# Debian packages, the wasm target, and the control plane binaries (built from
+# Go modules by tests/control-plane/build.sh into a cache outside the repo).
+# Safe to run again: a second run does nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# protoc and the well-known types for proto/; the disk tools the storage node
+# tests use to put foreign signatures on loop devices.
+packages=(protobuf-compiler libprotobuf-dev e2fsprogs lvm2 gdisk fdisk util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or install them: apt-get install ${missing[*]})"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
+if command -v rustup >/dev/null; then
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+else
+  log "rustup not found: make sure the wasm32-unknown-unknown target is installed"
+fi
+
+"$here/control-plane/build.sh" >/dev/null

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and end-to-end tests against a real etcd,
+# kube-apiserver and kubectl, real storage node processes and loop devices.
+# Installs what is missing first (tests/setup.sh). Loop device tests need root;
+# with CI=true anything missing fails the run instead of being skipped.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/setup.sh"
+KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$here/control-plane/build.sh" 2>/dev/null)}
+export KUBEBUILDER_ASSETS
+cd "$here/.."
+cargo test --workspace --locked "$@"
