@@ -5,3 +5,6 @@
 //! spec and metadata and writes only the status subresource.
 
 pub mod crd;
+pub mod ledger;
+pub mod node_client;
+pub mod registry;
