@@ -1,6 +1,9 @@
 //! Shared pieces for tests and the local demo: the real control plane harness
 //! and the stand-in storage node.
 
+pub mod loopdev;
+pub mod storage_node;
+
 /// Gate for a test that needs something this machine may lack (root, loop
 /// devices, a built binary). Returns true when the test can run.
 ///

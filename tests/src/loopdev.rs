@@ -1,0 +1,135 @@
+//! Loop devices for tests: a real block device backed by a sparse file.
+//!
+//! [`LoopDevice`] is an RAII guard. It creates a sparse backing file in its own
+//! temporary directory, attaches it with `losetup --find --show`, and on drop
+//! detaches the device and removes the file, also when the test panicked, so a
+//! test run leaves no loop device behind. Needs root and util-linux
+//! (`losetup`, `blockdev`); check [`LoopDevice::available`] through
+//! [`crate::require`] first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why a loop device operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("creating the backing file: {0}")]
+    Backing(#[source] std::io::Error),
+    #[error("running {cmd}: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+}
+
+/// A loop device attached to a sparse file; detached and removed on drop.
+#[derive(Debug)]
+pub struct LoopDevice {
+    // Kept for its Drop: removes the backing file after the detach.
+    _dir: tempfile::TempDir,
+    backing: PathBuf,
+    path: PathBuf,
+    attached: bool,
+}
+
+impl LoopDevice {
+    /// True when this process can create loop devices (root, `losetup`,
+    /// `/dev/loop-control`).
+    pub fn available() -> bool {
+        crate::is_root()
+            && Path::new("/dev/loop-control").exists()
+            && run("losetup", &["--version"]).is_ok()
+            && run("blockdev", &["--version"]).is_ok()
+    }
+
+    /// A new loop device of `size_bytes` bytes (rounded up to 512), all zeroes.
+    pub fn create(size_bytes: u64) -> Result<Self, LoopError> {
+        let dir = tempfile::Builder::new()
+            .prefix("msp-loop-")
+            .tempdir()
+            .map_err(LoopError::Backing)?;
+        let backing = dir.path().join("disk.img");
+        let file = std::fs::File::create(&backing).map_err(LoopError::Backing)?;
+        file.set_len(size_bytes.div_ceil(512) * 512)
+            .map_err(LoopError::Backing)?;
+        drop(file);
+        let backing_str = backing.to_string_lossy().into_owned();
+        let out = run("losetup", &["--find", "--show", &backing_str])?;
+        let path = PathBuf::from(out.trim());
+        Ok(Self {
+            _dir: dir,
+            backing,
+            path,
+            attached: true,
+        })
+    }
+
+    /// The device node, e.g. `/dev/loop3`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The device node as a string (for gRPC requests).
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// The sparse file behind the device; it outlives [`LoopDevice::detach`].
+    pub fn backing_file(&self) -> &Path {
+        &self.backing
+    }
+
+    /// Whether the device is still attached (not yet detached by this guard).
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+
+    /// Detaches the device now (a disk that disappears). The backing file is
+    /// kept until drop so its bytes can still be inspected.
+    pub fn detach(&mut self) -> Result<(), LoopError> {
+        if self.attached {
+            // A read-only flag would survive into the next user of this loop
+            // number; clear it first (best effort: the detach matters more).
+            let _ = run("blockdev", &["--setrw", &self.path_str()]);
+            run("losetup", &["-d", &self.path_str()])?;
+            self.attached = false;
+        }
+        Ok(())
+    }
+
+    /// Makes the device read-only (`blockdev --setro`) or writable again.
+    pub fn set_readonly(&self, readonly: bool) -> Result<(), LoopError> {
+        let flag = if readonly { "--setro" } else { "--setrw" };
+        run("blockdev", &[flag, &self.path_str()]).map(|_| ())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            eprintln!("warning: could not detach {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Runs a command and returns its stdout, or an error carrying its stderr.
+fn run(program: &str, args: &[&str]) -> Result<String, LoopError> {
+    let cmd = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| LoopError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LoopError::Failed {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,213 @@
+//! The gRPC face of a node: the v0 `mayastor.Mayastor` and v1
+//! `mayastor.v1.PoolRpc` services, both over the same [`Pools`].
+//!
+//! Pool operations do blocking disk I/O, so each call runs on the blocking
+//! thread pool. Errors map one to one onto gRPC codes.
+
+use std::sync::Arc;
+
+use msp_proto::{v0, v1};
+use tonic::{Request, Response, Status};
+
+use super::pools::{Health, Mode, PoolError, PoolInfo, Pools};
+
+impl From<PoolError> for Status {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::InvalidArgument(m) => Status::invalid_argument(m),
+            PoolError::NotFound(m) => Status::not_found(m),
+            PoolError::AlreadyExists(m) => Status::already_exists(m),
+            PoolError::FailedPrecondition(m) => Status::failed_precondition(m),
+            PoolError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+/// Runs a pool operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    pools: &Arc<Pools>,
+    f: impl FnOnce(&Pools) -> Result<T, PoolError> + Send + 'static,
+) -> Result<T, Status> {
+    let pools = Arc::clone(pools);
+    tokio::task::spawn_blocking(move || f(&pools))
+        .await
+        .map_err(|e| Status::internal(format!("pool task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+/// Both services share one pool set.
+#[derive(Debug, Clone)]
+pub struct PoolService {
+    pools: Arc<Pools>,
+}
+
+impl PoolService {
+    pub fn new(pools: Arc<Pools>) -> Self {
+        Self { pools }
+    }
+}
+
+fn v0_state(h: Health) -> v0::PoolState {
+    match h {
+        Health::Online => v0::PoolState::PoolOnline,
+        Health::Degraded => v0::PoolState::PoolDegraded,
+        Health::Faulted => v0::PoolState::PoolFaulted,
+    }
+}
+
+fn v1_state(h: Health) -> v1::PoolState {
+    match h {
+        Health::Online => v1::PoolState::PoolOnline,
+        Health::Degraded => v1::PoolState::PoolDegraded,
+        Health::Faulted => v1::PoolState::PoolFaulted,
+    }
+}
+
+fn v0_pool(p: PoolInfo) -> v0::Pool {
+    v0::Pool {
+        name: p.name,
+        disks: p.disks,
+        state: v0_state(p.state) as i32,
+        capacity: p.capacity,
+        used: p.used,
+    }
+}
+
+fn v1_pool(p: PoolInfo) -> v1::Pool {
+    v1::Pool {
+        uuid: p.uuid.to_string(),
+        name: p.name,
+        disks: p.disks,
+        state: v1_state(p.state) as i32,
+        capacity: p.capacity,
+        used: p.used,
+        pooltype: v1::PoolType::Lvs as i32,
+        committed: p.used,
+        cluster_size: p.cluster_size,
+        page_size: None,
+        disk_capacity: p.disk_capacity,
+        md_info: None,
+    }
+}
+
+/// Only lvs-type pools exist here (the io-engine's default type).
+fn check_pooltype(pooltype: i32) -> Result<(), Status> {
+    if pooltype == v1::PoolType::Lvs as i32 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "pool type {pooltype} is not supported by this storage node (only Lvs)"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl v0::mayastor_server::Mayastor for PoolService {
+    async fn create_pool(
+        &self,
+        request: Request<v0::CreatePoolRequest>,
+    ) -> Result<Response<v0::Pool>, Status> {
+        let r = request.into_inner();
+        let p = blocking(&self.pools, move |p| {
+            p.create(&r.name, None, &r.disks, Mode::CreateOrImport)
+        })
+        .await?;
+        Ok(Response::new(v0_pool(p)))
+    }
+
+    async fn destroy_pool(
+        &self,
+        request: Request<v0::DestroyPoolRequest>,
+    ) -> Result<Response<v0::Null>, Status> {
+        let r = request.into_inner();
+        blocking(&self.pools, move |p| p.destroy(&r.name, None)).await?;
+        Ok(Response::new(v0::Null {}))
+    }
+
+    async fn list_pools(
+        &self,
+        _request: Request<v0::Null>,
+    ) -> Result<Response<v0::ListPoolsReply>, Status> {
+        let pools = blocking(&self.pools, |p| Ok(p.list())).await?;
+        Ok(Response::new(v0::ListPoolsReply {
+            pools: pools.into_iter().map(v0_pool).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::pool_rpc_server::PoolRpc for PoolService {
+    async fn create_pool(
+        &self,
+        request: Request<v1::CreatePoolRequest>,
+    ) -> Result<Response<v1::Pool>, Status> {
+        let r = request.into_inner();
+        check_pooltype(r.pooltype)?;
+        let p = blocking(&self.pools, move |p| {
+            p.create(&r.name, r.uuid.as_deref(), &r.disks, Mode::CreateOrImport)
+        })
+        .await?;
+        Ok(Response::new(v1_pool(p)))
+    }
+
+    async fn destroy_pool(
+        &self,
+        request: Request<v1::DestroyPoolRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        blocking(&self.pools, move |p| p.destroy(&r.name, r.uuid.as_deref())).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn export_pool(
+        &self,
+        request: Request<v1::ExportPoolRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        blocking(&self.pools, move |p| p.export(&r.name, r.uuid.as_deref())).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn import_pool(
+        &self,
+        request: Request<v1::ImportPoolRequest>,
+    ) -> Result<Response<v1::Pool>, Status> {
+        let r = request.into_inner();
+        check_pooltype(r.pooltype)?;
+        let p = blocking(&self.pools, move |p| {
+            p.create(&r.name, r.uuid.as_deref(), &r.disks, Mode::ImportOnly)
+        })
+        .await?;
+        Ok(Response::new(v1_pool(p)))
+    }
+
+    async fn list_pools(
+        &self,
+        request: Request<v1::ListPoolOptions>,
+    ) -> Result<Response<v1::ListPoolsResponse>, Status> {
+        let r = request.into_inner();
+        if let Some(pt) = &r.pooltype {
+            if pt.value != v1::PoolType::Lvs as i32 {
+                // Only lvs pools exist here: a filter on another type matches none.
+                return Ok(Response::new(v1::ListPoolsResponse { pools: Vec::new() }));
+            }
+        }
+        let pools = blocking(&self.pools, |p| Ok(p.list())).await?;
+        let pools = pools
+            .into_iter()
+            .filter(|p| r.name.as_ref().is_none_or(|n| *n == p.name))
+            .filter(|p| r.uuid.as_ref().is_none_or(|u| *u == p.uuid.to_string()))
+            .map(v1_pool)
+            .collect();
+        Ok(Response::new(v1::ListPoolsResponse { pools }))
+    }
+
+    async fn grow_pool(
+        &self,
+        _request: Request<v1::GrowPoolRequest>,
+    ) -> Result<Response<v1::GrowPoolResponse>, Status> {
+        Err(Status::unimplemented(
+            "GrowPool is not implemented by this storage node",
+        ))
+    }
+}

@@ -1,0 +1,133 @@
+//! One running storage node: its gRPC server (v0 and v1 pool APIs on one
+//! port) and its registration heartbeat, started together and stopped
+//! together. The binary runs one of these, or many in virtual-node mode;
+//! tests and benchmarks may run them in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use msp_proto::{v0::mayastor_server::MayastorServer, v1::pool_rpc_server::PoolRpcServer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use uuid::Uuid;
+
+use super::grpc::PoolService;
+use super::pools::Pools;
+use super::registration::Registrar;
+
+/// How to run one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_name: String,
+    /// Address to listen on; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Where to register, e.g. `http://127.0.0.1:50051`; `None`: no registration.
+    pub registration_endpoint: Option<String>,
+    pub heartbeat: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Prefixes block-device paths must start with; empty: in-memory disks only.
+    pub allowed_prefixes: Vec<PathBuf>,
+    /// Also ask `blkid -p` before writing to a blank-looking disk.
+    pub use_blkid: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("node task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started node; stop it with [`RunningNode::stop`].
+#[derive(Debug)]
+pub struct RunningNode {
+    name: String,
+    endpoint: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    registrar: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Binds the listener, starts serving and registering.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let endpoint = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (stop, stopped) = watch::channel(false);
+        let service = PoolService::new(Arc::new(Pools::new(
+            config.allowed_prefixes.clone(),
+            config.use_blkid,
+        )));
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(MayastorServer::new(service.clone()))
+                .add_service(PoolRpcServer::new(service))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                }),
+        );
+        let registrar = config.registration_endpoint.map(|reg| {
+            let r = Registrar {
+                registration_endpoint: reg,
+                node_name: config.node_name.clone(),
+                grpc_endpoint: endpoint.to_string(),
+                instance_uuid: Uuid::new_v4(),
+                interval: config.heartbeat,
+                timeout: config.heartbeat_timeout,
+            };
+            tokio::spawn(r.run(stopped))
+        });
+        tracing::info!(node = %config.node_name, %endpoint, "storage node serving");
+        Ok(Self {
+            name: config.node_name,
+            endpoint,
+            stop,
+            server,
+            registrar,
+        })
+    }
+
+    /// The address the pool API listens on.
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Deregisters and stops serving.
+    pub async fn stop(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        if let Some(r) = self.registrar {
+            r.await?;
+        }
+        self.server.await??;
+        Ok(())
+    }
+
+    /// Waits until the server ends by itself (an error), without stopping it.
+    pub async fn serve_until_stopped(&mut self) -> Result<(), NodeError> {
+        (&mut self.server).await??;
+        Ok(())
+    }
+}

@@ -1,0 +1,604 @@
+//! The pools of one storage node: create-or-import, import, destroy, export
+//! and list, with the io-engine's semantics (see mayastor-wire.md).
+//!
+//! A pool is loaded in memory only after CreatePool or ImportPool in this
+//! process's lifetime; like the io-engine, a restarted node loads nothing by
+//! itself and waits for the control plane to ask again. What makes a pool
+//! survive is the label on each of its disks ([`super::label`]). Unlike the
+//! io-engine, which takes exactly one disk per pool, this node accepts several
+//! disks per pool (capacity is the sum of their data areas).
+//!
+//! The state reported by [`Pools::list`] is derived from the disks at every
+//! call: faulted when a disk is gone (missing path, size 0, label no longer
+//! there), degraded when one is read-only or fails reads, online otherwise.
+//!
+//! All methods do blocking I/O: call them from `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use super::disk::{Disk, DiskSpec, MallocStore, Presence};
+use super::label::{LABEL_SIZE, Label, LabelRead, MAX_NAME_LEN, RESERVED_BYTES};
+use super::probe::{PROBE_BYTES, foreign_signature};
+
+/// Cluster size reported for pools (the io-engine's default, 4 MiB).
+pub const DEFAULT_CLUSTER_SIZE: u32 = 4 * 1024 * 1024;
+/// Smallest disk accepted: the reserve plus one cluster.
+pub const MIN_DISK_BYTES: u64 = RESERVED_BYTES + DEFAULT_CLUSTER_SIZE as u64;
+
+/// A refused or failed pool operation, by the gRPC code it maps to.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Derived state of a pool (or of one disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    Online,
+    Degraded,
+    Faulted,
+}
+
+/// A pool as reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    pub name: String,
+    pub uuid: Uuid,
+    /// Disk URIs, in label order.
+    pub disks: Vec<String>,
+    pub state: Health,
+    /// Why the state is not online (empty when online).
+    pub reasons: Vec<String>,
+    /// Usable bytes: the data areas of all disks.
+    pub capacity: u64,
+    /// Bytes allocated to volumes. This node creates no volumes, so 0.
+    pub used: u64,
+    /// Raw bytes of all disks at creation.
+    pub disk_capacity: u64,
+    pub cluster_size: u32,
+}
+
+/// Whether CreatePool may create a new pool, or only import one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    CreateOrImport,
+    ImportOnly,
+}
+
+#[derive(Debug)]
+struct PoolDisk {
+    disk: Disk,
+    label: Label,
+}
+
+#[derive(Debug)]
+struct LoadedPool {
+    uuid: Uuid,
+    disks: Vec<PoolDisk>,
+}
+
+/// The pools of one node.
+#[derive(Debug)]
+pub struct Pools {
+    allowed: Vec<PathBuf>,
+    use_blkid: bool,
+    malloc: MallocStore,
+    loaded: Mutex<BTreeMap<String, LoadedPool>>,
+}
+
+/// One requested disk after looking at it.
+struct Probed {
+    disk: Disk,
+    size: u64,
+    label: Option<Label>,
+}
+
+impl Pools {
+    /// Pools whose block disks must live under one of `allowed` (normally
+    /// just `/dev`). `use_blkid` also asks `blkid -p`, when installed, about
+    /// disks our own probe finds blank.
+    pub fn new(allowed: Vec<PathBuf>, use_blkid: bool) -> Self {
+        Self {
+            allowed,
+            use_blkid,
+            malloc: MallocStore::default(),
+            loaded: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// CreatePool / ImportPool.
+    pub fn create(
+        &self,
+        name: &str,
+        uuid: Option<&str>,
+        disks: &[String],
+        mode: Mode,
+    ) -> Result<PoolInfo, PoolError> {
+        use PoolError::*;
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(InvalidArgument(format!(
+                "pool name must be 1 to {MAX_NAME_LEN} bytes, got {}",
+                name.len()
+            )));
+        }
+        if disks.is_empty() {
+            return Err(InvalidArgument("Missing devices".into()));
+        }
+        let want_uuid = match uuid.filter(|u| !u.is_empty()) {
+            Some(u) => Some(
+                Uuid::parse_str(u)
+                    .map_err(|e| InvalidArgument(format!("invalid pool uuid {u:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut specs = Vec::with_capacity(disks.len());
+        for d in disks {
+            let spec =
+                DiskSpec::parse(d, &self.allowed).map_err(|e| InvalidArgument(e.to_string()))?;
+            if specs.iter().any(|s: &DiskSpec| s.key() == spec.key()) {
+                return Err(InvalidArgument(format!("disk {d:?} is named twice")));
+            }
+            specs.push(spec);
+        }
+        let keys: Vec<String> = specs.iter().map(DiskSpec::key).collect();
+
+        let mut loaded = lock(&self.loaded);
+        if let Some(pool) = loaded.get(name) {
+            let mut have: Vec<String> = pool.disks.iter().map(|d| d.disk.spec().key()).collect();
+            let mut want = keys.clone();
+            have.sort();
+            want.sort();
+            if have != want {
+                return Err(AlreadyExists(format!(
+                    "pool {name:?} already exists on other disks ({})",
+                    have.join(", ")
+                )));
+            }
+            if want_uuid.is_some_and(|u| u != pool.uuid) {
+                return Err(InvalidArgument(format!(
+                    "pool uuid mismatch: pool {name:?} has uuid {}",
+                    pool.uuid
+                )));
+            }
+            return Ok(info(name, pool));
+        }
+        for (other, pool) in loaded.iter() {
+            if let Some(d) = pool
+                .disks
+                .iter()
+                .find(|d| keys.contains(&d.disk.spec().key()))
+            {
+                return Err(InvalidArgument(format!(
+                    "pool name mismatch: disk {} belongs to pool {other:?}",
+                    d.disk.spec().key()
+                )));
+            }
+        }
+
+        let probed = specs
+            .into_iter()
+            .map(|s| self.probe(Disk::new(s, &self.malloc)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let labelled: Vec<&Probed> = probed.iter().filter(|p| p.label.is_some()).collect();
+        let pool = if labelled.is_empty() {
+            if mode == Mode::ImportOnly {
+                return Err(NotFound(format!(
+                    "no pool label on {}: nothing to import",
+                    keys.join(", ")
+                )));
+            }
+            self.create_new(name, want_uuid, probed)?
+        } else {
+            import(name, want_uuid, probed)?
+        };
+        let out = info(name, &pool);
+        loaded.insert(name.to_owned(), pool);
+        Ok(out)
+    }
+
+    /// DestroyPool: erases our label from every disk of the pool that still
+    /// carries it, and unloads the pool. Unknown names are fine (OK). A disk
+    /// that is gone keeps its label (it cannot be reached); a disk that is
+    /// there but cannot be written fails the call and the pool stays loaded,
+    /// so a retry can finish the job.
+    pub fn destroy(&self, name: &str, uuid: Option<&str>) -> Result<(), PoolError> {
+        let mut loaded = lock(&self.loaded);
+        let Some(pool) = loaded.get(name) else {
+            return Ok(());
+        };
+        if let Some(u) = uuid.filter(|u| !u.is_empty()) {
+            if Uuid::parse_str(u).ok() != Some(pool.uuid) {
+                return Err(PoolError::InvalidArgument(format!(
+                    "pool uuid mismatch: pool {name:?} has uuid {}",
+                    pool.uuid
+                )));
+            }
+        }
+        for d in &pool.disks {
+            let Ok(block) = d.disk.read_at(0, LABEL_SIZE, true) else {
+                tracing::warn!(disk = %d.disk.spec().key(), "disk unreadable; its label stays");
+                continue;
+            };
+            match Label::decode(&block) {
+                LabelRead::Valid(l) if l == d.label => {
+                    d.disk.write_at(0, &[0u8; LABEL_SIZE]).map_err(|e| {
+                        PoolError::FailedPrecondition(format!(
+                            "cannot erase the label of pool {name:?} on {}: {e}",
+                            d.disk.spec().key()
+                        ))
+                    })?;
+                }
+                // Not our label (any more): not ours to erase.
+                _ => {}
+            }
+        }
+        loaded.remove(name);
+        Ok(())
+    }
+
+    /// ExportPool: unloads the pool, leaving its labels in place.
+    pub fn export(&self, name: &str, uuid: Option<&str>) -> Result<(), PoolError> {
+        let mut loaded = lock(&self.loaded);
+        match loaded.get(name) {
+            None => Err(PoolError::NotFound(format!("pool {name:?} not found"))),
+            Some(p)
+                if uuid
+                    .is_some_and(|u| !u.is_empty() && Uuid::parse_str(u).ok() != Some(p.uuid)) =>
+            {
+                Err(PoolError::InvalidArgument(format!(
+                    "pool uuid mismatch: pool {name:?} has uuid {}",
+                    p.uuid
+                )))
+            }
+            Some(_) => {
+                loaded.remove(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// ListPools: every loaded pool with its state derived from its disks now.
+    pub fn list(&self) -> Vec<PoolInfo> {
+        let loaded = lock(&self.loaded);
+        loaded.iter().map(|(name, pool)| info(name, pool)).collect()
+    }
+
+    /// Looks at a requested disk: present, big enough, our label or blank,
+    /// nothing foreign on it.
+    fn probe(&self, disk: Disk) -> Result<Probed, PoolError> {
+        use PoolError::*;
+        let key = disk.spec().key();
+        match disk.presence() {
+            Presence::Present => {}
+            Presence::Missing => return Err(NotFound(format!("disk {key} does not exist"))),
+            Presence::NotADisk(why) => {
+                return Err(FailedPrecondition(format!("disk {key}: {why}")));
+            }
+        }
+        let size = disk
+            .size()
+            .map_err(|e| FailedPrecondition(format!("cannot open disk {key}: {e}")))?;
+        if size == 0 {
+            return Err(FailedPrecondition(format!(
+                "disk {key} has size 0 (no medium, or a detached loop device)"
+            )));
+        }
+        let head = disk
+            .read_at(0, PROBE_BYTES, false)
+            .map_err(|e| FailedPrecondition(format!("cannot read disk {key}: {e}")))?;
+        match Label::decode(&head) {
+            LabelRead::Valid(label) => {
+                return Ok(Probed {
+                    disk,
+                    size,
+                    label: Some(label),
+                });
+            }
+            LabelRead::Corrupt(why) => {
+                return Err(FailedPrecondition(format!(
+                    "disk {key} carries a damaged pool label ({why}); not touching it"
+                )));
+            }
+            LabelRead::Absent => {}
+        }
+        if let Some(found) = foreign_signature(&head) {
+            return Err(FailedPrecondition(format!(
+                "disk {key} holds {found}; refusing to use it"
+            )));
+        }
+        Ok(Probed {
+            disk,
+            size,
+            label: None,
+        })
+    }
+
+    /// Writes fresh labels on blank disks; on a failure, erases the labels
+    /// already written so a retry starts from blank disks again.
+    fn create_new(
+        &self,
+        name: &str,
+        uuid: Option<Uuid>,
+        disks: Vec<Probed>,
+    ) -> Result<LoadedPool, PoolError> {
+        use PoolError::*;
+        for p in &disks {
+            let key = p.disk.spec().key();
+            if p.size < MIN_DISK_BYTES {
+                return Err(FailedPrecondition(format!(
+                    "disk {key} has {} bytes, less than the {MIN_DISK_BYTES} a pool disk needs",
+                    p.size
+                )));
+            }
+            if p.disk.read_only().unwrap_or(false) {
+                return Err(FailedPrecondition(format!("disk {key} is read-only")));
+            }
+            if let DiskSpec::Block { path } = p.disk.spec() {
+                if self.use_blkid {
+                    if let Some(found) = blkid_signature(path) {
+                        return Err(FailedPrecondition(format!(
+                            "disk {key} holds {found} (found by blkid); refusing to use it"
+                        )));
+                    }
+                }
+            }
+        }
+        let pool_uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        let count = disks.len() as u32;
+        let mut written: Vec<PoolDisk> = Vec::with_capacity(disks.len());
+        for (i, p) in disks.into_iter().enumerate() {
+            let label = Label {
+                pool_name: name.to_owned(),
+                pool_uuid,
+                disk_uuid: Uuid::new_v4(),
+                disk_index: i as u32,
+                disk_count: count,
+                disk_size: p.size,
+                data_offset: RESERVED_BYTES,
+                cluster_size: DEFAULT_CLUSTER_SIZE,
+            };
+            written.push(PoolDisk {
+                disk: p.disk,
+                label,
+            });
+        }
+        let pool = LoadedPool {
+            uuid: pool_uuid,
+            disks: written,
+        };
+        write_labels(&pool)?;
+        Ok(pool)
+    }
+}
+
+/// Writes (and reads back) the label of every disk of a new pool.
+fn write_labels(pool: &LoadedPool) -> Result<(), PoolError> {
+    for i in 0..pool.disks.len() {
+        let d = &pool.disks[i];
+        let block = d.label.encode();
+        let res = d.disk.write_at(0, &block).and_then(|()| {
+            let back = d.disk.read_at(0, LABEL_SIZE, true)?;
+            if Label::decode(&back) == LabelRead::Valid(d.label.clone()) {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("label did not read back"))
+            }
+        });
+        if let Err(e) = res {
+            for prev in &pool.disks[..i] {
+                let _ = prev.disk.write_at(0, &[0u8; LABEL_SIZE]);
+            }
+            let key = d.disk.spec().key();
+            return Err(match e.raw_os_error() {
+                Some(libc::EBUSY) => PoolError::FailedPrecondition(format!(
+                    "disk {key} is in use (mounted or opened exclusively)"
+                )),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM) => {
+                    PoolError::FailedPrecondition(format!("disk {key} is not writable: {e}"))
+                }
+                _ => PoolError::Internal(format!("writing the label on {key}: {e}")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the labels found on the requested disks form exactly the pool
+/// `name`, and loads it.
+fn import(
+    name: &str,
+    want_uuid: Option<Uuid>,
+    probed: Vec<Probed>,
+) -> Result<LoadedPool, PoolError> {
+    use PoolError::*;
+    let mut first: Option<Label> = None;
+    for p in &probed {
+        let key = p.disk.spec().key();
+        let Some(l) = &p.label else {
+            return Err(FailedPrecondition(format!(
+                "disk {key} carries no pool label while the other disks do; refusing to mix import and create"
+            )));
+        };
+        if l.pool_name != name {
+            return Err(InvalidArgument(format!(
+                "pool name mismatch: disk {key} carries pool {:?}, request names {name:?}",
+                l.pool_name
+            )));
+        }
+        if let Some(f) = &first {
+            if f.pool_uuid != l.pool_uuid {
+                return Err(InvalidArgument(format!(
+                    "pool uuid mismatch: the disks carry labels of different pools named {name:?}"
+                )));
+            }
+        }
+        if want_uuid.is_some_and(|u| u != l.pool_uuid) {
+            return Err(InvalidArgument(format!(
+                "pool uuid mismatch: disk {key} carries pool {name:?} with uuid {}",
+                l.pool_uuid
+            )));
+        }
+        if p.size < l.disk_size {
+            return Err(FailedPrecondition(format!(
+                "disk {key} shrank from {} to {} bytes since the pool was created",
+                l.disk_size, p.size
+            )));
+        }
+        first.get_or_insert_with(|| l.clone());
+    }
+    let Some(first) = first else {
+        return Err(Internal("import without labels".into()));
+    };
+    if first.disk_count as usize != probed.len() {
+        return Err(FailedPrecondition(format!(
+            "pool {name:?} spans {} disks; the request names {}",
+            first.disk_count,
+            probed.len()
+        )));
+    }
+    let mut disks: Vec<PoolDisk> = probed
+        .into_iter()
+        .filter_map(|p| {
+            p.label.map(|label| PoolDisk {
+                disk: p.disk,
+                label,
+            })
+        })
+        .collect();
+    disks.sort_by_key(|d| d.label.disk_index);
+    if disks
+        .iter()
+        .enumerate()
+        .any(|(i, d)| d.label.disk_index as usize != i)
+    {
+        return Err(FailedPrecondition(format!(
+            "the disks of pool {name:?} carry duplicate disk indexes"
+        )));
+    }
+    Ok(LoadedPool {
+        uuid: first.pool_uuid,
+        disks,
+    })
+}
+
+/// Health of one disk of a loaded pool, with the reason when not online.
+fn disk_health(d: &PoolDisk) -> (Health, Option<String>) {
+    let key = d.disk.spec().key();
+    match d.disk.presence() {
+        Presence::Present => {}
+        Presence::Missing => return (Health::Faulted, Some(format!("disk {key} is missing"))),
+        Presence::NotADisk(why) => return (Health::Faulted, Some(format!("disk {key}: {why}"))),
+    }
+    match d.disk.size() {
+        Ok(0) => {
+            return (
+                Health::Faulted,
+                Some(format!("disk {key} is gone (size 0)")),
+            );
+        }
+        Ok(s) if s < d.label.disk_size => {
+            return (
+                Health::Faulted,
+                Some(format!("disk {key} shrank to {s} bytes")),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return (
+                Health::Faulted,
+                Some(format!("disk {key} cannot be opened: {e}")),
+            );
+        }
+    }
+    match d.disk.read_at(0, LABEL_SIZE, true) {
+        Err(e) => {
+            return (
+                Health::Degraded,
+                Some(format!("disk {key} fails reads: {e}")),
+            );
+        }
+        Ok(block) => {
+            if Label::decode(&block) != LabelRead::Valid(d.label.clone()) {
+                return (
+                    Health::Faulted,
+                    Some(format!("disk {key} no longer carries this pool's label")),
+                );
+            }
+        }
+    }
+    match d.disk.read_only() {
+        Ok(false) => (Health::Online, None),
+        Ok(true) => (Health::Degraded, Some(format!("disk {key} is read-only"))),
+        Err(e) => (Health::Degraded, Some(format!("disk {key}: {e}"))),
+    }
+}
+
+fn info(name: &str, pool: &LoadedPool) -> PoolInfo {
+    let mut state = Health::Online;
+    let mut reasons = Vec::new();
+    for d in &pool.disks {
+        let (h, why) = disk_health(d);
+        state = state.max(h);
+        reasons.extend(why);
+    }
+    PoolInfo {
+        name: name.to_owned(),
+        uuid: pool.uuid,
+        disks: pool
+            .disks
+            .iter()
+            .map(|d| d.disk.spec().uri(&d.label.disk_uuid))
+            .collect(),
+        state,
+        reasons,
+        capacity: pool.disks.iter().map(|d| d.label.usable_bytes()).sum(),
+        used: 0,
+        disk_capacity: pool.disks.iter().map(|d| d.label.disk_size).sum(),
+        cluster_size: pool
+            .disks
+            .first()
+            .map_or(DEFAULT_CLUSTER_SIZE, |d| d.label.cluster_size),
+    }
+}
+
+/// Asks `blkid -p` (low-level probe, no cache) what is on the device.
+/// `None` when it finds nothing or is not installed.
+fn blkid_signature(path: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None; // exit 2: nothing found
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_owned)
+    };
+    match (field("TYPE="), field("PTTYPE=")) {
+        (Some(t), _) => Some(format!("a {t} signature")),
+        (None, Some(pt)) => Some(format!("a {pt} partition table")),
+        (None, None) => None,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
