@@ -100,6 +100,28 @@ impl LoopDevice {
         Ok(())
     }
 
+    /// SHA-256 of every byte of the device, as hex: to show a disk was not
+    /// written to.
+    pub fn sha256_hex(&self) -> std::io::Result<String> {
+        use sha2::{Digest, Sha256};
+        use std::io::Read;
+        let mut file = std::fs::File::open(&self.path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Makes the device read-only (`blockdev --setro`) or writable again.
     pub fn set_readonly(&self, readonly: bool) -> Result<(), LoopError> {
         let flag = if readonly { "--setro" } else { "--setrw" };

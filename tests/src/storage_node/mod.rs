@@ -13,7 +13,8 @@
 //! Rooms: [`label`] (on-disk format), [`probe`] (foreign signatures),
 //! [`disk`] (disk names and I/O), [`pools`] (pool semantics), [`grpc`] (the
 //! services), [`registration`] (heartbeat), [`node`] (one running node),
-//! [`process`] (the binary as a child process, for tests).
+//! [`process`] (the binary as a child process, for tests), [`recorder`] (a
+//! registration server that records heartbeats, for tests).
 
 pub mod disk;
 pub mod grpc;
@@ -22,4 +23,5 @@ pub mod node;
 pub mod pools;
 pub mod probe;
 pub mod process;
+pub mod recorder;
 pub mod registration;
