@@ -1,0 +1,125 @@
+//! Child processes of the harness (etcd, kube-apiserver) that cannot outlive it.
+//!
+//! Each child runs in its own process group, so that stopping it also stops
+//! anything it started, and gets `PR_SET_PDEATHSIG`, so that the kernel kills it
+//! when the test process dies without running destructors (SIGKILL, abort).
+//! The death signal is tied to the *thread* that spawned the child: spawn from
+//! a thread that lives as long as the control plane (a test thread, a runtime
+//! worker), never from `spawn_blocking`, whose idle threads exit.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use super::HarnessError;
+
+/// A running child process, killed with its process group on drop.
+pub struct Guarded {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Guarded {
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn(
+        name: &'static str,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<Guarded, HarnessError> {
+        let out = File::create(log).map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
+        let err = out.try_clone().map_err(|e| HarnessError::io("duplicating a log handle", e))?;
+        // SAFETY: getpid is async-signal-safe; read here, before the fork.
+        let parent = unsafe { libc::getpid() };
+        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| HarnessError::io(format!("starting {name}"), e))?;
+        Ok(Guarded { name, child, log: log.to_path_buf() })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `Err` with the log's tail when the process has exited.
+    pub fn check_running(&mut self) -> Result<(), HarnessError> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(HarnessError::Exited {
+                name: self.name,
+                status: status.to_string(),
+                log_tail: self.log_tail(),
+            }),
+            Err(e) => Err(HarnessError::io(format!("waiting for {}", self.name), e)),
+        }
+    }
+
+    /// The last lines of the process's output, for error messages.
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(4096)));
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // The child leads its own group (process_group(0)): its pid is the pgid.
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory preconditions; a negative pid names the group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct loopback ports that were free a moment ago. Another process
+/// may take one before our child binds it; the caller retries the start then.
+/// Ports handed out earlier in this process are skipped, so that control
+/// planes started in parallel by one test binary do not pick the same ones.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Hold every listener until all are chosen, so the kernel gives n different ports.
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| HarnessError::io("finding a free port", e))?;
+        let port =
+            listener.local_addr().map_err(|e| HarnessError::io("finding a free port", e))?.port();
+        if handed_out.insert(port) {
+            ports.push(port);
+        }
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
+
+/// Whether a process with this pid exists (for sweeping leftovers of killed runs).
+pub fn pid_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
