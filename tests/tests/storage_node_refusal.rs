@@ -1,0 +1,169 @@
+//! The storage node refuses disks that hold something else, with
+//! FAILED_PRECONDITION naming what it found, and writes not a byte to them
+//! (SHA-256 of the whole device before and after).
+
+use std::process::{Command, Stdio};
+
+use msp_proto::v1;
+use msp_tests::loopdev::LoopDevice;
+use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
+const MIB: u64 = 1024 * 1024;
+
+fn tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn sh(script: &str) -> anyhow::Result<()> {
+    let out = Command::new("sh").args(["-c", script]).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Puts a foreign signature on a fresh loop device with `setup` (where `{}`
+/// is the device), then asks the node to create a pool on it.
+async fn refused(
+    node: &StorageNodeProcess,
+    pool: &str,
+    setup: &str,
+    cleanup: Option<&str>,
+    expect_in_message: &str,
+) -> anyhow::Result<()> {
+    let d = LoopDevice::create(64 * MIB)?;
+    let dev = d.path_str();
+    sh(&setup.replace("{}", &dev))?;
+    let before = d.sha256_hex()?;
+
+    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(node.uri()).await?;
+    for disks in [vec![dev.clone()], vec![format!("aio://{dev}")]] {
+        let err = c
+            .create_pool(v1::CreatePoolRequest {
+                name: pool.into(),
+                disks,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a disk with a foreign signature must be refused");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains(expect_in_message),
+            "message {:?} should name {expect_in_message:?}",
+            err.message()
+        );
+    }
+    // ImportPool finds no label of ours either and touches nothing.
+    let err = c
+        .import_pool(v1::ImportPoolRequest {
+            name: pool.into(),
+            disks: vec![dev.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing to import");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    assert_eq!(d.sha256_hex()?, before, "the refused disk was written to");
+    let listed = c.list_pools(v1::ListPoolOptions::default()).await?;
+    assert!(listed.into_inner().pools.iter().all(|p| p.name != pool));
+    if let Some(cleanup) = cleanup {
+        sh(&cleanup.replace("{}", &dev))?;
+    }
+    Ok(())
+}
+
+fn start(name: &str) -> anyhow::Result<Option<StorageNodeProcess>> {
+    if !msp_tests::require("root and loop devices (losetup)", LoopDevice::available()) {
+        return Ok(None);
+    }
+    Ok(Some(StorageNodeProcess::start(
+        BIN,
+        StorageNodeOptions::new(name),
+    )?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_ext4() -> anyhow::Result<()> {
+    let Some(node) = start("sn-ref-ext4")? else {
+        return Ok(());
+    };
+    if !msp_tests::require("mkfs.ext4 (e2fsprogs)", tool("mkfs.ext4")) {
+        return Ok(());
+    }
+    refused(
+        &node,
+        "p-ext4",
+        "mkfs.ext4 -q -F {}",
+        None,
+        "ext4 filesystem",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_lvm_pv() -> anyhow::Result<()> {
+    let Some(node) = start("sn-ref-lvm")? else {
+        return Ok(());
+    };
+    if !msp_tests::require("pvcreate (lvm2)", tool("pvcreate")) {
+        return Ok(());
+    }
+    // No devices file: the loop device must not be remembered by LVM.
+    let cfg = "--config 'devices { use_devicesfile = 0 }'";
+    refused(
+        &node,
+        "p-lvm",
+        &format!("pvcreate -q {cfg} -ff -y {{}}"),
+        Some(&format!("pvremove -q {cfg} -ff -y {{}}")),
+        "LVM2 physical volume",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_gpt() -> anyhow::Result<()> {
+    let Some(node) = start("sn-ref-gpt")? else {
+        return Ok(());
+    };
+    if !msp_tests::require("sgdisk (gdisk)", tool("sgdisk")) {
+        return Ok(());
+    }
+    refused(
+        &node,
+        "p-gpt",
+        "sgdisk -o -n 1:2048:0 {} >/dev/null",
+        None,
+        "GPT partition table",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_mbr_and_swap() -> anyhow::Result<()> {
+    let Some(node) = start("sn-ref-mbr")? else {
+        return Ok(());
+    };
+    if !msp_tests::require(
+        "sfdisk (fdisk) and mkswap",
+        tool("sfdisk") && tool("mkswap"),
+    ) {
+        return Ok(());
+    }
+    refused(
+        &node,
+        "p-mbr",
+        "printf 'label: dos\\n,,L\\n' | sfdisk -q {} >/dev/null",
+        None,
+        "MBR (dos) partition table",
+    )
+    .await?;
+    refused(&node, "p-swap", "mkswap {} >/dev/null", None, "swap area").await
+}
