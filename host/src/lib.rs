@@ -8,3 +8,4 @@ pub mod crd;
 pub mod ledger;
 pub mod node_client;
 pub mod registry;
+pub mod policy;

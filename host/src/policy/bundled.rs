@@ -1,0 +1,25 @@
+//! The policy components built by `build.rs`: the bundled default, embedded in
+//! the binary, and (for tests, benchmarks and the docs' examples) the paths of
+//! the example and hostile components built beside it.
+
+use std::path::PathBuf;
+
+/// The default policy as a wasm component.
+pub const DEFAULT_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
+
+/// Path of a component built with this crate: `retain`, `stable-disk-names`,
+/// `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
+/// `hostile-imports-wasi`. None for another name, or when the build used a
+/// prebuilt default (`MSP_POLICY_WASM`) and built no examples.
+pub fn built_component(name: &str) -> Option<PathBuf> {
+    let path = match name {
+        "retain" => env!("MSP_POLICY_COMPONENT_RETAIN"),
+        "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
+        "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),
+        "hostile-wrong-version" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_VERSION"),
+        "hostile-wrong-world" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_WORLD"),
+        "hostile-imports-wasi" => env!("MSP_POLICY_COMPONENT_HOSTILE_IMPORTS_WASI"),
+        _ => return None,
+    };
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}

@@ -1,0 +1,307 @@
+//! The sandbox: one wasmtime engine for the process, compiled policies, and
+//! running one decision under fuel, deadline and memory limits.
+//!
+//! Rooms as in Kubewarden's evaluator: bytes are checked and compiled once per
+//! sha256 ([`compile`], cached); a compiled policy holds a pre-instance; each
+//! decision runs in an instance taken from a small idle list or made fresh from
+//! the pre-instance, and the instance is dropped after any error (a trapped
+//! instance cannot be entered again) and after [`MAX_USES`] decisions, so state
+//! a policy keeps in its memory cannot drift far.
+//!
+//! Calls here are synchronous and may take up to the deadline: the engine
+//! runs them on tokio's blocking pool, never on an async worker thread.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use msp_policy::model;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+
+use super::bindings::{self, DECIDER_EXPORT, DECIDER_UNVERSIONED, Policy, PolicyPre};
+use super::error::PolicyError;
+
+/// How often the epoch ticker advances the engine's epoch.
+const TICK: Duration = Duration::from_millis(5);
+/// An instance is retired after this many decisions.
+pub const MAX_USES: u32 = 1_000;
+/// Idle instances kept per compiled policy (one per concurrent decision).
+const MAX_IDLE: usize = 16;
+/// Compiled components kept for reuse (by sha256).
+const MAX_CACHED: usize = 16;
+
+/// Limits applied to every policy call. Configuration, not constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per call (one default decision takes about 10,000).
+    pub fuel: u64,
+    /// Wall-clock backstop per call, enforced by epoch interruption.
+    pub deadline: Duration,
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Largest module accepted, in bytes.
+    pub module_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 5_000_000,
+            deadline: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            module_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Per-store state: the limiter, which remembers a refused growth so that the
+/// resulting failure is reported as a memory overrun (it does not surface as
+/// a `Trap`).
+struct StoreData {
+    memory_limit: usize,
+    memory_denied: bool,
+}
+
+impl ResourceLimiter for StoreData {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+}
+
+/// The process-wide wasmtime engine and its epoch ticker.
+struct Sandbox {
+    engine: Engine,
+    cache: Mutex<HashMap<[u8; 32], Arc<CompiledPolicy>>>,
+}
+
+fn sandbox() -> Result<&'static Sandbox, PolicyError> {
+    static SANDBOX: OnceLock<Result<Sandbox, String>> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.consume_fuel(true).epoch_interruption(true).wasm_component_model(true);
+            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let ticking = engine.clone();
+            static STARTED: AtomicBool = AtomicBool::new(false);
+            if !STARTED.swap(true, Ordering::SeqCst) {
+                std::thread::Builder::new()
+                    .name("policy-epoch".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(TICK);
+                            ticking.increment_epoch();
+                        }
+                    })
+                    .map_err(|e| format!("starting the epoch ticker: {e}"))?;
+            }
+            Ok(Sandbox { engine, cache: Mutex::new(HashMap::new()) })
+        })
+        .as_ref()
+        .map_err(|e| PolicyError::Engine(e.clone()))
+}
+
+/// The process-wide wasmtime engine (for tests that need to make, for
+/// example, precompiled bytes with the same configuration).
+pub fn wasmtime_engine() -> Result<Engine, PolicyError> {
+    Ok(sandbox()?.engine.clone())
+}
+
+/// An instance ready to decide, and how often it did.
+struct Ready {
+    store: Store<StoreData>,
+    policy: Policy,
+    uses: u32,
+}
+
+/// A compiled, structurally checked policy. Not yet conformance-tested: see
+/// `validate::self_test`.
+pub struct CompiledPolicy {
+    pub sha256: [u8; 32],
+    pub info: model::PolicyInfo,
+    pub size: usize,
+    pre: PolicyPre<StoreData>,
+    idle: Mutex<Vec<Ready>>,
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish()
+    }
+}
+
+/// Checks and compiles `bytes`, or returns the cached result for the same
+/// sha256. Calls the module's `info()` under `limits`.
+pub fn compile(bytes: &[u8], limits: &Limits) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    let sandbox = sandbox()?;
+    if bytes.len() > limits.module_bytes {
+        return Err(PolicyError::TooLarge { size: bytes.len(), limit: limits.module_bytes });
+    }
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    if let Some(hit) = lock(&sandbox.cache).get(&sha256) {
+        return Ok(hit.clone());
+    }
+    check_header(bytes)?;
+    // `Component::new` parses and validates the binary and compiles it with
+    // cranelift; it never treats input as precompiled code.
+    let component = Component::new(&sandbox.engine, bytes).map_err(|e| PolicyError::Garbage(format!("{e:#}")))?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(&sandbox.engine).map(|(name, _)| name.to_string()).collect();
+    if !imports.is_empty() {
+        return Err(PolicyError::Imports(imports));
+    }
+    let exports: Vec<String> = ty.exports(&sandbox.engine).map(|(name, _)| name.to_string()).collect();
+    if !exports.iter().any(|e| e == DECIDER_EXPORT) {
+        if let Some(found) = exports.iter().find(|e| e.starts_with(DECIDER_UNVERSIONED)) {
+            return Err(PolicyError::UnknownVersion { found: found.clone(), expected: DECIDER_EXPORT.to_string() });
+        }
+        return Err(PolicyError::WrongWorld { exports, detail: format!("no export {DECIDER_EXPORT}") });
+    }
+    let linker: Linker<StoreData> = Linker::new(&sandbox.engine);
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(PolicyPre::new)
+        .map_err(|e| PolicyError::WrongWorld { exports: exports.clone(), detail: format!("{e:#}") })?;
+    let mut compiled = CompiledPolicy {
+        sha256,
+        info: model::PolicyInfo { name: String::new(), version: String::new() },
+        size: bytes.len(),
+        pre,
+        idle: Mutex::new(Vec::new()),
+    };
+    compiled.info = compiled.call(limits, |policy, store| {
+        policy.openebs_msp_policy_decider().call_info(store).map(bindings::info_from_wit)
+    })?;
+    let compiled = Arc::new(compiled);
+    let mut cache = lock(&sandbox.cache);
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    cache.insert(sha256, compiled.clone());
+    Ok(compiled)
+}
+
+/// Refuses precompiled code and core modules before any parsing.
+fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
+    if Engine::detect_precompiled(bytes).is_some() || bytes.starts_with(b"\x7fELF") {
+        return Err(PolicyError::Precompiled);
+    }
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => Err(PolicyError::NotAComponent),
+        _ => Err(PolicyError::Garbage("no wasm component header (\\0asm, version 0x0d, layer 1)".into())),
+    }
+}
+
+impl CompiledPolicy {
+    /// Runs one decision.
+    pub fn decide(&self, obs: &bindings::wit::Observation, limits: &Limits) -> Result<model::Decision, PolicyError> {
+        self.call(limits, |policy, store| {
+            policy.openebs_msp_policy_decider().call_decide(store, obs).map(bindings::decision_from_wit)
+        })
+    }
+
+    /// Creates a fresh instance from the pre-instance (for the benchmark's
+    /// instantiate cost and for `MAX_USES`).
+    fn instantiate(&self, limits: &Limits) -> Result<Ready, PolicyError> {
+        let sandbox = sandbox()?;
+        let mut store = Store::new(&sandbox.engine, StoreData { memory_limit: limits.memory_bytes, memory_denied: false });
+        store.limiter(|data| data);
+        arm(&mut store, limits)?;
+        let policy = self.pre.instantiate(&mut store).map_err(|e| classify(e, store.data(), limits))?;
+        Ok(Ready { store, policy, uses: 0 })
+    }
+
+    /// Measures instantiation alone (benchmark helper).
+    pub fn instantiate_fresh(&self, limits: &Limits) -> Result<(), PolicyError> {
+        self.instantiate(limits).map(drop)
+    }
+
+    /// Drops idle instances so that the next call instantiates afresh.
+    pub fn drop_idle(&self) {
+        lock(&self.idle).clear();
+    }
+
+    fn call<T>(
+        &self,
+        limits: &Limits,
+        f: impl FnOnce(&Policy, &mut Store<StoreData>) -> wasmtime::Result<T>,
+    ) -> Result<T, PolicyError> {
+        let idle = lock(&self.idle).pop();
+        let mut ready = match idle {
+            Some(r) => r,
+            None => self.instantiate(limits)?,
+        };
+        arm(&mut ready.store, limits)?;
+        let result = f(&ready.policy, &mut ready.store);
+        match result {
+            Ok(value) => {
+                ready.uses += 1;
+                if ready.uses < MAX_USES {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < MAX_IDLE {
+                        idle.push(ready);
+                    }
+                }
+                Ok(value)
+            }
+            // The instance is dropped here: never entered again after an error.
+            Err(e) => Err(classify(e, ready.store.data(), limits)),
+        }
+    }
+}
+
+/// Sets the per-call fuel, deadline and memory flag on a store.
+fn arm(store: &mut Store<StoreData>, limits: &Limits) -> Result<(), PolicyError> {
+    store.set_fuel(limits.fuel).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+    // The default epoch deadline is 0, which would trap at once.
+    let ticks = limits.deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.data_mut().memory_denied = false;
+    Ok(())
+}
+
+/// Maps a wasmtime failure to its typed error. A refused memory growth is
+/// known from the limiter, not from the error (it is not a `Trap`).
+fn classify(err: wasmtime::Error, data: &StoreData, limits: &Limits) -> PolicyError {
+    if data.memory_denied {
+        return PolicyError::MemoryLimit { limit: limits.memory_bytes };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PolicyError::FuelExhausted { budget: limits.fuel },
+        Some(Trap::Interrupt) => PolicyError::Deadline { ms: limits.deadline.as_millis() as u64 },
+        _ => PolicyError::Trap(format!("{err:#}")),
+    }
+}
+
+/// Locks a mutex, also after a panic elsewhere poisoned it (the data are
+/// caches and idle lists, valid in any state).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
