@@ -7,6 +7,12 @@
 //! is killed on drop and, through `PR_SET_PDEATHSIG`, when the test process
 //! dies, so no storage node outlives its test.
 //!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that spawned the child exits:
+//! start and restart the node from a thread that lives as long as the test
+//! (the test thread or a runtime worker), not from `spawn_blocking`, whose
+//! threads are retired after a while of idleness and would take the node
+//! with them.
+//!
 //! The waiting methods block the calling thread: from an async test that also
 //! serves the registration API, use a multi-threaded runtime
 //! (`#[tokio::test(flavor = "multi_thread")]`) so the node's Deregister can be
