@@ -1,0 +1,16 @@
+# The stand-in storage node image (speaks the Mayastor gRPC pool API; in
+# production the Mayastor io-engine takes its place). Build from the repository root:
+#   docker build -f deploy/docker/storage-node.Dockerfile -t msp-storage-node:0.1.0 .
+# (No container engine runs on this project's CI machines, so CI does not build it.)
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --locked --release -p msp-tests --bin storage-node
+
+# It probes and labels raw block devices; it needs no shell, only libc.
+FROM gcr.io/distroless/cc-debian12
+COPY --from=build /src/target/release/storage-node /usr/local/bin/storage-node
+EXPOSE 10124
+ENTRYPOINT ["/usr/local/bin/storage-node"]
