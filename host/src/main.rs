@@ -15,6 +15,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Tools for policy authors: check a policy component, evaluate a decision.
+    Policy {
+        #[command(subcommand)]
+        command: msp_operator::policy::cli::PolicyCommand,
+    },
     /// Print the MayastorPool CRD as YAML, or write it to a file.
     Crdgen {
         /// Write to this file instead of standard output.
@@ -26,6 +31,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Policy { command } => msp_operator::policy::cli::run(command)?,
         Command::Crdgen { output } => {
             let yaml = msp_operator::crd::crd_yaml().context("rendering the CRD")?;
             match output {

@@ -13,6 +13,7 @@
 
 pub mod bindings;
 pub mod bundled;
+pub mod cli;
 pub mod configmap;
 pub mod error;
 pub mod sample;
