@@ -399,7 +399,7 @@ async fn allowlisted_regular_files() -> anyhow::Result<()> {
     let plain = StorageNodeProcess::start(BIN, StorageNodeOptions::new("sn-err-noallow"))?;
     let mut c = Client::connect(plain.uri()).await?;
     expect(
-        create(&mut c, "f", &[img.clone()]).await,
+        create(&mut c, "f", std::slice::from_ref(&img)).await,
         Code::InvalidArgument,
         "outside",
     );
@@ -408,7 +408,7 @@ async fn allowlisted_regular_files() -> anyhow::Result<()> {
     opts.allow_path_prefixes = vec![dir.path().to_owned()];
     let allowed = StorageNodeProcess::start(BIN, opts)?;
     let mut c = Client::connect(allowed.uri()).await?;
-    let p = create(&mut c, "f", &[img.clone()]).await?;
+    let p = create(&mut c, "f", std::slice::from_ref(&img)).await?;
     assert_eq!(p.capacity, 15 * MIB);
     assert_eq!(p.state, v1::PoolState::PoolOnline as i32);
     assert!(

@@ -27,10 +27,16 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:10124")]
     grpc_endpoint: SocketAddr,
 
-    /// Registration server to heartbeat to, e.g. http://127.0.0.1:50051.
+    /// Registration server to heartbeat to, e.g. http://127.0.0.1:50051 (a
+    /// bare ip:port means http://).
     /// Without it the node does not register.
     #[arg(long)]
     registration_endpoint: Option<String>,
+
+    /// Address to register instead of the listen address (needed when
+    /// listening on 0.0.0.0, e.g. the pod IP in a DaemonSet).
+    #[arg(long, env = "MSP_ADVERTISE_ADDRESS")]
+    advertise_address: Option<IpAddr>,
 
     /// Seconds between registrations.
     #[arg(long, env = "MAYASTOR_HB_INTERVAL_SEC", default_value_t = 5)]
@@ -82,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         node_name: args.node_name.clone(),
         listen: args.grpc_endpoint,
         registration_endpoint: args.registration_endpoint.clone(),
+        advertise_address: args.advertise_address,
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs.max(1)),
         allowed_prefixes: std::iter::once(PathBuf::from("/dev"))
@@ -103,11 +110,17 @@ async fn main() -> anyhow::Result<()> {
                     node_name: format!("{}{}", args.virtual_name_prefix, i + 1),
                     listen: SocketAddr::new(IpAddr::V4(ip), args.grpc_endpoint.port()),
                     allowed_prefixes: Vec::new(),
+                    advertise_address: None,
                     ..base.clone()
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    if configs.len() > 1 {
+        // Each virtual node holds a listener, a registration connection and
+        // the operator's connection: more than the usual 1024 descriptors.
+        raise_fd_limit();
+    }
     let mut nodes = Vec::with_capacity(configs.len());
     for c in configs {
         let addr = c.listen;
@@ -138,6 +151,23 @@ async fn main() -> anyhow::Result<()> {
         r?;
     }
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard limit (best effort).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
 }
 
 /// Stops all nodes concurrently (each deregisters on its own).

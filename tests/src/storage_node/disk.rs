@@ -225,14 +225,15 @@ impl Disk {
             DiskSpec::Block { path } => {
                 let size = self.size()?;
                 let len = len.min(size.saturating_sub(offset) as usize);
-                if direct && offset % BLOCK as u64 == 0 && len % BLOCK == 0 {
-                    if let Ok(file) = OpenOptions::new()
+                if direct
+                    && offset.is_multiple_of(BLOCK as u64)
+                    && len.is_multiple_of(BLOCK)
+                    && let Ok(file) = OpenOptions::new()
                         .read(true)
                         .custom_flags(libc::O_DIRECT)
                         .open(path)
-                    {
-                        return read_direct(&file, offset, len);
-                    }
+                {
+                    return read_direct(&file, offset, len);
                 }
                 let file = File::open(path)?;
                 let mut buf = vec![0u8; len];

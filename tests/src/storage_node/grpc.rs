@@ -186,11 +186,11 @@ impl v1::pool_rpc_server::PoolRpc for PoolService {
         request: Request<v1::ListPoolOptions>,
     ) -> Result<Response<v1::ListPoolsResponse>, Status> {
         let r = request.into_inner();
-        if let Some(pt) = &r.pooltype {
-            if pt.value != v1::PoolType::Lvs as i32 {
-                // Only lvs pools exist here: a filter on another type matches none.
-                return Ok(Response::new(v1::ListPoolsResponse { pools: Vec::new() }));
-            }
+        // Only lvs pools exist here: a filter on another type matches none.
+        if let Some(pt) = &r.pooltype
+            && pt.value != v1::PoolType::Lvs as i32
+        {
+            return Ok(Response::new(v1::ListPoolsResponse { pools: Vec::new() }));
         }
         let pools = blocking(&self.pools, |p| Ok(p.list())).await?;
         let pools = pools

@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Where to register, e.g. `http://127.0.0.1:50051`; `None`: no registration.
     pub registration_endpoint: Option<String>,
+    /// IP to register instead of the listen IP (for a 0.0.0.0 listener).
+    pub advertise_address: Option<std::net::IpAddr>,
     pub heartbeat: Duration,
     pub heartbeat_timeout: Duration,
     /// Prefixes block-device paths must start with; empty: in-memory disks only.
@@ -85,11 +87,18 @@ impl RunningNode {
                     let _ = server_stop.wait_for(|s| *s).await;
                 }),
         );
+        let advertised = SocketAddr::new(
+            config.advertise_address.unwrap_or(endpoint.ip()),
+            endpoint.port(),
+        );
+        if advertised.ip().is_unspecified() && config.registration_endpoint.is_some() {
+            tracing::warn!(%advertised, "registering an unspecified address; set an advertise address");
+        }
         let registrar = config.registration_endpoint.map(|reg| {
             let r = Registrar {
                 registration_endpoint: reg,
                 node_name: config.node_name.clone(),
-                grpc_endpoint: endpoint.to_string(),
+                grpc_endpoint: advertised.to_string(),
                 instance_uuid: Uuid::new_v4(),
                 interval: config.heartbeat,
                 timeout: config.heartbeat_timeout,

@@ -220,13 +220,13 @@ impl Pools {
         let Some(pool) = loaded.get(name) else {
             return Ok(());
         };
-        if let Some(u) = uuid.filter(|u| !u.is_empty()) {
-            if Uuid::parse_str(u).ok() != Some(pool.uuid) {
-                return Err(PoolError::InvalidArgument(format!(
-                    "pool uuid mismatch: pool {name:?} has uuid {}",
-                    pool.uuid
-                )));
-            }
+        if let Some(u) = uuid.filter(|u| !u.is_empty())
+            && Uuid::parse_str(u).ok() != Some(pool.uuid)
+        {
+            return Err(PoolError::InvalidArgument(format!(
+                "pool uuid mismatch: pool {name:?} has uuid {}",
+                pool.uuid
+            )));
         }
         for d in &pool.disks {
             let Ok(block) = d.disk.read_at(0, LABEL_SIZE, true) else {
@@ -347,14 +347,13 @@ impl Pools {
             if p.disk.read_only().unwrap_or(false) {
                 return Err(FailedPrecondition(format!("disk {key} is read-only")));
             }
-            if let DiskSpec::Block { path } = p.disk.spec() {
-                if self.use_blkid {
-                    if let Some(found) = blkid_signature(path) {
-                        return Err(FailedPrecondition(format!(
-                            "disk {key} holds {found} (found by blkid); refusing to use it"
-                        )));
-                    }
-                }
+            if let DiskSpec::Block { path } = p.disk.spec()
+                && self.use_blkid
+                && let Some(found) = blkid_signature(path)
+            {
+                return Err(FailedPrecondition(format!(
+                    "disk {key} holds {found} (found by blkid); refusing to use it"
+                )));
             }
         }
         let pool_uuid = uuid.unwrap_or_else(Uuid::new_v4);
@@ -439,12 +438,12 @@ fn import(
                 l.pool_name
             )));
         }
-        if let Some(f) = &first {
-            if f.pool_uuid != l.pool_uuid {
-                return Err(InvalidArgument(format!(
-                    "pool uuid mismatch: the disks carry labels of different pools named {name:?}"
-                )));
-            }
+        if let Some(f) = &first
+            && f.pool_uuid != l.pool_uuid
+        {
+            return Err(InvalidArgument(format!(
+                "pool uuid mismatch: the disks carry labels of different pools named {name:?}"
+            )));
         }
         if want_uuid.is_some_and(|u| u != l.pool_uuid) {
             return Err(InvalidArgument(format!(

@@ -196,6 +196,10 @@ impl StorageNodeProcess {
         cmd.args(&o.extra_args)
             .stdin(Stdio::null())
             .env_remove("MAYASTOR_HB_INTERVAL_SEC");
+        // Quiet children unless the test run asks for logs.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
         // SIGKILL to the child when this (parent) thread exits.
         unsafe {

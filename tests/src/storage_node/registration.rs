@@ -41,7 +41,13 @@ impl Registrar {
     }
 
     fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(self.registration_endpoint.clone())?
+        // Accept "ip:port" as well as a URI.
+        let uri = if self.registration_endpoint.contains("://") {
+            self.registration_endpoint.clone()
+        } else {
+            format!("http://{}", self.registration_endpoint)
+        };
+        Ok(Endpoint::from_shared(uri)?
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .connect_lazy())
