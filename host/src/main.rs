@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: watch MayastorPools and Nodes, serve node
+    /// registration, make pools real on storage nodes.
+    Run(msp_operator::run::RunArgs),
     /// Tools for policy authors: check a policy component, evaluate a decision.
     Policy {
         #[command(subcommand)]
@@ -31,6 +34,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(msp_operator::run::run(args))?;
+        }
         Command::Policy { command } => msp_operator::policy::cli::run(command)?,
         Command::Crdgen { output } => {
             let yaml = msp_operator::crd::crd_yaml().context("rendering the CRD")?;

@@ -247,6 +247,11 @@ impl NodeRegistry {
         }
     }
 
+    /// True when `node` has registered since the operator started.
+    pub fn knows(&self, node: &str) -> bool {
+        self.nodes_read().contains_key(node)
+    }
+
     /// The client of an online node.
     pub fn client(&self, node: &str) -> Result<NodeClient, RegistryError> {
         let nodes = self.nodes_read();

@@ -3,6 +3,7 @@
 
 pub mod control_plane;
 pub mod loopdev;
+pub mod operator;
 pub mod storage_node;
 
 /// Gate for a test that needs something this machine may lack (root, loop

@@ -1,0 +1,234 @@
+//! Actuate: carries out the policy's action on the storage node, after the
+//! host's own safety rails, which no policy can turn off:
+//! - a pool is destroyed only when the ledger says this operator created it
+//!   for a resource uid that no longer exists, never when a live resource
+//!   names it (same node and pool name), and never when the node's pool of
+//!   that name sits on other disks than the ledger recorded;
+//! - nothing is created or imported on a disk another pool claims;
+//! - the ledger entry is written before CreatePool, so a crash in between
+//!   leaves a record, never an untracked pool.
+
+use kube::ResourceExt;
+use msp_policy::model::{Action, Decision, ErrorKind, Observation, OperationError};
+
+use crate::controller::{Context, Error};
+use crate::crd::MayastorPool;
+use crate::ledger::LedgerEntry;
+use crate::observe::{effective_disks, effective_node};
+
+/// What actuation did.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// No call to the node.
+    Nothing,
+    /// The action succeeded.
+    Done(Action),
+    /// The node call failed; the error is recorded as the last operation.
+    Failed(Action, OperationError),
+    /// A safety rail refused the action; the string says which and why.
+    Refused(Action, String),
+}
+
+/// The name of an action in logs, metrics and reasons.
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::None => "none",
+        Action::Create => "create",
+        Action::Import => "import",
+        Action::Destroy => "destroy",
+        Action::Retain => "retain",
+    }
+}
+
+/// Acts on a decision about a live resource.
+pub async fn live(pool: &MayastorPool, obs: &Observation, decision: &Decision, ctx: &Context) -> Result<Outcome, Error> {
+    match decision.action {
+        Action::None | Action::Retain => Ok(Outcome::Nothing),
+        Action::Destroy => Ok(Outcome::Refused(
+            Action::Destroy,
+            "a live resource names this pool; pools are destroyed only after their resource is deleted".into(),
+        )),
+        action @ (Action::Create | Action::Import) => {
+            if !obs.conflicts.is_empty() {
+                return Ok(Outcome::Refused(
+                    action,
+                    format!("its disks are claimed by {}", obs.conflicts.join(", ")),
+                ));
+            }
+            let node = effective_node(pool).to_string();
+            let disks = effective_disks(pool).to_vec();
+            let name = pool.name_any();
+            let uid = pool.uid().unwrap_or_default();
+            let client = match ctx.registry.client(&node) {
+                Ok(client) => client,
+                Err(err) => {
+                    let error = OperationError {
+                        kind: ErrorKind::Unavailable,
+                        message: err.to_string(),
+                    };
+                    ctx.operations.record(&uid, action, Some(error.clone()));
+                    return Ok(Outcome::Failed(action, error));
+                }
+            };
+            // Durable before the node acts: a crash after CreatePool must not
+            // leave a pool the operator would not know it created.
+            ctx.ledger
+                .record(LedgerEntry {
+                    pool: name.clone(),
+                    namespace: pool.namespace().unwrap_or_default(),
+                    uid: uid.clone(),
+                    node: node.clone(),
+                    disks: disks.clone(),
+                })
+                .await?;
+            let result = match action {
+                Action::Create => client.create_pool(&name, &disks).await,
+                _ => client.import_pool(&name, &disks).await,
+            };
+            ctx.metrics.node_operation(action_name(action), result.is_ok());
+            // The node's list is refreshed after each operation, so the next
+            // observation sees the pool (or its absence) at once.
+            if let Err(err) = ctx.registry.refresh(&node).await {
+                tracing::debug!(%node, error = %err, "pool list refresh after an operation failed");
+            }
+            match result {
+                Ok(_) => {
+                    tracing::info!(%node, ?disks, action = action_name(action), "pool operation succeeded");
+                    ctx.operations.record(&uid, action, None);
+                    Ok(Outcome::Done(action))
+                }
+                Err(err) => {
+                    tracing::warn!(%node, ?disks, action = action_name(action), error = %err, "pool operation failed");
+                    let error = err.to_operation_error();
+                    ctx.operations.record(&uid, action, Some(error.clone()));
+                    Ok(Outcome::Failed(action, error))
+                }
+            }
+        }
+    }
+}
+
+/// Why destroying the pool of `entry` must not happen, if it must not.
+pub fn destroy_refusal(entry: &LedgerEntry, live: &[std::sync::Arc<MayastorPool>], reported_disks: Option<&[String]>) -> Option<String> {
+    if let Some(owner) = live
+        .iter()
+        .find(|p| p.name_any() == entry.pool && effective_node(p) == entry.node)
+    {
+        return Some(format!(
+            "resource {}/{} names this pool",
+            owner.namespace().unwrap_or_default(),
+            owner.name_any()
+        ));
+    }
+    if let Some(disks) = reported_disks
+        && !disks.iter().any(|d| entry.disks.contains(d))
+    {
+        return Some(format!(
+            "the node's pool of this name is on {} but this operator created it on {}",
+            disks.join(", "),
+            entry.disks.join(", ")
+        ));
+    }
+    None
+}
+
+/// Acts on a decision about a pool in the ledger whose resource is gone.
+pub async fn deleted(entry: &LedgerEntry, obs: &Observation, decision: &Decision, ctx: &Context) -> Result<Outcome, Error> {
+    match decision.action {
+        Action::None => Ok(Outcome::Nothing),
+        Action::Create | Action::Import => Ok(Outcome::Refused(
+            decision.action,
+            "the resource was deleted".into(),
+        )),
+        Action::Retain => {
+            tracing::info!(node = %entry.node, pool = %entry.pool, "resource deleted; pool retained on the node and forgotten");
+            ctx.ledger.remove(&entry.node, &entry.pool).await?;
+            ctx.operations.forget(&entry.uid);
+            Ok(Outcome::Done(Action::Retain))
+        }
+        Action::Destroy => {
+            let live = ctx.pools.state();
+            let reported = obs.reported.as_ref().map(|p| p.disks.as_slice());
+            if let Some(why) = destroy_refusal(entry, &live, reported) {
+                if obs.reported.is_some() && live.iter().all(|p| p.name_any() != entry.pool) {
+                    // Not the pool this operator made: forget it, never touch it.
+                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
+                }
+                return Ok(Outcome::Refused(Action::Destroy, why));
+            }
+            let client = match ctx.registry.client(&entry.node) {
+                Ok(client) => client,
+                Err(err) => {
+                    let error = OperationError {
+                        kind: ErrorKind::Unavailable,
+                        message: err.to_string(),
+                    };
+                    ctx.operations.record(&entry.uid, Action::Destroy, Some(error.clone()));
+                    return Ok(Outcome::Failed(Action::Destroy, error));
+                }
+            };
+            let result = client.destroy_pool(&entry.pool).await;
+            ctx.metrics.node_operation("destroy", result.is_ok());
+            if let Err(err) = ctx.registry.refresh(&entry.node).await {
+                tracing::debug!(node = %entry.node, error = %err, "pool list refresh after destroy failed");
+            }
+            match result {
+                Ok(()) => {
+                    tracing::info!(node = %entry.node, pool = %entry.pool, "resource deleted; pool destroyed");
+                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
+                    ctx.operations.forget(&entry.uid);
+                    Ok(Outcome::Done(Action::Destroy))
+                }
+                Err(err) => {
+                    tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
+                    let error = err.to_operation_error();
+                    ctx.operations.record(&entry.uid, Action::Destroy, Some(error.clone()));
+                    Ok(Outcome::Failed(Action::Destroy, error))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MayastorPoolSpec;
+
+    fn entry() -> LedgerEntry {
+        LedgerEntry {
+            pool: "p".into(),
+            namespace: "mayastor".into(),
+            uid: "old".into(),
+            node: "n1".into(),
+            disks: vec!["/dev/loop0".into()],
+        }
+    }
+
+    #[test]
+    fn never_destroys_a_pool_a_live_resource_names() {
+        let mut live = MayastorPool::new(
+            "p",
+            MayastorPoolSpec {
+                node: "n1".into(),
+                disks: vec!["/dev/loop0".into()],
+            },
+        );
+        live.metadata.namespace = Some("mayastor".into());
+        let live = vec![std::sync::Arc::new(live)];
+        assert!(destroy_refusal(&entry(), &live, None).is_some());
+        // Same name on another node is another pool.
+        let mut other = (*live[0]).clone();
+        other.spec.node = "n2".into();
+        assert!(destroy_refusal(&entry(), &[std::sync::Arc::new(other)], None).is_none());
+    }
+
+    #[test]
+    fn never_destroys_a_same_named_pool_on_other_disks() {
+        let other = vec!["/dev/loop9".to_string()];
+        assert!(destroy_refusal(&entry(), &[], Some(&other)).is_some());
+        let same = vec!["/dev/loop0".to_string()];
+        assert!(destroy_refusal(&entry(), &[], Some(&same)).is_none());
+        assert!(destroy_refusal(&entry(), &[], None).is_none());
+    }
+}

@@ -1,0 +1,270 @@
+//! Prometheus metrics of the operator, in a small typed struct whose methods
+//! the reconcile calls (after kube-rs controller-rs). Served as text on
+//! `/metrics` by [`crate::health`].
+//!
+//! Names follow controller-runtime where it has one (`reconcile_total`,
+//! `reconcile_errors_total`, `reconcile_time_seconds`), prefixed `msp_`.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::crd::PoolState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolStateLabels {
+    pub namespace: String,
+    pub name: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub action: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub name: String,
+    pub version: String,
+}
+
+/// All metrics, registered once.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
+    pool_capacity: Family<PoolLabels, Gauge>,
+    pool_used: Family<PoolLabels, Gauge>,
+    pool_state: Family<PoolStateLabels, Gauge>,
+    policy_failures: Counter,
+    policy_info: Family<PolicyLabels, Gauge>,
+    rail_refusals: Family<OperationLabels, Counter>,
+    node_operations: Family<OperationLabels, Counter>,
+    status_writes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("msp");
+        let m = Metrics {
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            // 1 ms … ~16 s
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            pool_capacity: Family::default(),
+            pool_used: Family::default(),
+            pool_state: Family::default(),
+            policy_failures: Counter::default(),
+            policy_info: Family::default(),
+            rail_refusals: Family::default(),
+            node_operations: Family::default(),
+            status_writes: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconcile", "Reconciles run", m.reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by error kind",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_time_seconds",
+            "Duration of a reconcile",
+            m.reconcile_duration.clone(),
+        );
+        registry.register("pool_capacity_bytes", "Pool capacity as its node reports it", m.pool_capacity.clone());
+        registry.register("pool_used_bytes", "Pool bytes used as its node reports it", m.pool_used.clone());
+        registry.register("pool_state", "1 for the pool's current state, 0 for the others", m.pool_state.clone());
+        registry.register(
+            "policy_decision_failures",
+            "Policy decisions that failed (trap, fuel, memory, nonsense); the last good status was kept",
+            m.policy_failures.clone(),
+        );
+        registry.register("policy_info", "The active policy (value 1)", m.policy_info.clone());
+        registry.register(
+            "safety_rail_refusals",
+            "Policy actions the host refused, by action and rail",
+            m.rail_refusals.clone(),
+        );
+        registry.register(
+            "node_operations",
+            "Pool operations on storage nodes, by action and result",
+            m.node_operations.clone(),
+        );
+        registry.register("status_writes", "Status subresource writes", m.status_writes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Counts a reconcile and observes its duration when the guard drops.
+    pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
+        self.reconciles.inc();
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: &self.reconcile_duration,
+        }
+    }
+
+    pub fn reconcile_failure(&self, error: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { error: error.to_string() })
+            .inc();
+    }
+
+    pub fn policy_failure(&self) {
+        self.policy_failures.inc();
+    }
+
+    pub fn set_policy(&self, name: &str, version: &str) {
+        let labels = PolicyLabels {
+            name: name.to_string(),
+            version: version.to_string(),
+        };
+        if self.policy_info.get(&labels).is_some_and(|g| g.get() == 1) {
+            return;
+        }
+        self.policy_info.clear();
+        self.policy_info.get_or_create(&labels).set(1);
+    }
+
+    pub fn rail_refusal(&self, action: &str, rail: &str) {
+        self.rail_refusals
+            .get_or_create(&OperationLabels {
+                action: action.to_string(),
+                result: rail.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn node_operation(&self, action: &str, ok: bool) {
+        self.node_operations
+            .get_or_create(&OperationLabels {
+                action: action.to_string(),
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn status_write(&self) {
+        self.status_writes.inc();
+    }
+
+    /// Sets the per-pool gauges.
+    pub fn set_pool(&self, namespace: &str, name: &str, state: PoolState, capacity: Option<u64>, used: Option<u64>) {
+        let labels = PoolLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match capacity {
+            Some(c) => {
+                self.pool_capacity.get_or_create(&labels).set(clamp(c));
+            }
+            None => {
+                self.pool_capacity.remove(&labels);
+            }
+        }
+        match used {
+            Some(u) => {
+                self.pool_used.get_or_create(&labels).set(clamp(u));
+            }
+            None => {
+                self.pool_used.remove(&labels);
+            }
+        }
+        for s in PoolState::ALL {
+            self.pool_state
+                .get_or_create(&PoolStateLabels {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    state: s.as_str().to_string(),
+                })
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Drops the gauges of a pool whose resource is gone.
+    pub fn forget_pool(&self, namespace: &str, name: &str) {
+        let labels = PoolLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.pool_capacity.remove(&labels);
+        self.pool_used.remove(&labels);
+        for s in PoolState::ALL {
+            self.pool_state.remove(&PoolStateLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                state: s.as_str().to_string(),
+            });
+        }
+    }
+}
+
+/// Observes a reconcile's duration on drop.
+pub struct ReconcileTimer<'a> {
+    start: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_reconcile_and_pool_metrics() {
+        let m = Metrics::new();
+        drop(m.reconcile_timer());
+        m.reconcile_failure("kube");
+        m.set_pool("mayastor", "p1", PoolState::Online, Some(100), Some(10));
+        m.set_policy("msp-default", "0.1.0");
+        let text = m.encode().expect("encode");
+        assert!(text.contains("msp_reconcile_total 1"), "{text}");
+        assert!(text.contains("msp_reconcile_errors_total{error=\"kube\"} 1"), "{text}");
+        assert!(text.contains("msp_reconcile_time_seconds_count 1"), "{text}");
+        assert!(text.contains("msp_pool_capacity_bytes{namespace=\"mayastor\",name=\"p1\"} 100"), "{text}");
+        assert!(text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"online\"} 1"), "{text}");
+        assert!(text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"offline\"} 0"), "{text}");
+        assert!(text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\"} 1"), "{text}");
+        m.forget_pool("mayastor", "p1");
+        let text = m.encode().expect("encode");
+        assert!(!text.contains("name=\"p1\""), "{text}");
+    }
+}

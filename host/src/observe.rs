@@ -1,0 +1,319 @@
+//! Observe: gathers everything the policy may base a decision on into one
+//! [`Observation`]: the resource, its Kubernetes Node, the storage node's
+//! registration and pool list, the ledger, the last operation and conflicts.
+//!
+//! Pure reads of in-memory state (the watch caches, the registry, the ledger
+//! copy), so it is cheap and never fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use msp_policy::model::{
+    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, PoolState, StorageNode,
+};
+
+use crate::crd::{self, MayastorPool};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::registry::NodeRegistry;
+
+/// The label that enables Mayastor on a node.
+pub const ENGINE_LABEL: (&str, &str) = ("openebs.io/engine", "mayastor");
+
+/// Milliseconds since the Unix epoch (the policy's clock arrives here).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The node a resource's pool lives on: cached in status at the first
+/// create, else the spec's.
+pub fn effective_node(pool: &MayastorPool) -> &str {
+    pool.status
+        .as_ref()
+        .and_then(|s| s.node.as_deref())
+        .unwrap_or(&pool.spec.node)
+}
+
+/// The disks of a resource's pool: cached in status at the first create, else the spec's.
+pub fn effective_disks(pool: &MayastorPool) -> &[String] {
+    pool.status
+        .as_ref()
+        .and_then(|s| s.disks.as_deref())
+        .unwrap_or(&pool.spec.disks)
+}
+
+/// True once the pool was created (node and disks cached in status).
+pub fn is_created(pool: &MayastorPool) -> bool {
+    pool.status.as_ref().is_some_and(|s| s.node.is_some())
+}
+
+pub fn to_model_state(state: crd::PoolState) -> PoolState {
+    match state {
+        crd::PoolState::Pending => PoolState::Pending,
+        crd::PoolState::Online => PoolState::Online,
+        crd::PoolState::Degraded => PoolState::Degraded,
+        crd::PoolState::Faulted => PoolState::Faulted,
+        crd::PoolState::Offline => PoolState::Offline,
+    }
+}
+
+pub fn from_model_state(state: PoolState) -> crd::PoolState {
+    match state {
+        PoolState::Pending => crd::PoolState::Pending,
+        PoolState::Online => crd::PoolState::Online,
+        PoolState::Degraded => crd::PoolState::Degraded,
+        PoolState::Faulted => crd::PoolState::Faulted,
+        PoolState::Offline => crd::PoolState::Offline,
+    }
+}
+
+/// The last operation on each pool, keyed by resource uid, in memory: after a
+/// restart the policy starts from a clean slate, which create-or-import makes safe.
+#[derive(Default)]
+pub struct Operations {
+    ops: Mutex<HashMap<String, LastOperation>>,
+}
+
+impl Operations {
+    pub fn get(&self, uid: &str) -> Option<LastOperation> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned()
+    }
+
+    /// Records the outcome of `action`; consecutive failures of the same
+    /// action are counted for the policy's backoff.
+    pub fn record(&self, uid: &str, action: Action, error: Option<OperationError>) {
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = match (&error, ops.get(uid)) {
+            (None, _) => 0,
+            (Some(_), Some(prev)) if prev.action == action && prev.error.is_some() => prev.failures.saturating_add(1),
+            (Some(_), _) => 1,
+        };
+        ops.insert(
+            uid.to_string(),
+            LastOperation {
+                action,
+                error,
+                failures,
+                at_ms: now_ms(),
+            },
+        );
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// What observe reads from.
+pub struct Sources<'a> {
+    pub pools: &'a Store<MayastorPool>,
+    pub nodes: &'a Store<Node>,
+    pub registry: &'a NodeRegistry,
+    pub ledger: &'a Ledger,
+    pub operations: &'a Operations,
+}
+
+/// The Kubernetes Node as the policy sees it.
+pub fn k8s_node(nodes: &Store<Node>, name: &str) -> K8sNode {
+    match nodes.get(&ObjectRef::new(name)) {
+        None => K8sNode::default(),
+        Some(node) => K8sNode {
+            exists: true,
+            mayastor_enabled: node.labels().get(ENGINE_LABEL.0).map(String::as_str) == Some(ENGINE_LABEL.1),
+        },
+    }
+}
+
+/// The storage node as the policy sees it, and its pool list when known.
+pub fn storage_node(registry: &NodeRegistry, node: &str) -> (StorageNode, Option<Vec<msp_policy::model::ReportedPool>>) {
+    let view = registry.view(node);
+    let sn = StorageNode {
+        registered: view.registered,
+        heartbeat_age_ms: view
+            .heartbeat_age
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        reachable: view.reachable,
+        endpoint: view.endpoint,
+    };
+    (sn, view.pools)
+}
+
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|d| b.contains(d))
+}
+
+/// Sort key deciding which of two not-yet-created pools claiming one disk
+/// goes first: the older resource, then the name.
+fn precedence(pool: &MayastorPool) -> (Option<jiff::Timestamp>, String) {
+    (pool.metadata.creation_timestamp.as_ref().map(|t| t.0), pool.name_any())
+}
+
+/// Other pools that claim one of `pool`'s disks on its node, and win it:
+/// pools already created (resources with a cached node, pools the node
+/// lists, ledger entries), and older resources not created yet. Two new
+/// resources on one disk thus never block each other.
+pub fn conflicts(
+    pool: &MayastorPool,
+    all: &[std::sync::Arc<MayastorPool>],
+    reported: Option<&[msp_policy::model::ReportedPool]>,
+    ledger: &[LedgerEntry],
+) -> Vec<String> {
+    let name = pool.name_any();
+    let uid = pool.uid().unwrap_or_default();
+    let node = effective_node(pool);
+    let disks = effective_disks(pool);
+    let created = is_created(pool);
+    let mine = precedence(pool);
+    let mut out = BTreeSet::new();
+    for other in all {
+        if other.uid().unwrap_or_default() == uid || effective_node(other) != node {
+            continue;
+        }
+        if !overlaps(disks, effective_disks(other)) {
+            continue;
+        }
+        let wins = if is_created(other) {
+            true
+        } else {
+            !created && precedence(other) < mine
+        };
+        if wins {
+            out.insert(other.name_any());
+        }
+    }
+    for p in reported.into_iter().flatten() {
+        if p.name != name && overlaps(disks, &p.disks) {
+            out.insert(p.name.clone());
+        }
+    }
+    for entry in ledger {
+        if entry.node == node && entry.pool != name && overlaps(disks, &entry.disks) {
+            out.insert(entry.pool.clone());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The observation of one live resource.
+pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
+    let name = pool.name_any();
+    let uid = pool.uid().unwrap_or_default();
+    let node = effective_node(pool).to_string();
+    let status = pool.status.clone().unwrap_or_default();
+    let (storage, pools) = storage_node(src.registry, &node);
+    let reported = pools
+        .as_ref()
+        .and_then(|list| list.iter().find(|p| p.name == name).cloned());
+    let all = src.pools.state();
+    Observation {
+        now_ms: now_ms(),
+        pool: PoolResource {
+            name: name.clone(),
+            namespace: pool.namespace().unwrap_or_default(),
+            uid: uid.clone(),
+            generation: pool.metadata.generation.unwrap_or(0),
+            spec_node: pool.spec.node.clone(),
+            spec_disks: pool.spec.disks.clone(),
+            status_state: status.state.map(to_model_state),
+            status_node: status.node,
+            status_disks: status.disks,
+            status_reason: status.reason,
+            deleted: false,
+        },
+        node: k8s_node(src.nodes, &node),
+        storage_node: storage,
+        pools_known: pools.is_some(),
+        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| e.uid == uid),
+        last_operation: src.operations.get(&uid),
+        conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.all()),
+        reported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{MayastorPoolSpec, MayastorPoolStatus};
+
+    fn pool(name: &str, uid: &str, disks: &[&str], created: bool, age_s: i64) -> std::sync::Arc<MayastorPool> {
+        let mut p = MayastorPool::new(
+            name,
+            MayastorPoolSpec {
+                node: "n1".into(),
+                disks: disks.iter().map(|d| d.to_string()).collect(),
+            },
+        );
+        p.metadata.uid = Some(uid.into());
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(1_700_000_000 + age_s).expect("timestamp"),
+        ));
+        if created {
+            p.status = Some(MayastorPoolStatus {
+                node: Some("n1".into()),
+                disks: Some(p.spec.disks.clone()),
+                ..Default::default()
+            });
+        }
+        std::sync::Arc::new(p)
+    }
+
+    #[test]
+    fn operations_count_consecutive_failures() {
+        let ops = Operations::default();
+        let err = || Some(OperationError { kind: msp_policy::model::ErrorKind::Internal, message: "x".into() });
+        ops.record("u", Action::Create, err());
+        ops.record("u", Action::Create, err());
+        assert_eq!(ops.get("u").map(|o| o.failures), Some(2));
+        ops.record("u", Action::Create, None);
+        assert_eq!(ops.get("u").map(|o| o.failures), Some(0));
+        ops.forget("u");
+        assert!(ops.get("u").is_none());
+    }
+
+    #[test]
+    fn model_states_round_trip() {
+        for s in crd::PoolState::ALL {
+            assert_eq!(from_model_state(to_model_state(s)), s);
+        }
+    }
+
+    #[test]
+    fn conflicts_go_to_the_pool_that_claimed_first() {
+        let a = pool("a", "ua", &["/dev/loop0"], false, 0);
+        let b = pool("b", "ub", &["/dev/loop0"], false, 10);
+        let c = pool("c", "uc", &["/dev/loop1"], false, 0);
+        let all = vec![a.clone(), b.clone(), c.clone()];
+        // Neither created: the older one goes first, the younger waits.
+        assert!(conflicts(&a, &all, None, &[]).is_empty());
+        assert_eq!(conflicts(&b, &all, None, &[]), vec!["a".to_string()]);
+        assert!(conflicts(&c, &all, None, &[]).is_empty());
+        // A created pool wins even over an older resource.
+        let d = pool("d", "ud", &["/dev/loop0"], true, 20);
+        let all = vec![a.clone(), d.clone()];
+        assert_eq!(conflicts(&a, &all, None, &[]), vec!["d".to_string()]);
+        assert!(conflicts(&d, &all, None, &[]).is_empty());
+        // A pool the node lists, or a ledger entry, on the disk is a conflict.
+        let listed = msp_policy::model::ReportedPool {
+            name: "foreign".into(),
+            disks: vec!["/dev/loop1".into()],
+            state: msp_policy::model::ReportedState::Online,
+            capacity: 0,
+            used: 0,
+        };
+        assert_eq!(conflicts(&c, &[c.clone()], Some(&[listed]), &[]), vec!["foreign".to_string()]);
+        let entry = LedgerEntry {
+            pool: "gone".into(),
+            namespace: "mayastor".into(),
+            uid: "ug".into(),
+            node: "n1".into(),
+            disks: vec!["/dev/loop1".into()],
+        };
+        assert_eq!(conflicts(&c, &[c.clone()], None, &[entry]), vec!["gone".to_string()]);
+    }
+}

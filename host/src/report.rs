@@ -1,0 +1,254 @@
+//! Report: turns a decision into the status subresource, written only when it
+//! changed (server-side apply under the `msp-operator` field manager, on the
+//! status subresource only), an Event on each state transition, and the
+//! per-pool metrics.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use msp_policy::model::{Decision, Observation};
+
+use crate::controller::{Context, Error};
+use crate::crd::{MayastorPool, MayastorPoolStatus, PoolState};
+use crate::ledger::FIELD_MANAGER;
+use crate::observe::from_model_state;
+
+/// Longest reason written to status (a policy's nonsense is cut here).
+pub const MAX_REASON: usize = 1024;
+
+/// `reason` cut to at most `max` bytes on a character boundary.
+pub fn truncate(reason: &str, max: usize) -> String {
+    if reason.len() <= max {
+        return reason.to_string();
+    }
+    let mut end = max;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+fn pascal(state: PoolState) -> &'static str {
+    match state {
+        PoolState::Pending => "Pending",
+        PoolState::Online => "Online",
+        PoolState::Degraded => "Degraded",
+        PoolState::Faulted => "Faulted",
+        PoolState::Offline => "Offline",
+    }
+}
+
+/// The `Ready` condition for `state`, keeping the transition time when the
+/// condition's status did not change.
+pub fn ready_condition(old: &[Condition], state: PoolState, message: &str, generation: Option<i64>, now: Time) -> Condition {
+    let ready = matches!(state, PoolState::Online | PoolState::Degraded);
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(now);
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: pascal(state).into(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status the decision calls for. `created` is the node and disks of a
+/// create that just succeeded; they are cached once and kept from then on.
+pub fn desired_status(
+    pool: &MayastorPool,
+    obs: &Observation,
+    decision: &Decision,
+    policy: &str,
+    created: Option<(String, Vec<String>)>,
+    now: Time,
+) -> MayastorPoolStatus {
+    let old = pool.status.clone().unwrap_or_default();
+    let state = from_model_state(decision.state);
+    let (node, disks) = match (old.node.clone(), old.disks.clone()) {
+        (Some(n), Some(d)) => (Some(n), Some(d)),
+        _ => match created {
+            Some((n, d)) => (Some(n), Some(d)),
+            None => (None, None),
+        },
+    };
+    let (capacity, used) = match (&obs.reported, state) {
+        (Some(p), _) => (Some(p.capacity), Some(p.used)),
+        // The node is down: the last known figures are still the best.
+        (None, PoolState::Offline) => (old.capacity, old.used),
+        (None, _) => (None, None),
+    };
+    let reason = truncate(&decision.reason, MAX_REASON);
+    let condition = ready_condition(&old.conditions, state, &reason, pool.metadata.generation, now);
+    MayastorPoolStatus {
+        state: Some(state),
+        node,
+        disks,
+        reason: if reason.is_empty() { None } else { Some(reason) },
+        capacity,
+        used,
+        policy: Some(policy.to_string()),
+        conditions: vec![condition],
+    }
+}
+
+/// Writes `status` when it differs from the resource's; returns true when written.
+pub async fn write_status(pool: &MayastorPool, status: &MayastorPoolStatus, ctx: &Context) -> Result<bool, Error> {
+    if pool.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<MayastorPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": MayastorPool::api_version(&()),
+        "kind": MayastorPool::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&pool.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    ctx.metrics.status_write();
+    Ok(true)
+}
+
+/// Publishes an event about `pool`; a failure is logged, never fatal.
+pub async fn publish(pool: &MayastorPool, ctx: &Context, warning: bool, reason: &str, note: &str) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: truncate(reason, 128),
+        note: Some(truncate(note, 1024)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
+        tracing::warn!(error = %err, "publishing an event failed");
+    }
+}
+
+/// Reports the decision: status, events on transition, metrics.
+pub async fn report(
+    pool: &MayastorPool,
+    obs: &Observation,
+    decision: &Decision,
+    created: Option<(String, Vec<String>)>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let policy = ctx.decider.active();
+    let status = desired_status(pool, obs, decision, &policy, created, Time(jiff::Timestamp::now()));
+    write_status(pool, &status, ctx).await?;
+    let old_state = pool.status.as_ref().and_then(|s| s.state);
+    let new_state = status.state.unwrap_or(PoolState::Pending);
+    if old_state != Some(new_state) {
+        tracing::info!(from = old_state.map(PoolState::as_str).unwrap_or("none"), to = %new_state, reason = status.reason.as_deref().unwrap_or(""), "state transition");
+        let warning = matches!(new_state, PoolState::Degraded | PoolState::Faulted | PoolState::Offline);
+        let note = format!(
+            "{} -> {}{}",
+            old_state.map(PoolState::as_str).unwrap_or("none"),
+            new_state,
+            status.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        publish(pool, ctx, warning, pascal(new_state), &note).await;
+    }
+    if let Some(ev) = &decision.event {
+        publish(pool, ctx, ev.warning, &ev.reason, &ev.message).await;
+    }
+    ctx.metrics.set_pool(
+        &pool.namespace().unwrap_or_default(),
+        &pool.name_any(),
+        new_state,
+        status.capacity,
+        status.used,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MayastorPoolSpec;
+    use msp_policy::model::{Action, ReportedPool, ReportedState};
+
+    fn t(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).expect("ts"))
+    }
+
+    fn decision(state: msp_policy::model::PoolState, reason: &str) -> Decision {
+        Decision {
+            action: Action::None,
+            state,
+            reason: reason.into(),
+            requeue_after_ms: None,
+            event: None,
+        }
+    }
+
+    fn resource() -> MayastorPool {
+        let mut p = MayastorPool::new(
+            "p",
+            MayastorPoolSpec {
+                node: "n1".into(),
+                disks: vec!["/dev/loop0".into()],
+            },
+        );
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    #[test]
+    fn caches_node_and_disks_once() {
+        let mut pool = resource();
+        let obs = Observation::default();
+        let d = decision(msp_policy::model::PoolState::Pending, "creating");
+        let s = desired_status(&pool, &obs, &d, "msp-default@0.1.0", None, t(1));
+        assert_eq!(s.node, None);
+        let s = desired_status(&pool, &obs, &d, "x", Some(("n1".into(), vec!["/dev/loop0".into()])), t(1));
+        assert_eq!(s.node.as_deref(), Some("n1"));
+        pool.status = Some(s);
+        // A later spec edit does not move the cache.
+        pool.spec.node = "n2".into();
+        let s = desired_status(&pool, &obs, &d, "x", Some(("n2".into(), vec!["/dev/loop1".into()])), t(2));
+        assert_eq!(s.node.as_deref(), Some("n1"));
+        assert_eq!(s.disks, Some(vec!["/dev/loop0".to_string()]));
+    }
+
+    #[test]
+    fn ready_condition_tracks_generation_and_transitions() {
+        let mut pool = resource();
+        let mut obs = Observation::default();
+        obs.reported = Some(ReportedPool {
+            name: "p".into(),
+            disks: vec!["/dev/loop0".into()],
+            state: ReportedState::Online,
+            capacity: 100,
+            used: 1,
+        });
+        let online = decision(msp_policy::model::PoolState::Online, "");
+        let s = desired_status(&pool, &obs, &online, "x", None, t(10));
+        let c = &s.conditions[0];
+        assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "Online"));
+        assert_eq!(c.observed_generation, Some(3));
+        assert_eq!((s.capacity, s.used, s.reason.clone()), (Some(100), Some(1), None));
+        pool.status = Some(s.clone());
+        // Same condition status later: transition time kept, so nothing to write.
+        let again = desired_status(&pool, &obs, &online, "x", None, t(20));
+        assert_eq!(again, s);
+        // Offline keeps the last known capacity; Ready turns False with a new time.
+        obs.reported = None;
+        let off = desired_status(&pool, &obs, &decision(msp_policy::model::PoolState::Offline, "down"), "x", None, t(30));
+        assert_eq!(off.capacity, Some(100));
+        assert_eq!(off.conditions[0].status, "False");
+        assert_eq!(off.conditions[0].last_transition_time, t(30));
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_char_boundaries() {
+        let r = "é".repeat(1000);
+        let cut = truncate(&r, MAX_REASON);
+        assert!(cut.len() <= MAX_REASON && r.starts_with(&cut));
+    }
+}

@@ -1,0 +1,295 @@
+//! Running the operator in tests and the demo, plus the small helpers the
+//! end-to-end tests share (nodes, pools, bounded waits).
+//!
+//! The operator runs **in-process**: [`Operator::start`] calls the same
+//! `msp_operator::run::run_until` the binary's `run` subcommand calls, with a
+//! kube client for the test's own control plane (tests run in parallel, each
+//! against its own API server, so the process-wide KUBECONFIG cannot be used)
+//! and listeners on free loopback ports. Stopping it is the graceful shutdown
+//! SIGTERM triggers; starting it again starts from nothing but the API server
+//! (ledger, resources), exactly like a restarted process: the registry, last
+//! operations and caches are rebuilt.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use msp_operator::crd::{MayastorPool, MayastorPoolSpec, MayastorPoolStatus};
+use msp_operator::run::{Listeners, RunArgs, run_until};
+use msp_operator::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Settings that make tests fast: 1 s heartbeats (set on the storage node)
+/// against a 2 s deadline, pool lists refreshed every 300 ms, a sweep every second.
+pub const FAST_FLAGS: &[&str] = &[
+    "--node-deadline=2s",
+    "--node-sync-period=300ms",
+    "--probe-timeout=500ms",
+    "--rpc-timeout=20s",
+    "--sweep-period=1s",
+    "--resync=10s",
+    "--startup-grace=3s",
+];
+
+/// The operator, running in this process until stopped or dropped.
+pub struct Operator {
+    registration: SocketAddr,
+    metrics: SocketAddr,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Operator {
+    /// Starts the operator with [`FAST_FLAGS`], then `flags` (later ones
+    /// win). Unless the flags say otherwise, both listeners take free ports
+    /// on 127.0.0.1.
+    pub async fn start(client: Client, flags: &[&str]) -> anyhow::Result<Operator> {
+        let mut all: Vec<String> = vec![
+            "--registration-addr=127.0.0.1:0".into(),
+            "--metrics-addr=127.0.0.1:0".into(),
+            "--namespace=mayastor".into(),
+            "--operator-namespace=mayastor".into(),
+        ];
+        all.extend(FAST_FLAGS.iter().map(|s| s.to_string()));
+        all.extend(flags.iter().map(|s| s.to_string()));
+        msp_operator::telemetry::init(msp_operator::telemetry::LogFormat::Text);
+        let args = RunArgs::from_flags(all)?;
+        let listeners = Listeners::bind(&args).await?;
+        let registration = listeners.registration_addr()?;
+        let metrics = listeners.metrics_addr()?;
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_until(args, client, listeners, shutdown.clone()));
+        Ok(Operator {
+            registration,
+            metrics,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// Where storage nodes register: `http://127.0.0.1:PORT`.
+    pub fn registration_endpoint(&self) -> String {
+        format!("http://{}", self.registration)
+    }
+
+    /// The registration address (to start the operator again on the same port).
+    pub fn registration_addr(&self) -> SocketAddr {
+        self.registration
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns the operator's own result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .map_err(|_| anyhow::anyhow!("operator did not stop within 30 s"))??,
+            None => Ok(()),
+        }
+    }
+
+    /// GET `path` on the operations endpoint: (status code, body).
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.metrics, path).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let waited = wait_for("operator /readyz", timeout, || async {
+            matches!(self.http_get("/readyz").await, Ok((200, _)))
+                || self.task.as_ref().is_none_or(|t| t.is_finished())
+        })
+        .await;
+        if self.task.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(task) = self.task.take()
+        {
+            task.await??;
+            anyhow::bail!("operator stopped by itself");
+        }
+        waited
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the operations endpoint is plain HTTP).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no HTTP status in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Polls `check` every 50 ms until it is true, or fails after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates namespace `name` unless it exists.
+pub async fn ensure_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a Node object (no kubelet runs: it is only a record), labelled
+/// `openebs.io/engine=mayastor` when `mayastor` is true.
+pub async fn create_node(client: &Client, name: &str, mayastor: bool) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut labels = std::collections::BTreeMap::new();
+    if mayastor {
+        labels.insert("openebs.io/engine".to_string(), "mayastor".to_string());
+    }
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &node).await?;
+    Ok(())
+}
+
+/// Labels node `name` with `openebs.io/engine=mayastor`.
+pub async fn label_node(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {"openebs.io/engine": "mayastor"}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Creates MayastorPool `name` in namespace mayastor.
+pub async fn create_pool(client: &Client, name: &str, node: &str, disks: &[String]) -> anyhow::Result<MayastorPool> {
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), "mayastor");
+    let pool = MayastorPool::new(
+        name,
+        MayastorPoolSpec {
+            node: node.into(),
+            disks: disks.to_vec(),
+        },
+    );
+    Ok(api.create(&PostParams::default(), &pool).await?)
+}
+
+/// The pool's status now (default when none yet).
+pub async fn pool_status(client: &Client, name: &str) -> anyhow::Result<MayastorPoolStatus> {
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), "mayastor");
+    Ok(api.get(name).await?.status.unwrap_or_default())
+}
+
+/// Waits until pool `name`'s status satisfies `pred`; the error shows the last status.
+pub async fn wait_pool(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&MayastorPoolStatus) -> bool,
+) -> anyhow::Result<MayastorPoolStatus> {
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), "mayastor");
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(pool) = api.get(name).await {
+            let status = pool.status.unwrap_or_default();
+            if pred(&status) {
+                return Ok(status);
+            }
+            last = Some(status);
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!("pool {name}: timed out after {timeout:?} waiting for {what}; last status: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A control plane with the CRD and namespace `mayastor`, and its admin client.
+pub async fn start_cluster() -> anyhow::Result<(crate::control_plane::ControlPlane, Client)> {
+    let cp = crate::control_plane::ControlPlane::start().await?;
+    cp.apply_crd().await?;
+    let admin = cp.client().await?;
+    ensure_namespace(&admin, "mayastor").await?;
+    Ok((cp, admin))
+}
+
+/// Starts the storage-node binary for `node`, heartbeating every second to
+/// `registration` (an operator's [`Operator::registration_endpoint`]).
+pub fn start_storage_node(
+    binary: &str,
+    node: &str,
+    registration: &str,
+) -> Result<crate::storage_node::process::StorageNodeProcess, crate::storage_node::process::ProcessError> {
+    let mut options = crate::storage_node::process::StorageNodeOptions::new(node);
+    options.registration_endpoint = Some(registration.to_string());
+    options.heartbeat_secs = 1;
+    crate::storage_node::process::StorageNodeProcess::start(binary, options)
+}
+
+/// The pools the storage node at `endpoint` has loaded (v1 ListPools), by name.
+pub async fn node_pools(endpoint: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let mut client = msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{endpoint}")).await?;
+    let reply = client.list_pools(msp_proto::v1::ListPoolOptions::default()).await?.into_inner();
+    Ok(reply.pools.into_iter().map(|p| p.name).collect())
+}
+
+/// Reasons of the events recorded about pool `name`, oldest first.
+pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "mayastor");
+    let mut events: Vec<_> = api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(events.into_iter().filter_map(|e| e.reason).collect())
+}

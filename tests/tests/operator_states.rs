@@ -1,0 +1,109 @@
+//! The operator end to end, with a real control plane, real storage-node
+//! processes and loop devices: a pool reaches online, turns degraded when its
+//! disk goes read-only, faulted when its disk is detached; a spec edit after
+//! creation is ignored with a reason; events, conditions and metrics follow.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use msp_operator::crd::{MayastorPool, PoolState};
+use msp_tests::loopdev::LoopDevice;
+use msp_tests::operator::{
+    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster, start_storage_node, wait_pool,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
+const MIB: u64 = 1024 * 1024;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn can_run() -> bool {
+    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
+    if !can_run() {
+        return Ok(());
+    }
+    let (_cp, admin) = start_cluster().await?;
+    let mut op = Operator::start(admin.clone(), &[]).await?;
+    op.wait_ready(WAIT).await?;
+    create_node(&admin, "node1", true).await?;
+    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let disk_a = LoopDevice::create(64 * MIB)?;
+    let mut disk_b = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "pool-a", "node1", &[disk_a.path_str()]).await?;
+    create_pool(&admin, "pool-b", "node1", &[disk_b.path_str()]).await?;
+
+    // Online, with node and disks cached, capacity, Ready and the policy.
+    for (name, disk) in [("pool-a", &disk_a), ("pool-b", &disk_b)] {
+        let s = wait_pool(&admin, name, WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
+        assert_eq!(s.node.as_deref(), Some("node1"));
+        assert_eq!(s.disks, Some(vec![disk.path_str()]));
+        assert!(s.capacity.is_some_and(|c| c > 0 && c <= 64 * MIB), "{s:?}");
+        assert_eq!(s.used, Some(0));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
+        assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(1)));
+        assert!(s.policy.as_deref().is_some_and(|p| p.starts_with("msp-default@")), "{s:?}");
+    }
+    let mut on_node = node_pools(sn.endpoint()).await?;
+    on_node.sort();
+    assert_eq!(on_node, vec!["pool-a".to_string(), "pool-b".to_string()]);
+
+    // Degraded: the disk turned read-only. The other pool stays online.
+    disk_a.set_readonly(true)?;
+    let s = wait_pool(&admin, "pool-a", WAIT, "degraded", |s| s.state == Some(PoolState::Degraded)).await?;
+    assert!(s.reason.as_deref().is_some_and(|r| r.contains("degraded")), "{s:?}");
+    assert_eq!(s.conditions[0].status, "True", "degraded is still usable: {s:?}");
+    assert_eq!(
+        msp_tests::operator::pool_status(&admin, "pool-b").await?.state,
+        Some(PoolState::Online)
+    );
+    // And back: writable again, online again.
+    disk_a.set_readonly(false)?;
+    wait_pool(&admin, "pool-a", WAIT, "online again", |s| s.state == Some(PoolState::Online)).await?;
+
+    // Faulted: the disk is gone.
+    disk_b.detach()?;
+    let s = wait_pool(&admin, "pool-b", WAIT, "faulted", |s| s.state == Some(PoolState::Faulted)).await?;
+    assert!(s.reason.as_deref().is_some_and(|r| r.contains("faulted")), "{s:?}");
+    assert_eq!(s.conditions[0].status, "False");
+
+    // A spec edit after creation is ignored, and the reason says so.
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
+    let edit = serde_json::json!({"spec": {"node": "node2", "disks": ["/dev/loop-moved"]}});
+    api.patch("pool-a", &PatchParams::default(), &Patch::Merge(&edit)).await?;
+    let s = wait_pool(&admin, "pool-a", WAIT, "edit noted", |s| {
+        s.reason.as_deref().is_some_and(|r| r.contains("ignored"))
+    })
+    .await?;
+    assert_eq!(s.state, Some(PoolState::Online));
+    assert_eq!(s.node.as_deref(), Some("node1"));
+    assert_eq!(s.disks, Some(vec![disk_a.path_str()]));
+    assert_eq!(s.conditions[0].observed_generation, Some(2));
+
+    // Events on each transition.
+    let reasons = pool_event_reasons(&admin, "pool-a").await?;
+    for expected in ["Online", "Degraded"] {
+        assert!(reasons.iter().any(|r| r == expected), "no {expected} event in {reasons:?}");
+    }
+    assert!(pool_event_reasons(&admin, "pool-b").await?.iter().any(|r| r == "Faulted"));
+
+    // Operations endpoint.
+    assert_eq!(op.http_get("/healthz").await?.0, 200);
+    assert_eq!(op.http_get("/readyz").await?.0, 200);
+    let (code, metrics) = op.http_get("/metrics").await?;
+    assert_eq!(code, 200);
+    for line in [
+        "msp_pool_state{namespace=\"mayastor\",name=\"pool-b\",state=\"faulted\"} 1",
+        "msp_pool_state{namespace=\"mayastor\",name=\"pool-a\",state=\"online\"} 1",
+        "msp_policy_info{name=\"msp-default\"",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("msp_reconcile_total"), "{metrics}");
+    assert!(metrics.contains("msp_reconcile_time_seconds_bucket"), "{metrics}");
+    op.stop().await?;
+    Ok(())
+}
