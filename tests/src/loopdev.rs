@@ -57,7 +57,20 @@ impl LoopDevice {
             .map_err(LoopError::Backing)?;
         drop(file);
         let backing_str = backing.to_string_lossy().into_owned();
-        let out = run("losetup", &["--find", "--show", &backing_str])?;
+        // Parallel tests may race for the same free loop number; losetup
+        // then fails with EBUSY, and the next attempt gets another one.
+        let mut attempt = 0;
+        let out = loop {
+            match run("losetup", &["--find", "--show", &backing_str]) {
+                Ok(out) => break out,
+                Err(e) if attempt < 4 => {
+                    attempt += 1;
+                    eprintln!("losetup attempt {attempt} failed ({e}); retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let path = PathBuf::from(out.trim());
         Ok(Self {
             _dir: dir,

@@ -167,3 +167,37 @@ async fn refuses_mbr_and_swap() -> anyhow::Result<()> {
     .await?;
     refused(&node, "p-swap", "mkswap {} >/dev/null", None, "swap area").await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_ext4_written_over_a_pool() -> anyhow::Result<()> {
+    let Some(node) = start("sn-ref-over")? else {
+        return Ok(());
+    };
+    if !msp_tests::require("mkfs.ext4 (e2fsprogs)", tool("mkfs.ext4")) {
+        return Ok(());
+    }
+    let d = LoopDevice::create(32 * MIB)?;
+    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(node.uri()).await?;
+    let req = v1::CreatePoolRequest {
+        name: "over".into(),
+        disks: vec![d.path_str()],
+        ..Default::default()
+    };
+    c.create_pool(req.clone()).await?;
+    c.export_pool(v1::ExportPoolRequest {
+        name: "over".into(),
+        uuid: None,
+    })
+    .await?;
+    // Someone formats the pool's disk behind the node's back.
+    sh(&format!("mkfs.ext4 -q -F {}", d.path_str()))?;
+    let before = d.sha256_hex()?;
+    let err = c
+        .create_pool(req)
+        .await
+        .expect_err("a formatted disk is not a pool any more");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("ext4"), "{:?}", err.message());
+    assert_eq!(d.sha256_hex()?, before);
+    Ok(())
+}

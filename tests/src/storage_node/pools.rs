@@ -309,8 +309,13 @@ impl Pools {
                 });
             }
             LabelRead::Corrupt(why) => {
+                // Something written over our label (mkfs keeps bytes 0..1024)
+                // is named for what it is.
+                let what = foreign_signature(&head)
+                    .map(|f| format!(" and holds {f}"))
+                    .unwrap_or_default();
                 return Err(FailedPrecondition(format!(
-                    "disk {key} carries a damaged pool label ({why}); not touching it"
+                    "disk {key} carries a damaged pool label ({why}){what}; not touching it"
                 )));
             }
             LabelRead::Absent => {}
