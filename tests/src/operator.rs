@@ -293,3 +293,14 @@ pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<V
     events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     Ok(events.into_iter().filter_map(|e| e.reason).collect())
 }
+
+/// Pool names recorded in the ledger ConfigMap of `node` (empty when it has none).
+pub async fn ledger_pools(client: &Client, node: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "mayastor");
+    Ok(api
+        .get_opt(&msp_operator::ledger::configmap_name(node))
+        .await?
+        .and_then(|cm| cm.data)
+        .map(|d| d.into_keys().collect())
+        .unwrap_or_default())
+}
