@@ -20,7 +20,7 @@ fn summary(name: &str, mut v: Vec<Duration>) {
     v.sort();
     let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "{name:<28} n={:<4} p50={:>9.3?} p90={:>9.3?} max={:>9.3?}",
+        "{name:<32} n={:<4} p50={:>9.3?} p90={:>9.3?} max={:>9.3?}",
         v.len(),
         pct(0.5),
         pct(0.9),
@@ -34,7 +34,19 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let disk = LoopDevice::create(256 * 1024 * 1024)?;
-    let node = StorageNodeProcess::start(BIN, StorageNodeOptions::new("bench-node"))?;
+    println!(
+        "storage node on {} (256 MiB loop device), gRPC round trips:",
+        disk.path().display()
+    );
+    run(&disk, "", Vec::new()).await?;
+    // The same without the extra `blkid -p` probe (a fork and exec per disk).
+    run(&disk, " --no-blkid", vec!["--no-blkid".into()]).await
+}
+
+async fn run(disk: &LoopDevice, label: &str, extra_args: Vec<String>) -> anyhow::Result<()> {
+    let mut opts = StorageNodeOptions::new("bench-node");
+    opts.extra_args = extra_args;
+    let node = StorageNodeProcess::start(BIN, opts)?;
     let mut c = v1::pool_rpc_client::PoolRpcClient::connect(node.uri()).await?;
     let (mut create, mut import, mut list) = (Vec::new(), Vec::new(), Vec::new());
 
@@ -71,12 +83,8 @@ async fn main() -> anyhow::Result<()> {
         c.destroy_pool(v1::DestroyPoolRequest { name, uuid: None })
             .await?;
     }
-    println!(
-        "storage node on {} (256 MiB loop device), gRPC round trips:",
-        disk.path().display()
-    );
-    summary("CreatePool (new pool)", create);
-    summary("CreatePool (imports)", import);
-    summary("ListPools (1 pool)", list);
+    summary(&format!("CreatePool (new){label}"), create);
+    summary(&format!("CreatePool (imports){label}"), import);
+    summary(&format!("ListPools (1 pool){label}"), list);
     Ok(())
 }
