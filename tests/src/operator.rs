@@ -53,6 +53,9 @@ impl Operator {
             "--operator-namespace=mayastor".into(),
         ];
         all.extend(FAST_FLAGS.iter().map(|s| s.to_string()));
+        // A flag given by the caller replaces the default one.
+        let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
+        all.retain(|d| flags.iter().all(|f| name(f) != name(d)));
         all.extend(flags.iter().map(|s| s.to_string()));
         msp_operator::telemetry::init(msp_operator::telemetry::LogFormat::Text);
         let args = RunArgs::from_flags(all)?;
