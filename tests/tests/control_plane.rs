@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 use msp_tests::control_plane::ControlPlane;
 
+/// False (after a loud notice) when the binaries cannot be had and CI is not set.
+async fn binaries() -> bool {
+    let what = "etcd, kube-apiserver and kubectl (KUBEBUILDER_ASSETS, or Go to build them)";
+    msp_tests::require(what, ControlPlane::binaries_available().await)
+}
+
 /// Pids of processes whose command line mentions `dir` (etcd's data dir and
 /// the API server's cert dir are inside the control plane's temp dir).
 fn processes_using(dir: &Path) -> Vec<u32> {
@@ -39,6 +45,9 @@ fn eventually(mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn drop_stops_both_processes_and_removes_the_temp_dir() -> anyhow::Result<()> {
+    if !binaries().await {
+        return Ok(());
+    }
     let cp = ControlPlane::start().await?;
     let dir = cp.dir().to_path_buf();
     assert_eq!(processes_using(&dir).len(), 2, "etcd and kube-apiserver should run");
@@ -52,6 +61,10 @@ async fn drop_stops_both_processes_and_removes_the_temp_dir() -> anyhow::Result<
 
 #[test]
 fn a_panicking_test_leaves_nothing_behind() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    if !runtime.block_on(binaries()) {
+        return;
+    }
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let outcome = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -106,6 +119,10 @@ fn start_demo() -> anyhow::Result<(std::process::Child, PathBuf, Lines)> {
 
 #[test]
 fn demo_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if !runtime.block_on(binaries()) {
+        return Ok(());
+    }
     let (mut demo, dir, rest) = start_demo()?;
     assert_eq!(processes_using(&dir).len(), 2);
     // SAFETY: kill has no memory preconditions; the pid is our child's.
@@ -121,6 +138,9 @@ fn demo_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyhow::Result<()> {
+    if !binaries().await {
+        return Ok(());
+    }
     let (mut demo, dir, _rest) = start_demo()?;
     assert_eq!(processes_using(&dir).len(), 2);
     demo.kill()?; // SIGKILL: no destructor runs
