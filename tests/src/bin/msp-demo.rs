@@ -21,9 +21,13 @@ spec:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kube's client logs every 5xx as an error, and the API server answers its
+    // health checks with 500 until it is ready: silence that during the start.
+    let default_filter = "info,kube_client::client::builder=off";
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
