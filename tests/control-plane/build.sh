@@ -18,8 +18,20 @@ BIN="$OUT/bin"
 
 log() { printf 'control-plane: %s\n' "$*" >&2; }
 
-if [ -x "$BIN/etcd" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ]; then
+cached() { [ -x "$BIN/etcd" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ]; }
+if cached; then
   log "cached in $BIN"
+  echo "$BIN"
+  exit 0
+fi
+
+# Test binaries run by different cargo invocations may ask at the same time:
+# one builds, the others wait for it and then find the cache.
+mkdir -p "$OUT"
+exec 9>"$OUT/.build.lock"
+flock 9
+if cached; then
+  log "cached in $BIN (built by another run meanwhile)"
   echo "$BIN"
   exit 0
 fi
@@ -29,7 +41,11 @@ export GOFLAGS=-mod=mod
 export GOTOOLCHAIN=local
 export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
 export GOCACHE=${GOCACHE:-$CACHE/go/build}
-mkdir -p "$BIN" "$OUT/src"
+# Built into a staging dir and moved into place at the end, so that an
+# interrupted build never leaves binaries that look cached.
+STAGE="$OUT/bin.partial"
+rm -rf "$STAGE"
+mkdir -p "$STAGE" "$OUT/src"
 start=$(date +%s)
 
 # Kubernetes: k8s.io/kubernetes pins its staging modules at v0.0.0 and replaces
@@ -63,7 +79,7 @@ mkdir -p "$k8s"
     ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
   log "building kube-apiserver and kubectl"
-  go build -trimpath -ldflags "-s -w $ldflags" -o "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  go build -trimpath -ldflags "-s -w $ldflags" -o "$STAGE/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 )
 
 # etcd: `go install` refuses its go.mod replace directives, so a separate
@@ -76,11 +92,13 @@ printf 'module msp-operator/control-plane/etcd\n\ngo 1.24\n' >"$etcd/go.mod"
   log "fetching etcd $ETCD_VERSION"
   go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   log "building etcd"
-  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd" go.etcd.io/etcd/server/v3
 )
 
-"$BIN/kube-apiserver" --version >&2
-"$BIN/kubectl" version --client >&2
-"$BIN/etcd" --version >&2
+"$STAGE/kube-apiserver" --version >&2
+"$STAGE/kubectl" version --client >&2
+"$STAGE/etcd" --version >&2
+rm -rf "$BIN"
+mv "$STAGE" "$BIN"
 log "built in $(( $(date +%s) - start ))s into $BIN"
 echo "$BIN"
