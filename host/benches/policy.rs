@@ -1,1 +1,120 @@
-fn main() {}
+//! Policy decision cost: wasm vs native in the same run, instantiate cost,
+//! compile time per module. Prints numbers; run with
+//! `cargo bench -p msp-operator --bench policy`. Target: wasm p50 ≤ 20 µs.
+
+use std::time::{Duration, Instant};
+
+use msp_operator::policy::sample::{self, Rng};
+use msp_operator::policy::{Limits, PolicyEngine, bundled, sandbox};
+use msp_policy::model::Observation;
+
+const CALLS: usize = 10_000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Times `f` once per observation; returns (p50, p99, mean).
+fn measure(observations: &[Observation], mut f: impl FnMut(&Observation)) -> (Duration, Duration, Duration) {
+    // Warm-up: caches, lazy instance creation.
+    for obs in observations.iter().take(200) {
+        f(obs);
+    }
+    let mut times = Vec::with_capacity(observations.len());
+    let started = Instant::now();
+    for obs in observations {
+        let t = Instant::now();
+        f(obs);
+        times.push(t.elapsed());
+    }
+    let mean = started.elapsed() / observations.len() as u32;
+    times.sort();
+    (percentile(&times, 0.50), percentile(&times, 0.99), mean)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:>9.2} µs", d.as_secs_f64() * 1e6)
+}
+
+fn row(name: &str, (p50, p99, mean): (Duration, Duration, Duration)) {
+    println!("  {name:<44} p50 {}  p99 {}  mean {}", us(p50), us(p99), us(mean));
+}
+
+fn main() -> anyhow::Result<()> {
+    let limits = Limits::default();
+    let engine = PolicyEngine::new(limits)?;
+    let mut rng = Rng::new(42);
+    let observations: Vec<Observation> = (0..CALLS).map(|_| sample::observation(&mut rng)).collect();
+
+    println!("policy decision, {CALLS} generated observations");
+    let native = measure(&observations, |o| {
+        std::hint::black_box(msp_policy::decide(std::hint::black_box(o)));
+    });
+    row("native decide", native);
+
+    let wasm = measure(&observations, |o| {
+        if let Err(e) = engine.decide_blocking(o) {
+            panic!("wasm decide failed: {e}");
+        }
+    });
+    row("wasm decide (pooled instance, checked)", wasm);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let wasm_async = measure(&observations, |o| {
+        if let Err(e) = runtime.block_on(engine.decide(o)) {
+            panic!("async wasm decide failed: {e}");
+        }
+    });
+    row("wasm decide via spawn_blocking (engine.decide)", wasm_async);
+
+    let compiled = sandbox::compile(bundled::DEFAULT_COMPONENT, &limits)?;
+    let fresh_obs = &observations[..2_000];
+    let fresh = measure(fresh_obs, |o| {
+        compiled.drop_idle();
+        if let Err(e) = msp_operator::policy::decide_with(&compiled, o, &limits) {
+            panic!("fresh decide failed: {e}");
+        }
+    });
+    row("wasm decide, fresh instance every call", fresh);
+    let instantiate = measure(fresh_obs, |_| {
+        if let Err(e) = compiled.instantiate_fresh(&limits) {
+            panic!("instantiate failed: {e}");
+        }
+    });
+    row("instantiate (store + instance from pre)", instantiate);
+
+    println!(
+        "  ratio wasm/native p50: {:.1}x   p99: {:.1}x   target wasm p50 <= 20 µs: {}",
+        wasm.0.as_secs_f64() / native.0.as_secs_f64().max(1e-9),
+        wasm.1.as_secs_f64() / native.1.as_secs_f64().max(1e-9),
+        if wasm.0 <= Duration::from_micros(20) { "met" } else { "MISSED" }
+    );
+
+    println!("compile per module (uncached, cranelift)");
+    let mut modules: Vec<(String, Vec<u8>)> = vec![("default (bundled)".into(), bundled::DEFAULT_COMPONENT.to_vec())];
+    for name in ["retain", "stable-disk-names"] {
+        if let Some(path) = bundled::built_component(name) {
+            modules.push((name.into(), std::fs::read(path)?));
+        }
+    }
+    for (name, bytes) in modules {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            sandbox::compile_uncached(&bytes, &limits)?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "  {name:<20} {:>7} bytes   median {:>8.1} ms   min {:>8.1} ms",
+            bytes.len(),
+            times[2].as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3
+        );
+    }
+    let t = Instant::now();
+    msp_operator::policy::check(bundled::DEFAULT_COMPONENT, msp_operator::policy::PolicySource::File, &limits)?;
+    println!("  full check of a cached module (self-test): {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}

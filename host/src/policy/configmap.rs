@@ -1,1 +1,147 @@
-//! placeholder
+//! Hot reload of a custom policy from a ConfigMap, watched through the API.
+//!
+//! The module lives in the ConfigMap's `binaryData` under a key (default
+//! `msp-policy` / `policy.wasm`). Watching through the API, not a mounted
+//! volume, makes a change take effect within a second (a mounted ConfigMap
+//! updates late; a `subPath` mount never does). Each new module is validated
+//! (see `PolicyEngine::load`) off the async threads and swapped in atomically;
+//! a bad module leaves the running policy; deleting the ConfigMap (or its key)
+//! returns to the bundled default. Every outcome goes to a [`ReloadReporter`],
+//! which the operator turns into a log line, a metric and a Warning Event.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use sha2::{Digest, Sha256};
+
+use super::{ActivePolicy, PolicyEngine, PolicyError, PolicySource};
+
+/// Default ConfigMap name.
+pub const DEFAULT_NAME: &str = "msp-policy";
+/// Default `binaryData` key.
+pub const DEFAULT_KEY: &str = "policy.wasm";
+
+/// What a change of the ConfigMap led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new module passed validation and decides from now on.
+    Loaded(ActivePolicy),
+    /// The module was refused; `kept` still decides.
+    Refused { error: PolicyError, kept: ActivePolicy },
+    /// The ConfigMap is gone or has no such key: back to the bundled default.
+    Bundled { active: ActivePolicy, why: String },
+}
+
+/// Receives reload outcomes (the operator records events from them).
+pub trait ReloadReporter: Send + Sync + 'static {
+    fn report(&self, outcome: &ReloadOutcome);
+}
+
+/// Reports nowhere but the log.
+impl ReloadReporter for () {
+    fn report(&self, _outcome: &ReloadOutcome) {}
+}
+
+/// Sends each outcome down a channel.
+impl ReloadReporter for tokio::sync::mpsc::UnboundedSender<ReloadOutcome> {
+    fn report(&self, outcome: &ReloadOutcome) {
+        // A closed receiver means nobody listens any more: nothing to do.
+        let _ = self.send(outcome.clone());
+    }
+}
+
+impl<F: Fn(&ReloadOutcome) + Send + Sync + 'static> ReloadReporter for F {
+    fn report(&self, outcome: &ReloadOutcome) {
+        self(outcome)
+    }
+}
+
+/// Watches ConfigMap `name` in `namespace` and keeps `engine`'s policy in line
+/// with its `key`. Runs until the future is dropped; API errors are retried
+/// with the watcher's default backoff.
+pub async fn watch(
+    client: Client,
+    namespace: impl Into<String>,
+    name: impl Into<String>,
+    key: impl Into<String>,
+    engine: PolicyEngine,
+    reporter: impl ReloadReporter,
+) {
+    let (namespace, name, key) = (namespace.into(), name.into(), key.into());
+    let reporter: Arc<dyn ReloadReporter> = Arc::new(reporter);
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    // Whether the ConfigMap showed up during the current (re)list.
+    let mut seen = false;
+    // The last module refused, so a resync does not report it again.
+    let mut refused: Option<String> = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => seen = false,
+            Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                seen = true;
+                apply(&engine, &cm, &key, &mut refused, reporter.as_ref()).await;
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                to_bundled(&engine, format!("ConfigMap {namespace}/{name} deleted"), reporter.as_ref());
+            }
+            Ok(watcher::Event::InitDone) => {
+                if !seen {
+                    to_bundled(&engine, format!("no ConfigMap {namespace}/{name}"), reporter.as_ref());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, configmap = %name, "policy ConfigMap watch failed; retrying"),
+        }
+    }
+}
+
+async fn apply(
+    engine: &PolicyEngine,
+    cm: &ConfigMap,
+    key: &str,
+    refused: &mut Option<String>,
+    reporter: &dyn ReloadReporter,
+) {
+    let Some(bytes) = cm.binary_data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()) else {
+        let why = if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
+            format!("ConfigMap key {key} is under data, not binaryData (a wasm module is binary)")
+        } else {
+            format!("ConfigMap has no binaryData key {key}")
+        };
+        to_bundled(engine, why, reporter);
+        return;
+    };
+    // A resync or an edit of another key: nothing to do for the same module.
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    if sha256 == engine.active().sha256 || refused.as_deref() == Some(sha256.as_str()) {
+        return;
+    }
+    let loader = engine.clone();
+    let loaded = tokio::task::spawn_blocking(move || loader.load(&bytes, PolicySource::ConfigMap))
+        .await
+        .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy load task: {e}"))));
+    let outcome = match loaded {
+        Ok(active) => {
+            *refused = None;
+            ReloadOutcome::Loaded(active)
+        }
+        Err(error) => {
+            *refused = Some(sha256);
+            ReloadOutcome::Refused { error, kept: engine.active() }
+        }
+    };
+    reporter.report(&outcome);
+}
+
+fn to_bundled(engine: &PolicyEngine, why: String, reporter: &dyn ReloadReporter) {
+    if engine.active().source == PolicySource::Bundled {
+        return;
+    }
+    let active = engine.reset_to_bundled();
+    tracing::info!(%why, "policy back to the bundled default");
+    reporter.report(&ReloadOutcome::Bundled { active, why });
+}
