@@ -1,14 +1,30 @@
-//! `msp-demo`: the README's main job. Starts a local Kubernetes control plane
-//! (real etcd and kube-apiserver), installs the MayastorPool CRD, creates
-//! namespace `mayastor` and the seed's example pool, tells how to use kubectl
-//! against it, and keeps running until Ctrl-C or SIGTERM, then stops
-//! everything and removes its temp files.
+//! `msp-demo`: the README's main job. The whole system, locally:
+//! - a Kubernetes control plane (real etcd and kube-apiserver) with the
+//!   MayastorPool CRD and namespace `mayastor`;
+//! - Node `node1` labelled `openebs.io/engine=mayastor` (a record only: no
+//!   kubelet runs);
+//! - a storage node for `node1` (the io-engine stand-in, in this process)
+//!   with one disk: a loop device when run as root, else a plain sparse file
+//!   under /dev/shm (said so in the output);
+//! - the operator (in this process, the same code as `msp-operator run`)
+//!   with the bundled wasm policy;
+//! - the seed's example pool, with its disk replaced by the demo's disk.
+//!
+//! It waits until the pool is online, prints `kubectl -n mayastor get msp`,
+//! tells how to try kubectl against it, and runs until Ctrl-C or SIGTERM,
+//! then stops everything and removes its temp files and devices.
+
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use msp_operator::crd::PoolState;
 use msp_tests::control_plane::{self, ControlPlane};
+use msp_tests::loopdev::LoopDevice;
+use msp_tests::operator::{Operator, create_node, wait_pool};
+use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// The seed's example pool: `my-new-pool` on `node1` with `/dev/loop0`.
+/// The seed's example pool; `/dev/loop0` is replaced by the demo's disk.
 const EXAMPLE_POOL: &str = r#"apiVersion: "openebs.io/v1alpha1"
 kind: MayastorPool
 metadata:
@@ -19,53 +35,172 @@ spec:
   disks: ["/dev/loop0"]
 "#;
 
+const DISK_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The demo's disk: a loop device (root) or a sparse file under /dev/shm.
+enum Disk {
+    Loop(LoopDevice),
+    /// The directory is kept for its Drop (removes the file).
+    File { _dir: tempfile::TempDir, path: String },
+}
+
+impl Disk {
+    fn create() -> anyhow::Result<Disk> {
+        if LoopDevice::available() {
+            return Ok(Disk::Loop(LoopDevice::create(DISK_BYTES)?));
+        }
+        // Pools must be on paths under /dev (the CRD says so); /dev/shm is
+        // the one place there an ordinary user may create a file.
+        let dir = tempfile::Builder::new()
+            .prefix("msp-demo-")
+            .tempdir_in("/dev/shm")
+            .context("creating a directory under /dev/shm for the demo disk")?;
+        let path = dir.path().join("disk0");
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(DISK_BYTES))
+            .with_context(|| format!("creating {}", path.display()))?;
+        let path = path.to_string_lossy().into_owned();
+        Ok(Disk::File { _dir: dir, path })
+    }
+
+    fn path(&self) -> String {
+        match self {
+            Disk::Loop(dev) => dev.path_str(),
+            Disk::File { path, .. } => path.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Disk::Loop(dev) => format!(
+                "loop device {} (256 MiB, sparse backing file)",
+                dev.path_str()
+            ),
+            Disk::File { path, .. } => format!(
+                "plain file {path} (256 MiB, sparse): not running as root, so no loop device; \
+                 the storage node treats the file as its disk"
+            ),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // kube's client logs every 5xx as an error, and the API server answers its
-    // health checks with 500 until it is ready: silence that during the start.
-    let default_filter = "info,kube_client::client::builder=off";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
+                .unwrap_or_else(|_| "warn,msp_operator=info,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     // Registered first, so a Ctrl-C during the start still stops cleanly.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
 
-    let started = std::time::Instant::now();
-    let cp = ControlPlane::start().await.context("starting the control plane")?;
-    cp.apply_crd().await.context("installing the MayastorPool CRD")?;
+    let started = Instant::now();
+    let cp = ControlPlane::start()
+        .await
+        .context("starting the control plane")?;
+    cp.apply_crd()
+        .await
+        .context("installing the MayastorPool CRD")?;
+    let admin = cp.client().await?;
     let mut namespace = cp.kubectl();
     namespace.args(["create", "namespace", "mayastor"]);
     control_plane::run(namespace).await?;
+    create_node(&admin, "node1", true)
+        .await
+        .context("creating Node node1")?;
+
+    let mut operator = Operator::start(admin.clone(), &[])
+        .await
+        .context("starting the operator")?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+
+    let disk = Disk::create()?;
+    let storage_node = RunningNode::start(NodeConfig {
+        node_name: "node1".into(),
+        listen: "127.0.0.1:0".parse()?,
+        registration_endpoint: Some(operator.registration_endpoint()),
+        advertise_address: None,
+        heartbeat: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(1),
+        allowed_prefixes: vec!["/dev".into()],
+        use_blkid: true,
+    })
+    .await
+    .context("starting the storage node")?;
+
     let example = cp.dir().join("my-new-pool.yaml");
-    std::fs::write(&example, EXAMPLE_POOL).context("writing the example pool")?;
+    std::fs::write(&example, EXAMPLE_POOL.replace("/dev/loop0", &disk.path()))
+        .context("writing the example pool")?;
     let mut create = cp.kubectl();
     create.arg("create").arg("-f").arg(&example);
     print!("{}", control_plane::run(create).await?);
+    let status = wait_pool(
+        &admin,
+        "my-new-pool",
+        Duration::from_secs(60),
+        "online",
+        |s| s.state == Some(PoolState::Online),
+    )
+    .await?;
 
+    println!("\nUp in {:.1}s:", started.elapsed().as_secs_f64());
     println!(
-        "\nKubernetes API server {} is up ({:.1}s), with the MayastorPool CRD and the seed's example pool.\n",
-        cp.server(),
-        started.elapsed().as_secs_f64()
+        "  Kubernetes API server  {} (etcd + kube-apiserver; no kubelet: Node node1 is a record)",
+        cp.server()
     );
-    println!("Use it from another shell:\n");
-    println!("  export KUBECONFIG={}", cp.kubeconfig().display());
-    println!("  export PATH={}:$PATH   # the matching kubectl", cp.bin_dir().display());
-    println!("  kubectl -n mayastor get msp\n");
+    println!(
+        "  operator               registration {}, metrics http://{}/metrics",
+        operator.registration_endpoint(),
+        operator.metrics_addr()
+    );
+    println!(
+        "  policy                 {}",
+        status.policy.as_deref().unwrap_or("?")
+    );
+    println!(
+        "  storage node node1     {} (io-engine stand-in)",
+        storage_node.endpoint()
+    );
+    println!("  disk                   {}", disk.describe());
+    println!(
+        "  the seed's example     my-new-pool on node1 with {} (instead of /dev/loop0)\n",
+        disk.path()
+    );
     println!("$ kubectl -n mayastor get msp");
     let mut list = cp.kubectl();
     list.args(["-n", "mayastor", "get", "msp"]);
     print!("{}", control_plane::run(list).await?);
-    println!("\nPress Ctrl-C to stop.");
+
+    println!("\nTry it from another shell:\n");
+    println!("  export KUBECONFIG={}", cp.kubeconfig().display());
+    println!(
+        "  export PATH={}:$PATH   # the matching kubectl",
+        cp.bin_dir().display()
+    );
+    println!("  kubectl -n mayastor get msp");
+    println!("  kubectl -n mayastor describe msp my-new-pool      # status, conditions, events");
+    println!(
+        "  kubectl -n mayastor delete msp my-new-pool        # the pool is destroyed on the node"
+    );
+    println!(
+        "  curl -s http://{}/metrics | grep msp_pool",
+        operator.metrics_addr()
+    );
+    println!("\nPress Ctrl-C (or send SIGTERM) to stop everything cleanly.");
 
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
         _ = terminate.recv() => {}
     }
-    println!("Stopping the control plane.");
+    println!("Stopping: operator, storage node, disk, control plane.");
+    operator.stop().await.context("stopping the operator")?;
+    storage_node
+        .stop()
+        .await
+        .context("stopping the storage node")?;
+    drop(disk);
     drop(cp);
     Ok(())
 }
