@@ -9,8 +9,10 @@ WORKDIR /src
 COPY . .
 RUN cargo build --locked --release -p msp-tests --bin storage-node
 
-# It probes and labels raw block devices; it needs no shell, only libc.
-FROM gcr.io/distroless/cc-debian12
+# It probes and labels raw block devices. Debian slim rather than distroless:
+# its util-linux brings `blkid`, the second opinion the node asks before it
+# writes a pool label on a disk (without it only the built-in probe runs).
+FROM debian:bookworm-slim
 COPY --from=build /src/target/release/storage-node /usr/local/bin/storage-node
 EXPOSE 10124
 ENTRYPOINT ["/usr/local/bin/storage-node"]
