@@ -329,19 +329,24 @@ fn walk_kustomizations(dir: &Path) -> std::io::Result<BTreeSet<String>> {
     Ok(found)
 }
 
-/// `kubectl create -f -` with `manifest` on standard input, as admin.
-fn kubectl_create(cp: &ControlPlane, manifest: &str) -> anyhow::Result<()> {
-    let mut create = cp.kubectl();
-    create.args(["create", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = create.spawn()?;
+/// kubectl as admin with `args` and `input` on standard input; its stdout.
+fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> anyhow::Result<String> {
+    let mut kubectl = cp.kubectl();
+    kubectl.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = kubectl.spawn()?;
     child
         .stdin
         .take()
         .ok_or_else(|| anyhow::anyhow!("kubectl has no stdin"))?
-        .write_all(manifest.as_bytes())?;
+        .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "kubectl create: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    anyhow::ensure!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `kubectl create -f -` with `manifest`, as admin.
+fn kubectl_create(cp: &ControlPlane, manifest: &str) -> anyhow::Result<()> {
+    kubectl_stdin(cp, &["create", "-f", "-"], manifest).map(drop)
 }
 
 /// The seed example's pool manifest with its disk replaced by `disk`.
@@ -470,6 +475,29 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     .await?;
     assert_eq!(node_pools(sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
+
+    // The documented roll back: deleting the ConfigMap returns to the bundled
+    // default, and every pool is decided again under it.
+    let mut roll_back = cp.kubectl();
+    roll_back.args(["-n", NS, "delete", "configmap", configmap::DEFAULT_NAME]);
+    run(roll_back).await?;
+    wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-default again", |s| {
+        s.policy.as_deref().is_some_and(|p| p.starts_with(&format!("{}@", msp_policy::decide::NAME)))
+    })
+    .await?;
+    // The documented way to ship a module without the overlay.
+    let module_file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
+    std::fs::write(module_file.path(), &module)?;
+    let from_file = format!("--from-file={}={}", configmap::DEFAULT_KEY, module_file.path().display());
+    let mut render = cp.kubectl();
+    render.args(["-n", NS, "create", "configmap", configmap::DEFAULT_NAME, &from_file, "--dry-run=client", "-o", "yaml"]);
+    let rendered = run(render).await?;
+    kubectl_stdin(&cp, &["apply", "--server-side", "-f", "-"], &rendered)?;
+    let status = wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-retain again", |s| {
+        s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
+    })
+    .await?;
+    assert_eq!(status.state, Some(PoolState::Online));
 
     // Deleted: the operator forgets the pool (ledger entry gone) and leaves it on the node.
     let mut delete = cp.kubectl();
