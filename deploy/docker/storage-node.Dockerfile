@@ -3,8 +3,11 @@
 #   docker build -f deploy/docker/storage-node.Dockerfile -t msp-storage-node:0.1.0 .
 # (No container engine runs on this project's CI machines, so CI does not build it.)
 FROM rust:1.95-bookworm AS build
+# The wasm target too: msp-tests links msp-operator, whose build script builds
+# the bundled policy.
 RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add wasm32-unknown-unknown
 WORKDIR /src
 COPY . .
 RUN cargo build --locked --release -p msp-tests --bin storage-node
