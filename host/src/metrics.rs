@@ -60,6 +60,7 @@ pub struct Metrics {
     rail_refusals: Family<OperationLabels, Counter>,
     node_operations: Family<OperationLabels, Counter>,
     status_writes: Counter,
+    policy_reloads: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +85,7 @@ impl Metrics {
             rail_refusals: Family::default(),
             node_operations: Family::default(),
             status_writes: Counter::default(),
+            policy_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile", "Reconciles run", m.reconciles.clone());
@@ -117,6 +119,11 @@ impl Metrics {
             m.node_operations.clone(),
         );
         registry.register("status_writes", "Status subresource writes", m.status_writes.clone());
+        registry.register(
+            "policy_reloads",
+            "Policy ConfigMap changes, by outcome (loaded, refused, bundled)",
+            m.policy_reloads.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -173,6 +180,12 @@ impl Metrics {
                 action: action.to_string(),
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
+            .inc();
+    }
+
+    pub fn policy_reload(&self, outcome: &str) {
+        self.policy_reloads
+            .get_or_create(&ErrorLabels { error: outcome.to_string() })
             .inc();
     }
 

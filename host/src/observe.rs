@@ -306,7 +306,7 @@ mod tests {
             capacity: 0,
             used: 0,
         };
-        assert_eq!(conflicts(&c, &[c.clone()], Some(&[listed]), &[]), vec!["foreign".to_string()]);
+        assert_eq!(conflicts(&c, std::slice::from_ref(&c), Some(&[listed]), &[]), vec!["foreign".to_string()]);
         let entry = LedgerEntry {
             pool: "gone".into(),
             namespace: "mayastor".into(),
@@ -314,6 +314,6 @@ mod tests {
             node: "n1".into(),
             disks: vec!["/dev/loop1".into()],
         };
-        assert_eq!(conflicts(&c, &[c.clone()], None, &[entry]), vec!["gone".to_string()]);
+        assert_eq!(conflicts(&c, std::slice::from_ref(&c), None, &[entry]), vec!["gone".to_string()]);
     }
 }

@@ -219,14 +219,16 @@ mod tests {
     #[test]
     fn ready_condition_tracks_generation_and_transitions() {
         let mut pool = resource();
-        let mut obs = Observation::default();
-        obs.reported = Some(ReportedPool {
-            name: "p".into(),
-            disks: vec!["/dev/loop0".into()],
-            state: ReportedState::Online,
-            capacity: 100,
-            used: 1,
-        });
+        let mut obs = Observation {
+            reported: Some(ReportedPool {
+                name: "p".into(),
+                disks: vec!["/dev/loop0".into()],
+                state: ReportedState::Online,
+                capacity: 100,
+                used: 1,
+            }),
+            ..Default::default()
+        };
         let online = decision(msp_policy::model::PoolState::Online, "");
         let s = desired_status(&pool, &obs, &online, "x", None, t(10));
         let c = &s.conditions[0];

@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::controller::{Context, ControllerSettings, Decider, error_policy, reconcile};
+use crate::policy::configmap::{ReloadOutcome, watch as policy_watch};
 use crate::policy::{Limits, PolicyEngine};
 use crate::crd::MayastorPool;
 use crate::ledger::Ledger;
@@ -253,6 +254,68 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
         }
     });
 
+    // The policy ConfigMap: each outcome is logged, counted, a Warning event
+    // when refused, and every pool is looked at again under the new policy.
+    let (policy_changed_tx, policy_changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tasks.spawn({
+        let (client, namespace) = (client.clone(), args.operator_namespace.clone());
+        let (name, key) = (args.policy_configmap.clone(), args.policy_key.clone());
+        let (metrics, stop) = (metrics.clone(), shutdown.wait());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "msp-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            namespace: Some(namespace.clone()),
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let reporter = move |outcome: &ReloadOutcome| {
+            let (label, warning, note) = match outcome {
+                ReloadOutcome::Loaded(active) => ("loaded", false, format!("policy {}@{} ({}) loaded", active.name, active.version, active.sha256)),
+                ReloadOutcome::Refused { error, kept } => ("refused", true, format!("policy module refused, {}@{} keeps deciding: {error}", kept.name, kept.version)),
+                ReloadOutcome::Bundled { active, why } => ("bundled", false, format!("{why}: bundled policy {}@{} decides", active.name, active.version)),
+            };
+            if warning {
+                tracing::warn!(%note, "policy reload");
+            } else {
+                tracing::info!(%note, "policy reload");
+            }
+            metrics.policy_reload(label);
+            let _ = policy_changed_tx.send(());
+            if label == "bundled" {
+                // No module (or none any more): nothing about the ConfigMap to tell.
+                return;
+            }
+            let (recorder, reference) = (recorder.clone(), reference.clone());
+            tokio::spawn(async move {
+                let event = kube::runtime::events::Event {
+                    type_: if warning { kube::runtime::events::EventType::Warning } else { kube::runtime::events::EventType::Normal },
+                    reason: if warning { "PolicyRefused".into() } else { "PolicyLoaded".into() },
+                    note: Some(crate::report::truncate(&note, 1024)),
+                    action: "LoadPolicy".into(),
+                    secondary: None,
+                };
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %err, "publishing a policy event failed");
+                }
+            });
+        };
+        let watch = policy_watch(client, namespace, name, key, engine.clone(), reporter);
+        async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = watch => {}
+            }
+        }
+    });
+    let policy_triggers = stream::unfold(policy_changed_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
+
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweeper (woken on each deletion).
     let (pool_reader, pool_writer) = reflector::store();
@@ -337,6 +400,7 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
     Controller::for_stream(pool_stream, pool_reader)
         .watches_stream(node_stream, node_mapper)
         .reconcile_on(node_triggers)
+        .reconcile_all_on(policy_triggers)
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown.wait())
         .run(reconcile, error_policy, ctx)
