@@ -20,13 +20,17 @@ async fn binaries() -> bool {
 /// the API server's cert dir are inside the control plane's temp dir).
 fn processes_using(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(&needle).then_some(pid)
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(pid)
         })
         .collect()
 }
@@ -50,24 +54,41 @@ async fn drop_stops_both_processes_and_removes_the_temp_dir() -> anyhow::Result<
     }
     let cp = ControlPlane::start().await?;
     let dir = cp.dir().to_path_buf();
-    assert_eq!(processes_using(&dir).len(), 2, "etcd and kube-apiserver should run");
+    assert_eq!(
+        processes_using(&dir).len(),
+        2,
+        "etcd and kube-apiserver should run"
+    );
     let version = cp.client().await?.apiserver_version().await?;
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "34"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
     drop(cp);
-    assert!(processes_using(&dir).is_empty(), "left running: {:?}", processes_using(&dir));
+    assert!(
+        processes_using(&dir).is_empty(),
+        "left running: {:?}",
+        processes_using(&dir)
+    );
     assert!(!dir.exists(), "{} left behind", dir.display());
     Ok(())
 }
 
 #[test]
 fn a_panicking_test_leaves_nothing_behind() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     if !runtime.block_on(binaries()) {
         return;
     }
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let outcome = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async move {
             let cp = ControlPlane::start().await.expect("control plane starts");
             tx.send(cp.dir().to_path_buf()).expect("send dir");
@@ -77,7 +98,11 @@ fn a_panicking_test_leaves_nothing_behind() {
     .join();
     assert!(outcome.is_err(), "the thread should have panicked");
     let dir = rx.recv().expect("the control plane had started");
-    assert!(processes_using(&dir).is_empty(), "left running: {:?}", processes_using(&dir));
+    assert!(
+        processes_using(&dir).is_empty(),
+        "left running: {:?}",
+        processes_using(&dir)
+    );
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
@@ -91,7 +116,10 @@ fn start_demo() -> anyhow::Result<(std::process::Child, PathBuf, Lines)> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = demo.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = demo
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut dir = None;
     let mut transcript = String::new();
     let mut lines = BufReader::new(stdout).lines();
@@ -109,9 +137,14 @@ fn start_demo() -> anyhow::Result<(std::process::Child, PathBuf, Lines)> {
     }
     let dir = dir.ok_or_else(|| anyhow::anyhow!("demo printed no KUBECONFIG:\n{transcript}"))?;
     // The demo lists the seed's pool with the seed's command.
-    assert!(transcript.contains("$ kubectl -n mayastor get msp"), "{transcript}");
     assert!(
-        transcript.lines().any(|l| l.split_whitespace().take(2).eq(["my-new-pool", "node1"])),
+        transcript.contains("$ kubectl -n mayastor get msp"),
+        "{transcript}"
+    );
+    assert!(
+        transcript
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["my-new-pool", "node1"])),
         "{transcript}"
     );
     Ok((demo, dir, lines))
@@ -119,19 +152,32 @@ fn start_demo() -> anyhow::Result<(std::process::Child, PathBuf, Lines)> {
 
 #[test]
 fn demo_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     if !runtime.block_on(binaries()) {
         return Ok(());
     }
     let (mut demo, dir, rest) = start_demo()?;
-    assert_eq!(processes_using(&dir).len(), 2);
+    assert!(
+        processes_using(&dir).len() >= 2,
+        "etcd and kube-apiserver should run"
+    );
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { libc::kill(demo.id() as libc::pid_t, libc::SIGTERM) };
     let rest: Vec<String> = rest.collect::<Result<_, _>>()?;
     let status = demo.wait()?;
     assert!(status.success(), "demo exited with {status}");
-    assert_eq!(rest, ["Stopping the control plane."]);
-    assert!(processes_using(&dir).is_empty(), "left running: {:?}", processes_using(&dir));
+    // The demo says it stops (what it stops grows with the demo).
+    assert!(
+        rest.iter().any(|line| line.starts_with("Stopping")),
+        "{rest:?}"
+    );
+    assert!(
+        processes_using(&dir).is_empty(),
+        "left running: {:?}",
+        processes_using(&dir)
+    );
     assert!(!dir.exists(), "{} left behind", dir.display());
     Ok(())
 }
@@ -142,11 +188,21 @@ async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyho
         return Ok(());
     }
     let (mut demo, dir, _rest) = start_demo()?;
-    assert_eq!(processes_using(&dir).len(), 2);
+    assert!(
+        processes_using(&dir).len() >= 2,
+        "etcd and kube-apiserver should run"
+    );
     demo.kill()?; // SIGKILL: no destructor runs
     demo.wait()?;
-    assert!(eventually(|| processes_using(&dir).is_empty()), "left running: {:?}", processes_using(&dir));
-    assert!(dir.exists(), "nothing could remove the dir of a killed process");
+    assert!(
+        eventually(|| processes_using(&dir).is_empty()),
+        "left running: {:?}",
+        processes_using(&dir)
+    );
+    assert!(
+        dir.exists(),
+        "nothing could remove the dir of a killed process"
+    );
     // The next start removes the dirs of dead runs.
     let _cp = ControlPlane::start().await?;
     assert!(!dir.exists(), "{} was not swept", dir.display());

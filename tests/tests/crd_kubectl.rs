@@ -41,7 +41,9 @@ async fn start() -> anyhow::Result<Option<ControlPlane>> {
 
 /// [`start`], plus namespace `mayastor`.
 async fn cluster() -> anyhow::Result<Option<ControlPlane>> {
-    let Some(cp) = start().await? else { return Ok(None) };
+    let Some(cp) = start().await? else {
+        return Ok(None);
+    };
     let mut namespace = cp.kubectl();
     namespace.args(["create", "namespace", "mayastor"]);
     msp_tests::control_plane::run(namespace).await?;
@@ -59,7 +61,11 @@ async fn shell(cp: &ControlPlane, script: &str) -> anyhow::Result<Output> {
 /// Runs a command to completion (feeding `stdin` if given) without blocking the runtime.
 async fn finish(command: Command, stdin: Option<&str>) -> anyhow::Result<Output> {
     let mut command = tokio::process::Command::from(command);
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn()?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -87,47 +93,100 @@ fn pool(name: &str, spec: &str) -> String {
 
 #[tokio::test]
 async fn seed_commands_create_list_and_destroy_a_pool() -> anyhow::Result<()> {
-    let Some(cp) = cluster().await? else { return Ok(()) };
+    let Some(cp) = cluster().await? else {
+        return Ok(());
+    };
 
     let created = shell(&cp, SEED_CREATE).await?;
-    assert!(created.status.success(), "create failed: {}", text(&created.stderr));
-    assert_eq!(text(&created.stdout).trim(), "mayastorpool.openebs.io/my-new-pool created");
+    assert!(
+        created.status.success(),
+        "create failed: {}",
+        text(&created.stderr)
+    );
+    assert_eq!(
+        text(&created.stdout).trim(),
+        "mayastorpool.openebs.io/my-new-pool created"
+    );
 
     let listed = shell(&cp, SEED_LIST).await?;
-    assert!(listed.status.success(), "get failed: {}", text(&listed.stderr));
+    assert!(
+        listed.status.success(),
+        "get failed: {}",
+        text(&listed.stderr)
+    );
     let stdout = text(&listed.stdout);
     let mut lines = stdout.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "NODE", "STATE", "CAPACITY", "USED", "AGE"], "output:\n{stdout}");
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "NODE", "STATE", "CAPACITY", "USED", "AGE"],
+        "output:\n{stdout}"
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 1, "output:\n{stdout}");
     // No operator runs here, so status is empty: State, Capacity and Used are blank.
     assert_eq!(rows[0][..2], ["my-new-pool", "node1"], "output:\n{stdout}");
-    assert_eq!(rows[0].len(), 3, "expected NAME NODE AGE values only, got:\n{stdout}");
+    assert_eq!(
+        rows[0].len(),
+        3,
+        "expected NAME NODE AGE values only, got:\n{stdout}"
+    );
     assert!(rows[0][2].ends_with('s'), "age column: {stdout}");
 
     // The resource holds exactly what the heredoc said.
     let mut get = cp.kubectl();
-    get.args(["-n", "mayastor", "get", "msp", "my-new-pool", "-o", "jsonpath={.spec.node} {.spec.disks}"]);
+    get.args([
+        "-n",
+        "mayastor",
+        "get",
+        "msp",
+        "my-new-pool",
+        "-o",
+        "jsonpath={.spec.node} {.spec.disks}",
+    ]);
     let spec = msp_tests::control_plane::run(get).await?;
     assert_eq!(spec, r#"node1 ["/dev/loop0"]"#);
 
     let deleted = shell(&cp, SEED_DESTROY).await?;
-    assert!(deleted.status.success(), "delete failed: {}", text(&deleted.stderr));
-    assert_eq!(text(&deleted.stdout).trim(), r#"mayastorpool.openebs.io "my-new-pool" deleted from mayastor namespace"#);
+    assert!(
+        deleted.status.success(),
+        "delete failed: {}",
+        text(&deleted.stderr)
+    );
+    assert_eq!(
+        text(&deleted.stdout).trim(),
+        r#"mayastorpool.openebs.io "my-new-pool" deleted from mayastor namespace"#
+    );
 
     let after = shell(&cp, SEED_LIST).await?;
-    assert!(after.status.success(), "get failed: {}", text(&after.stderr));
+    assert!(
+        after.status.success(),
+        "get failed: {}",
+        text(&after.stderr)
+    );
     assert_eq!(text(&after.stdout), "", "the pool is still listed");
-    assert_eq!(text(&after.stderr).trim(), "No resources found in mayastor namespace.");
+    assert_eq!(
+        text(&after.stderr).trim(),
+        "No resources found in mayastor namespace."
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn kubectl_explain_describes_the_fields() -> anyhow::Result<()> {
-    let Some(cp) = start().await? else { return Ok(()) };
+    let Some(cp) = start().await? else {
+        return Ok(());
+    };
     let explained = shell(&cp, "kubectl explain msp.spec.disks").await?;
-    assert!(explained.status.success(), "explain failed: {}", text(&explained.stderr));
+    assert!(
+        explained.status.success(),
+        "explain failed: {}",
+        text(&explained.stderr)
+    );
     let stdout = text(&explained.stdout);
     assert!(stdout.contains("KIND:       MayastorPool"), "{stdout}");
     assert!(stdout.contains("FIELD: disks <[]string>"), "{stdout}");
@@ -138,30 +197,90 @@ async fn kubectl_explain_describes_the_fields() -> anyhow::Result<()> {
         "{stdout}"
     );
     let node = shell(&cp, "kubectl explain msp.spec.node").await?;
-    let flat = text(&node.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(flat.contains("Name of the Kubernetes node where the pool is created."), "{flat}");
+    let flat = text(&node.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("Name of the Kubernetes node where the pool is created."),
+        "{flat}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn invalid_pools_are_refused_naming_the_field() -> anyhow::Result<()> {
-    let Some(cp) = cluster().await? else { return Ok(()) };
+    let Some(cp) = cluster().await? else {
+        return Ok(());
+    };
     // (what is wrong, spec, field the API server must name)
     let cases = [
         ("no disks", "  node: node1\n", "spec.disks: Required value"),
-        ("no node", "  disks: [\"/dev/loop0\"]\n", "spec.node: Required value"),
-        ("empty disk list", "  node: node1\n  disks: []\n", "spec.disks: Invalid value"),
-        ("relative path", "  node: node1\n  disks: [\"loop0\"]\n", "spec.disks[0]: Invalid value: \"loop0\""),
-        ("outside /dev", "  node: node1\n  disks: [\"/tmp/disk.img\"]\n", "spec.disks[0]: Invalid value: \"/tmp/disk.img\""),
-        ("dot-dot escape", "  node: node1\n  disks: [\"/dev/../etc/passwd\"]\n", "spec.disks[0]: Invalid value: \"/dev/../etc/passwd\""),
-        ("dot segment", "  node: node1\n  disks: [\"/dev/./loop0\"]\n", "spec.disks[0]: Invalid value: \"/dev/./loop0\""),
-        ("/dev itself", "  node: node1\n  disks: [\"/dev/\"]\n", "spec.disks[0]: Invalid value: \"/dev/\""),
-        ("prefix look-alike", "  node: node1\n  disks: [\"/devices/loop0\"]\n", "spec.disks[0]: Invalid value: \"/devices/loop0\""),
-        ("duplicate disk", "  node: node1\n  disks: [\"/dev/loop0\", \"/dev/loop0\"]\n", "spec.disks[1]: Duplicate value: \"/dev/loop0\""),
-        ("empty node", "  node: \"\"\n  disks: [\"/dev/loop0\"]\n", "spec.node: Invalid value: \"\""),
-        ("disks as a string", "  node: node1\n  disks: /dev/loop0\n", "spec.disks: Invalid value: \"string\""),
-        ("node as a number", "  node: 42\n  disks: [\"/dev/loop0\"]\n", "spec.node: Invalid value: \"integer\""),
-        ("disk as a number", "  node: node1\n  disks: [7]\n", "spec.disks[0]: Invalid value: \"integer\""),
+        (
+            "no node",
+            "  disks: [\"/dev/loop0\"]\n",
+            "spec.node: Required value",
+        ),
+        (
+            "empty disk list",
+            "  node: node1\n  disks: []\n",
+            "spec.disks: Invalid value",
+        ),
+        (
+            "relative path",
+            "  node: node1\n  disks: [\"loop0\"]\n",
+            "spec.disks[0]: Invalid value: \"loop0\"",
+        ),
+        (
+            "outside /dev",
+            "  node: node1\n  disks: [\"/tmp/disk.img\"]\n",
+            "spec.disks[0]: Invalid value: \"/tmp/disk.img\"",
+        ),
+        (
+            "dot-dot escape",
+            "  node: node1\n  disks: [\"/dev/../etc/passwd\"]\n",
+            "spec.disks[0]: Invalid value: \"/dev/../etc/passwd\"",
+        ),
+        (
+            "dot segment",
+            "  node: node1\n  disks: [\"/dev/./loop0\"]\n",
+            "spec.disks[0]: Invalid value: \"/dev/./loop0\"",
+        ),
+        (
+            "/dev itself",
+            "  node: node1\n  disks: [\"/dev/\"]\n",
+            "spec.disks[0]: Invalid value: \"/dev/\"",
+        ),
+        (
+            "prefix look-alike",
+            "  node: node1\n  disks: [\"/devices/loop0\"]\n",
+            "spec.disks[0]: Invalid value: \"/devices/loop0\"",
+        ),
+        (
+            "duplicate disk",
+            "  node: node1\n  disks: [\"/dev/loop0\", \"/dev/loop0\"]\n",
+            "spec.disks[1]: Duplicate value: \"/dev/loop0\"",
+        ),
+        (
+            "empty node",
+            "  node: \"\"\n  disks: [\"/dev/loop0\"]\n",
+            "spec.node: Invalid value: \"\"",
+        ),
+        (
+            "disks as a string",
+            "  node: node1\n  disks: /dev/loop0\n",
+            "spec.disks: Invalid value: \"string\"",
+        ),
+        (
+            "node as a number",
+            "  node: 42\n  disks: [\"/dev/loop0\"]\n",
+            "spec.node: Invalid value: \"integer\"",
+        ),
+        (
+            "disk as a number",
+            "  node: node1\n  disks: [7]\n",
+            "spec.disks[0]: Invalid value: \"integer\"",
+        ),
     ];
     assert!(cases.len() >= 8);
     let mut failures = Vec::new();
@@ -172,7 +291,10 @@ async fn invalid_pools_are_refused_naming_the_field() -> anyhow::Result<()> {
         if out.status.success() {
             failures.push(format!("{what}: accepted ({})", text(&out.stdout).trim()));
         } else if !(stderr.contains("is invalid") && stderr.contains(field)) {
-            failures.push(format!("{what}: refused without naming `{field}`: {}", stderr.trim()));
+            failures.push(format!(
+                "{what}: refused without naming `{field}`: {}",
+                stderr.trim()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -186,18 +308,41 @@ async fn invalid_pools_are_refused_naming_the_field() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn valid_edge_cases_are_accepted() -> anyhow::Result<()> {
-    let Some(cp) = cluster().await? else { return Ok(()) };
+    let Some(cp) = cluster().await? else {
+        return Ok(());
+    };
     let cases = [
-        ("by-id", "  node: node1\n  disks: [\"/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_1TB_S467NX0M123456\"]\n"),
-        ("several", "  node: worker-2.example.com\n  disks: [\"/dev/sdb\", \"/dev/sdc\", \"/dev/disk/by-path/pci-0000:00:1f.2-ata-1\"]\n"),
-        ("dotted", "  node: node1\n  disks: [\"/dev/mapper/.hidden\", \"/dev/..data\", \"/dev/vg0/lv.0\"]\n"),
+        (
+            "by-id",
+            "  node: node1\n  disks: [\"/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_1TB_S467NX0M123456\"]\n",
+        ),
+        (
+            "several",
+            "  node: worker-2.example.com\n  disks: [\"/dev/sdb\", \"/dev/sdc\", \"/dev/disk/by-path/pci-0000:00:1f.2-ata-1\"]\n",
+        ),
+        (
+            "dotted",
+            "  node: node1\n  disks: [\"/dev/mapper/.hidden\", \"/dev/..data\", \"/dev/vg0/lv.0\"]\n",
+        ),
     ];
     for (what, spec) in cases {
         let out = create(&cp, &pool(&format!("ok-{what}"), spec)).await?;
-        assert!(out.status.success(), "{what} refused: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what} refused: {}",
+            text(&out.stderr)
+        );
     }
     let mut get = cp.kubectl();
-    get.args(["-n", "mayastor", "get", "msp", "ok-several", "-o", "jsonpath={.spec.disks}"]);
+    get.args([
+        "-n",
+        "mayastor",
+        "get",
+        "msp",
+        "ok-several",
+        "-o",
+        "jsonpath={.spec.disks}",
+    ]);
     assert_eq!(
         msp_tests::control_plane::run(get).await?,
         r#"["/dev/sdb","/dev/sdc","/dev/disk/by-path/pci-0000:00:1f.2-ata-1"]"#
@@ -207,23 +352,56 @@ async fn valid_edge_cases_are_accepted() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn restricted_identities_get_only_what_rbac_grants() -> anyhow::Result<()> {
-    let Some(cp) = cluster().await? else { return Ok(()) };
+    let Some(cp) = cluster().await? else {
+        return Ok(());
+    };
     for args in [
-        &["create", "clusterrole", "msp-viewer", "--verb=get,list,watch", "--resource=mayastorpools.openebs.io"][..],
-        &["-n", "mayastor", "create", "rolebinding", "viewers", "--clusterrole=msp-viewer", "--group=msp-viewers"],
-        &["-n", "mayastor", "create", "rolebinding", "operator", "--clusterrole=msp-viewer", "--serviceaccount=mayastor:msp-operator"],
+        &[
+            "create",
+            "clusterrole",
+            "msp-viewer",
+            "--verb=get,list,watch",
+            "--resource=mayastorpools.openebs.io",
+        ][..],
+        &[
+            "-n",
+            "mayastor",
+            "create",
+            "rolebinding",
+            "viewers",
+            "--clusterrole=msp-viewer",
+            "--group=msp-viewers",
+        ],
+        &[
+            "-n",
+            "mayastor",
+            "create",
+            "rolebinding",
+            "operator",
+            "--clusterrole=msp-viewer",
+            "--serviceaccount=mayastor:msp-operator",
+        ],
     ] {
         let mut command = cp.kubectl();
         command.args(args);
         msp_tests::control_plane::run(command).await?;
     }
     let created = shell(&cp, SEED_CREATE).await?;
-    assert!(created.status.success(), "admin create failed: {}", text(&created.stderr));
+    assert!(
+        created.status.success(),
+        "admin create failed: {}",
+        text(&created.stderr)
+    );
 
     // The API server sees the minted user and every group, not just the first.
     let alice = cp.identity("alice", &["team-a", "msp-viewers"])?;
     let mut whoami = cp.kubectl_as(&alice);
-    whoami.args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
+    whoami.args([
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+    ]);
     assert_eq!(
         msp_tests::control_plane::run(whoami).await?,
         r#"alice ["team-a","msp-viewers","system:authenticated"]"#
@@ -231,29 +409,49 @@ async fn restricted_identities_get_only_what_rbac_grants() -> anyhow::Result<()>
 
     let mut list = cp.kubectl_as(&alice);
     list.args(["-n", "mayastor", "get", "msp", "-o", "name"]);
-    assert_eq!(msp_tests::control_plane::run(list).await?.trim(), "mayastorpool.openebs.io/my-new-pool");
+    assert_eq!(
+        msp_tests::control_plane::run(list).await?.trim(),
+        "mayastorpool.openebs.io/my-new-pool"
+    );
 
     let refused = {
         let mut command = cp.kubectl_as(&alice);
         command.args(["create", "-f", "-"]);
-        finish(command, Some(&pool("alices-pool", "  node: node1\n  disks: [\"/dev/loop1\"]\n"))).await?
+        finish(
+            command,
+            Some(&pool(
+                "alices-pool",
+                "  node: node1\n  disks: [\"/dev/loop1\"]\n",
+            )),
+        )
+        .await?
     };
     assert!(!refused.status.success(), "a viewer created a pool");
     let stderr = text(&refused.stderr);
     assert!(stderr.contains("Forbidden"), "{stderr}");
-    assert!(stderr.contains(r#"User "alice" cannot create resource "mayastorpools" in API group "openebs.io""#), "{stderr}");
+    assert!(
+        stderr.contains(
+            r#"User "alice" cannot create resource "mayastorpools" in API group "openebs.io""#
+        ),
+        "{stderr}"
+    );
 
     // Someone in no bound group may not even list.
     let mallory = cp.identity("mallory", &["team-b"])?;
     let mut list = cp.kubectl_as(&mallory);
     list.args(["-n", "mayastor", "get", "msp"]);
     let out = finish(list, None).await?;
-    assert!(!out.status.success() && text(&out.stderr).contains("Forbidden"), "{}", text(&out.stderr));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("Forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // The service account form matches a RoleBinding to the ServiceAccount, through the kube client.
     let operator = cp.service_account("mayastor", "msp-operator")?;
     let client = operator.client().await?;
-    let pools: kube::Api<msp_operator::crd::MayastorPool> = kube::Api::namespaced(client, "mayastor");
+    let pools: kube::Api<msp_operator::crd::MayastorPool> =
+        kube::Api::namespaced(client, "mayastor");
     let listed = pools.list(&Default::default()).await?;
     assert_eq!(listed.items.len(), 1);
     let delete = pools.delete("my-new-pool", &Default::default()).await;

@@ -28,7 +28,10 @@ pub async fn bin_dir() -> Result<PathBuf, HarnessError> {
 }
 
 async fn build() -> Result<PathBuf, HarnessError> {
-    tracing::info!(script = BUILD_SCRIPT, "finding or building the control plane binaries");
+    tracing::info!(
+        script = BUILD_SCRIPT,
+        "finding or building the control plane binaries"
+    );
     // stderr passes through: a cold build takes minutes and says what it does.
     let output = tokio::process::Command::new("bash")
         .arg(BUILD_SCRIPT)
@@ -38,7 +41,10 @@ async fn build() -> Result<PathBuf, HarnessError> {
         .await
         .map_err(|e| HarnessError::io(format!("running {BUILD_SCRIPT}"), e))?;
     if !output.status.success() {
-        return Err(HarnessError::Assets(format!("{BUILD_SCRIPT} failed ({})", output.status)));
+        return Err(HarnessError::Assets(format!(
+            "{BUILD_SCRIPT} failed ({})",
+            output.status
+        )));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let dir = stdout

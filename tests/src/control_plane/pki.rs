@@ -40,11 +40,19 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, DnValue::Utf8String(CA_NAME.into()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, DnValue::Utf8String(CA_NAME.into()));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key)?;
-        Ok(Ca { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// The API server's serving certificate, valid for the loopback address.
@@ -53,10 +61,15 @@ impl Ca {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Pem { cert: cert.pem(), key: key.serialize_pem() })
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
     }
 
     /// A client certificate for `user` in `groups` (CN=user, one O per group).
@@ -65,10 +78,12 @@ impl Ca {
         let serial: [u8; 16] = rand::random();
         let tbs = yasna::construct_der(|w| {
             w.write_sequence(|w| {
-                w.next().write_tagged(yasna::Tag::context(0), |w| w.write_u8(2)); // v3
+                w.next()
+                    .write_tagged(yasna::Tag::context(0), |w| w.write_u8(2)); // v3
                 w.next().write_bigint_bytes(&serial, true);
                 w.next().write_sequence(|w| {
-                    w.next().write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256))
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256))
                 });
                 // Byte for byte what rcgen wrote as the CA's subject, so that
                 // the API server links the two.
@@ -88,17 +103,20 @@ impl Ca {
                     w.write_sequence(|w| {
                         // keyUsage: digitalSignature (critical)
                         w.next().write_sequence(|w| {
-                            w.next().write_oid(&ObjectIdentifier::from_slice(OID_KEY_USAGE));
+                            w.next()
+                                .write_oid(&ObjectIdentifier::from_slice(OID_KEY_USAGE));
                             w.next().write_bool(true);
                             let value = yasna::construct_der(|w| w.write_bitvec_bytes(&[0x80], 1));
                             w.next().write_bytes(&value);
                         });
                         // extKeyUsage: clientAuth
                         w.next().write_sequence(|w| {
-                            w.next().write_oid(&ObjectIdentifier::from_slice(OID_EXT_KEY_USAGE));
+                            w.next()
+                                .write_oid(&ObjectIdentifier::from_slice(OID_EXT_KEY_USAGE));
                             let value = yasna::construct_der(|w| {
                                 w.write_sequence(|w| {
-                                    w.next().write_oid(&ObjectIdentifier::from_slice(OID_CLIENT_AUTH))
+                                    w.next()
+                                        .write_oid(&ObjectIdentifier::from_slice(OID_CLIENT_AUTH))
                                 })
                             });
                             w.next().write_bytes(&value);
@@ -112,7 +130,8 @@ impl Ca {
             w.write_sequence(|w| {
                 w.next().write_der(&tbs);
                 w.next().write_sequence(|w| {
-                    w.next().write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256))
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256))
                 });
                 w.next().write_bitvec_bytes(&signature, signature.len() * 8);
             })
@@ -133,7 +152,10 @@ pub struct ServiceAccountKey {
 impl ServiceAccountKey {
     pub fn new() -> Result<ServiceAccountKey, HarnessError> {
         let key = KeyPair::generate()?;
-        Ok(ServiceAccountKey { private_pem: key.serialize_pem(), public_pem: key.public_key_pem() })
+        Ok(ServiceAccountKey {
+            private_pem: key.serialize_pem(),
+            public_pem: key.public_key_pem(),
+        })
     }
 }
 

@@ -7,13 +7,13 @@
 //! a thread that lives as long as the control plane (a test thread, a runtime
 //! worker), never from `spawn_blocking`, whose idle threads exit.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use super::HarnessError;
@@ -32,11 +32,18 @@ impl Guarded {
         mut command: Command,
         log: &Path,
     ) -> Result<Guarded, HarnessError> {
-        let out = File::create(log).map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
-        let err = out.try_clone().map_err(|e| HarnessError::io("duplicating a log handle", e))?;
+        let out = File::create(log)
+            .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicating a log handle", e))?;
         // SAFETY: getpid is async-signal-safe; read here, before the fork.
         let parent = unsafe { libc::getpid() };
-        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         // SAFETY: the closure runs between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid, _exit).
         unsafe {
@@ -51,8 +58,14 @@ impl Guarded {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| HarnessError::io(format!("starting {name}"), e))?;
-        Ok(Guarded { name, child, log: log.to_path_buf() })
+        let child = command
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("starting {name}"), e))?;
+        Ok(Guarded {
+            name,
+            child,
+            log: log.to_path_buf(),
+        })
     }
 
     pub fn name(&self) -> &'static str {
@@ -100,15 +113,19 @@ impl Drop for Guarded {
 /// planes started in parallel by one test binary do not pick the same ones.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Hold every listener until all are chosen, so the kernel gives n different ports.
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
     while ports.len() < n {
         let listener = TcpListener::bind("127.0.0.1:0")
             .map_err(|e| HarnessError::io("finding a free port", e))?;
-        let port =
-            listener.local_addr().map_err(|e| HarnessError::io("finding a free port", e))?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|e| HarnessError::io("finding a free port", e))?
+            .port();
         if handed_out.insert(port) {
             ports.push(port);
         }
