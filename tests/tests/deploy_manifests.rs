@@ -475,6 +475,14 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     .await?;
     assert_eq!(node_pools(sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
+    // The documented way to see the load: an Event about the ConfigMap.
+    wait_for("a PolicyLoaded event about the ConfigMap", WAIT, || async {
+        let mut events = cp.kubectl();
+        let selector = format!("involvedObject.name={}", configmap::DEFAULT_NAME);
+        events.args(["-n", NS, "get", "events", "--field-selector", &selector]);
+        run(events).await.is_ok_and(|out| out.contains("PolicyLoaded"))
+    })
+    .await?;
 
     // The documented roll back: deleting the ConfigMap returns to the bundled
     // default, and every pool is decided again under it.
