@@ -18,6 +18,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Api, Client};
 use msp_operator::crd::{MayastorPool, PoolState};
 use msp_operator::policy::{bundled, configmap};
@@ -202,6 +203,10 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         anyhow::bail!("expected one storage node container, got {}", ds_pod.containers.len());
     };
     assert_eq!(sn.security_context.clone().and_then(|s| s.privileged), Some(true));
+    for probe in [&sn.liveness_probe, &sn.readiness_probe] {
+        let port = probe.clone().and_then(|p| p.tcp_socket).map(|t| t.port);
+        assert_eq!(port, Some(IntOrString::String("grpc".into())), "storage node probes its gRPC port");
+    }
     let dev_volume = ds_pod
         .volumes
         .unwrap_or_default()
@@ -214,6 +219,12 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     );
     // It registers with the operator's Service, and its flags exist.
     let sn_args = expanded_args(sn);
+    let grpc_port = sn_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--grpc-endpoint="))
+        .and_then(|e| e.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<i32>().ok());
+    assert!(grpc_port.is_some() && container_port(sn, "grpc") == grpc_port, "gRPC port {grpc_port:?} not the container's");
     let endpoint = format!("--registration-endpoint=http://msp-operator.{NS}.svc:{registration_port}");
     assert!(sn_args.contains(&endpoint), "storage node args {sn_args:?} lack {endpoint}");
     let help = std::process::Command::new(STORAGE_NODE).arg("--help").output()?;
