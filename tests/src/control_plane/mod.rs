@@ -15,13 +15,13 @@
 //! **One control plane per test.** Each test calls [`ControlPlane::start`] and
 //! gets its own etcd, API server, ports and temp dir, so tests running in
 //! parallel cannot see each other's objects and a test may break its cluster
-//! on purpose. Measured on the 2-core development machine under load
-//! (`cargo bench -p msp-tests --bench control_plane`): start to healthy
-//! 2.3–3.1 s (median 2.4 s), [`apply_crd`](ControlPlane::apply_crd) 0.7 s,
-//! stop 0.3 s; five control planes started at once by parallel tests are all
-//! up within about 10 s. Sharing one per test binary would save that but needs
-//! a process-wide owner, and the thread-bound death signal (see `process.rs`)
-//! would stop it when the test that started it ended.
+//! on purpose. Measured on the 2-core development machine while other builds
+//! ran (`cargo bench -p msp-tests --bench control_plane`): start to healthy
+//! 2.3–3.2 s (median 2.4–2.7 s), [`apply_crd`](ControlPlane::apply_crd)
+//! 0.7–1.5 s, stop 0.3 s; five control planes started at once by parallel
+//! tests are all up within about 10 s. Sharing one per test binary would save
+//! that but needs a process-wide owner, and the thread-bound death signal (see
+//! `process.rs`) would stop it when the test that started it ended.
 //!
 //! Like envtest, the API server runs with `--authorization-mode=RBAC` and
 //! authenticates users by client certificate (CN is the user, each O a group)
