@@ -95,7 +95,8 @@ fn node_missing_or_unlabelled_keeps_a_new_pool_pending() {
 #[test]
 fn storage_node_down_is_pending_before_creation_and_offline_after() {
     for start in ALL {
-        let cases: [(&str, fn(&mut Observation)); 3] = [
+        type Case = (&'static str, fn(&mut Observation));
+        let cases: [Case; 3] = [
             ("not registered", |o| {
                 o.storage_node.registered = false;
                 o.storage_node.heartbeat_age_ms = None;

@@ -33,7 +33,6 @@ msp_policy::export_policy!(crate::info, crate::decide);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msp_policy::model::*;
 
     #[test]
     fn deleted_ledger_pool_is_retained_not_destroyed() {
