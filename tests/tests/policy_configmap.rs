@@ -142,5 +142,20 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     assert_eq!(engine.active(), bundled);
     let counters = engine.counters();
     assert_eq!(counters.load_failures.values().sum::<u64>(), 2, "{counters:?}");
+
+    // An operator starting while the ConfigMap exists picks it up from the
+    // initial list.
+    cms.create(&PostParams::default(), &config_map(configmap::DEFAULT_NAME, component("retain")?)).await?;
+    let late = PolicyEngine::new(Limits::default())?;
+    let _late_watch = AbortOnDrop(tokio::spawn(configmap::watch(
+        client.clone(),
+        namespace,
+        configmap::DEFAULT_NAME,
+        configmap::DEFAULT_KEY,
+        late.clone(),
+        (),
+    )));
+    until_decides(&late, &obs, Action::Retain).await?;
+    assert_eq!(late.active().name, "msp-retain");
     Ok(())
 }
