@@ -11,7 +11,9 @@
 //! ListPools results are cached per node, refreshed after each operation
 //! ([`NodeRegistry::refresh`]) and every sync period by [`NodeRegistry::run`].
 //! Every change a pool's decision could depend on (liveness, pool list) is
-//! broadcast as the node's name, so the controller reconciles that node's pools.
+//! broadcast as a [`NodeChange`], so the controller reconciles that node's
+//! pools: all of them when the node's liveness changed, only the pools whose
+//! entry changed when just the list did.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,6 +87,28 @@ pub struct NodeView {
     pub pools: Option<Vec<ReportedPool>>,
 }
 
+/// A change of a node: which pools it may matter to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeChange {
+    pub node: String,
+    /// `None`: every pool of the node (liveness changed, or its first list);
+    /// `Some`: only the pools of these names (their entries changed).
+    pub pools: Option<Vec<String>>,
+}
+
+/// Names of the pools whose entry differs between two lists (sorted by name).
+pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> {
+    let mut names: Vec<String> = old
+        .iter()
+        .filter(|o| !new.contains(o))
+        .chain(new.iter().filter(|n| !old.contains(n)))
+        .map(|p| p.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Shared handle to the registry.
 #[derive(Clone)]
 pub struct NodeRegistry {
@@ -94,7 +118,7 @@ pub struct NodeRegistry {
 struct Inner {
     settings: RegistrySettings,
     nodes: RwLock<HashMap<String, NodeEntry>>,
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<NodeChange>,
 }
 
 /// Errors of the registration service.
@@ -123,13 +147,20 @@ impl NodeRegistry {
     }
 
     /// Names of nodes whose state changed, as they change.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeChange> {
         self.inner.changes.subscribe()
     }
 
     fn notify(&self, node: &str) {
+        self.notify_pools(node, None);
+    }
+
+    fn notify_pools(&self, node: &str, pools: Option<Vec<String>>) {
         // No receiver yet is fine: reconciles read the registry anyway.
-        let _ = self.inner.changes.send(node.to_string());
+        let _ = self.inner.changes.send(NodeChange {
+            node: node.to_string(),
+            pools,
+        });
     }
 
     fn nodes_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NodeEntry>> {
@@ -287,7 +318,16 @@ impl NodeRegistry {
             match result {
                 Ok(mut pools) => {
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
-                    let changed = entry.pools.as_ref() != Some(&pools);
+                    let changed = match &entry.pools {
+                        None => Some(None),
+                        // A pool gone frees its disks: other pools of the node
+                        // may be waiting for them.
+                        Some(old) if old.iter().any(|o| pools.iter().all(|n| n.name != o.name)) => Some(None),
+                        Some(old) => {
+                            let names = changed_pools(old, &pools);
+                            (!names.is_empty()).then_some(Some(names))
+                        }
+                    };
                     entry.pools = Some(pools);
                     (changed, Ok(()))
                 }
@@ -298,15 +338,15 @@ impl NodeRegistry {
                         entry.liveness = Liveness::Offline;
                         entry.pools = None;
                         entry.epoch += 1;
-                        (true, Err(err.into()))
+                        (Some(None), Err(err.into()))
                     } else {
-                        (false, Err(err.into()))
+                        (None, Err(err.into()))
                     }
                 }
             }
         };
-        if changed {
-            self.notify(node);
+        if let Some(pools) = changed {
+            self.notify_pools(node, pools);
         }
         outcome
     }
@@ -442,7 +482,13 @@ mod tests {
         let mut changes = registry.subscribe();
         // Port 1 on loopback refuses connections: every probe fails fast.
         assert!(registry.register(&request("n1", "127.0.0.1:1", "a")).expect("register"));
-        assert_eq!(changes.recv().await.expect("change"), "n1");
+        assert_eq!(
+            changes.recv().await.expect("change"),
+            NodeChange {
+                node: "n1".into(),
+                pools: None
+            }
+        );
         let view = registry.view("n1");
         assert!(view.registered && view.reachable);
         assert_eq!(view.endpoint, "127.0.0.1:1");
@@ -456,6 +502,21 @@ mod tests {
         assert!(!view.registered && !view.reachable);
         assert!(registry.client("n1").is_err());
         assert!(!registry.view("unknown").registered);
+    }
+
+    #[test]
+    fn only_changed_pools_are_named() {
+        let pool = |name: &str, used: u64| ReportedPool {
+            name: name.into(),
+            disks: vec![],
+            state: msp_policy::model::ReportedState::Online,
+            capacity: 10,
+            used,
+        };
+        let old = vec![pool("a", 0), pool("b", 0), pool("c", 0)];
+        let new = vec![pool("a", 0), pool("b", 1), pool("d", 0)];
+        assert_eq!(changed_pools(&old, &new), vec!["b", "c", "d"]);
+        assert!(changed_pools(&old, &old).is_empty());
     }
 
     #[tokio::test]
@@ -481,7 +542,7 @@ mod tests {
         // probe fails, the node goes offline and the change is announced.
         let changed = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
-                if changes.recv().await.ok().as_deref() == Some("n2") && !registry.view("n2").reachable {
+                if changes.recv().await.is_ok_and(|c| c.node == "n2") && !registry.view("n2").reachable {
                     break;
                 }
             }

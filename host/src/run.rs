@@ -25,7 +25,7 @@ use crate::crd::MayastorPool;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::observe::effective_node;
-use crate::registry::{NodeRegistry, RegistrySettings};
+use crate::registry::{NodeChange, NodeRegistry, RegistrySettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::LogFormat;
 use crate::{health, registry, sweeper};
@@ -141,6 +141,19 @@ pub fn pools_on(store: &Store<MayastorPool>, node: Option<&str>) -> Vec<ObjectRe
         .filter(|p| node.is_none_or(|n| effective_node(p) == n))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
+}
+
+/// The pools a registry change matters to.
+pub fn pools_for(store: &Store<MayastorPool>, change: &NodeChange) -> Vec<ObjectRef<MayastorPool>> {
+    match &change.pools {
+        None => pools_on(store, Some(&change.node)),
+        Some(names) => store
+            .state()
+            .iter()
+            .filter(|p| effective_node(p) == change.node && names.iter().any(|n| *n == p.name_any()))
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect(),
+    }
 }
 
 /// The operator's two listening sockets, bound before it starts (so a caller
@@ -373,7 +386,7 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
             async move {
                 use tokio::sync::broadcast::error::RecvError;
                 match rx.recv().await {
-                    Ok(node) => Some((pools_on(&reader, Some(&node)), rx)),
+                    Ok(change) => Some((pools_for(&reader, &change), rx)),
                     Err(RecvError::Lagged(_)) => Some((pools_on(&reader, None), rx)),
                     Err(RecvError::Closed) => None,
                 }
