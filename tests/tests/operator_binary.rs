@@ -1,0 +1,133 @@
+//! The `msp-operator run` binary itself, as a deployment runs it: JSON logs
+//! with the pool's name on each reconcile's span, probes, a clean exit on
+//! SIGTERM, and a start-up hint when the CRD is not installed.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use msp_operator::crd::PoolState;
+use msp_tests::control_plane::ControlPlane;
+use msp_tests::operator::{create_pool, http_get, start_cluster, wait_for, wait_pool};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The operator binary, built next to this test's binary by `cargo test --workspace`.
+fn binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("msp-operator");
+    path.exists().then_some(path)
+}
+
+fn can_run() -> Option<PathBuf> {
+    let bin = binary();
+    msp_tests::require("the msp-operator binary (cargo build -p msp-operator)", bin.is_some()).then_some(bin)?
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Kills the child if the test fails before it exits.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(bin: &PathBuf, cp: &ControlPlane, metrics_port: u16) -> anyhow::Result<Child> {
+    Ok(Command::new(bin)
+        .args(["run", "--registration-addr=127.0.0.1:0", "--log-format=json", "--namespace=mayastor"])
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_json_logs_and_stops_on_sigterm() -> anyhow::Result<()> {
+    let Some(bin) = can_run() else { return Ok(()) };
+    let (cp, admin) = start_cluster().await?;
+    let port = free_port()?;
+    let mut guard = Guard(Some(spawn(&bin, &cp, port)?));
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    wait_for("/readyz of the operator process", WAIT, || async {
+        matches!(http_get(metrics, "/readyz").await, Ok((200, _)))
+    })
+    .await?;
+    assert_eq!(http_get(metrics, "/healthz").await?.0, 200);
+    create_pool(&admin, "logged", "no-such-node", &["/dev/loop-none".to_string()]).await?;
+    wait_pool(&admin, "logged", WAIT, "pending", |s| s.state == Some(PoolState::Pending)).await?;
+
+    // SIGTERM: a clean, prompt exit.
+    let mut child = guard.0.take().expect("child");
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            guard.0 = Some(child);
+            anyhow::bail!("operator did not exit within 15 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut logs = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut logs)?;
+    }
+    assert!(status.success(), "exit {status:?}; logs:\n{logs}");
+
+    // Every line is JSON; a reconcile line carries the pool's name in its span.
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))?;
+    let pool_span = lines.iter().any(|l| {
+        l["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|s| s["name"] == "reconcile" && s["pool"] == "logged"))
+    });
+    assert!(pool_span, "no log line in the reconcile span of pool \"logged\":\n{logs}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "msp-operator stopped"), "{logs}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn says_how_to_install_a_missing_crd() -> anyhow::Result<()> {
+    let Some(bin) = can_run() else { return Ok(()) };
+    let cp = ControlPlane::start().await?;
+    let mut guard = Guard(Some(spawn(&bin, &cp, free_port()?)?));
+    let mut child = guard.0.take().expect("child");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > WAIT {
+            guard.0 = Some(child);
+            anyhow::bail!("operator without a CRD did not exit");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut logs = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut logs)?;
+    }
+    assert!(!status.success());
+    assert!(logs.contains("Is the CRD installed?"), "{logs}");
+    Ok(())
+}
