@@ -41,7 +41,12 @@ pub fn action_name(action: Action) -> &'static str {
 }
 
 /// Acts on a decision about a live resource.
-pub async fn live(pool: &MayastorPool, obs: &Observation, decision: &Decision, ctx: &Context) -> Result<Outcome, Error> {
+pub async fn live(
+    pool: &MayastorPool,
+    obs: &Observation,
+    decision: &Decision,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
     match decision.action {
         Action::None | Action::Retain => Ok(Outcome::Nothing),
         Action::Destroy => Ok(Outcome::Refused(
@@ -109,7 +114,11 @@ pub async fn live(pool: &MayastorPool, obs: &Observation, decision: &Decision, c
 }
 
 /// Why destroying the pool of `entry` must not happen, if it must not.
-pub fn destroy_refusal(entry: &LedgerEntry, live: &[std::sync::Arc<MayastorPool>], reported_disks: Option<&[String]>) -> Option<String> {
+pub fn destroy_refusal(
+    entry: &LedgerEntry,
+    live: &[std::sync::Arc<MayastorPool>],
+    reported_disks: Option<&[String]>,
+) -> Option<String> {
     if let Some(owner) = live
         .iter()
         .find(|p| p.name_any() == entry.pool && effective_node(p) == entry.node)
@@ -133,7 +142,12 @@ pub fn destroy_refusal(entry: &LedgerEntry, live: &[std::sync::Arc<MayastorPool>
 }
 
 /// Acts on a decision about a pool in the ledger whose resource is gone.
-pub async fn deleted(entry: &LedgerEntry, obs: &Observation, decision: &Decision, ctx: &Context) -> Result<Outcome, Error> {
+pub async fn deleted(
+    entry: &LedgerEntry,
+    obs: &Observation,
+    decision: &Decision,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
     match decision.action {
         Action::None => Ok(Outcome::Nothing),
         Action::Create | Action::Import => Ok(Outcome::Refused(
@@ -163,7 +177,8 @@ pub async fn deleted(entry: &LedgerEntry, obs: &Observation, decision: &Decision
                         kind: ErrorKind::Unavailable,
                         message: err.to_string(),
                     };
-                    ctx.operations.record(&entry.uid, Action::Destroy, Some(error.clone()));
+                    ctx.operations
+                        .record(&entry.uid, Action::Destroy, Some(error.clone()));
                     return Ok(Outcome::Failed(Action::Destroy, error));
                 }
             };
@@ -182,7 +197,8 @@ pub async fn deleted(entry: &LedgerEntry, obs: &Observation, decision: &Decision
                 Err(err) => {
                     tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
                     let error = err.to_operation_error();
-                    ctx.operations.record(&entry.uid, Action::Destroy, Some(error.clone()));
+                    ctx.operations
+                        .record(&entry.uid, Action::Destroy, Some(error.clone()));
                     Ok(Outcome::Failed(Action::Destroy, error))
                 }
             }

@@ -35,7 +35,10 @@ pub struct DecideError(pub String);
 /// The operator runs the wasm engine behind it; unit tests use the default
 /// policy natively ([`NativePolicy`]).
 pub trait Decider: Send + Sync + 'static {
-    fn decide<'a>(&'a self, obs: &'a Observation) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>>;
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>>;
     /// `name@version` of the active policy, for status and logs.
     fn active(&self) -> String;
 }
@@ -44,7 +47,10 @@ pub trait Decider: Send + Sync + 'static {
 pub struct NativePolicy;
 
 impl Decider for NativePolicy {
-    fn decide<'a>(&'a self, obs: &'a Observation) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
         Box::pin(async move { Ok(msp_policy::decide(obs)) })
     }
 
@@ -56,7 +62,10 @@ impl Decider for NativePolicy {
 
 /// The real path: the sandboxed wasm engine (bundled policy or the ConfigMap's).
 impl Decider for crate::policy::PolicyEngine {
-    fn decide<'a>(&'a self, obs: &'a Observation) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
         Box::pin(async move {
             crate::policy::PolicyEngine::decide(self, obs)
                 .await
@@ -177,7 +186,8 @@ impl Context {
     /// How long to hold `pool`'s status because its node may still register.
     fn startup_hold(&self, pool: &MayastorPool) -> Option<Duration> {
         let left = self.startup_grace.checked_sub(self.started.elapsed())?;
-        (observe::is_created(pool) && !self.registry.knows(effective_node(pool)) && !left.is_zero()).then_some(left)
+        (observe::is_created(pool) && !self.registry.knows(effective_node(pool)) && !left.is_zero())
+            .then_some(left)
     }
 
     pub fn sources(&self) -> Sources<'_> {
@@ -193,7 +203,8 @@ impl Context {
     /// The bounded requeue for a decision.
     pub fn requeue_after(&self, decision: &Decision) -> Duration {
         match decision.requeue_after_ms {
-            Some(ms) => Duration::from_millis(ms).clamp(self.settings.min_requeue, self.settings.max_requeue),
+            Some(ms) => Duration::from_millis(ms)
+                .clamp(self.settings.min_requeue, self.settings.max_requeue),
             None => self.settings.resync,
         }
     }
@@ -213,7 +224,11 @@ impl Context {
 
 /// A policy decision, or the policy's failure handled: metric, Warning event,
 /// the last good status kept with a reason that says so.
-async fn decide(pool: &MayastorPool, obs: &Observation, ctx: &Context) -> Result<Option<Decision>, Error> {
+async fn decide(
+    pool: &MayastorPool,
+    obs: &Observation,
+    ctx: &Context,
+) -> Result<Option<Decision>, Error> {
     match ctx.decider.decide(obs).await {
         Ok(decision) => Ok(Some(decision)),
         Err(err) => {
@@ -251,7 +266,10 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
 
 async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, Error> {
     if let Some(left) = ctx.startup_hold(pool) {
-        tracing::debug!(?left, "node not registered yet since the start; status kept");
+        tracing::debug!(
+            ?left,
+            "node not registered yet since the start; status kept"
+        );
         return Ok(Requeue::requeue(left));
     }
     let mut obs = observe::observe(pool, &ctx.sources());
@@ -264,7 +282,10 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         Outcome::Nothing => {}
         Outcome::Refused(action, why) => {
             ctx.metrics.rail_refusal(action_name(action), "refused");
-            let note = format!("the operator refused to {} the pool: {why}", action_name(action));
+            let note = format!(
+                "the operator refused to {} the pool: {why}",
+                action_name(action)
+            );
             tracing::warn!(%note, "safety rail");
             report::publish(pool, ctx, true, "Refused", &note).await;
             decision.reason = if decision.reason.is_empty() {
@@ -277,7 +298,10 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
             if let Outcome::Done(Action::Create | Action::Import) = outcome
                 && !observe::is_created(pool)
             {
-                created = Some((effective_node(pool).to_string(), effective_disks(pool).to_vec()));
+                created = Some((
+                    effective_node(pool).to_string(),
+                    effective_disks(pool).to_vec(),
+                ));
             }
             // Look again at once: the node's list was refreshed, so the
             // status written now is the result, not "creating".
@@ -296,7 +320,11 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
 pub fn error_policy(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_failure(err.metric_label());
     let n = ctx.error_count(&pool.uid().unwrap_or_default(), false);
-    let delay = backoff(n, ctx.settings.error_backoff_min, ctx.settings.error_backoff_max);
+    let delay = backoff(
+        n,
+        ctx.settings.error_backoff_min,
+        ctx.settings.error_backoff_max,
+    );
     tracing::warn!(pool = %pool.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
 }

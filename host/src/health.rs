@@ -23,7 +23,10 @@ async fn metrics(State(p): State<Probes>) -> impl IntoResponse {
     match p.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -76,7 +79,9 @@ mod tests {
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
         out
@@ -86,7 +91,9 @@ mod tests {
     async fn probes_and_metrics() {
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
-        let listener = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = crate::shutdown::Shutdown::new();
         let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), stop.wait()));
@@ -95,7 +102,11 @@ mod tests {
         ready.store(true, Ordering::Release);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 200"));
         drop(metrics.reconcile_timer());
-        assert!(get(addr, "/metrics").await.contains("msp_reconcile_total 1"));
+        assert!(
+            get(addr, "/metrics")
+                .await
+                .contains("msp_reconcile_total 1")
+        );
         stop.trigger();
         server.await.expect("join").expect("serve");
     }

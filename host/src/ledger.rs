@@ -93,7 +93,10 @@ pub fn entries_of(cm: &ConfigMap) -> Vec<LedgerEntry> {
 }
 
 /// The ConfigMap holding `entries` for `node`.
-pub fn configmap_of(node: &str, entries: &BTreeMap<String, LedgerEntry>) -> Result<ConfigMap, serde_json::Error> {
+pub fn configmap_of(
+    node: &str,
+    entries: &BTreeMap<String, LedgerEntry>,
+) -> Result<ConfigMap, serde_json::Error> {
     let mut data = BTreeMap::new();
     for (pool, entry) in entries {
         data.insert(pool.clone(), serde_json::to_string(entry)?);
@@ -103,9 +106,15 @@ pub fn configmap_of(node: &str, entries: &BTreeMap<String, LedgerEntry>) -> Resu
             name: Some(configmap_name(node)),
             labels: Some(BTreeMap::from([
                 (LEDGER_LABEL.to_string(), "true".to_string()),
-                ("app.kubernetes.io/managed-by".to_string(), FIELD_MANAGER.to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    FIELD_MANAGER.to_string(),
+                ),
             ])),
-            annotations: Some(BTreeMap::from([(NODE_ANNOTATION.to_string(), node.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                NODE_ANNOTATION.to_string(),
+                node.to_string(),
+            )])),
             ..Default::default()
         },
         data: Some(data),
@@ -154,7 +163,10 @@ impl Ledger {
 
     /// Every entry.
     pub fn all(&self) -> Vec<LedgerEntry> {
-        self.read().values().flat_map(|m| m.values().cloned()).collect()
+        self.read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Records `entry` (durably, before the caller creates the pool).
@@ -179,13 +191,24 @@ impl Ledger {
         self.apply(node, map).await
     }
 
-    async fn apply(&self, node: &str, map: BTreeMap<String, LedgerEntry>) -> Result<(), LedgerError> {
+    async fn apply(
+        &self,
+        node: &str,
+        map: BTreeMap<String, LedgerEntry>,
+    ) -> Result<(), LedgerError> {
         let cm = configmap_of(node, &map)?;
         let name = configmap_name(node);
         self.api
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
             .await
-            .map_err(|source| LedgerError::Kube { name: name.clone(), source })?;
+            .map_err(|source| LedgerError::Kube {
+                name: name.clone(),
+                source,
+            })?;
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if map.is_empty() {
             entries.remove(node);
@@ -222,10 +245,14 @@ mod tests {
 
     #[test]
     fn malformed_and_mismatched_entries_are_skipped() {
-        let mut cm = configmap_of("node1", &BTreeMap::from([("a".to_string(), entry("a"))])).expect("cm");
+        let mut cm =
+            configmap_of("node1", &BTreeMap::from([("a".to_string(), entry("a"))])).expect("cm");
         let data = cm.data.get_or_insert_with(BTreeMap::new);
         data.insert("junk".into(), "{not json".into());
-        data.insert("c".into(), serde_json::to_string(&entry("d")).expect("json"));
+        data.insert(
+            "c".into(),
+            serde_json::to_string(&entry("d")).expect("json"),
+        );
         assert_eq!(entries_of(&cm), vec![entry("a")]);
     }
 

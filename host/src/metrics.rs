@@ -99,15 +99,31 @@ impl Metrics {
             "Duration of a reconcile",
             m.reconcile_duration.clone(),
         );
-        registry.register("pool_capacity_bytes", "Pool capacity as its node reports it", m.pool_capacity.clone());
-        registry.register("pool_used_bytes", "Pool bytes used as its node reports it", m.pool_used.clone());
-        registry.register("pool_state", "1 for the pool's current state, 0 for the others", m.pool_state.clone());
+        registry.register(
+            "pool_capacity_bytes",
+            "Pool capacity as its node reports it",
+            m.pool_capacity.clone(),
+        );
+        registry.register(
+            "pool_used_bytes",
+            "Pool bytes used as its node reports it",
+            m.pool_used.clone(),
+        );
+        registry.register(
+            "pool_state",
+            "1 for the pool's current state, 0 for the others",
+            m.pool_state.clone(),
+        );
         registry.register(
             "policy_decision_failures",
             "Policy decisions that failed (trap, fuel, memory, nonsense); the last good status was kept",
             m.policy_failures.clone(),
         );
-        registry.register("policy_info", "The active policy (value 1)", m.policy_info.clone());
+        registry.register(
+            "policy_info",
+            "The active policy (value 1)",
+            m.policy_info.clone(),
+        );
         registry.register(
             "safety_rail_refusals",
             "Policy actions the host refused, by action and rail",
@@ -118,7 +134,11 @@ impl Metrics {
             "Pool operations on storage nodes, by action and result",
             m.node_operations.clone(),
         );
-        registry.register("status_writes", "Status subresource writes", m.status_writes.clone());
+        registry.register(
+            "status_writes",
+            "Status subresource writes",
+            m.status_writes.clone(),
+        );
         registry.register(
             "policy_reloads",
             "Policy ConfigMap changes, by outcome (loaded, refused, bundled)",
@@ -145,7 +165,9 @@ impl Metrics {
 
     pub fn reconcile_failure(&self, error: &str) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels { error: error.to_string() })
+            .get_or_create(&ErrorLabels {
+                error: error.to_string(),
+            })
             .inc();
     }
 
@@ -185,7 +207,9 @@ impl Metrics {
 
     pub fn policy_reload(&self, outcome: &str) {
         self.policy_reloads
-            .get_or_create(&ErrorLabels { error: outcome.to_string() })
+            .get_or_create(&ErrorLabels {
+                error: outcome.to_string(),
+            })
             .inc();
     }
 
@@ -194,7 +218,14 @@ impl Metrics {
     }
 
     /// Sets the per-pool gauges.
-    pub fn set_pool(&self, namespace: &str, name: &str, state: PoolState, capacity: Option<u64>, used: Option<u64>) {
+    pub fn set_pool(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: PoolState,
+        capacity: Option<u64>,
+        used: Option<u64>,
+    ) {
         let labels = PoolLabels {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -270,12 +301,30 @@ mod tests {
         m.set_policy("msp-default", "0.1.0");
         let text = m.encode().expect("encode");
         assert!(text.contains("msp_reconcile_total 1"), "{text}");
-        assert!(text.contains("msp_reconcile_errors_total{error=\"kube\"} 1"), "{text}");
-        assert!(text.contains("msp_reconcile_time_seconds_count 1"), "{text}");
-        assert!(text.contains("msp_pool_capacity_bytes{namespace=\"mayastor\",name=\"p1\"} 100"), "{text}");
-        assert!(text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"online\"} 1"), "{text}");
-        assert!(text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"offline\"} 0"), "{text}");
-        assert!(text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\"} 1"), "{text}");
+        assert!(
+            text.contains("msp_reconcile_errors_total{error=\"kube\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_reconcile_time_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_pool_capacity_bytes{namespace=\"mayastor\",name=\"p1\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"online\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_pool_state{namespace=\"mayastor\",name=\"p1\",state=\"offline\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\"} 1"),
+            "{text}"
+        );
         m.forget_pool("mayastor", "p1");
         let text = m.encode().expect("encode");
         assert!(!text.contains("name=\"p1\""), "{text}");

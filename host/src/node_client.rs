@@ -142,7 +142,11 @@ impl NodeClient {
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
-    pub async fn create_pool(&self, name: &str, disks: &[String]) -> Result<ReportedPool, NodeError> {
+    pub async fn create_pool(
+        &self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, NodeError> {
         match self.api {
             ApiVersion::V1 => {
                 let req = v1::CreatePoolRequest {
@@ -164,7 +168,11 @@ impl NodeClient {
 
     /// ImportPool on v1 (never formats a disk); v0 has no import, and its
     /// CreatePool imports a labelled disk.
-    pub async fn import_pool(&self, name: &str, disks: &[String]) -> Result<ReportedPool, NodeError> {
+    pub async fn import_pool(
+        &self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, NodeError> {
         match self.api {
             ApiVersion::V1 => {
                 let req = v1::ImportPoolRequest {

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy::model::{
-    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, PoolState, StorageNode,
+    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, PoolState,
+    StorageNode,
 };
 
 use crate::crd::{self, MayastorPool};
@@ -82,7 +83,11 @@ pub struct Operations {
 
 impl Operations {
     pub fn get(&self, uid: &str) -> Option<LastOperation> {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned()
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
     }
 
     /// Records the outcome of `action`; consecutive failures of the same
@@ -91,7 +96,9 @@ impl Operations {
         let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
         let failures = match (&error, ops.get(uid)) {
             (None, _) => 0,
-            (Some(_), Some(prev)) if prev.action == action && prev.error.is_some() => prev.failures.saturating_add(1),
+            (Some(_), Some(prev)) if prev.action == action && prev.error.is_some() => {
+                prev.failures.saturating_add(1)
+            }
             (Some(_), _) => 1,
         };
         ops.insert(
@@ -106,7 +113,10 @@ impl Operations {
     }
 
     pub fn forget(&self, uid: &str) {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 }
 
@@ -125,13 +135,17 @@ pub fn k8s_node(nodes: &Store<Node>, name: &str) -> K8sNode {
         None => K8sNode::default(),
         Some(node) => K8sNode {
             exists: true,
-            mayastor_enabled: node.labels().get(ENGINE_LABEL.0).map(String::as_str) == Some(ENGINE_LABEL.1),
+            mayastor_enabled: node.labels().get(ENGINE_LABEL.0).map(String::as_str)
+                == Some(ENGINE_LABEL.1),
         },
     }
 }
 
 /// The storage node as the policy sees it, and its pool list when known.
-pub fn storage_node(registry: &NodeRegistry, node: &str) -> (StorageNode, Option<Vec<msp_policy::model::ReportedPool>>) {
+pub fn storage_node(
+    registry: &NodeRegistry,
+    node: &str,
+) -> (StorageNode, Option<Vec<msp_policy::model::ReportedPool>>) {
     let view = registry.view(node);
     let sn = StorageNode {
         registered: view.registered,
@@ -151,7 +165,10 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 /// Sort key deciding which of two not-yet-created pools claiming one disk
 /// goes first: the older resource, then the name.
 fn precedence(pool: &MayastorPool) -> (Option<jiff::Timestamp>, String) {
-    (pool.metadata.creation_timestamp.as_ref().map(|t| t.0), pool.name_any())
+    (
+        pool.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        pool.name_any(),
+    )
 }
 
 /// Other pools that claim one of `pool`'s disks on its node, and win it:
@@ -241,7 +258,13 @@ mod tests {
     use super::*;
     use crate::crd::{MayastorPoolSpec, MayastorPoolStatus};
 
-    fn pool(name: &str, uid: &str, disks: &[&str], created: bool, age_s: i64) -> std::sync::Arc<MayastorPool> {
+    fn pool(
+        name: &str,
+        uid: &str,
+        disks: &[&str],
+        created: bool,
+        age_s: i64,
+    ) -> std::sync::Arc<MayastorPool> {
         let mut p = MayastorPool::new(
             name,
             MayastorPoolSpec {
@@ -266,7 +289,12 @@ mod tests {
     #[test]
     fn operations_count_consecutive_failures() {
         let ops = Operations::default();
-        let err = || Some(OperationError { kind: msp_policy::model::ErrorKind::Internal, message: "x".into() });
+        let err = || {
+            Some(OperationError {
+                kind: msp_policy::model::ErrorKind::Internal,
+                message: "x".into(),
+            })
+        };
         ops.record("u", Action::Create, err());
         ops.record("u", Action::Create, err());
         assert_eq!(ops.get("u").map(|o| o.failures), Some(2));
@@ -306,7 +334,10 @@ mod tests {
             capacity: 0,
             used: 0,
         };
-        assert_eq!(conflicts(&c, std::slice::from_ref(&c), Some(&[listed]), &[]), vec!["foreign".to_string()]);
+        assert_eq!(
+            conflicts(&c, std::slice::from_ref(&c), Some(&[listed]), &[]),
+            vec!["foreign".to_string()]
+        );
         let entry = LedgerEntry {
             pool: "gone".into(),
             namespace: "mayastor".into(),
@@ -314,6 +345,9 @@ mod tests {
             node: "n1".into(),
             disks: vec!["/dev/loop1".into()],
         };
-        assert_eq!(conflicts(&c, std::slice::from_ref(&c), None, &[entry]), vec!["gone".to_string()]);
+        assert_eq!(
+            conflicts(&c, std::slice::from_ref(&c), None, &[entry]),
+            vec!["gone".to_string()]
+        );
     }
 }

@@ -322,7 +322,9 @@ impl NodeRegistry {
                         None => Some(None),
                         // A pool gone frees its disks: other pools of the node
                         // may be waiting for them.
-                        Some(old) if old.iter().any(|o| pools.iter().all(|n| n.name != o.name)) => Some(None),
+                        Some(old) if old.iter().any(|o| pools.iter().all(|n| n.name != o.name)) => {
+                            Some(None)
+                        }
                         Some(old) => {
                             let names = changed_pools(old, &pools);
                             (!names.is_empty()).then_some(Some(names))
@@ -375,7 +377,10 @@ impl NodeRegistry {
     /// `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let s = &self.inner.settings;
-        let tick = s.sync_period.min(s.deadline / 2).max(Duration::from_millis(50));
+        let tick = s
+            .sync_period
+            .min(s.deadline / 2)
+            .max(Duration::from_millis(50));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -481,7 +486,11 @@ mod tests {
         let registry = NodeRegistry::new(fast());
         let mut changes = registry.subscribe();
         // Port 1 on loopback refuses connections: every probe fails fast.
-        assert!(registry.register(&request("n1", "127.0.0.1:1", "a")).expect("register"));
+        assert!(
+            registry
+                .register(&request("n1", "127.0.0.1:1", "a"))
+                .expect("register")
+        );
         assert_eq!(
             changes.recv().await.expect("change"),
             NodeChange {
@@ -493,9 +502,17 @@ mod tests {
         assert!(view.registered && view.reachable);
         assert_eq!(view.endpoint, "127.0.0.1:1");
         // Same instance again: a heartbeat, no change.
-        assert!(!registry.register(&request("n1", "127.0.0.1:1", "a")).expect("heartbeat"));
+        assert!(
+            !registry
+                .register(&request("n1", "127.0.0.1:1", "a"))
+                .expect("heartbeat")
+        );
         // A restart (new instance) is a change.
-        assert!(registry.register(&request("n1", "127.0.0.1:1", "b")).expect("restart"));
+        assert!(
+            registry
+                .register(&request("n1", "127.0.0.1:1", "b"))
+                .expect("restart")
+        );
         assert!(registry.deregister("n1"));
         assert!(!registry.deregister("n1"));
         let view = registry.view("n1");
@@ -529,7 +546,9 @@ mod tests {
     #[tokio::test]
     async fn offline_only_after_deadline_and_failed_probe() {
         let registry = NodeRegistry::new(fast());
-        registry.register(&request("n2", "127.0.0.1:1", "a")).expect("register");
+        registry
+            .register(&request("n2", "127.0.0.1:1", "a"))
+            .expect("register");
         // Heartbeat fresh: a failed list does not make it offline.
         assert!(registry.refresh("n2").await.is_err());
         assert!(registry.view("n2").reachable);
@@ -542,7 +561,9 @@ mod tests {
         // probe fails, the node goes offline and the change is announced.
         let changed = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
-                if changes.recv().await.is_ok_and(|c| c.node == "n2") && !registry.view("n2").reachable {
+                if changes.recv().await.is_ok_and(|c| c.node == "n2")
+                    && !registry.view("n2").reachable
+                {
                     break;
                 }
             }
@@ -552,7 +573,11 @@ mod tests {
         let view = registry.view("n2");
         assert!(view.registered && !view.reachable && view.pools.is_none());
         // A heartbeat brings it back.
-        assert!(registry.register(&request("n2", "127.0.0.1:1", "a")).expect("back"));
+        assert!(
+            registry
+                .register(&request("n2", "127.0.0.1:1", "a"))
+                .expect("back")
+        );
         assert!(registry.view("n2").reachable);
         let _ = stop_tx.send(());
         monitor.await.expect("monitor");

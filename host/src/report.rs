@@ -41,7 +41,13 @@ fn pascal(state: PoolState) -> &'static str {
 
 /// The `Ready` condition for `state`, keeping the transition time when the
 /// condition's status did not change.
-pub fn ready_condition(old: &[Condition], state: PoolState, message: &str, generation: Option<i64>, now: Time) -> Condition {
+pub fn ready_condition(
+    old: &[Condition],
+    state: PoolState,
+    message: &str,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
     let ready = matches!(state, PoolState::Online | PoolState::Degraded);
     let status = if ready { "True" } else { "False" };
     let last_transition_time = old
@@ -85,12 +91,22 @@ pub fn desired_status(
         (None, _) => (None, None),
     };
     let reason = truncate(&decision.reason, MAX_REASON);
-    let condition = ready_condition(&old.conditions, state, &reason, pool.metadata.generation, now);
+    let condition = ready_condition(
+        &old.conditions,
+        state,
+        &reason,
+        pool.metadata.generation,
+        now,
+    );
     MayastorPoolStatus {
         state: Some(state),
         node,
         disks,
-        reason: if reason.is_empty() { None } else { Some(reason) },
+        reason: if reason.is_empty() {
+            None
+        } else {
+            Some(reason)
+        },
         capacity,
         used,
         policy: Some(policy.to_string()),
@@ -99,19 +115,28 @@ pub fn desired_status(
 }
 
 /// Writes `status` when it differs from the resource's; returns true when written.
-pub async fn write_status(pool: &MayastorPool, status: &MayastorPoolStatus, ctx: &Context) -> Result<bool, Error> {
+pub async fn write_status(
+    pool: &MayastorPool,
+    status: &MayastorPoolStatus,
+    ctx: &Context,
+) -> Result<bool, Error> {
     if pool.status.as_ref() == Some(status) {
         return Ok(false);
     }
-    let api: Api<MayastorPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let api: Api<MayastorPool> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": MayastorPool::api_version(&()),
         "kind": MayastorPool::kind(&()),
         "status": status,
     });
-    api.patch_status(&pool.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
     ctx.metrics.status_write();
     Ok(true)
 }
@@ -119,7 +144,11 @@ pub async fn write_status(pool: &MayastorPool, status: &MayastorPoolStatus, ctx:
 /// Publishes an event about `pool`; a failure is logged, never fatal.
 pub async fn publish(pool: &MayastorPool, ctx: &Context, warning: bool, reason: &str, note: &str) {
     let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: truncate(reason, 128),
         note: Some(truncate(note, 1024)),
         action: "Reconcile".into(),
@@ -139,18 +168,32 @@ pub async fn report(
     ctx: &Context,
 ) -> Result<(), Error> {
     let policy = ctx.decider.active();
-    let status = desired_status(pool, obs, decision, &policy, created, Time(jiff::Timestamp::now()));
+    let status = desired_status(
+        pool,
+        obs,
+        decision,
+        &policy,
+        created,
+        Time(jiff::Timestamp::now()),
+    );
     write_status(pool, &status, ctx).await?;
     let old_state = pool.status.as_ref().and_then(|s| s.state);
     let new_state = status.state.unwrap_or(PoolState::Pending);
     if old_state != Some(new_state) {
         tracing::info!(from = old_state.map(PoolState::as_str).unwrap_or("none"), to = %new_state, reason = status.reason.as_deref().unwrap_or(""), "state transition");
-        let warning = matches!(new_state, PoolState::Degraded | PoolState::Faulted | PoolState::Offline);
+        let warning = matches!(
+            new_state,
+            PoolState::Degraded | PoolState::Faulted | PoolState::Offline
+        );
         let note = format!(
             "{} -> {}{}",
             old_state.map(PoolState::as_str).unwrap_or("none"),
             new_state,
-            status.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            status
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
         publish(pool, ctx, warning, pascal(new_state), &note).await;
     }
@@ -206,12 +249,26 @@ mod tests {
         let d = decision(msp_policy::model::PoolState::Pending, "creating");
         let s = desired_status(&pool, &obs, &d, "msp-default@0.1.0", None, t(1));
         assert_eq!(s.node, None);
-        let s = desired_status(&pool, &obs, &d, "x", Some(("n1".into(), vec!["/dev/loop0".into()])), t(1));
+        let s = desired_status(
+            &pool,
+            &obs,
+            &d,
+            "x",
+            Some(("n1".into(), vec!["/dev/loop0".into()])),
+            t(1),
+        );
         assert_eq!(s.node.as_deref(), Some("n1"));
         pool.status = Some(s);
         // A later spec edit does not move the cache.
         pool.spec.node = "n2".into();
-        let s = desired_status(&pool, &obs, &d, "x", Some(("n2".into(), vec!["/dev/loop1".into()])), t(2));
+        let s = desired_status(
+            &pool,
+            &obs,
+            &d,
+            "x",
+            Some(("n2".into(), vec!["/dev/loop1".into()])),
+            t(2),
+        );
         assert_eq!(s.node.as_deref(), Some("n1"));
         assert_eq!(s.disks, Some(vec!["/dev/loop0".to_string()]));
     }
@@ -232,16 +289,29 @@ mod tests {
         let online = decision(msp_policy::model::PoolState::Online, "");
         let s = desired_status(&pool, &obs, &online, "x", None, t(10));
         let c = &s.conditions[0];
-        assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "Online"));
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Ready", "True", "Online")
+        );
         assert_eq!(c.observed_generation, Some(3));
-        assert_eq!((s.capacity, s.used, s.reason.clone()), (Some(100), Some(1), None));
+        assert_eq!(
+            (s.capacity, s.used, s.reason.clone()),
+            (Some(100), Some(1), None)
+        );
         pool.status = Some(s.clone());
         // Same condition status later: transition time kept, so nothing to write.
         let again = desired_status(&pool, &obs, &online, "x", None, t(20));
         assert_eq!(again, s);
         // Offline keeps the last known capacity; Ready turns False with a new time.
         obs.reported = None;
-        let off = desired_status(&pool, &obs, &decision(msp_policy::model::PoolState::Offline, "down"), "x", None, t(30));
+        let off = desired_status(
+            &pool,
+            &obs,
+            &decision(msp_policy::model::PoolState::Offline, "down"),
+            "x",
+            None,
+            t(30),
+        );
         assert_eq!(off.capacity, Some(100));
         assert_eq!(off.conditions[0].status, "False");
         assert_eq!(off.conditions[0].last_transition_time, t(30));

@@ -19,12 +19,12 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::controller::{Context, ControllerSettings, Decider, error_policy, reconcile};
-use crate::policy::configmap::{ReloadOutcome, watch as policy_watch};
-use crate::policy::{Limits, PolicyEngine};
 use crate::crd::MayastorPool;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::observe::effective_node;
+use crate::policy::configmap::{ReloadOutcome, watch as policy_watch};
+use crate::policy::{Limits, PolicyEngine};
 use crate::registry::{NodeChange, NodeRegistry, RegistrySettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::LogFormat;
@@ -37,7 +37,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let value: f64 = num.trim().parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -112,7 +115,8 @@ impl RunArgs {
             #[command(flatten)]
             args: RunArgs,
         }
-        let argv = std::iter::once(std::ffi::OsString::from("run")).chain(flags.into_iter().map(Into::into));
+        let argv = std::iter::once(std::ffi::OsString::from("run"))
+            .chain(flags.into_iter().map(Into::into));
         <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.args)
     }
 }
@@ -150,7 +154,9 @@ pub fn pools_for(store: &Store<MayastorPool>, change: &NodeChange) -> Vec<Object
         Some(names) => store
             .state()
             .iter()
-            .filter(|p| effective_node(p) == change.node && names.iter().any(|n| *n == p.name_any()))
+            .filter(|p| {
+                effective_node(p) == change.node && names.iter().any(|n| *n == p.name_any())
+            })
             .map(|p| ObjectRef::from_obj(p.as_ref()))
             .collect(),
     }
@@ -188,7 +194,9 @@ impl Listeners {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::telemetry::init(args.log_format);
     let shutdown = Shutdown::new();
-    shutdown.on_signals().context("installing signal handlers")?;
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
     let client = Client::try_default()
         .await
         .context("connecting to the API server (KUBECONFIG, ~/.kube/config or in-cluster)")?;
@@ -197,7 +205,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Runs until `shutdown` is triggered.
-pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run_until(
+    args: RunArgs,
+    client: Client,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let pools_api: Api<MayastorPool> = Api::namespaced(client.clone(), &args.namespace);
     if let Err(err) = pools_api.list(&ListParams::default().limit(1)).await {
         anyhow::bail!(
@@ -290,9 +303,30 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
         };
         let reporter = move |outcome: &ReloadOutcome| {
             let (label, warning, note) = match outcome {
-                ReloadOutcome::Loaded(active) => ("loaded", false, format!("policy {}@{} ({}) loaded", active.name, active.version, active.sha256)),
-                ReloadOutcome::Refused { error, kept } => ("refused", true, format!("policy module refused, {}@{} keeps deciding: {error}", kept.name, kept.version)),
-                ReloadOutcome::Bundled { active, why } => ("bundled", false, format!("{why}: bundled policy {}@{} decides", active.name, active.version)),
+                ReloadOutcome::Loaded(active) => (
+                    "loaded",
+                    false,
+                    format!(
+                        "policy {}@{} ({}) loaded",
+                        active.name, active.version, active.sha256
+                    ),
+                ),
+                ReloadOutcome::Refused { error, kept } => (
+                    "refused",
+                    true,
+                    format!(
+                        "policy module refused, {}@{} keeps deciding: {error}",
+                        kept.name, kept.version
+                    ),
+                ),
+                ReloadOutcome::Bundled { active, why } => (
+                    "bundled",
+                    false,
+                    format!(
+                        "{why}: bundled policy {}@{} decides",
+                        active.name, active.version
+                    ),
+                ),
             };
             if warning {
                 tracing::warn!(%note, "policy reload");
@@ -308,8 +342,16 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
             let (recorder, reference) = (recorder.clone(), reference.clone());
             tokio::spawn(async move {
                 let event = kube::runtime::events::Event {
-                    type_: if warning { kube::runtime::events::EventType::Warning } else { kube::runtime::events::EventType::Normal },
-                    reason: if warning { "PolicyRefused".into() } else { "PolicyLoaded".into() },
+                    type_: if warning {
+                        kube::runtime::events::EventType::Warning
+                    } else {
+                        kube::runtime::events::EventType::Normal
+                    },
+                    reason: if warning {
+                        "PolicyRefused".into()
+                    } else {
+                        "PolicyLoaded".into()
+                    },
                     note: Some(crate::report::truncate(&note, 1024)),
                     action: "LoadPolicy".into(),
                     secondary: None,
@@ -327,7 +369,9 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
             }
         }
     });
-    let policy_triggers = stream::unfold(policy_changed_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
+    let policy_triggers = stream::unfold(policy_changed_rx, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    });
 
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweeper (woken on each deletion).
@@ -404,7 +448,12 @@ pub async fn run_until(args: RunArgs, client: Client, listeners: Listeners, shut
             }
         }
     });
-    tasks.spawn(sweeper::run(ctx.clone(), sweep_wake, args.sweep_period, shutdown.wait()));
+    tasks.spawn(sweeper::run(
+        ctx.clone(),
+        sweep_wake,
+        args.sweep_period,
+        shutdown.wait(),
+    ));
 
     let node_mapper = {
         let reader = pool_reader.clone();

@@ -80,7 +80,12 @@ pub async fn sweep_once(ctx: &Context) {
 
 /// Sweeps once the pool cache is synced, then on `wake` and every `period`,
 /// until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, wake: Arc<Notify>, period: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    wake: Arc<Notify>,
+    period: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return,

@@ -33,13 +33,19 @@ async fn main() -> anyhow::Result<()> {
     if !msp_tests::require("root and loop devices (losetup)", LoopDevice::available()) {
         return Ok(());
     }
-    let n: usize = std::env::var("MSP_BENCH_POOLS").ok().and_then(|v| v.parse().ok()).unwrap_or(60).max(50);
+    let n: usize = std::env::var("MSP_BENCH_POOLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+        .max(50);
     let (_cp, admin) = start_cluster().await?;
     let mut op = Operator::start(admin.clone(), &["--resync=60s"]).await?;
     op.wait_ready(Duration::from_secs(60)).await?;
     create_node(&admin, "node1", true).await?;
     let _sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
-    let disks = (0..n).map(|_| LoopDevice::create(16 * MIB)).collect::<Result<Vec<_>, _>>()?;
+    let disks = (0..n)
+        .map(|_| LoopDevice::create(16 * MIB))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Online times as the watch sees them.
     let online: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -56,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
                         && pool.status.as_ref().and_then(|s| s.state) == Some(PoolState::Online)
                         && let Some(name) = pool.metadata.name
                     {
-                        online.lock().expect("lock").entry(name).or_insert_with(Instant::now);
+                        online
+                            .lock()
+                            .expect("lock")
+                            .entry(name)
+                            .or_insert_with(Instant::now);
                         seen.notify_waiters();
                     }
                 }
@@ -79,7 +89,10 @@ async fn main() -> anyhow::Result<()> {
     let mut sorted = latencies.clone();
     sorted.sort();
     let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
-    println!("create -> online, {} pools, one storage node on loop devices, real kube-apiserver:", sorted.len());
+    println!(
+        "create -> online, {} pools, one storage node on loop devices, real kube-apiserver:",
+        sorted.len()
+    );
     println!(
         "  p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms   mean {:.1} ms   (target p50 <= 100 ms)",
         percentile(&sorted, 50.0).as_secs_f64() * 1e3,
@@ -92,7 +105,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_online(online: &Mutex<HashMap<String, Instant>>, seen: &Notify, name: &str) -> anyhow::Result<Instant> {
+async fn wait_online(
+    online: &Mutex<HashMap<String, Instant>>,
+    seen: &Notify,
+    name: &str,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let notified = seen.notified();

@@ -142,7 +142,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no HTTP status in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -205,12 +208,18 @@ pub async fn create_node(client: &Client, name: &str, mayastor: bool) -> anyhow:
 pub async fn label_node(client: &Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let patch = serde_json::json!({"metadata": {"labels": {"openebs.io/engine": "mayastor"}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
 /// Creates MayastorPool `name` in namespace mayastor.
-pub async fn create_pool(client: &Client, name: &str, node: &str, disks: &[String]) -> anyhow::Result<MayastorPool> {
+pub async fn create_pool(
+    client: &Client,
+    name: &str,
+    node: &str,
+    disks: &[String],
+) -> anyhow::Result<MayastorPool> {
     let api: Api<MayastorPool> = Api::namespaced(client.clone(), "mayastor");
     let pool = MayastorPool::new(
         name,
@@ -248,7 +257,9 @@ pub async fn wait_pool(
             last = Some(status);
         }
         if start.elapsed() > timeout {
-            anyhow::bail!("pool {name}: timed out after {timeout:?} waiting for {what}; last status: {last:?}");
+            anyhow::bail!(
+                "pool {name}: timed out after {timeout:?} waiting for {what}; last status: {last:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -269,7 +280,10 @@ pub fn start_storage_node(
     binary: &str,
     node: &str,
     registration: &str,
-) -> Result<crate::storage_node::process::StorageNodeProcess, crate::storage_node::process::ProcessError> {
+) -> Result<
+    crate::storage_node::process::StorageNodeProcess,
+    crate::storage_node::process::ProcessError,
+> {
     let mut options = crate::storage_node::process::StorageNodeOptions::new(node);
     options.registration_endpoint = Some(registration.to_string());
     options.heartbeat_secs = 1;
@@ -278,8 +292,13 @@ pub fn start_storage_node(
 
 /// The pools the storage node at `endpoint` has loaded (v1 ListPools), by name.
 pub async fn node_pools(endpoint: SocketAddr) -> anyhow::Result<Vec<String>> {
-    let mut client = msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{endpoint}")).await?;
-    let reply = client.list_pools(msp_proto::v1::ListPoolOptions::default()).await?.into_inner();
+    let mut client =
+        msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{endpoint}"))
+            .await?;
+    let reply = client
+        .list_pools(msp_proto::v1::ListPoolOptions::default())
+        .await?
+        .into_inner();
     Ok(reply.pools.into_iter().map(|p| p.name).collect())
 }
 
@@ -299,7 +318,8 @@ pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<V
 
 /// Pool names recorded in the ledger ConfigMap of `node` (empty when it has none).
 pub async fn ledger_pools(client: &Client, node: &str) -> anyhow::Result<Vec<String>> {
-    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "mayastor");
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "mayastor");
     Ok(api
         .get_opt(&msp_operator::ledger::configmap_name(node))
         .await?

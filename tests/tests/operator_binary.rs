@@ -22,11 +22,17 @@ fn binary() -> Option<PathBuf> {
 
 fn can_run() -> Option<PathBuf> {
     let bin = binary();
-    msp_tests::require("the msp-operator binary (cargo build -p msp-operator)", bin.is_some()).then_some(bin)?
+    msp_tests::require(
+        "the msp-operator binary (cargo build -p msp-operator)",
+        bin.is_some(),
+    )
+    .then_some(bin)?
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Kills the child if the test fails before it exits.
@@ -43,7 +49,12 @@ impl Drop for Guard {
 
 fn spawn(bin: &PathBuf, cp: &ControlPlane, metrics_port: u16) -> anyhow::Result<Child> {
     Ok(Command::new(bin)
-        .args(["run", "--registration-addr=127.0.0.1:0", "--log-format=json", "--namespace=mayastor"])
+        .args([
+            "run",
+            "--registration-addr=127.0.0.1:0",
+            "--log-format=json",
+            "--namespace=mayastor",
+        ])
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", cp.kubeconfig())
         .env("RUST_LOG", "info")
@@ -65,8 +76,17 @@ async fn runs_with_json_logs_and_stops_on_sigterm() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(http_get(metrics, "/healthz").await?.0, 200);
-    create_pool(&admin, "logged", "no-such-node", &["/dev/loop-none".to_string()]).await?;
-    wait_pool(&admin, "logged", WAIT, "pending", |s| s.state == Some(PoolState::Pending)).await?;
+    create_pool(
+        &admin,
+        "logged",
+        "no-such-node",
+        &["/dev/loop-none".to_string()],
+    )
+    .await?;
+    wait_pool(&admin, "logged", WAIT, "pending", |s| {
+        s.state == Some(PoolState::Pending)
+    })
+    .await?;
 
     // SIGTERM: a clean, prompt exit.
     let mut child = guard.0.take().expect("child");
@@ -97,12 +117,22 @@ async fn runs_with_json_logs_and_stops_on_sigterm() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))?;
     let pool_span = lines.iter().any(|l| {
-        l["spans"]
-            .as_array()
-            .is_some_and(|spans| spans.iter().any(|s| s["name"] == "reconcile" && s["pool"] == "logged"))
+        l["spans"].as_array().is_some_and(|spans| {
+            spans
+                .iter()
+                .any(|s| s["name"] == "reconcile" && s["pool"] == "logged")
+        })
     });
-    assert!(pool_span, "no log line in the reconcile span of pool \"logged\":\n{logs}");
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "msp-operator stopped"), "{logs}");
+    assert!(
+        pool_span,
+        "no log line in the reconcile span of pool \"logged\":\n{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "msp-operator stopped"),
+        "{logs}"
+    );
     Ok(())
 }
 

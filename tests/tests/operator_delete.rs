@@ -13,8 +13,8 @@ use kube::api::DeleteParams;
 use msp_operator::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, ledger_pools, node_pools, start_cluster, start_storage_node, wait_for,
-    wait_pool,
+    Operator, create_node, create_pool, ledger_pools, node_pools, start_cluster,
+    start_storage_node, wait_for, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -43,28 +43,54 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
         disk.path_str()
     );
     let mut create = cp.kubectl();
-    create.args(["create", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    create
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = create.spawn()?;
-    child.stdin.take().expect("stdin").write_all(manifest.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifest.as_bytes())?;
     let out = child.wait_with_output()?;
-    assert!(out.status.success(), "kubectl create: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The seed's list shows it online.
-    wait_for("kubectl -n mayastor get msp shows my-new-pool online", WAIT, || async {
-        let mut get = cp.kubectl();
-        get.args(["-n", "mayastor", "get", "msp"]);
-        msp_tests::control_plane::run(get)
-            .await
-            .is_ok_and(|out| out.lines().any(|l| l.starts_with("my-new-pool") && l.contains("online")))
-    })
+    wait_for(
+        "kubectl -n mayastor get msp shows my-new-pool online",
+        WAIT,
+        || async {
+            let mut get = cp.kubectl();
+            get.args(["-n", "mayastor", "get", "msp"]);
+            msp_tests::control_plane::run(get).await.is_ok_and(|out| {
+                out.lines()
+                    .any(|l| l.starts_with("my-new-pool") && l.contains("online"))
+            })
+        },
+    )
     .await?;
-    assert_eq!(node_pools(sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
-    assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(
+        node_pools(sn.endpoint()).await?,
+        vec!["my-new-pool".to_string()]
+    );
+    assert_eq!(
+        ledger_pools(&admin, "node1").await?,
+        vec!["my-new-pool".to_string()]
+    );
 
     // A second pool on the same disk waits, saying which pool holds it.
     create_pool(&admin, "second", "node1", &[disk.path_str()]).await?;
     let s = wait_pool(&admin, "second", WAIT, "pending: disk claimed", |s| {
-        s.state == Some(PoolState::Pending) && s.reason.as_deref().is_some_and(|r| r.contains("my-new-pool"))
+        s.state == Some(PoolState::Pending)
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("my-new-pool"))
     })
     .await?;
     assert_eq!(s.node, None);
@@ -74,14 +100,25 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
     delete.args(["-n", "mayastor", "delete", "msp", "my-new-pool"]);
     msp_tests::control_plane::run(delete).await?;
     wait_for("my-new-pool destroyed on the node", WAIT, || async {
-        node_pools(sn.endpoint()).await.is_ok_and(|p| !p.contains(&"my-new-pool".to_string()))
+        node_pools(sn.endpoint())
+            .await
+            .is_ok_and(|p| !p.contains(&"my-new-pool".to_string()))
     })
     .await?;
     // The disk is free: the second pool takes it.
-    wait_pool(&admin, "second", WAIT, "online once the disk is free", |s| s.state == Some(PoolState::Online)).await?;
+    wait_pool(
+        &admin,
+        "second",
+        WAIT,
+        "online once the disk is free",
+        |s| s.state == Some(PoolState::Online),
+    )
+    .await?;
     assert_eq!(node_pools(sn.endpoint()).await?, vec!["second".to_string()]);
     wait_for("ledger holds only the second pool", WAIT, || async {
-        ledger_pools(&admin, "node1").await.is_ok_and(|l| l == vec!["second".to_string()])
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l == vec!["second".to_string()])
     })
     .await?;
     op.stop().await?;
@@ -89,7 +126,8 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept() -> anyhow::Result<()> {
+async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept()
+-> anyhow::Result<()> {
     if !can_run() {
         return Ok(());
     }
@@ -101,10 +139,15 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     let disk = LoopDevice::create(64 * MIB)?;
     let foreign_disk = LoopDevice::create(64 * MIB)?;
     create_pool(&admin, "doomed", "node1", &[disk.path_str()]).await?;
-    wait_pool(&admin, "doomed", WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
+    wait_pool(&admin, "doomed", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
 
     // A pool made on the node by someone else, with no resource and no ledger entry.
-    let mut grpc = msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{}", sn.endpoint())).await?;
+    let mut grpc =
+        msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{}", sn.endpoint()))
+            .await?;
     grpc.create_pool(msp_proto::v1::CreatePoolRequest {
         name: "foreign".into(),
         disks: vec![foreign_disk.path_str()],
@@ -117,7 +160,10 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     op.stop().await?;
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
     api.delete("doomed", &DeleteParams::default()).await?;
-    wait_for("resource gone", WAIT, || async { api.get_opt("doomed").await.is_ok_and(|p| p.is_none()) }).await?;
+    wait_for("resource gone", WAIT, || async {
+        api.get_opt("doomed").await.is_ok_and(|p| p.is_none())
+    })
+    .await?;
     let mut on_node = node_pools(sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["doomed".to_string(), "foreign".to_string()]);
@@ -128,12 +174,22 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     let mut op = Operator::start(admin.clone(), &[&reg]).await?;
     op.wait_ready(WAIT).await?;
     wait_for("doomed destroyed after the restart", WAIT, || async {
-        node_pools(sn.endpoint()).await.is_ok_and(|p| p == vec!["foreign".to_string()])
+        node_pools(sn.endpoint())
+            .await
+            .is_ok_and(|p| p == vec!["foreign".to_string()])
     })
     .await?;
-    wait_for("ledger emptied", WAIT, || async { ledger_pools(&admin, "node1").await.is_ok_and(|l| l.is_empty()) }).await?;
+    wait_for("ledger emptied", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l.is_empty())
+    })
+    .await?;
     // The foreign pool, never in the ledger, is untouched.
-    assert_eq!(node_pools(sn.endpoint()).await?, vec!["foreign".to_string()]);
+    assert_eq!(
+        node_pools(sn.endpoint()).await?,
+        vec!["foreign".to_string()]
+    );
     op.stop().await?;
     Ok(())
 }

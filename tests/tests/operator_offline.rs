@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use msp_operator::crd::PoolState;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster, start_storage_node, wait_pool,
+    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster,
+    start_storage_node, wait_pool,
 };
 use msp_tests::storage_node::label::RESERVED_BYTES;
 
@@ -22,7 +23,9 @@ fn can_run() -> bool {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ 0x3C).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ 0x3C)
+        .collect()
 }
 
 fn write_pattern(dev: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
@@ -51,42 +54,76 @@ async fn killed_node_goes_offline_and_comes_back_with_data() -> anyhow::Result<(
     let mut sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
     let disk = LoopDevice::create(64 * MIB)?;
     create_pool(&admin, "pool-1", "node1", &[disk.path_str()]).await?;
-    let online = wait_pool(&admin, "pool-1", WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
+    let online = wait_pool(&admin, "pool-1", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
     let data = pattern(MIB as usize);
     write_pattern(disk.path(), &data)?;
 
     // SIGKILL: heartbeats stop, the probe fails, offline (deadline 2 s).
     sn.kill();
     let killed = Instant::now();
-    let s = wait_pool(&admin, "pool-1", WAIT, "offline", |s| s.state == Some(PoolState::Offline)).await?;
+    let s = wait_pool(&admin, "pool-1", WAIT, "offline", |s| {
+        s.state == Some(PoolState::Offline)
+    })
+    .await?;
     eprintln!("killed -> offline in {:?}", killed.elapsed());
-    assert!(s.reason.as_deref().is_some_and(|r| r.contains("node1")), "{s:?}");
-    assert_eq!(s.capacity, online.capacity, "last known capacity kept while offline");
+    assert!(
+        s.reason.as_deref().is_some_and(|r| r.contains("node1")),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.capacity, online.capacity,
+        "last known capacity kept while offline"
+    );
     assert_eq!(s.conditions[0].status, "False");
 
     // Restart: the node comes up without pools, the operator imports it.
     sn.restart()?;
-    let s = wait_pool(&admin, "pool-1", WAIT, "online after restart", |s| s.state == Some(PoolState::Online)).await?;
+    let s = wait_pool(&admin, "pool-1", WAIT, "online after restart", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
     assert_eq!(s.disks, Some(vec![disk.path_str()]));
     assert_eq!(node_pools(sn.endpoint()).await?, vec!["pool-1".to_string()]);
-    assert_eq!(read_pattern(disk.path(), data.len())?, data, "data changed across the re-import");
+    assert_eq!(
+        read_pattern(disk.path(), data.len())?,
+        data,
+        "data changed across the re-import"
+    );
 
     // Graceful stop: Deregister makes it offline without waiting for a deadline.
     let status = sn.terminate()?;
     assert!(status.success(), "storage node exit: {status:?}");
-    let s = wait_pool(&admin, "pool-1", Duration::from_secs(2), "offline on deregister", |s| {
-        s.state == Some(PoolState::Offline)
+    let s = wait_pool(
+        &admin,
+        "pool-1",
+        Duration::from_secs(2),
+        "offline on deregister",
+        |s| s.state == Some(PoolState::Offline),
+    )
+    .await?;
+    assert!(
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not registered")),
+        "{s:?}"
+    );
+    sn.restart()?;
+    wait_pool(&admin, "pool-1", WAIT, "online again", |s| {
+        s.state == Some(PoolState::Online)
     })
     .await?;
-    assert!(s.reason.as_deref().is_some_and(|r| r.contains("not registered")), "{s:?}");
-    sn.restart()?;
-    wait_pool(&admin, "pool-1", WAIT, "online again", |s| s.state == Some(PoolState::Online)).await?;
     assert_eq!(read_pattern(disk.path(), data.len())?, data);
 
     let reasons = pool_event_reasons(&admin, "pool-1").await?;
     // (The recorder folds repeats of one reason into a series of one Event.)
     for expected in ["Online", "Offline"] {
-        assert!(reasons.iter().any(|r| r == expected), "no {expected} event in {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
     }
     op.stop().await?;
     Ok(())

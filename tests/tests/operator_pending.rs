@@ -7,7 +7,8 @@ use std::time::Duration;
 use msp_operator::crd::PoolState;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, label_node, node_pools, start_cluster, start_storage_node, wait_pool,
+    Operator, create_node, create_pool, label_node, node_pools, start_cluster, start_storage_node,
+    wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -15,7 +16,10 @@ const MIB: u64 = 1024 * 1024;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn can_run() -> bool {
-    msp_tests::require("root, loop devices (losetup) and mkfs.ext4", LoopDevice::available() && which("mkfs.ext4"))
+    msp_tests::require(
+        "root, loop devices (losetup) and mkfs.ext4",
+        LoopDevice::available() && which("mkfs.ext4"),
+    )
 }
 
 fn which(tool: &str) -> bool {
@@ -45,21 +49,69 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
     let d_unlabelled = LoopDevice::create(32 * MIB)?;
     let d_unregistered = LoopDevice::create(32 * MIB)?;
     let d_fs = LoopDevice::create(32 * MIB)?;
-    let mkfs = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(d_fs.path()).output()?;
-    assert!(mkfs.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&mkfs.stderr));
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(d_fs.path())
+        .output()?;
+    assert!(
+        mkfs.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&mkfs.stderr)
+    );
     let fs_before = d_fs.sha256_hex()?;
 
     create_pool(&admin, "p-ghost", "ghost", &[d_ghost.path_str()]).await?;
     create_pool(&admin, "p-unlabelled", "node-u", &[d_unlabelled.path_str()]).await?;
-    create_pool(&admin, "p-unregistered", "node-b", &[d_unregistered.path_str()]).await?;
+    create_pool(
+        &admin,
+        "p-unregistered",
+        "node-b",
+        &[d_unregistered.path_str()],
+    )
+    .await?;
     create_pool(&admin, "p-fs", "node-a", &[d_fs.path_str()]).await?;
 
-    wait_pool(&admin, "p-ghost", WAIT, "pending: node not in the cluster", |s| pending_with(s, "does not exist")).await?;
-    wait_pool(&admin, "p-unlabelled", WAIT, "pending: node not labelled", |s| pending_with(s, "not labelled")).await?;
-    wait_pool(&admin, "p-unregistered", WAIT, "pending: no storage node", |s| pending_with(s, "not registered")).await?;
-    let s = wait_pool(&admin, "p-fs", WAIT, "pending: filesystem on the disk", |s| pending_with(s, "filesystem")).await?;
-    assert_eq!(s.node, None, "node and disks are cached only at a successful create: {s:?}");
-    assert!(!node_pools(sn_a.endpoint()).await?.contains(&"p-fs".to_string()));
+    wait_pool(
+        &admin,
+        "p-ghost",
+        WAIT,
+        "pending: node not in the cluster",
+        |s| pending_with(s, "does not exist"),
+    )
+    .await?;
+    wait_pool(
+        &admin,
+        "p-unlabelled",
+        WAIT,
+        "pending: node not labelled",
+        |s| pending_with(s, "not labelled"),
+    )
+    .await?;
+    wait_pool(
+        &admin,
+        "p-unregistered",
+        WAIT,
+        "pending: no storage node",
+        |s| pending_with(s, "not registered"),
+    )
+    .await?;
+    let s = wait_pool(
+        &admin,
+        "p-fs",
+        WAIT,
+        "pending: filesystem on the disk",
+        |s| pending_with(s, "filesystem"),
+    )
+    .await?;
+    assert_eq!(
+        s.node, None,
+        "node and disks are cached only at a successful create: {s:?}"
+    );
+    assert!(
+        !node_pools(sn_a.endpoint())
+            .await?
+            .contains(&"p-fs".to_string())
+    );
 
     // The ways out: add the node (with its storage node), label the node
     // (and run a storage node there), start the missing storage node.
@@ -68,8 +120,15 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
     label_node(&admin, "node-u").await?;
     let _sn_u = start_storage_node(BIN, "node-u", &op.registration_endpoint())?;
     let _sn_b = start_storage_node(BIN, "node-b", &op.registration_endpoint())?;
-    for (pool, node) in [("p-ghost", "ghost"), ("p-unlabelled", "node-u"), ("p-unregistered", "node-b")] {
-        let s = wait_pool(&admin, pool, WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
+    for (pool, node) in [
+        ("p-ghost", "ghost"),
+        ("p-unlabelled", "node-u"),
+        ("p-unregistered", "node-b"),
+    ] {
+        let s = wait_pool(&admin, pool, WAIT, "online", |s| {
+            s.state == Some(PoolState::Online)
+        })
+        .await?;
         assert_eq!(s.node.as_deref(), Some(node));
     }
     // The disk with a filesystem is still refused and left byte-identical.

@@ -16,7 +16,8 @@ use msp_operator::crd::PoolState;
 use msp_operator::policy::bundled;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster, start_storage_node, wait_pool,
+    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster,
+    start_storage_node, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -41,13 +42,20 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
     op.wait_ready(WAIT).await?;
     create_node(&admin, "node1", true).await?;
     let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
-    let disks = [LoopDevice::create(32 * MIB)?, LoopDevice::create(32 * MIB)?, LoopDevice::create(32 * MIB)?];
+    let disks = [
+        LoopDevice::create(32 * MIB)?,
+        LoopDevice::create(32 * MIB)?,
+        LoopDevice::create(32 * MIB)?,
+    ];
     let names = ["hostile-panic", "hostile-destroy", "plain"];
     for (name, disk) in names.iter().zip(&disks) {
         create_pool(&admin, name, "node1", &[disk.path_str()]).await?;
     }
     for name in names {
-        wait_pool(&admin, name, WAIT, "online under the bundled policy", |s| s.state == Some(PoolState::Online)).await?;
+        wait_pool(&admin, name, WAIT, "online under the bundled policy", |s| {
+            s.state == Some(PoolState::Online)
+        })
+        .await?;
     }
 
     // Ship the hostile policy.
@@ -57,31 +65,57 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
             name: Some("msp-policy".into()),
             ..Default::default()
         },
-        binary_data: Some(BTreeMap::from([("policy.wasm".to_string(), ByteString(module))])),
+        binary_data: Some(BTreeMap::from([(
+            "policy.wasm".to_string(),
+            ByteString(module),
+        )])),
         ..Default::default()
     };
     configmaps.create(&PostParams::default(), &cm).await?;
 
     // The other pools are decided by it.
     wait_pool(&admin, "plain", WAIT, "decided by the new policy", |s| {
-        s.state == Some(PoolState::Online) && s.policy.as_deref().is_some_and(|p| p.starts_with("msp-hostile-misbehave@"))
+        s.state == Some(PoolState::Online)
+            && s.policy
+                .as_deref()
+                .is_some_and(|p| p.starts_with("msp-hostile-misbehave@"))
     })
     .await?;
     // A panic keeps the last good status, says why, warns, counts.
-    let s = wait_pool(&admin, "hostile-panic", WAIT, "policy failure reported", |s| {
-        s.reason.as_deref().is_some_and(|r| r.contains("last good status kept"))
-    })
+    let s = wait_pool(
+        &admin,
+        "hostile-panic",
+        WAIT,
+        "policy failure reported",
+        |s| {
+            s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("last good status kept"))
+        },
+    )
     .await?;
     assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
-    assert!(pool_event_reasons(&admin, "hostile-panic").await?.iter().any(|r| r == "PolicyFailed"));
+    assert!(
+        pool_event_reasons(&admin, "hostile-panic")
+            .await?
+            .iter()
+            .any(|r| r == "PolicyFailed")
+    );
     // A destroy of a live pool is refused (the engine's validation already
     // calls it nonsense; the actuator would refuse it too); the pool stays.
     let s = wait_pool(&admin, "hostile-destroy", WAIT, "destroy refused", |s| {
-        s.reason.as_deref().is_some_and(|r| r.contains("last good status kept") && r.contains("Destroy"))
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("last good status kept") && r.contains("Destroy"))
     })
     .await?;
     assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
-    assert!(pool_event_reasons(&admin, "hostile-destroy").await?.iter().any(|r| r == "PolicyFailed"));
+    assert!(
+        pool_event_reasons(&admin, "hostile-destroy")
+            .await?
+            .iter()
+            .any(|r| r == "PolicyFailed")
+    );
     let mut on_node = node_pools(sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["hostile-destroy", "hostile-panic", "plain"]);
@@ -92,20 +126,34 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(failures >= 1.0, "{metrics}");
-    msp_tests::operator::wait_for("policy info metric names the hostile policy", WAIT, || async {
-        op.http_get("/metrics")
-            .await
-            .is_ok_and(|(_, m)| m.contains("msp_policy_info{name=\"msp-hostile-misbehave\""))
-    })
+    msp_tests::operator::wait_for(
+        "policy info metric names the hostile policy",
+        WAIT,
+        || async {
+            op.http_get("/metrics")
+                .await
+                .is_ok_and(|(_, m)| m.contains("msp_policy_info{name=\"msp-hostile-misbehave\""))
+        },
+    )
     .await?;
 
     // Back to the bundled policy: the failure reason goes away.
-    configmaps.delete("msp-policy", &DeleteParams::default()).await?;
-    wait_pool(&admin, "hostile-panic", WAIT, "decided by the bundled policy again", |s| {
-        s.state == Some(PoolState::Online)
-            && s.reason.is_none()
-            && s.policy.as_deref().is_some_and(|p| p.starts_with("msp-default@"))
-    })
+    configmaps
+        .delete("msp-policy", &DeleteParams::default())
+        .await?;
+    wait_pool(
+        &admin,
+        "hostile-panic",
+        WAIT,
+        "decided by the bundled policy again",
+        |s| {
+            s.state == Some(PoolState::Online)
+                && s.reason.is_none()
+                && s.policy
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("msp-default@"))
+        },
+    )
     .await?;
     op.stop().await?;
     Ok(())

@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use msp_operator::crd::{MayastorPool, MayastorPoolSpec, PoolState};
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, ledger_pools, node_pools, pool_event_reasons, start_cluster,
-    start_storage_node, wait_for, wait_pool,
+    Operator, create_node, create_pool, ledger_pools, node_pools, pool_event_reasons,
+    start_cluster, start_storage_node, wait_for, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -53,22 +53,56 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
 
     // The whole lifecycle works with these rights: status, events, ledger.
     create_pool(&admin, "pool-r", "node1", &[disk.path_str()]).await?;
-    wait_pool(&admin, "pool-r", WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
-    assert!(pool_event_reasons(&admin, "pool-r").await?.iter().any(|r| r == "Online"));
-    assert_eq!(ledger_pools(&admin, "node1").await?, vec!["pool-r".to_string()]);
+    wait_pool(&admin, "pool-r", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    assert!(
+        pool_event_reasons(&admin, "pool-r")
+            .await?
+            .iter()
+            .any(|r| r == "Online")
+    );
+    assert_eq!(
+        ledger_pools(&admin, "node1").await?,
+        vec!["pool-r".to_string()]
+    );
 
     // Everything but status is forbidden to the operator's identity.
     let api: Api<MayastorPool> = Api::namespaced(restricted.clone(), "mayastor");
     let spec_edit = serde_json::json!({"spec": {"disks": ["/dev/loop-other"]}});
-    forbidden("patch spec", api.patch("pool-r", &PatchParams::default(), &Patch::Merge(&spec_edit)).await);
+    forbidden(
+        "patch spec",
+        api.patch("pool-r", &PatchParams::default(), &Patch::Merge(&spec_edit))
+            .await,
+    );
     let mut replaced = api.get("pool-r").await?;
     replaced.spec.node = "node2".into();
-    forbidden("update spec", api.replace("pool-r", &PostParams::default(), &replaced).await);
+    forbidden(
+        "update spec",
+        api.replace("pool-r", &PostParams::default(), &replaced)
+            .await,
+    );
     let labels = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
-    forbidden("patch labels", api.patch("pool-r", &PatchParams::default(), &Patch::Merge(&labels)).await);
+    forbidden(
+        "patch labels",
+        api.patch("pool-r", &PatchParams::default(), &Patch::Merge(&labels))
+            .await,
+    );
     let finalizers = serde_json::json!({"metadata": {"finalizers": ["openebs.io/pool"]}});
-    forbidden("add a finalizer", api.patch("pool-r", &PatchParams::default(), &Patch::Merge(&finalizers)).await);
-    forbidden("delete", api.delete("pool-r", &DeleteParams::default()).await);
+    forbidden(
+        "add a finalizer",
+        api.patch(
+            "pool-r",
+            &PatchParams::default(),
+            &Patch::Merge(&finalizers),
+        )
+        .await,
+    );
+    forbidden(
+        "delete",
+        api.delete("pool-r", &DeleteParams::default()).await,
+    );
     let new_pool = MayastorPool::new(
         "made-by-operator",
         MayastorPoolSpec {
@@ -76,7 +110,10 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
             disks: vec![disk.path_str()],
         },
     );
-    forbidden("create", api.create(&PostParams::default(), &new_pool).await);
+    forbidden(
+        "create",
+        api.create(&PostParams::default(), &new_pool).await,
+    );
 
     // The admin deletes; the operator (still restricted) destroys the pool.
     Api::<MayastorPool>::namespaced(admin.clone(), "mayastor")
@@ -86,7 +123,12 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
         node_pools(sn.endpoint()).await.is_ok_and(|p| p.is_empty())
     })
     .await?;
-    wait_for("ledger emptied", WAIT, || async { ledger_pools(&admin, "node1").await.is_ok_and(|l| l.is_empty()) }).await?;
+    wait_for("ledger emptied", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l.is_empty())
+    })
+    .await?;
     op.stop().await?;
     Ok(())
 }

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use msp_operator::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{
-    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster, start_storage_node, wait_pool,
+    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster,
+    start_storage_node, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -38,14 +39,29 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
 
     // Online, with node and disks cached, capacity, Ready and the policy.
     for (name, disk) in [("pool-a", &disk_a), ("pool-b", &disk_b)] {
-        let s = wait_pool(&admin, name, WAIT, "online", |s| s.state == Some(PoolState::Online)).await?;
+        let s = wait_pool(&admin, name, WAIT, "online", |s| {
+            s.state == Some(PoolState::Online)
+        })
+        .await?;
         assert_eq!(s.node.as_deref(), Some("node1"));
         assert_eq!(s.disks, Some(vec![disk.path_str()]));
         assert!(s.capacity.is_some_and(|c| c > 0 && c <= 64 * MIB), "{s:?}");
         assert_eq!(s.used, Some(0));
-        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
-        assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(1)));
-        assert!(s.policy.as_deref().is_some_and(|p| p.starts_with("msp-default@")), "{s:?}");
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.observed_generation),
+            ("True", Some(1))
+        );
+        assert!(
+            s.policy
+                .as_deref()
+                .is_some_and(|p| p.starts_with("msp-default@")),
+            "{s:?}"
+        );
     }
     let mut on_node = node_pools(sn.endpoint()).await?;
     on_node.sort();
@@ -53,27 +69,48 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
 
     // Degraded: the disk turned read-only. The other pool stays online.
     disk_a.set_readonly(true)?;
-    let s = wait_pool(&admin, "pool-a", WAIT, "degraded", |s| s.state == Some(PoolState::Degraded)).await?;
-    assert!(s.reason.as_deref().is_some_and(|r| r.contains("degraded")), "{s:?}");
-    assert_eq!(s.conditions[0].status, "True", "degraded is still usable: {s:?}");
+    let s = wait_pool(&admin, "pool-a", WAIT, "degraded", |s| {
+        s.state == Some(PoolState::Degraded)
+    })
+    .await?;
+    assert!(
+        s.reason.as_deref().is_some_and(|r| r.contains("degraded")),
+        "{s:?}"
+    );
     assert_eq!(
-        msp_tests::operator::pool_status(&admin, "pool-b").await?.state,
+        s.conditions[0].status, "True",
+        "degraded is still usable: {s:?}"
+    );
+    assert_eq!(
+        msp_tests::operator::pool_status(&admin, "pool-b")
+            .await?
+            .state,
         Some(PoolState::Online)
     );
     // And back: writable again, online again.
     disk_a.set_readonly(false)?;
-    wait_pool(&admin, "pool-a", WAIT, "online again", |s| s.state == Some(PoolState::Online)).await?;
+    wait_pool(&admin, "pool-a", WAIT, "online again", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
 
     // Faulted: the disk is gone.
     disk_b.detach()?;
-    let s = wait_pool(&admin, "pool-b", WAIT, "faulted", |s| s.state == Some(PoolState::Faulted)).await?;
-    assert!(s.reason.as_deref().is_some_and(|r| r.contains("faulted")), "{s:?}");
+    let s = wait_pool(&admin, "pool-b", WAIT, "faulted", |s| {
+        s.state == Some(PoolState::Faulted)
+    })
+    .await?;
+    assert!(
+        s.reason.as_deref().is_some_and(|r| r.contains("faulted")),
+        "{s:?}"
+    );
     assert_eq!(s.conditions[0].status, "False");
 
     // A spec edit after creation is ignored, and the reason says so.
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
     let edit = serde_json::json!({"spec": {"node": "node2", "disks": ["/dev/loop-moved"]}});
-    api.patch("pool-a", &PatchParams::default(), &Patch::Merge(&edit)).await?;
+    api.patch("pool-a", &PatchParams::default(), &Patch::Merge(&edit))
+        .await?;
     let s = wait_pool(&admin, "pool-a", WAIT, "edit noted", |s| {
         s.reason.as_deref().is_some_and(|r| r.contains("ignored"))
     })
@@ -86,9 +123,17 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
     // Events on each transition.
     let reasons = pool_event_reasons(&admin, "pool-a").await?;
     for expected in ["Online", "Degraded"] {
-        assert!(reasons.iter().any(|r| r == expected), "no {expected} event in {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
     }
-    assert!(pool_event_reasons(&admin, "pool-b").await?.iter().any(|r| r == "Faulted"));
+    assert!(
+        pool_event_reasons(&admin, "pool-b")
+            .await?
+            .iter()
+            .any(|r| r == "Faulted")
+    );
 
     // Operations endpoint.
     assert_eq!(op.http_get("/healthz").await?.0, 200);
@@ -103,7 +148,10 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
         assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
     }
     assert!(metrics.contains("msp_reconcile_total"), "{metrics}");
-    assert!(metrics.contains("msp_reconcile_time_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("msp_reconcile_time_seconds_bucket"),
+        "{metrics}"
+    );
     op.stop().await?;
     Ok(())
 }

@@ -41,7 +41,10 @@ const DISK_BYTES: u64 = 256 * 1024 * 1024;
 enum Disk {
     Loop(LoopDevice),
     /// The directory is kept for its Drop (removes the file).
-    File { _dir: tempfile::TempDir, path: String },
+    File {
+        _dir: tempfile::TempDir,
+        path: String,
+    },
 }
 
 impl Disk {
@@ -194,12 +197,13 @@ async fn main() -> anyhow::Result<()> {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
         _ = terminate.recv() => {}
     }
-    println!("Stopping: operator, storage node, disk, control plane.");
-    operator.stop().await.context("stopping the operator")?;
+    // The storage node first, so that its Deregister still reaches the operator.
+    println!("Stopping: storage node, operator, disk, control plane.");
     storage_node
         .stop()
         .await
         .context("stopping the storage node")?;
+    operator.stop().await.context("stopping the operator")?;
     drop(disk);
     drop(cp);
     Ok(())
