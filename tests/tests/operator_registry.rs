@@ -1,0 +1,146 @@
+//! The operator's node registry and pool clients against the real storage
+//! node (in-process, in-memory `malloc://` disks, so no root is needed):
+//! Register → registered and listed; both pool APIs (v0 and v1) create,
+//! list, import and destroy; Deregister → unregistered at once; heartbeats
+//! stopping without a Deregister → offline only after the deadline and a
+//! failed probe.
+
+use std::time::Duration;
+
+use msp_operator::node_client::{ApiVersion, NodeClient};
+use msp_operator::registry::{self, NodeRegistry, RegistrySettings};
+use msp_operator::shutdown::Shutdown;
+use msp_policy::model::ReportedState;
+use msp_tests::operator::wait_for;
+use msp_tests::storage_node::node::{NodeConfig, RunningNode};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn node_config(name: &str, registration: Option<String>) -> NodeConfig {
+    NodeConfig {
+        node_name: name.into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        registration_endpoint: registration,
+        advertise_address: None,
+        heartbeat: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(1),
+        allowed_prefixes: vec!["/dev".into()],
+        use_blkid: false,
+    }
+}
+
+#[tokio::test]
+async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
+    let node = RunningNode::start(node_config("n-api", None)).await?;
+    for (api, name) in [(ApiVersion::V0, "pool-v0"), (ApiVersion::V1, "pool-v1")] {
+        let client = NodeClient::new(
+            &node.endpoint().to_string(),
+            api,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )?;
+        let disks = vec![format!("malloc:///{name}?size_mb=64")];
+        let created = client.create_pool(name, &disks).await?;
+        assert_eq!(created.state, ReportedState::Online);
+        assert!(created.capacity > 0 && created.capacity <= 64 << 20);
+        // Create again is idempotent; import of a loaded pool returns it.
+        client.create_pool(name, &disks).await?;
+        assert_eq!(client.import_pool(name, &disks).await?.name, name);
+        let listed = client.list_pools(Duration::from_secs(2)).await?;
+        assert!(listed.iter().any(|p| p.name == name), "{listed:?}");
+        // Disks come back as paths or URIs without the query.
+        let mine = listed.iter().find(|p| p.name == name).expect("listed");
+        assert!(mine.disks.iter().all(|d| !d.contains('?')), "{mine:?}");
+        client.destroy_pool(name).await?;
+        client.destroy_pool(name).await?; // unknown name: OK
+        assert!(
+            !client
+                .list_pools(Duration::from_secs(2))
+                .await?
+                .iter()
+                .any(|p| p.name == name)
+        );
+    }
+    node.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn register_deregister_and_deadline() -> anyhow::Result<()> {
+    let registry = NodeRegistry::new(RegistrySettings {
+        deadline: Duration::from_secs(2),
+        sync_period: Duration::from_millis(200),
+        probe_timeout: Duration::from_millis(500),
+        rpc_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(500),
+    });
+    let shutdown = Shutdown::new();
+    let listener = registry::bind("127.0.0.1:0".parse()?).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(registry::serve(listener, registry.clone(), shutdown.wait()));
+    let monitor = tokio::spawn(registry.clone().run(shutdown.wait()));
+
+    // Register: registered, reachable, and its (empty) pool list known.
+    let node = RunningNode::start(node_config("n-reg", Some(endpoint.clone()))).await?;
+    wait_for("n-reg registered and listed", WAIT, || async {
+        let v = registry.view("n-reg");
+        v.registered && v.reachable && v.pools.is_some()
+    })
+    .await?;
+    assert_eq!(registry.view("n-reg").endpoint, node.endpoint().to_string());
+    // A pool made through the registry's client shows in the cache after a refresh.
+    let client = registry.client("n-reg")?;
+    assert_eq!(client.api(), ApiVersion::V1);
+    client
+        .create_pool("cached", &["malloc:///cached?size_mb=32".to_string()])
+        .await?;
+    registry.refresh("n-reg").await?;
+    assert!(
+        registry
+            .view("n-reg")
+            .pools
+            .is_some_and(|p| p.iter().any(|p| p.name == "cached"))
+    );
+
+    // Graceful stop: Deregister, unregistered at once.
+    node.stop().await?;
+    wait_for("n-reg deregistered", Duration::from_secs(2), || async {
+        !registry.view("n-reg").registered
+    })
+    .await?;
+    assert!(registry.client("n-reg").is_err());
+
+    // A node that registered once and then fell silent (no Deregister):
+    // online until the deadline, then offline once the probe fails (nothing
+    // listens on its endpoint).
+    registry
+        .register(&msp_proto::v1::RegisterRequest {
+            id: "n-silent".into(),
+            grpc_endpoint: "127.0.0.1:1".into(),
+            instance_uuid: Some("one-heartbeat".into()),
+            api_version: vec![1],
+            ..Default::default()
+        })
+        .map_err(|s| anyhow::anyhow!("{s}"))?;
+    assert!(registry.view("n-silent").reachable);
+    wait_for(
+        "n-silent offline after the deadline",
+        Duration::from_secs(6),
+        || async {
+            let v = registry.view("n-silent");
+            v.registered && !v.reachable
+        },
+    )
+    .await?;
+    assert!(
+        registry
+            .view("n-silent")
+            .heartbeat_age
+            .is_some_and(|a| a >= Duration::from_secs(2))
+    );
+
+    shutdown.trigger();
+    server.await??;
+    monitor.await?;
+    Ok(())
+}
