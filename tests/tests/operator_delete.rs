@@ -138,11 +138,15 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
     let disk = LoopDevice::create(64 * MIB)?;
     let foreign_disk = LoopDevice::create(64 * MIB)?;
+    let keeper_disk = LoopDevice::create(64 * MIB)?;
     create_pool(&admin, "doomed", "node1", &[disk.path_str()]).await?;
-    wait_pool(&admin, "doomed", WAIT, "online", |s| {
-        s.state == Some(PoolState::Online)
-    })
-    .await?;
+    create_pool(&admin, "keeper", "node1", &[keeper_disk.path_str()]).await?;
+    for name in ["doomed", "keeper"] {
+        wait_pool(&admin, name, WAIT, "online", |s| {
+            s.state == Some(PoolState::Online)
+        })
+        .await?;
+    }
 
     // A pool made on the node by someone else, with no resource and no ledger entry.
     let mut grpc =
@@ -166,7 +170,7 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     .await?;
     let mut on_node = node_pools(sn.endpoint()).await?;
     on_node.sort();
-    assert_eq!(on_node, vec!["doomed".to_string(), "foreign".to_string()]);
+    assert_eq!(on_node, vec!["doomed", "foreign", "keeper"]);
 
     // Start again on the same registration port: the ledger names the pool,
     // its uid is gone, the node re-registers, the pool is destroyed.
@@ -174,22 +178,28 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     let mut op = Operator::start(admin.clone(), &[&reg]).await?;
     op.wait_ready(WAIT).await?;
     wait_for("doomed destroyed after the restart", WAIT, || async {
-        node_pools(sn.endpoint())
-            .await
-            .is_ok_and(|p| p == vec!["foreign".to_string()])
+        node_pools(sn.endpoint()).await.is_ok_and(|mut p| {
+            p.sort();
+            p == vec!["foreign", "keeper"]
+        })
     })
     .await?;
-    wait_for("ledger emptied", WAIT, || async {
+    wait_for("ledger holds only the keeper", WAIT, || async {
         ledger_pools(&admin, "node1")
             .await
-            .is_ok_and(|l| l.is_empty())
+            .is_ok_and(|l| l == vec!["keeper"])
     })
     .await?;
-    // The foreign pool, never in the ledger, is untouched.
-    assert_eq!(
-        node_pools(sn.endpoint()).await?,
-        vec!["foreign".to_string()]
-    );
+    // The foreign pool, never in the ledger, is untouched; the live pool
+    // stayed online across the restart (no flap to offline while its node
+    // had not re-registered yet).
+    let mut on_node = node_pools(sn.endpoint()).await?;
+    on_node.sort();
+    assert_eq!(on_node, vec!["foreign", "keeper"]);
+    let keeper = msp_tests::operator::pool_status(&admin, "keeper").await?;
+    assert_eq!(keeper.state, Some(PoolState::Online), "{keeper:?}");
+    let events = msp_tests::operator::pool_event_reasons(&admin, "keeper").await?;
+    assert!(!events.iter().any(|r| r == "Offline"), "{events:?}");
     op.stop().await?;
     Ok(())
 }
