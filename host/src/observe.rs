@@ -118,6 +118,15 @@ impl Operations {
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
     }
+
+    /// Keeps only the operations of uids `keep` accepts (the sweeper drops
+    /// those of resources that are gone and have nothing left in the ledger).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+    }
 }
 
 /// What observe reads from.
@@ -302,6 +311,10 @@ mod tests {
         assert_eq!(ops.get("u").map(|o| o.failures), Some(0));
         ops.forget("u");
         assert!(ops.get("u").is_none());
+        ops.record("a", Action::Create, None);
+        ops.record("b", Action::Create, None);
+        ops.retain(|uid| uid == "a");
+        assert!(ops.get("a").is_some() && ops.get("b").is_none());
     }
 
     #[test]

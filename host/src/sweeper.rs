@@ -52,6 +52,11 @@ pub fn observe_deleted(entry: &LedgerEntry, ctx: &Context) -> Observation {
 /// One pass over the ledger.
 pub async fn sweep_once(ctx: &Context) {
     let live: HashSet<String> = ctx.pools.state().iter().filter_map(|p| p.uid()).collect();
+    // Last operations of resources that are gone and have no ledger entry
+    // left are of no further use.
+    let ledgered: HashSet<String> = ctx.ledger.all().into_iter().map(|e| e.uid).collect();
+    ctx.operations
+        .retain(|uid| live.contains(uid) || ledgered.contains(uid));
     for entry in ctx.ledger.all() {
         if live.contains(&entry.uid) {
             continue;
