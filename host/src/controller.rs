@@ -312,6 +312,15 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
             }
         }
     }
+    // The pool exists on its node and the ledger says this operator made it,
+    // but status has no node yet (the write after the create failed, or the
+    // operator stopped in between): cache node and disks now.
+    if created.is_none() && !observe::is_created(pool) && obs.in_ledger && obs.reported.is_some() {
+        created = Some((
+            effective_node(pool).to_string(),
+            effective_disks(pool).to_vec(),
+        ));
+    }
     report::report(pool, &obs, &decision, created, ctx).await?;
     Ok(Requeue::requeue(ctx.requeue_after(&decision)))
 }
