@@ -140,6 +140,9 @@ pub struct Context {
     pub settings: ControllerSettings,
     /// Consecutive reconcile errors per resource uid, for the backoff.
     errors: Mutex<HashMap<String, u32>>,
+    /// The state last reported per resource uid: the watch cache may not
+    /// show our own status write yet, and a transition is announced once.
+    reported: Mutex<HashMap<String, crate::crd::PoolState>>,
     started: Instant,
     startup_grace: Duration,
 }
@@ -169,6 +172,7 @@ impl Context {
             operations: Operations::default(),
             settings,
             errors: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashMap::new()),
             started: Instant::now(),
             startup_grace: Duration::ZERO,
         }
@@ -202,11 +206,27 @@ impl Context {
 
     /// The bounded requeue for a decision.
     pub fn requeue_after(&self, decision: &Decision) -> Duration {
-        match decision.requeue_after_ms {
-            Some(ms) => Duration::from_millis(ms)
-                .clamp(self.settings.min_requeue, self.settings.max_requeue),
-            None => self.settings.resync,
-        }
+        bounded_requeue(decision.requeue_after_ms, &self.settings)
+    }
+
+    /// The state last reported for `uid`, and records `state` as the new one.
+    pub fn swap_reported(
+        &self,
+        uid: &str,
+        state: crate::crd::PoolState,
+    ) -> Option<crate::crd::PoolState> {
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), state)
+    }
+
+    /// Forgets what was reported for resources `keep` rejects (gone ones).
+    pub fn retain_reported(&self, keep: impl Fn(&str) -> bool) {
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
     }
 
     fn error_count(&self, uid: &str, reset: bool) -> u32 {
@@ -338,6 +358,14 @@ pub fn error_policy(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> 
     Requeue::requeue(delay)
 }
 
+/// The requeue a policy asked for, bounded; the resync period when it asked none.
+pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings) -> Duration {
+    match requested_ms {
+        Some(ms) => Duration::from_millis(ms).clamp(settings.min_requeue, settings.max_requeue),
+        None => settings.resync,
+    }
+}
+
 /// `min * 2^(n-1)`, at most `max`.
 pub fn backoff(n: u32, min: Duration, max: Duration) -> Duration {
     let factor = 1u32 << n.saturating_sub(1).min(16);
@@ -355,6 +383,18 @@ mod tests {
         assert_eq!(backoff(1, min, max), min);
         assert_eq!(backoff(2, min, max), Duration::from_secs(1));
         assert_eq!(backoff(50, min, max), max);
+    }
+
+    #[test]
+    fn requeues_are_bounded() {
+        let s = ControllerSettings::default();
+        assert_eq!(bounded_requeue(Some(u64::MAX), &s), s.max_requeue);
+        assert_eq!(bounded_requeue(Some(0), &s), s.min_requeue);
+        assert_eq!(
+            bounded_requeue(Some(1_500), &s),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(bounded_requeue(None, &s), s.resync);
     }
 
     #[tokio::test]

@@ -177,8 +177,9 @@ pub async fn report(
         Time(jiff::Timestamp::now()),
     );
     write_status(pool, &status, ctx).await?;
-    let old_state = pool.status.as_ref().and_then(|s| s.state);
     let new_state = status.state.unwrap_or(PoolState::Pending);
+    let remembered = ctx.swap_reported(&pool.uid().unwrap_or_default(), new_state);
+    let old_state = remembered.or(pool.status.as_ref().and_then(|s| s.state));
     if old_state != Some(new_state) {
         tracing::info!(from = old_state.map(PoolState::as_str).unwrap_or("none"), to = %new_state, reason = status.reason.as_deref().unwrap_or(""), "state transition");
         let warning = matches!(

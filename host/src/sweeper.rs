@@ -57,6 +57,7 @@ pub async fn sweep_once(ctx: &Context) {
     let ledgered: HashSet<String> = ctx.ledger.all().into_iter().map(|e| e.uid).collect();
     ctx.operations
         .retain(|uid| live.contains(uid) || ledgered.contains(uid));
+    ctx.retain_reported(|uid| live.contains(uid));
     for entry in ctx.ledger.all() {
         if live.contains(&entry.uid) {
             continue;
