@@ -47,6 +47,37 @@ impl Drop for Guard {
     }
 }
 
+impl Guard {
+    fn child(&mut self) -> anyhow::Result<&mut Child> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("operator process already reaped"))
+    }
+
+    /// Waits up to `timeout` for the exit; its status and stderr.
+    async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child()?.try_wait()? {
+                break status;
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!("the operator process did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.child()?.stderr.take() {
+            stderr.read_to_string(&mut logs)?;
+        }
+        self.0 = None;
+        Ok((status, logs))
+    }
+}
+
 fn spawn(bin: &PathBuf, cp: &ControlPlane, metrics_port: u16) -> anyhow::Result<Child> {
     Ok(Command::new(bin)
         .args([
@@ -89,25 +120,10 @@ async fn runs_with_json_logs_and_stops_on_sigterm() -> anyhow::Result<()> {
     .await?;
 
     // SIGTERM: a clean, prompt exit.
-    let mut child = guard.0.take().expect("child");
-    let pid = libc::pid_t::try_from(child.id())?;
+    let pid = libc::pid_t::try_from(guard.child()?.id())?;
     // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            guard.0 = Some(child);
-            anyhow::bail!("operator did not exit within 15 s of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut logs = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        stderr.read_to_string(&mut logs)?;
-    }
+    let (status, logs) = guard.wait_exit(Duration::from_secs(15)).await?;
     assert!(status.success(), "exit {status:?}; logs:\n{logs}");
 
     // Every line is JSON; a reconcile line carries the pool's name in its span.
@@ -141,22 +157,7 @@ async fn says_how_to_install_a_missing_crd() -> anyhow::Result<()> {
     let Some(bin) = can_run() else { return Ok(()) };
     let cp = ControlPlane::start().await?;
     let mut guard = Guard(Some(spawn(&bin, &cp, free_port()?)?));
-    let mut child = guard.0.take().expect("child");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > WAIT {
-            guard.0 = Some(child);
-            anyhow::bail!("operator without a CRD did not exit");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut logs = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        stderr.read_to_string(&mut logs)?;
-    }
+    let (status, logs) = guard.wait_exit(WAIT).await?;
     assert!(!status.success());
     assert!(logs.contains("Is the CRD installed?"), "{logs}");
     Ok(())
