@@ -15,6 +15,7 @@ use crate::controller::{Context, Error};
 use crate::crd::MayastorPool;
 use crate::ledger::LedgerEntry;
 use crate::observe::{effective_disks, effective_node};
+use crate::registry::PoolUpdate;
 
 /// What actuation did.
 #[derive(Debug, PartialEq)]
@@ -77,6 +78,7 @@ pub async fn live(
             };
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
+            let started = std::time::Instant::now();
             ctx.ledger
                 .record(LedgerEntry {
                     pool: name.clone(),
@@ -86,15 +88,28 @@ pub async fn live(
                     disks: disks.clone(),
                 })
                 .await?;
+            let recorded = started.elapsed();
             let result = match action {
                 Action::Create => client.create_pool(&name, &disks).await,
                 _ => client.import_pool(&name, &disks).await,
             };
+            tracing::debug!(
+                ledger_ms = recorded.as_millis() as u64,
+                node_ms = (started.elapsed() - recorded).as_millis() as u64,
+                "ledger written, node called"
+            );
             ctx.metrics.node_operation(action_name(action), result.is_ok());
-            // The node's list is refreshed after each operation, so the next
-            // observation sees the pool (or its absence) at once.
-            if let Err(err) = ctx.registry.refresh(&node).await {
-                tracing::debug!(%node, error = %err, "pool list refresh after an operation failed");
+            // The cached list is brought up to date after each operation, so
+            // the next observation sees the pool (or its absence) at once.
+            match &result {
+                Ok(reported) => ctx
+                    .registry
+                    .apply_update(&node, PoolUpdate::Loaded(reported.clone())),
+                Err(_) => {
+                    if let Err(err) = ctx.registry.refresh(&node).await {
+                        tracing::debug!(%node, error = %err, "pool list refresh after an operation failed");
+                    }
+                }
             }
             match result {
                 Ok(_) => {
@@ -184,8 +199,15 @@ pub async fn deleted(
             };
             let result = client.destroy_pool(&entry.pool).await;
             ctx.metrics.node_operation("destroy", result.is_ok());
-            if let Err(err) = ctx.registry.refresh(&entry.node).await {
-                tracing::debug!(node = %entry.node, error = %err, "pool list refresh after destroy failed");
+            match &result {
+                Ok(()) => ctx
+                    .registry
+                    .apply_update(&entry.node, PoolUpdate::Gone(entry.pool.clone())),
+                Err(_) => {
+                    if let Err(err) = ctx.registry.refresh(&entry.node).await {
+                        tracing::debug!(node = %entry.node, error = %err, "pool list refresh after destroy failed");
+                    }
+                }
             }
             match result {
                 Ok(()) => {

@@ -96,6 +96,15 @@ pub struct NodeChange {
     pub pools: Option<Vec<String>>,
 }
 
+/// What an operation did to a node's pools.
+#[derive(Clone, Debug)]
+pub enum PoolUpdate {
+    /// Created or imported: the node's reply.
+    Loaded(ReportedPool),
+    /// Destroyed.
+    Gone(String),
+}
+
 /// Names of the pools whose entry differs between two lists (sorted by name).
 pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> {
     let mut names: Vec<String> = old
@@ -353,6 +362,44 @@ impl NodeRegistry {
         outcome
     }
 
+    /// After a successful operation the node's reply updates the cached
+    /// list at once (a full list makes the node probe every disk, which
+    /// grows with its pool count); a full refresh follows in the background.
+    /// Stale lists still in flight are discarded.
+    pub fn apply_update(&self, node: &str, update: PoolUpdate) {
+        let change = {
+            let mut nodes = self.nodes_write();
+            match nodes.get_mut(node) {
+                Some(entry) if entry.liveness == Liveness::Online => {
+                    entry.epoch += 1;
+                    match entry.pools.as_mut() {
+                        Some(list) => {
+                            let before = list.clone();
+                            let gone = matches!(update, PoolUpdate::Gone(_));
+                            match update {
+                                PoolUpdate::Loaded(pool) => {
+                                    list.retain(|p| p.name != pool.name);
+                                    list.push(pool);
+                                    list.sort_by(|a, b| a.name.cmp(&b.name));
+                                }
+                                PoolUpdate::Gone(name) => list.retain(|p| p.name != name),
+                            }
+                            let names = changed_pools(&before, list);
+                            // A pool gone frees disks others may wait for.
+                            (!names.is_empty()).then(|| if gone { None } else { Some(names) })
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some(pools) = change {
+            self.notify_pools(node, pools);
+        }
+        self.spawn_refresh(node);
+    }
+
     fn spawn_refresh(&self, node: &str) {
         {
             let mut nodes = self.nodes_write();
@@ -534,6 +581,34 @@ mod tests {
         let new = vec![pool("a", 0), pool("b", 1), pool("d", 0)];
         assert_eq!(changed_pools(&old, &new), vec!["b", "c", "d"]);
         assert!(changed_pools(&old, &old).is_empty());
+    }
+
+    #[tokio::test]
+    async fn operation_replies_update_the_cache() {
+        let registry = NodeRegistry::new(fast());
+        registry
+            .register(&request("n3", "127.0.0.1:1", "a"))
+            .expect("register");
+        // Pools not listed yet: an update alone does not invent a list.
+        let pool = ReportedPool {
+            name: "p".into(),
+            disks: vec!["/dev/loop0".into()],
+            state: msp_policy::model::ReportedState::Online,
+            capacity: 10,
+            used: 0,
+        };
+        registry.apply_update("n3", PoolUpdate::Loaded(pool.clone()));
+        assert!(registry.view("n3").pools.is_none());
+        // With a list, the reply goes in and the change names the pool.
+        registry.nodes_write().get_mut("n3").expect("n3").pools = Some(Vec::new());
+        let mut changes = registry.subscribe();
+        registry.apply_update("n3", PoolUpdate::Loaded(pool.clone()));
+        assert_eq!(registry.view("n3").pools, Some(vec![pool]));
+        let change = changes.recv().await.expect("change");
+        assert_eq!(change.pools, Some(vec!["p".to_string()]));
+        registry.apply_update("n3", PoolUpdate::Gone("p".into()));
+        assert_eq!(registry.view("n3").pools, Some(vec![]));
+        assert_eq!(changes.recv().await.expect("change").pools, None);
     }
 
     #[tokio::test]
