@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Recorder;
@@ -285,6 +286,12 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
 }
 
 async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, Error> {
+    // The controller waits for the MayastorPool cache; the Node cache must be
+    // complete too, or a pool would be told its node does not exist.
+    if ctx.nodes.wait_until_ready().now_or_never().is_none() {
+        tracing::debug!("Node cache not synced yet");
+        return Ok(Requeue::requeue(ctx.settings.min_requeue));
+    }
     if let Some(left) = ctx.startup_hold(pool) {
         tracing::debug!(
             ?left,
