@@ -2,6 +2,7 @@
 //! and the stand-in storage node.
 
 pub mod control_plane;
+pub mod leftovers;
 pub mod loopdev;
 pub mod operator;
 pub mod storage_node;

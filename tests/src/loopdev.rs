@@ -25,6 +25,25 @@ pub enum LoopError {
     Failed { cmd: String, stderr: String },
 }
 
+const TEMP_PREFIX: &str = "msp-loop-";
+
+/// Detaches the loop devices of test processes that were killed outright
+/// (no Drop ran) and removes their backing files.
+fn sweep_dead_runs() {
+    for dir in crate::leftovers::dead_run_dirs(TEMP_PREFIX) {
+        let backing = dir.join("disk.img");
+        // `losetup -j FILE` lists the devices attached to FILE, one
+        // "/dev/loopN: [dev]:inode (FILE)" line each.
+        if let Ok(out) = run("losetup", &["-j", &backing.to_string_lossy()]) {
+            for device in out.lines().filter_map(|l| l.split(':').next()) {
+                let _ = run("blockdev", &["--setrw", device]);
+                let _ = run("losetup", &["-d", device]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A loop device attached to a sparse file; detached and removed on drop.
 #[derive(Debug)]
 pub struct LoopDevice {
@@ -47,8 +66,9 @@ impl LoopDevice {
 
     /// A new loop device of `size_bytes` bytes (rounded up to 512), all zeroes.
     pub fn create(size_bytes: u64) -> Result<Self, LoopError> {
+        sweep_dead_runs();
         let dir = tempfile::Builder::new()
-            .prefix("msp-loop-")
+            .prefix(&crate::leftovers::run_dir_prefix(TEMP_PREFIX))
             .tempdir()
             .map_err(LoopError::Backing)?;
         let backing = dir.path().join("disk.img");

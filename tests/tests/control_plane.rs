@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use msp_tests::control_plane::ControlPlane;
+use msp_tests::loopdev::LoopDevice;
 
 /// False (after a loud notice) when the binaries cannot be had and CI is not set.
 async fn binaries() -> bool {
@@ -192,8 +193,13 @@ async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyho
         processes_using(&dir).len() >= 2,
         "etcd and kube-apiserver should run"
     );
+    // As root the demo's disk is a loop device; it must not outlive the sweep either.
+    let with_loop = LoopDevice::available();
+    let demo_loops = loop_devices_of(demo.id());
+    assert_eq!(!demo_loops.is_empty(), with_loop, "demo loop devices: {demo_loops:?}");
     demo.kill()?; // SIGKILL: no destructor runs
     demo.wait()?;
+    assert_eq!(loop_devices_of(demo.id()), demo_loops, "nothing could detach them yet");
     assert!(
         eventually(|| processes_using(&dir).is_empty()),
         "left running: {:?}",
@@ -206,5 +212,23 @@ async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyho
     // The next start removes the dirs of dead runs.
     let _cp = ControlPlane::start().await?;
     assert!(!dir.exists(), "{} was not swept", dir.display());
+    // The next loop device detaches the dead run's loop devices.
+    if with_loop {
+        let _disk = LoopDevice::create(1024 * 1024)?;
+        assert_eq!(loop_devices_of(demo.id()), Vec::<String>::new(), "left attached");
+    }
     Ok(())
+}
+
+/// Loop devices backed by a file in a `LoopDevice` temp dir of process `pid`.
+fn loop_devices_of(pid: u32) -> Vec<String> {
+    let Ok(out) = Command::new("losetup").arg("-a").output() else {
+        return Vec::new();
+    };
+    let marker = format!("/msp-loop-{pid}-");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&marker))
+        .filter_map(|line| line.split(':').next().map(str::to_owned))
+        .collect()
 }

@@ -197,7 +197,7 @@ impl ControlPlane {
 
     async fn start_once(bin_dir: &Path) -> Result<ControlPlane, HarnessError> {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .prefix(&crate::leftovers::run_dir_prefix(TEMP_PREFIX))
             .tempdir()
             .map_err(|e| HarnessError::io("creating the control plane's temp dir", e))?;
         let root = dir.path();
@@ -535,24 +535,8 @@ async fn apiserver_healthy(client: &kube::Client) -> bool {
 /// Removes temp dirs left by test processes that were killed outright (their
 /// children died with them through the death signal; the dirs did not).
 fn sweep_dead_runs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        if !process::pid_alive(pid) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    for dir in crate::leftovers::dead_run_dirs(TEMP_PREFIX) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

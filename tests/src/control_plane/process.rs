@@ -133,10 +133,3 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
     }
     Ok(ports)
 }
-
-/// Whether a process with this pid exists (for sweeping leftovers of killed runs).
-pub fn pid_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
