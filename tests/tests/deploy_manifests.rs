@@ -71,8 +71,13 @@ async fn wait_crd_served(cp: &ControlPlane) -> anyhow::Result<()> {
 /// `kubectl auth can-i VERB RESOURCE[/SUBRESOURCE] -n mayastor` as
 /// `identity` (exit status 1 means "no").
 async fn can_i(cp: &ControlPlane, identity: &Identity, verb: &str, resource: &str) -> anyhow::Result<bool> {
+    can_i_in(cp, identity, NS, verb, resource).await
+}
+
+/// [`can_i`] in namespace `ns`.
+async fn can_i_in(cp: &ControlPlane, identity: &Identity, ns: &str, verb: &str, resource: &str) -> anyhow::Result<bool> {
     let mut can = cp.kubectl_as(identity);
-    can.args(["auth", "can-i", verb, "-n", NS]);
+    can.args(["auth", "can-i", verb, "-n", ns]);
     match resource.split_once('/') {
         // kubectl reads "resource/x" as a named object: subresources go in a flag.
         Some((resource, sub)) => can.arg(resource).arg(format!("--subresource={sub}")),
@@ -260,6 +265,12 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     }
     assert!(can_i(&cp, &operator, "patch", "mayastorpools.openebs.io/status").await?);
     assert!(!can_i(&cp, &operator, "get", "secrets").await?, "operator may read secrets");
+    // ConfigMaps (ledger, policy) only in its own namespace.
+    assert!(can_i(&cp, &operator, "create", "configmaps").await?, "operator cannot write its ledger");
+    assert!(
+        !can_i_in(&cp, &operator, "kube-system", "list", "configmaps").await?,
+        "operator may read ConfigMaps of other namespaces"
+    );
     let storage_node = cp.service_account(NS, "msp-storage-node")?;
     assert!(!can_i(&cp, &storage_node, "get", "mayastorpools.openebs.io").await?);
     assert!(!can_i(&cp, &storage_node, "get", "configmaps").await?);
