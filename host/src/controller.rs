@@ -29,8 +29,12 @@ use crate::report;
 
 /// Why a policy decision failed (trap, fuel, memory, nonsense).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DecideError(pub String);
+#[error("{message}")]
+pub struct DecideError {
+    /// A short label for metrics (the engine's `PolicyError::kind`).
+    pub kind: &'static str,
+    pub message: String,
+}
 
 /// What the controller needs of a policy: a decision and its identity.
 /// The operator runs the wasm engine behind it; unit tests use the default
@@ -70,7 +74,10 @@ impl Decider for crate::policy::PolicyEngine {
         Box::pin(async move {
             crate::policy::PolicyEngine::decide(self, obs)
                 .await
-                .map_err(|e| DecideError(e.to_string()))
+                .map_err(|e| DecideError {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })
         })
     }
 
@@ -253,7 +260,7 @@ async fn decide(
     match ctx.decider.decide(obs).await {
         Ok(decision) => Ok(Some(decision)),
         Err(err) => {
-            ctx.metrics.policy_failure();
+            ctx.metrics.policy_failure(err.kind);
             let policy = ctx.decider.active();
             let message = report::truncate(
                 &format!("policy {policy} failed, last good status kept: {err}"),

@@ -44,6 +44,13 @@ pub struct OperationLabels {
 pub struct PolicyLabels {
     pub name: String,
     pub version: String,
+    /// First 12 hex digits of the module's sha256.
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 /// All metrics, registered once.
@@ -55,7 +62,7 @@ pub struct Metrics {
     pool_capacity: Family<PoolLabels, Gauge>,
     pool_used: Family<PoolLabels, Gauge>,
     pool_state: Family<PoolStateLabels, Gauge>,
-    policy_failures: Counter,
+    policy_failures: Family<KindLabels, Counter>,
     policy_info: Family<PolicyLabels, Gauge>,
     rail_refusals: Family<OperationLabels, Counter>,
     node_operations: Family<OperationLabels, Counter>,
@@ -80,7 +87,7 @@ impl Metrics {
             pool_capacity: Family::default(),
             pool_used: Family::default(),
             pool_state: Family::default(),
-            policy_failures: Counter::default(),
+            policy_failures: Family::default(),
             policy_info: Family::default(),
             rail_refusals: Family::default(),
             node_operations: Family::default(),
@@ -171,14 +178,20 @@ impl Metrics {
             .inc();
     }
 
-    pub fn policy_failure(&self) {
-        self.policy_failures.inc();
+    /// A failed policy decision, by the engine's error kind (trap, fuel-exhausted, …).
+    pub fn policy_failure(&self, kind: &str) {
+        self.policy_failures
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
-    pub fn set_policy(&self, name: &str, version: &str) {
+    pub fn set_policy(&self, name: &str, version: &str, sha256: &str) {
         let labels = PolicyLabels {
             name: name.to_string(),
             version: version.to_string(),
+            sha256: sha256.chars().take(12).collect(),
         };
         if self.policy_info.get(&labels).is_some_and(|g| g.get() == 1) {
             return;
@@ -298,7 +311,8 @@ mod tests {
         drop(m.reconcile_timer());
         m.reconcile_failure("kube");
         m.set_pool("mayastor", "p1", PoolState::Online, Some(100), Some(10));
-        m.set_policy("msp-default", "0.1.0");
+        m.set_policy("msp-default", "0.1.0", "0123456789abcdef");
+        m.policy_failure("trap");
         let text = m.encode().expect("encode");
         assert!(text.contains("msp_reconcile_total 1"), "{text}");
         assert!(
@@ -322,7 +336,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\"} 1"),
+            text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("msp_policy_decision_failures_total{kind=\"trap\"} 1"),
             "{text}"
         );
         m.forget_pool("mayastor", "p1");

@@ -264,21 +264,10 @@ pub async fn run_until(
 
     let engine = PolicyEngine::new(Limits::default()).context("loading the bundled policy")?;
     let decider: Arc<dyn Decider> = Arc::new(engine.clone());
-    // The active policy may change (ConfigMap): keep its info metric current.
-    tasks.spawn({
-        let (engine, metrics, stop) = (engine.clone(), metrics.clone(), shutdown.wait());
-        async move {
-            tokio::pin!(stop);
-            loop {
-                let active = engine.active();
-                metrics.set_policy(&active.name, &active.version);
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    });
+    // The info metric follows the active policy: set here, and by the
+    // ConfigMap watch's reporter on each swap.
+    let active = engine.active();
+    metrics.set_policy(&active.name, &active.version, &active.sha256);
 
     // The policy ConfigMap: each outcome is logged, counted, a Warning event
     // when refused, and every pool is looked at again under the new policy.
@@ -334,6 +323,9 @@ pub async fn run_until(
                 tracing::info!(%note, "policy reload");
             }
             metrics.policy_reload(label);
+            if let ReloadOutcome::Loaded(active) | ReloadOutcome::Bundled { active, .. } = outcome {
+                metrics.set_policy(&active.name, &active.version, &active.sha256);
+            }
             let _ = policy_changed_tx.send(());
             if label == "bundled" {
                 // No module (or none any more): nothing about the ConfigMap to tell.

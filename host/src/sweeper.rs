@@ -68,7 +68,7 @@ pub async fn sweep_once(ctx: &Context) {
         let decision = match ctx.decider.decide(&obs).await {
             Ok(d) => d,
             Err(err) => {
-                ctx.metrics.policy_failure();
+                ctx.metrics.policy_failure(err.kind);
                 tracing::warn!(error = %err, "policy decision for a deleted resource failed; pool left in place");
                 continue;
             }

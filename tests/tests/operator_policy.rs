@@ -120,9 +120,10 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
     on_node.sort();
     assert_eq!(on_node, vec!["hostile-destroy", "hostile-panic", "plain"]);
     let (_, metrics) = op.http_get("/metrics").await?;
+    // The hostile module panics: a trap, counted under its kind.
     let failures = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("msp_policy_decision_failures_total "))
+        .find_map(|l| l.strip_prefix("msp_policy_decision_failures_total{kind=\"trap\"} "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(failures >= 1.0, "{metrics}");
