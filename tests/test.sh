@@ -10,4 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$here/control-plane/build.sh" 2>/dev/null)}
 export KUBEBUILDER_ASSETS
 cd "$here/.."
+# Benchmarks are not run here (they print figures, they assert nothing), but
+# they are compiled, so that they cannot rot.
+cargo test --workspace --locked --benches --no-run
 cargo test --workspace --locked "$@"
