@@ -4,11 +4,48 @@
 //! temporary directory, attaches it with `losetup --find --show`, and on drop
 //! detaches the device and removes the file, also when the test panicked, so a
 //! test run leaves no loop device behind. Needs root and util-linux
-//! (`losetup`, `blockdev`); check [`LoopDevice::available`] through
-//! [`crate::require`] first.
+//! (`losetup`, `blockdev`); gate the test with [`require_loop_devices`] first.
+//!
+//! Also the byte-level helpers tests use to show data on a disk survives
+//! (a deterministic [`pattern`], [`write_at`], [`read_at`]).
 
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// One mebibyte: the unit tests size their loop devices in.
+pub const MIB: u64 = 1024 * 1024;
+
+/// The gate of a test that needs loop devices: [`crate::require`] with
+/// [`LoopDevice::available`]. True when the test can run; false (the caller
+/// returns early) only outside CI.
+pub fn require_loop_devices() -> bool {
+    crate::require("root and loop devices (losetup)", LoopDevice::available())
+}
+
+/// `len` deterministic bytes, unlike zeroes and unlike a label; a different
+/// `seed` gives different bytes (to tell two disks' data apart).
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+/// Writes `data` at byte `offset` of the device (or file) at `path` and
+/// syncs it, so that what another process reads next is these bytes.
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all_at(data, offset)?;
+    file.sync_all()
+}
+
+/// The `len` bytes at byte `offset` of the device (or file) at `path`.
+pub fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
 
 /// Why a loop device operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,9 @@
 //! SIGTERM triggers; starting it again starts from nothing but the API server
 //! (ledger, resources), exactly like a restarted process: the registry, last
 //! operations and caches are rebuilt.
+//!
+//! [`Scene`] is the opening most end-to-end tests share: a control plane, the
+//! operator ready, a labelled Node and its storage node registered.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +23,10 @@ use msp_operator::crd::{MayastorPool, MayastorPoolSpec, MayastorPoolStatus};
 use msp_operator::run::{Listeners, RunArgs, run_until};
 use msp_operator::shutdown::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long an end-to-end test waits for one step (the operator ready, a
+/// pool's state) before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Settings that make tests fast: 1 s heartbeats (set on the storage node)
 /// against a 2 s deadline, pool lists refreshed every 300 ms, a sweep every second.
@@ -288,6 +295,55 @@ pub fn start_storage_node(
     options.registration_endpoint = Some(registration.to_string());
     options.heartbeat_secs = 1;
     crate::storage_node::process::StorageNodeProcess::start(binary, options)
+}
+
+/// The opening scene of an end-to-end test: a control plane, the operator
+/// ready, Node `node` labelled `openebs.io/engine=mayastor`, and a storage
+/// node for it heartbeating to the operator.
+///
+/// The fields are public so that a test can stop or restart one piece: move
+/// it out (`scene.op.stop().await?`) and, if needed, put a new one back
+/// (`scene.op = Operator::start(..).await?`). Keep the scene in one variable
+/// rather than destructuring it: its fields drop in declaration order (the
+/// storage node, the operator, then the control plane it talks to), while
+/// destructured bindings would drop in reverse order of the pattern.
+pub struct Scene {
+    /// The storage node of `node`.
+    pub sn: crate::storage_node::process::StorageNodeProcess,
+    /// The operator, ready.
+    pub op: Operator,
+    /// A client with every right (the test's own, not the operator's).
+    pub admin: Client,
+    /// The control plane.
+    pub cp: crate::control_plane::ControlPlane,
+}
+
+impl Scene {
+    /// The scene on a new cluster ([`start_cluster`]), the operator running
+    /// as admin with [`FAST_FLAGS`]; `storage_node_bin` is the test's
+    /// `env!("CARGO_BIN_EXE_storage-node")`.
+    pub async fn start(storage_node_bin: &str, node: &str) -> anyhow::Result<Scene> {
+        // The operator gets the cluster's first admin client; the scene makes its own.
+        let (cp, operator_client) = start_cluster().await?;
+        Scene::start_on(cp, operator_client, storage_node_bin, node).await
+    }
+
+    /// The scene on a control plane the test has prepared (the CRD and
+    /// namespace `mayastor` in place, RBAC applied, ...), the operator using
+    /// `operator_client` (e.g. a ServiceAccount's).
+    pub async fn start_on(
+        cp: crate::control_plane::ControlPlane,
+        operator_client: Client,
+        storage_node_bin: &str,
+        node: &str,
+    ) -> anyhow::Result<Scene> {
+        let admin = cp.client().await?;
+        let mut op = Operator::start(operator_client, &[]).await?;
+        op.wait_ready(WAIT).await?;
+        create_node(&admin, node, true).await?;
+        let sn = start_storage_node(storage_node_bin, node, &op.registration_endpoint())?;
+        Ok(Scene { sn, op, admin, cp })
+    }
 }
 
 /// The pools the storage node at `endpoint` has loaded (v1 ListPools), by name.

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service};
@@ -24,15 +23,13 @@ use msp_operator::crd::{MayastorPool, PoolState};
 use msp_operator::policy::{bundled, configmap};
 use msp_operator::run::RunArgs;
 use msp_tests::control_plane::{ControlPlane, Identity, run};
-use msp_tests::loopdev::LoopDevice;
-use msp_tests::operator::{Operator, create_node, ledger_pools, node_pools, start_storage_node, wait_for, wait_pool};
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{Scene, WAIT, ledger_pools, node_pools, wait_for, wait_pool};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
 const CRD_NAME: &str = "mayastorpools.openebs.io";
 const NS: &str = "mayastor";
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Every kustomization under deploy/, relative to it. Each is applied by a
 /// test here (crd and rbac through the base): a new one fails
@@ -41,10 +38,6 @@ const KUSTOMIZATIONS: &[&str] = &["base", "crd", "overlays/custom-policy", "over
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(DEPLOY).join(path)
-}
-
-fn can_run_pools() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
 }
 
 /// `kubectl apply --server-side -k DIR` as admin.
@@ -378,12 +371,13 @@ fn seed_pool_on(disk: &str) -> anyhow::Result<String> {
     Ok(manifest.replace("\"/dev/loop0\"", &format!("\"{disk}\"")))
 }
 
-/// The operator as the deploy ServiceAccount, with the deploy's probe paths
-/// answering; the storage node for node1 registered with it.
-async fn operator_as_service_account(cp: &ControlPlane, admin: &Client) -> anyhow::Result<Operator> {
+/// The scene on `cp` (the base applied) with the operator as the deploy
+/// ServiceAccount and the deploy's probe paths answering; node1 with its
+/// storage node registered.
+async fn scene_as_service_account(cp: ControlPlane, admin: &Client) -> anyhow::Result<Scene> {
     let identity = cp.service_account(NS, "msp-operator")?;
-    let mut op = Operator::start(identity.client().await?, &[]).await?;
-    op.wait_ready(WAIT).await?;
+    let operator_client = identity.client().await?;
+    let scene = Scene::start_on(cp, operator_client, STORAGE_NODE, "node1").await?;
     let dep = Api::<Deployment>::namespaced(admin.clone(), NS).get("msp-operator").await?;
     let container = dep
         .spec
@@ -392,30 +386,28 @@ async fn operator_as_service_account(cp: &ControlPlane, admin: &Client) -> anyho
         .ok_or_else(|| anyhow::anyhow!("Deployment without a container"))?;
     for probe in [container.liveness_probe, container.readiness_probe] {
         let path = probe.and_then(|p| p.http_get).and_then(|h| h.path).unwrap_or_default();
-        let (code, body) = op.http_get(&path).await?;
+        let (code, body) = scene.op.http_get(&path).await?;
         assert_eq!(code, 200, "probe {path}: {body}");
     }
-    create_node(admin, "node1", true).await?;
-    Ok(op)
+    Ok(scene)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_lifecycle_with_the_operator_as_its_service_account() -> anyhow::Result<()> {
-    if !can_run_pools() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let cp = ControlPlane::start().await?;
     let admin = cp.client().await?;
     apply_kustomization(&cp, "base").await?;
     wait_crd_served(&cp).await?;
-    let op = operator_as_service_account(&cp, &admin).await?;
-    let sn = start_storage_node(STORAGE_NODE, "node1", &op.registration_endpoint())?;
+    let scene = scene_as_service_account(cp, &admin).await?;
     let disk = LoopDevice::create(64 * MIB)?;
 
     // The seed's create (its example file, on this test's loop device).
-    kubectl_create(&cp, &seed_pool_on(&disk.path_str())?)?;
+    kubectl_create(&scene.cp, &seed_pool_on(&disk.path_str())?)?;
     wait_for("kubectl -n mayastor get msp shows my-new-pool online", WAIT, || async {
-        let mut get = cp.kubectl();
+        let mut get = scene.cp.kubectl();
         get.args(["-n", NS, "get", "msp"]);
         run(get).await.is_ok_and(|out| {
             out.lines()
@@ -423,23 +415,23 @@ async fn seed_lifecycle_with_the_operator_as_its_service_account() -> anyhow::Re
         })
     })
     .await?;
-    assert_eq!(node_pools(sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(node_pools(scene.sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
 
     // The seed's delete: gone from the resource list, the node and the ledger.
-    let mut delete = cp.kubectl();
+    let mut delete = scene.cp.kubectl();
     delete.args(["-n", NS, "delete", "msp", "my-new-pool"]);
     run(delete).await?;
     wait_for("my-new-pool destroyed on the node", WAIT, || async {
-        node_pools(sn.endpoint()).await.is_ok_and(|p| p.is_empty())
+        node_pools(scene.sn.endpoint()).await.is_ok_and(|p| p.is_empty())
     })
     .await?;
     wait_for("ledger emptied", WAIT, || async { ledger_pools(&admin, "node1").await.is_ok_and(|l| l.is_empty()) })
         .await?;
-    let mut get = cp.kubectl();
+    let mut get = scene.cp.kubectl();
     get.args(["-n", NS, "get", "msp", "-o", "name"]);
     assert_eq!(run(get).await?.trim(), "");
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }
 
@@ -464,7 +456,7 @@ impl Drop for OverlayModule {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource() -> anyhow::Result<()> {
-    if !can_run_pools() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let retain = bundled::built_component("retain")
@@ -487,19 +479,18 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     assert!(stored.0 == module, "stored module differs ({} vs {} bytes)", stored.0.len(), module.len());
 
     wait_crd_served(&cp).await?;
-    let op = operator_as_service_account(&cp, &admin).await?;
-    let sn = start_storage_node(STORAGE_NODE, "node1", &op.registration_endpoint())?;
+    let scene = scene_as_service_account(cp, &admin).await?;
     let disk = LoopDevice::create(64 * MIB)?;
-    kubectl_create(&cp, &seed_pool_on(&disk.path_str())?)?;
+    kubectl_create(&scene.cp, &seed_pool_on(&disk.path_str())?)?;
     let status = wait_pool(&admin, "my-new-pool", WAIT, "online, decided by msp-retain", |s| {
         s.state == Some(PoolState::Online) && s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
     })
     .await?;
-    assert_eq!(node_pools(sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(node_pools(scene.sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
     // The documented way to see the load: an Event about the ConfigMap.
     wait_for("a PolicyLoaded event about the ConfigMap", WAIT, || async {
-        let mut events = cp.kubectl();
+        let mut events = scene.cp.kubectl();
         let selector = format!("involvedObject.name={}", configmap::DEFAULT_NAME);
         events.args(["-n", NS, "get", "events", "--field-selector", &selector]);
         run(events).await.is_ok_and(|out| out.contains("PolicyLoaded"))
@@ -508,7 +499,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
 
     // The documented roll back: deleting the ConfigMap returns to the bundled
     // default, and every pool is decided again under it.
-    let mut roll_back = cp.kubectl();
+    let mut roll_back = scene.cp.kubectl();
     roll_back.args(["-n", NS, "delete", "configmap", configmap::DEFAULT_NAME]);
     run(roll_back).await?;
     wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-default again", |s| {
@@ -519,10 +510,10 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     let module_file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
     std::fs::write(module_file.path(), &module)?;
     let from_file = format!("--from-file={}={}", configmap::DEFAULT_KEY, module_file.path().display());
-    let mut render = cp.kubectl();
+    let mut render = scene.cp.kubectl();
     render.args(["-n", NS, "create", "configmap", configmap::DEFAULT_NAME, &from_file, "--dry-run=client", "-o", "yaml"]);
     let rendered = run(render).await?;
-    kubectl_stdin(&cp, &["apply", "--server-side", "-f", "-"], &rendered)?;
+    kubectl_stdin(&scene.cp, &["apply", "--server-side", "-f", "-"], &rendered)?;
     let status = wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-retain again", |s| {
         s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
     })
@@ -530,7 +521,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     assert_eq!(status.state, Some(PoolState::Online));
 
     // Deleted: the operator forgets the pool (ledger entry gone) and leaves it on the node.
-    let mut delete = cp.kubectl();
+    let mut delete = scene.cp.kubectl();
     delete.args(["-n", NS, "delete", "msp", "my-new-pool"]);
     run(delete).await?;
     wait_for("the deletion processed (ledger entry gone)", WAIT, || async {
@@ -538,11 +529,11 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     })
     .await?;
     assert_eq!(
-        node_pools(sn.endpoint()).await?,
+        node_pools(scene.sn.endpoint()).await?,
         vec!["my-new-pool".to_string()],
         "retained pool must stay on the node (policy was {:?})",
         status.policy
     );
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

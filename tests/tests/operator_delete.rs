@@ -6,35 +6,24 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
 use kube::Api;
 use kube::api::DeleteParams;
 use msp_operator::crd::{MayastorPool, PoolState};
-use msp_tests::loopdev::LoopDevice;
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
-    Operator, create_node, create_pool, ledger_pools, node_pools, start_cluster,
-    start_storage_node, wait_for, wait_pool,
+    Operator, Scene, WAIT, create_pool, ledger_pools, node_pools, wait_for, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
-
-fn can_run() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
-    let (cp, admin) = start_cluster().await?;
-    let mut op = Operator::start(admin.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node1", true).await?;
-    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
     let disk = LoopDevice::create(64 * MIB)?;
 
     // The seed's create, verbatim but for the device.
@@ -42,7 +31,7 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
         "apiVersion: \"openebs.io/v1alpha1\"\nkind: MayastorPool\nmetadata:\n  name: my-new-pool\n  namespace: mayastor\nspec:\n  node: node1\n  disks: [\"{}\"]\n",
         disk.path_str()
     );
-    let mut create = cp.kubectl();
+    let mut create = scene.cp.kubectl();
     create
         .args(["create", "-f", "-"])
         .stdin(Stdio::piped())
@@ -66,7 +55,7 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
         "kubectl -n mayastor get msp shows my-new-pool online",
         WAIT,
         || async {
-            let mut get = cp.kubectl();
+            let mut get = scene.cp.kubectl();
             get.args(["-n", "mayastor", "get", "msp"]);
             msp_tests::control_plane::run(get).await.is_ok_and(|out| {
                 out.lines()
@@ -76,7 +65,7 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(
-        node_pools(sn.endpoint()).await?,
+        node_pools(scene.sn.endpoint()).await?,
         vec!["my-new-pool".to_string()]
     );
     assert_eq!(
@@ -96,11 +85,11 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
     assert_eq!(s.node, None);
 
     // The seed's delete: the pool is gone from the node and the ledger.
-    let mut delete = cp.kubectl();
+    let mut delete = scene.cp.kubectl();
     delete.args(["-n", "mayastor", "delete", "msp", "my-new-pool"]);
     msp_tests::control_plane::run(delete).await?;
     wait_for("my-new-pool destroyed on the node", WAIT, || async {
-        node_pools(sn.endpoint())
+        node_pools(scene.sn.endpoint())
             .await
             .is_ok_and(|p| !p.contains(&"my-new-pool".to_string()))
     })
@@ -114,28 +103,28 @@ async fn seed_kubectl_flow_and_two_pools_on_one_disk() -> anyhow::Result<()> {
         |s| s.state == Some(PoolState::Online),
     )
     .await?;
-    assert_eq!(node_pools(sn.endpoint()).await?, vec!["second".to_string()]);
+    assert_eq!(
+        node_pools(scene.sn.endpoint()).await?,
+        vec!["second".to_string()]
+    );
     wait_for("ledger holds only the second pool", WAIT, || async {
         ledger_pools(&admin, "node1")
             .await
             .is_ok_and(|l| l == vec!["second".to_string()])
     })
     .await?;
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept()
 -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
-    let (_cp, admin) = start_cluster().await?;
-    let mut op = Operator::start(admin.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node1", true).await?;
-    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let mut scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
     let disk = LoopDevice::create(64 * MIB)?;
     let foreign_disk = LoopDevice::create(64 * MIB)?;
     let keeper_disk = LoopDevice::create(64 * MIB)?;
@@ -149,9 +138,11 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     }
 
     // A pool made on the node by someone else, with no resource and no ledger entry.
-    let mut grpc =
-        msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{}", sn.endpoint()))
-            .await?;
+    let mut grpc = msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!(
+        "http://{}",
+        scene.sn.endpoint()
+    ))
+    .await?;
     grpc.create_pool(msp_proto::v1::CreatePoolRequest {
         name: "foreign".into(),
         disks: vec![foreign_disk.path_str()],
@@ -160,25 +151,25 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     .await?;
 
     // Stop the operator, delete the resource: nothing can destroy the pool now.
-    let registration = op.registration_addr();
-    op.stop().await?;
+    let registration = scene.op.registration_addr();
+    scene.op.stop().await?;
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
     api.delete("doomed", &DeleteParams::default()).await?;
     wait_for("resource gone", WAIT, || async {
         api.get_opt("doomed").await.is_ok_and(|p| p.is_none())
     })
     .await?;
-    let mut on_node = node_pools(sn.endpoint()).await?;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["doomed", "foreign", "keeper"]);
 
     // Start again on the same registration port: the ledger names the pool,
     // its uid is gone, the node re-registers, the pool is destroyed.
     let reg = format!("--registration-addr={registration}");
-    let mut op = Operator::start(admin.clone(), &[&reg]).await?;
-    op.wait_ready(WAIT).await?;
+    scene.op = Operator::start(admin.clone(), &[&reg]).await?;
+    scene.op.wait_ready(WAIT).await?;
     wait_for("doomed destroyed after the restart", WAIT, || async {
-        node_pools(sn.endpoint()).await.is_ok_and(|mut p| {
+        node_pools(scene.sn.endpoint()).await.is_ok_and(|mut p| {
             p.sort();
             p == vec!["foreign", "keeper"]
         })
@@ -193,13 +184,13 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     // The foreign pool, never in the ledger, is untouched; the live pool
     // stayed online across the restart (no flap to offline while its node
     // had not re-registered yet).
-    let mut on_node = node_pools(sn.endpoint()).await?;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["foreign", "keeper"]);
     let keeper = msp_tests::operator::pool_status(&admin, "keeper").await?;
     assert_eq!(keeper.state, Some(PoolState::Online), "{keeper:?}");
     let events = msp_tests::operator::pool_event_reasons(&admin, "keeper").await?;
     assert!(!events.iter().any(|r| r == "Offline"), "{events:?}");
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

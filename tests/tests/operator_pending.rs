@@ -2,18 +2,13 @@
 //! node is not in the cluster, is not labelled openebs.io/engine=mayastor,
 //! has no registered storage node, or the disk holds a filesystem.
 
-use std::time::Duration;
-
 use msp_operator::crd::PoolState;
-use msp_tests::loopdev::LoopDevice;
+use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::{
-    Operator, create_node, create_pool, label_node, node_pools, start_cluster, start_storage_node,
-    wait_pool,
+    Scene, WAIT, create_node, create_pool, label_node, node_pools, start_storage_node, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
 
 fn can_run() -> bool {
     msp_tests::require(
@@ -38,13 +33,11 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
     if !can_run() {
         return Ok(());
     }
-    let (_cp, admin) = start_cluster().await?;
-    let mut op = Operator::start(admin.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node-a", true).await?;
+    // node-a with its storage node; node-u unlabelled; node-b without one.
+    let scene = Scene::start(BIN, "node-a").await?;
+    let admin = scene.admin.clone();
     create_node(&admin, "node-u", false).await?;
     create_node(&admin, "node-b", true).await?;
-    let sn_a = start_storage_node(BIN, "node-a", &op.registration_endpoint())?;
     let d_ghost = LoopDevice::create(32 * MIB)?;
     let d_unlabelled = LoopDevice::create(32 * MIB)?;
     let d_unregistered = LoopDevice::create(32 * MIB)?;
@@ -108,7 +101,7 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
         "node and disks are cached only at a successful create: {s:?}"
     );
     assert!(
-        !node_pools(sn_a.endpoint())
+        !node_pools(scene.sn.endpoint())
             .await?
             .contains(&"p-fs".to_string())
     );
@@ -116,10 +109,10 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
     // The ways out: add the node (with its storage node), label the node
     // (and run a storage node there), start the missing storage node.
     create_node(&admin, "ghost", true).await?;
-    let _sn_ghost = start_storage_node(BIN, "ghost", &op.registration_endpoint())?;
+    let _sn_ghost = start_storage_node(BIN, "ghost", &scene.op.registration_endpoint())?;
     label_node(&admin, "node-u").await?;
-    let _sn_u = start_storage_node(BIN, "node-u", &op.registration_endpoint())?;
-    let _sn_b = start_storage_node(BIN, "node-b", &op.registration_endpoint())?;
+    let _sn_u = start_storage_node(BIN, "node-u", &scene.op.registration_endpoint())?;
+    let _sn_b = start_storage_node(BIN, "node-b", &scene.op.registration_endpoint())?;
     for (pool, node) in [
         ("p-ghost", "ghost"),
         ("p-unlabelled", "node-u"),
@@ -135,6 +128,6 @@ async fn each_pending_cause_has_its_reason_and_its_way_out() -> anyhow::Result<(
     let s = msp_tests::operator::pool_status(&admin, "p-fs").await?;
     assert!(pending_with(&s, "filesystem"), "{s:?}");
     assert_eq!(d_fs.sha256_hex()?, fs_before);
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

@@ -6,7 +6,6 @@
 //! pool stays on its node. Deleting the ConfigMap returns to the bundled policy.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -14,34 +13,22 @@ use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use msp_operator::crd::PoolState;
 use msp_operator::policy::bundled;
-use msp_tests::loopdev::LoopDevice;
-use msp_tests::operator::{
-    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster,
-    start_storage_node, wait_pool,
-};
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, pool_event_reasons, wait_pool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
-
-fn can_run() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let module_path = bundled::built_component("hostile-misbehave")
         .ok_or_else(|| anyhow::anyhow!("the hostile test policy was not built"))?;
     let module = std::fs::read(module_path)?;
 
-    let (_cp, admin) = start_cluster().await?;
-    let mut op = Operator::start(admin.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node1", true).await?;
-    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
     let disks = [
         LoopDevice::create(32 * MIB)?,
         LoopDevice::create(32 * MIB)?,
@@ -116,10 +103,10 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
             .iter()
             .any(|r| r == "PolicyFailed")
     );
-    let mut on_node = node_pools(sn.endpoint()).await?;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["hostile-destroy", "hostile-panic", "plain"]);
-    let (_, metrics) = op.http_get("/metrics").await?;
+    let (_, metrics) = scene.op.http_get("/metrics").await?;
     // The hostile module panics: a trap, counted under its kind.
     let failures = metrics
         .lines()
@@ -131,7 +118,9 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
         "policy info metric names the hostile policy",
         WAIT,
         || async {
-            op.http_get("/metrics")
+            scene
+                .op
+                .http_get("/metrics")
                 .await
                 .is_ok_and(|(_, m)| m.contains("msp_policy_info{name=\"msp-hostile-misbehave\""))
         },
@@ -156,6 +145,6 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
         },
     )
     .await?;
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

@@ -6,25 +6,18 @@
 //! metadata (labels, finalizers) and deleting are Forbidden.
 
 use std::path::Path;
-use std::time::Duration;
 
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use msp_operator::crd::{MayastorPool, MayastorPoolSpec, PoolState};
-use msp_tests::loopdev::LoopDevice;
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
-    Operator, create_node, create_pool, ledger_pools, node_pools, pool_event_reasons,
-    start_cluster, start_storage_node, wait_for, wait_pool,
+    Scene, WAIT, create_pool, ledger_pools, node_pools, pool_event_reasons, start_cluster,
+    wait_for, wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 const RBAC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac/operator.yaml");
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
-
-fn can_run() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
-}
 
 fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
     match result {
@@ -35,7 +28,7 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let (cp, admin) = start_cluster().await?;
@@ -45,10 +38,7 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
     let identity = cp.service_account("mayastor", "msp-operator")?;
     let restricted = identity.client().await?;
 
-    let mut op = Operator::start(restricted.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node1", true).await?;
-    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let scene = Scene::start_on(cp, restricted.clone(), BIN, "node1").await?;
     let disk = LoopDevice::create(64 * MIB)?;
 
     // The whole lifecycle works with these rights: status, events, ledger.
@@ -120,7 +110,9 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
         .delete("pool-r", &DeleteParams::default())
         .await?;
     wait_for("pool-r destroyed on the node", WAIT, || async {
-        node_pools(sn.endpoint()).await.is_ok_and(|p| p.is_empty())
+        node_pools(scene.sn.endpoint())
+            .await
+            .is_ok_and(|p| p.is_empty())
     })
     .await?;
     wait_for("ledger emptied", WAIT, || async {
@@ -129,6 +121,6 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
             .is_ok_and(|l| l.is_empty())
     })
     .await?;
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

@@ -3,35 +3,21 @@
 //! disk goes read-only, faulted when its disk is detached; a spec edit after
 //! creation is ignored with a reason; events, conditions and metrics follow.
 
-use std::time::Duration;
-
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use msp_operator::crd::{MayastorPool, PoolState};
-use msp_tests::loopdev::LoopDevice;
-use msp_tests::operator::{
-    Operator, create_node, create_pool, node_pools, pool_event_reasons, start_cluster,
-    start_storage_node, wait_pool,
-};
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, pool_event_reasons, wait_pool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
-const MIB: u64 = 1024 * 1024;
-const WAIT: Duration = Duration::from_secs(30);
-
-fn can_run() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
-    let (_cp, admin) = start_cluster().await?;
-    let mut op = Operator::start(admin.clone(), &[]).await?;
-    op.wait_ready(WAIT).await?;
-    create_node(&admin, "node1", true).await?;
-    let sn = start_storage_node(BIN, "node1", &op.registration_endpoint())?;
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
     let disk_a = LoopDevice::create(64 * MIB)?;
     let mut disk_b = LoopDevice::create(64 * MIB)?;
     create_pool(&admin, "pool-a", "node1", &[disk_a.path_str()]).await?;
@@ -63,7 +49,7 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
             "{s:?}"
         );
     }
-    let mut on_node = node_pools(sn.endpoint()).await?;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["pool-a".to_string(), "pool-b".to_string()]);
 
@@ -136,9 +122,9 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
     );
 
     // Operations endpoint.
-    assert_eq!(op.http_get("/healthz").await?.0, 200);
-    assert_eq!(op.http_get("/readyz").await?.0, 200);
-    let (code, metrics) = op.http_get("/metrics").await?;
+    assert_eq!(scene.op.http_get("/healthz").await?.0, 200);
+    assert_eq!(scene.op.http_get("/readyz").await?.0, 200);
+    let (code, metrics) = scene.op.http_get("/metrics").await?;
     assert_eq!(code, 200);
     for line in [
         "msp_pool_state{namespace=\"mayastor\",name=\"pool-b\",state=\"faulted\"} 1",
@@ -152,6 +138,6 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
         metrics.contains("msp_reconcile_time_seconds_bucket"),
         "{metrics}"
     );
-    op.stop().await?;
+    scene.op.stop().await?;
     Ok(())
 }

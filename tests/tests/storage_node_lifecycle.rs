@@ -3,44 +3,17 @@
 //! degraded (read-only disk) → faulted (disk detached) → destroy erases the
 //! label. Also the same through the v0 API.
 
-use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use msp_proto::{v0, v1};
-use msp_tests::loopdev::LoopDevice;
+use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, require_loop_devices, write_at};
 use msp_tests::storage_node::label::{LABEL_SIZE, Label, LabelRead, RESERVED_BYTES};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
-const MIB: u64 = 1024 * 1024;
-
-fn can_run() -> bool {
-    msp_tests::require("root and loop devices (losetup)", LoopDevice::available())
-}
-
-/// A deterministic pattern unlike zeroes and unlike a label.
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-        .collect()
-}
-
-fn write_data(dev: &std::path::Path, offset: u64, data: &[u8]) -> anyhow::Result<()> {
-    let f = std::fs::OpenOptions::new().write(true).open(dev)?;
-    f.write_all_at(data, offset)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-fn read_data(path: &std::path::Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
-    let f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
-}
 
 fn label_on(path: &std::path::Path) -> anyhow::Result<LabelRead> {
-    Ok(Label::decode(&read_data(path, 0, LABEL_SIZE)?))
+    Ok(Label::decode(&read_at(path, 0, LABEL_SIZE)?))
 }
 
 async fn list(
@@ -59,7 +32,7 @@ fn state(p: &v1::Pool) -> v1::PoolState {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let a = LoopDevice::create(64 * MIB)?;
@@ -97,8 +70,8 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
     // Data written into the pool's data area must survive the restart.
     let data_a = pattern(0x5A, MIB as usize);
     let data_b = pattern(0xA5, MIB as usize);
-    write_data(a.path(), RESERVED_BYTES, &data_a)?;
-    write_data(b.path(), RESERVED_BYTES + 7 * MIB, &data_b)?;
+    write_at(a.path(), RESERVED_BYTES, &data_a)?;
+    write_at(b.path(), RESERVED_BYTES + 7 * MIB, &data_b)?;
 
     node.restart()?;
     let mut c = v1::pool_rpc_client::PoolRpcClient::connect(node.uri()).await?;
@@ -119,9 +92,9 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
     assert_eq!(imported.disks, created.disks);
     assert_eq!(imported.capacity, created.capacity);
     assert_eq!(state(&imported), v1::PoolState::PoolOnline);
-    assert_eq!(read_data(a.path(), RESERVED_BYTES, MIB as usize)?, data_a);
+    assert_eq!(read_at(a.path(), RESERVED_BYTES, MIB as usize)?, data_a);
     assert_eq!(
-        read_data(b.path(), RESERVED_BYTES + 7 * MIB, MIB as usize)?,
+        read_at(b.path(), RESERVED_BYTES + 7 * MIB, MIB as usize)?,
         data_b
     );
 
@@ -148,8 +121,8 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
     .await?;
     assert!(list(&mut c).await.is_empty());
     assert_eq!(label_on(a.path())?, LabelRead::Absent);
-    assert_eq!(read_data(a.path(), 0, LABEL_SIZE)?, vec![0u8; LABEL_SIZE]);
-    assert_eq!(read_data(a.path(), RESERVED_BYTES, MIB as usize)?, data_a);
+    assert_eq!(read_at(a.path(), 0, LABEL_SIZE)?, vec![0u8; LABEL_SIZE]);
+    assert_eq!(read_at(a.path(), RESERVED_BYTES, MIB as usize)?, data_a);
     assert!(matches!(label_on(&b_backing)?, LabelRead::Valid(l) if l.pool_name == "life"));
 
     // Destroying an unknown pool is OK.
@@ -183,7 +156,7 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v0_client_create_list_destroy() -> anyhow::Result<()> {
-    if !can_run() {
+    if !require_loop_devices() {
         return Ok(());
     }
     let d = LoopDevice::create(16 * MIB)?;
