@@ -1,0 +1,521 @@
+//! Benchmark: many pools on many simulated nodes converging to online,
+//! against the API server's raw status-write rate measured in the same run.
+//! Target (ARCHITECTURE.md): 5,000 pools on 1,000 nodes converge at ≥ 50 % of
+//! that rate.
+//!
+//! One run, one real control plane (etcd + kube-apiserver):
+//! 1. **baseline**: with no operator running, create the pools in a namespace
+//!    of their own, then patch each one's status subresource to online the way
+//!    the operator does (server-side apply, forced, a status of the same
+//!    shape), `CONCURRENCY` requests at a time, as fast as possible → writes/s;
+//! 2. **operator**: the operator in-process (`--concurrency=CONCURRENCY`,
+//!    production periods) and one `storage-node` process running the virtual
+//!    nodes (127.0.1.1, 127.0.1.2, …, in-memory disks); Node objects
+//!    labelled for Mayastor; once every node listens and has had a heartbeat,
+//!    the pools are created (`CONCURRENCY` at a time) and the run ends when a
+//!    watch has seen every one online → pools/s from the first create to the
+//!    last online, and create → online latency per pool.
+//!
+//! Virtual nodes take `malloc://` disks only, and the shipped CRD admits
+//! `/dev/...` paths only, so this benchmark's control plane gets the CRD with
+//! its disk pattern widened to also admit `malloc:///NAME?size_mb=N` (still
+//! one regex per disk to validate). Nothing else differs from the shipped one.
+//!
+//! Run: `cargo bench -p msp-tests --bench scale` (add `--profile dev` to skip
+//! the release build). Environment: `MSP_BENCH_NODES` (default 1000),
+//! `MSP_BENCH_POOLS_PER_NODE` (5), `MSP_BENCH_CONCURRENCY` (64),
+//! `MSP_BENCH_TIMEOUT_SECS` (600: the whole run; on expiry it prints how far
+//! it got and fails); `RUST_LOG` (default `warn`) for the operator's logs.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use msp_operator::crd::{
+    DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
+};
+use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
+use msp_tests::operator::{Operator, create_node, ensure_namespace, wait_for};
+use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
+const NAMESPACE: &str = "mayastor";
+const BASELINE_NAMESPACE: &str = "msp-bench-baseline";
+const NODE_PREFIX: &str = "bench-node-";
+const VIRTUAL_BASE: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
+const DISK_MB: u64 = 64;
+const HEARTBEAT_SECS: u64 = 5;
+/// The operator's production periods (FAST_FLAGS suit one node, not a
+/// thousand: a 300 ms pool-list refresh per node would be 3,300 ListPools/s).
+const OPERATOR_FLAGS: &[&str] = &[
+    "--node-deadline=15s",
+    "--node-sync-period=5s",
+    "--probe-timeout=3s",
+    "--rpc-timeout=60s",
+    "--sweep-period=10s",
+    "--resync=60s",
+    "--startup-grace=10s",
+];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+struct Sizes {
+    nodes: usize,
+    per_node: usize,
+    concurrency: usize,
+}
+
+impl Sizes {
+    fn pools(&self) -> usize {
+        self.nodes * self.per_node
+    }
+
+    fn node(&self, i: usize) -> String {
+        format!("{NODE_PREFIX}{}", i + 1)
+    }
+
+    /// (pool name, node name, disk) of pool `p`.
+    fn pool(&self, p: usize) -> (String, String, String) {
+        let (n, k) = (p / self.per_node, p % self.per_node);
+        (
+            format!("pool-{}-{k}", n + 1),
+            self.node(n),
+            format!("malloc:///disk-{k}?size_mb={DISK_MB}"),
+        )
+    }
+}
+
+fn rate(count: usize, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Raises the soft open-files limit to the hard limit: the operator holds a
+/// registration and a pool-API connection per virtual node.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn pool_resource(name: &str, node: &str, disk: &str) -> MayastorPool {
+    MayastorPool::new(
+        name,
+        MayastorPoolSpec {
+            node: node.into(),
+            disks: vec![disk.into()],
+        },
+    )
+}
+
+/// The shipped CRD with the disk pattern widened to admit malloc disks.
+async fn apply_bench_crd(cp: &ControlPlane) -> anyhow::Result<()> {
+    let shipped = std::fs::read_to_string(CRD_MANIFEST)?;
+    let line = format!("pattern: {DISK_PATH_PATTERN}");
+    anyhow::ensure!(
+        shipped.matches(&line).count() == 1,
+        "the CRD no longer has one `{line}`: update this benchmark"
+    );
+    let widened = format!(
+        "pattern: '^({}|malloc:///[a-z0-9-]+[?]size_mb=[0-9]+)$'",
+        DISK_PATH_PATTERN
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+    );
+    let path = cp.dir().join("bench-crd.yaml");
+    std::fs::write(&path, shipped.replace(&line, &widened))?;
+    cp.apply_crd_from(&path).await?;
+    Ok(())
+}
+
+/// Step 2: creates the pools in their own namespace, then writes each one's
+/// status to online; returns (creates/s, status writes/s).
+async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> {
+    ensure_namespace(client, BASELINE_NAMESPACE).await?;
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), BASELINE_NAMESPACE);
+    let start = Instant::now();
+    let created: Vec<MayastorPool> = stream::iter(0..sizes.pools())
+        .map(|p| {
+            let api = api.clone();
+            let (name, node, disk) = sizes.pool(p);
+            async move {
+                api.create(&PostParams::default(), &pool_resource(&name, &node, &disk))
+                    .await
+            }
+        })
+        .buffer_unordered(sizes.concurrency)
+        .try_collect()
+        .await?;
+    let create_took = start.elapsed();
+
+    let params = PatchParams::apply("msp-bench").force();
+    let start = Instant::now();
+    stream::iter(created)
+        .map(|pool| {
+            let (api, params) = (api.clone(), params.clone());
+            async move {
+                let name = pool.metadata.name.clone().unwrap_or_default();
+                let now = pool
+                    .metadata
+                    .creation_timestamp
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("{name}: no creationTimestamp"))?;
+                let message = format!("pool is online on \"{}\"", pool.spec.node);
+                let status = MayastorPoolStatus {
+                    state: Some(PoolState::Online),
+                    node: Some(pool.spec.node.clone()),
+                    disks: Some(pool.spec.disks.clone()),
+                    reason: Some(message.clone()),
+                    capacity: Some((DISK_MB - 1) * 1024 * 1024),
+                    used: Some(0),
+                    policy: Some("msp-bench@baseline".into()),
+                    conditions: vec![msp_operator::report::ready_condition(
+                        &[],
+                        PoolState::Online,
+                        &message,
+                        pool.metadata.generation,
+                        now,
+                    )],
+                };
+                let patch = serde_json::json!({
+                    "apiVersion": MayastorPool::api_version(&()),
+                    "kind": MayastorPool::kind(&()),
+                    "status": status,
+                });
+                api.patch_status(&name, &params, &Patch::Apply(&patch))
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(sizes.concurrency)
+        .try_collect::<()>()
+        .await?;
+    let write_took = start.elapsed();
+    let online = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.state) == Some(PoolState::Online))
+        .count();
+    anyhow::ensure!(
+        online == sizes.pools(),
+        "baseline: {online} of {} pools online after the status writes",
+        sizes.pools()
+    );
+    println!(
+        "baseline (no operator): {} creates in {:.2} s = {:.0}/s; {} status writes in {:.2} s = {:.0} writes/s",
+        sizes.pools(),
+        create_took.as_secs_f64(),
+        rate(sizes.pools(), create_took),
+        sizes.pools(),
+        write_took.as_secs_f64(),
+        rate(sizes.pools(), write_took),
+    );
+    Ok((
+        rate(sizes.pools(), create_took),
+        rate(sizes.pools(), write_took),
+    ))
+}
+
+/// When the watch saw each pool online, by name.
+#[derive(Default)]
+struct Online {
+    at: Mutex<HashMap<String, Instant>>,
+    count: AtomicUsize,
+}
+
+fn watch_online(client: &Client) -> (Arc<Online>, tokio::task::JoinHandle<()>) {
+    let online = Arc::new(Online::default());
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), NAMESPACE);
+    let task = tokio::spawn({
+        let online = online.clone();
+        watcher(api, watcher::Config::default())
+            .applied_objects()
+            .for_each(move |pool| {
+                if let Ok(pool) = pool
+                    && pool.status.as_ref().and_then(|s| s.state) == Some(PoolState::Online)
+                    && let Some(name) = pool.metadata.name
+                {
+                    let mut at = online.at.lock().unwrap_or_else(|e| e.into_inner());
+                    if let std::collections::hash_map::Entry::Vacant(e) = at.entry(name) {
+                        e.insert(Instant::now());
+                        online.count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                futures::future::ready(())
+            })
+    });
+    (online, task)
+}
+
+/// Pools in `NAMESPACE` by state ("none" without one), for the timeout report.
+async fn states(client: &Client) -> anyhow::Result<Vec<(String, usize)>> {
+    let api: Api<MayastorPool> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for p in api.list(&ListParams::default()).await?.items {
+        let state = p
+            .status
+            .and_then(|s| s.state)
+            .map_or("none".to_string(), |s| s.to_string());
+        *by.entry(state).or_default() += 1;
+    }
+    let mut by: Vec<_> = by.into_iter().collect();
+    by.sort();
+    Ok(by)
+}
+
+/// The operator's metrics that say where its time went.
+async fn print_operator_metrics(op: &Operator) {
+    match op.http_get("/metrics").await {
+        Ok((200, body)) => {
+            for line in body.lines().filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with("msp_status_writes")
+                        || l.starts_with("msp_reconcile_total")
+                        || l.starts_with("msp_reconcile_errors")
+                        || l.starts_with("msp_reconcile_time_seconds_sum")
+                        || l.starts_with("msp_reconcile_time_seconds_count")
+                        || l.starts_with("msp_node_operations"))
+            }) {
+                println!("  operator metric: {line}");
+            }
+        }
+        other => println!("  operator metrics unavailable: {other:?}"),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if !msp_tests::require(
+        "control plane binaries (tests/control-plane/build.sh)",
+        ControlPlane::binaries_available().await,
+    ) {
+        return Ok(());
+    }
+    raise_fd_limit();
+    // Warnings only unless RUST_LOG says otherwise: two info lines per pool
+    // from the in-process operator would bury the figures (the operator's
+    // own init keeps a subscriber already installed).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let sizes = Sizes {
+        nodes: env_or("MSP_BENCH_NODES", 1000),
+        per_node: env_or("MSP_BENCH_POOLS_PER_NODE", 5),
+        concurrency: env_or("MSP_BENCH_CONCURRENCY", 64),
+    };
+    let timeout = Duration::from_secs(env_or("MSP_BENCH_TIMEOUT_SECS", 600) as u64);
+    let deadline = Instant::now() + timeout;
+    let profile = if cfg!(debug_assertions) {
+        "dev (debug assertions)"
+    } else {
+        "release"
+    };
+    println!(
+        "scale: {} pools on {} virtual nodes ({} per node), concurrency {}, {profile} build, timeout {timeout:?}",
+        sizes.pools(),
+        sizes.nodes,
+        sizes.per_node,
+        sizes.concurrency
+    );
+    let run_start = Instant::now();
+
+    // 1. Control plane, CRD, namespace.
+    let cp = ControlPlane::start().await?;
+    apply_bench_crd(&cp).await?;
+    let admin = cp.client().await?;
+    ensure_namespace(&admin, NAMESPACE).await?;
+
+    // 2. Baseline, on a client of its own.
+    let (_, raw_writes) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        baseline(&cp.client().await?, &sizes),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out during the baseline"))??;
+
+    // 3. Operator, virtual nodes, Node objects.
+    let concurrency = format!("--concurrency={}", sizes.concurrency);
+    let flags: Vec<&str> = OPERATOR_FLAGS
+        .iter()
+        .copied()
+        .chain([concurrency.as_str()])
+        .collect();
+    let mut op = Operator::start(cp.client().await?, &flags).await?;
+    op.wait_ready(Duration::from_secs(60)).await?;
+    let port = TcpListener::bind((VIRTUAL_BASE, 0))?.local_addr()?.port();
+    let mut options = StorageNodeOptions::new("unused-in-virtual-mode");
+    options.grpc_endpoint = Some(SocketAddr::from((VIRTUAL_BASE, port)));
+    options.registration_endpoint = Some(op.registration_endpoint());
+    options.heartbeat_secs = HEARTBEAT_SECS;
+    options.extra_args = vec![
+        "--virtual-nodes".into(),
+        sizes.nodes.to_string(),
+        "--virtual-base".into(),
+        VIRTUAL_BASE.to_string(),
+        "--virtual-name-prefix".into(),
+        NODE_PREFIX.into(),
+    ];
+    let nodes_start = Instant::now();
+    // Started from the main thread, which lives as long as the run (the
+    // child's death signal is bound to the spawning thread).
+    let _storage = StorageNodeProcess::start(BIN, options)?;
+    stream::iter(0..sizes.nodes)
+        .map(|i| {
+            let (admin, name) = (admin.clone(), sizes.node(i));
+            async move { create_node(&admin, &name, true).await }
+        })
+        .buffer_unordered(sizes.concurrency)
+        .try_collect::<()>()
+        .await?;
+    // Every virtual node listening; each registers as soon as it starts.
+    let (first, count) = (u32::from(VIRTUAL_BASE), sizes.nodes);
+    let listening = Arc::new(AtomicUsize::new(0));
+    wait_for(
+        "every virtual node listening",
+        deadline.saturating_duration_since(Instant::now()),
+        || {
+            let listening = listening.clone();
+            async move {
+                let from = listening.load(Ordering::Relaxed);
+                for i in from..count {
+                    let ip = Ipv4Addr::from(first + i as u32);
+                    if tokio::net::TcpStream::connect((ip, port)).await.is_err() {
+                        return false;
+                    }
+                    listening.store(i + 1, Ordering::Relaxed);
+                }
+                true
+            }
+        },
+    )
+    .await?;
+    // The last one started just now: one heartbeat period covers its first
+    // registration even if that one failed.
+    tokio::time::sleep(Duration::from_secs(HEARTBEAT_SECS + 1)).await;
+    println!(
+        "{} virtual nodes listening and registered, {} Node objects, in {:.1} s",
+        sizes.nodes,
+        sizes.nodes,
+        nodes_start.elapsed().as_secs_f64()
+    );
+
+    // 4. The pools, through the operator.
+    let (online, watch) = watch_online(&admin);
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), NAMESPACE);
+    let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    let creates = stream::iter(0..sizes.pools())
+        .map(|p| {
+            let (api, created_at) = (api.clone(), created_at.clone());
+            let (name, node, disk) = sizes.pool(p);
+            async move {
+                let at = Instant::now();
+                api.create(&PostParams::default(), &pool_resource(&name, &node, &disk))
+                    .await?;
+                created_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, at);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(sizes.concurrency)
+        .try_collect::<()>();
+    tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), creates)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out creating the pools"))??;
+    let creates_took = start.elapsed();
+    let converged = wait_for(
+        "every pool online",
+        deadline.saturating_duration_since(Instant::now()),
+        || futures::future::ready(online.count.load(Ordering::Relaxed) >= sizes.pools()),
+    )
+    .await;
+    let took = start.elapsed();
+    watch.abort();
+    let done = online.count.load(Ordering::Relaxed);
+    println!(
+        "operator: {} pools created in {:.2} s ({:.0} creates/s)",
+        sizes.pools(),
+        creates_took.as_secs_f64(),
+        rate(sizes.pools(), creates_took)
+    );
+    print_operator_metrics(&op).await;
+    if let Err(err) = converged {
+        println!(
+            "NOT CONVERGED: {done} of {} pools online after {:.1} s (run {:.1} s); by state: {:?}",
+            sizes.pools(),
+            took.as_secs_f64(),
+            run_start.elapsed().as_secs_f64(),
+            states(&admin).await.unwrap_or_default()
+        );
+        return Err(err);
+    }
+    let mut latencies: Vec<Duration> = {
+        let created = created_at.lock().unwrap_or_else(|e| e.into_inner());
+        let at = online.at.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .iter()
+            .filter_map(|(name, c)| Some(at.get(name)?.saturating_duration_since(*c)))
+            .collect()
+    };
+    latencies.sort();
+    let pools_per_s = rate(sizes.pools(), took);
+    println!(
+        "operator: {} pools online in {:.2} s = {:.0} pools/s (first create to last online)",
+        sizes.pools(),
+        took.as_secs_f64(),
+        pools_per_s
+    );
+    if !latencies.is_empty() {
+        println!(
+            "  create -> online: p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
+            ms(percentile(&latencies, 50.0)),
+            ms(percentile(&latencies, 99.0)),
+            ms(latencies[latencies.len() - 1])
+        );
+    }
+    println!(
+        "ratio: {:.0} pools/s / {:.0} raw status writes/s = {:.1} % (target >= 50 %); run {:.1} s",
+        pools_per_s,
+        raw_writes,
+        100.0 * pools_per_s / raw_writes,
+        run_start.elapsed().as_secs_f64()
+    );
+    op.stop().await?;
+    Ok(())
+}
