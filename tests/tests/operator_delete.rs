@@ -166,7 +166,10 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     // Start again on the same registration port: the ledger names the pool,
     // its uid is gone, the node re-registers, the pool is destroyed.
     let reg = format!("--registration-addr={registration}");
-    scene.op = Operator::start(admin.clone(), &[&reg]).await?;
+    // The production grace (10 s), not the fast one: the node's next 1 s
+    // heartbeat lands well inside it even on a loaded machine, which a 3 s
+    // grace counted from before the caches sync did not always allow.
+    scene.op = Operator::start(admin.clone(), &[&reg, "--startup-grace=10s"]).await?;
     scene.op.wait_ready(WAIT).await?;
     wait_for("doomed destroyed after the restart", WAIT, || async {
         node_pools(scene.sn.endpoint()).await.is_ok_and(|mut p| {
