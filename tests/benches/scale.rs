@@ -293,6 +293,58 @@ async fn states(client: &Client) -> anyhow::Result<Vec<(String, usize)>> {
     Ok(by)
 }
 
+/// The API server's write requests so far, by verb, resource and
+/// subresource (from its own `apiserver_request_total`).
+async fn apiserver_writes(client: &Client) -> anyhow::Result<HashMap<String, f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut writes: HashMap<String, f64> = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let verb = label("verb");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+            continue;
+        }
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        *writes.entry(format!("{verb} {resource}")).or_default() += value.parse().unwrap_or(0.0);
+    }
+    Ok(writes)
+}
+
+/// Prints the writes between two snapshots, per pool.
+fn print_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, pools: usize) {
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    println!(
+        "  API server writes during the operator phase: {total:.0} ({:.2} per pool)",
+        total / pools as f64
+    );
+    for (what, n) in rows {
+        println!("    {what}: {n:.0} ({:.2} per pool)", n / pools as f64);
+    }
+}
+
 /// The operator's metrics that say where its time went.
 async fn print_operator_metrics(op: &Operator) {
     match op.http_get("/metrics").await {
@@ -434,6 +486,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 4. The pools, through the operator.
+    let writes_before = apiserver_writes(&admin).await?;
     let (online, watch) = watch_online(&admin);
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), NAMESPACE);
     let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -475,6 +528,10 @@ async fn main() -> anyhow::Result<()> {
         rate(sizes.pools(), creates_took)
     );
     print_operator_metrics(&op).await;
+    match apiserver_writes(&admin).await {
+        Ok(after) => print_writes(&writes_before, &after, sizes.pools()),
+        Err(err) => println!("  API server metrics unavailable: {err}"),
+    }
     if let Err(err) = converged {
         println!(
             "NOT CONVERGED: {done} of {} pools online after {:.1} s (run {:.1} s); by state: {:?}",
