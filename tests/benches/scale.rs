@@ -110,21 +110,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Raises the soft open-files limit to the hard limit: the operator holds a
-/// registration and a pool-API connection per virtual node.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
 
 fn pool_resource(name: &str, node: &str, disk: &str) -> MayastorPool {
     MayastorPool::new(
@@ -373,7 +358,8 @@ async fn main() -> anyhow::Result<()> {
     ) {
         return Ok(());
     }
-    raise_fd_limit();
+    // The operator holds a registration and a pool-API connection per virtual node.
+    msp_tests::raise_fd_limit();
     // Warnings only unless RUST_LOG says otherwise: two info lines per pool
     // from the in-process operator would bury the figures (the operator's
     // own init keeps a subscriber already installed).

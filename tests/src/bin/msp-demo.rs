@@ -24,16 +24,9 @@ use msp_tests::operator::{Operator, create_node, wait_pool};
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// The seed's example pool; `/dev/loop0` is replaced by the demo's disk.
-const EXAMPLE_POOL: &str = r#"apiVersion: "openebs.io/v1alpha1"
-kind: MayastorPool
-metadata:
-  name: my-new-pool
-  namespace: mayastor
-spec:
-  node: node1
-  disks: ["/dev/loop0"]
-"#;
+/// The seed's example pool, as the deploy overlay ships it; `/dev/loop0` is
+/// replaced by the demo's disk.
+const EXAMPLE_POOL: &str = include_str!("../../../deploy/overlays/seed-example/pool.yaml");
 
 const DISK_BYTES: u64 = 256 * 1024 * 1024;
 

@@ -119,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
     if configs.len() > 1 {
         // Each virtual node holds a listener, a registration connection and
         // the operator's connection: more than the usual 1024 descriptors.
-        raise_fd_limit();
+        if !msp_tests::raise_fd_limit() {
+            tracing::warn!("could not raise the open-files limit");
+        }
     }
     let mut nodes = Vec::with_capacity(configs.len());
     for c in configs {
@@ -153,22 +155,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-files limit to the hard limit (best effort).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("could not raise the open-files limit");
-            }
-        }
-    }
-}
 
 /// Stops all nodes concurrently (each deregisters on its own).
 async fn futures_join<F: std::future::Future + Send + 'static>(
