@@ -482,7 +482,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     let scene = scene_as_service_account(cp, &admin).await?;
     let disk = LoopDevice::create(64 * MIB)?;
     kubectl_create(&scene.cp, &seed_pool_on(&disk.path_str())?)?;
-    let status = wait_pool(&admin, "my-new-pool", WAIT, "online, decided by msp-retain", |s| {
+    wait_pool(&admin, "my-new-pool", WAIT, "online, decided by msp-retain", |s| {
         s.state == Some(PoolState::Online) && s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
     })
     .await?;
