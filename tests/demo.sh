@@ -3,8 +3,7 @@
 # bundled policy, with the seed's example pool applied. Ctrl-C stops it all.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-"$here/setup.sh"
-KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$here/control-plane/build.sh" 2>/dev/null)}
+KUBEBUILDER_ASSETS=$("$here/setup.sh")
 export KUBEBUILDER_ASSETS
 cd "$here/.."
 cargo build --locked -p msp-operator -p msp-tests --bins

@@ -2,7 +2,8 @@
 # Installs what the tests and the demo need, and only what is missing:
 # Debian packages, the wasm target, and the control plane binaries (built from
 # Go modules by tests/control-plane/build.sh into a cache outside the repo).
-# Safe to run again: a second run does nothing.
+# Safe to run again: a second run does nothing. Prints the directory holding
+# the control plane binaries (KUBEBUILDER_ASSETS when set, without a build).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -32,4 +33,8 @@ else
   log "rustup not found: make sure the wasm32-unknown-unknown target is installed"
 fi
 
-"$here/control-plane/build.sh" >/dev/null
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  echo "$KUBEBUILDER_ASSETS"
+else
+  "$here/control-plane/build.sh"
+fi

@@ -6,8 +6,7 @@
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-"$here/setup.sh"
-KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$("$here/control-plane/build.sh" 2>/dev/null)}
+KUBEBUILDER_ASSETS=$("$here/setup.sh")
 export KUBEBUILDER_ASSETS
 cd "$here/.."
 # Benchmarks are not run here (they print figures, they assert nothing), but
