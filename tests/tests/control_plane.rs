@@ -37,6 +37,16 @@ fn processes_using(dir: &Path) -> Vec<u32> {
 }
 
 /// Waits up to 10 s for `done`; the kernel reaps killed processes asynchronously.
+/// No process uses the control plane's temp dir, and the dir is gone.
+fn assert_nothing_left(dir: &Path) {
+    assert!(
+        processes_using(dir).is_empty(),
+        "left running: {:?}",
+        processes_using(dir)
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
 fn eventually(mut done: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
@@ -66,12 +76,7 @@ async fn drop_stops_both_processes_and_removes_the_temp_dir() -> anyhow::Result<
         ("1", "34")
     );
     drop(cp);
-    assert!(
-        processes_using(&dir).is_empty(),
-        "left running: {:?}",
-        processes_using(&dir)
-    );
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_nothing_left(&dir);
     Ok(())
 }
 
@@ -99,12 +104,7 @@ fn a_panicking_test_leaves_nothing_behind() {
     .join();
     assert!(outcome.is_err(), "the thread should have panicked");
     let dir = rx.recv().expect("the control plane had started");
-    assert!(
-        processes_using(&dir).is_empty(),
-        "left running: {:?}",
-        processes_using(&dir)
-    );
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_nothing_left(&dir);
 }
 
 type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
@@ -174,12 +174,7 @@ fn demo_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
         rest.iter().any(|line| line.starts_with("Stopping")),
         "{rest:?}"
     );
-    assert!(
-        processes_using(&dir).is_empty(),
-        "left running: {:?}",
-        processes_using(&dir)
-    );
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_nothing_left(&dir);
     Ok(())
 }
 
