@@ -372,6 +372,24 @@ pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<V
     Ok(events.into_iter().filter_map(|e| e.reason).collect())
 }
 
+/// Waits until an Event with `reason` about pool `name` is stored. The
+/// operator writes the status first and publishes the event after it, so a
+/// test that has seen the status must wait for the event, not look once.
+pub async fn wait_event(client: &Client, name: &str, reason: &str) -> anyhow::Result<()> {
+    let what = format!("a {reason} event about {name}");
+    let waited = wait_for(&what, WAIT, || async {
+        pool_event_reasons(client, name)
+            .await
+            .is_ok_and(|reasons| reasons.iter().any(|r| r == reason))
+    })
+    .await;
+    if let Err(e) = waited {
+        let seen = pool_event_reasons(client, name).await.unwrap_or_default();
+        return Err(e.context(format!("events seen: {seen:?}")));
+    }
+    Ok(())
+}
+
 /// Pool names recorded in the ledger ConfigMap of `node` (empty when it has none).
 pub async fn ledger_pools(client: &Client, node: &str) -> anyhow::Result<Vec<String>> {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> =

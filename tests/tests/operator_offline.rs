@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use msp_operator::crd::PoolState;
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, require_loop_devices, write_at};
-use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, pool_event_reasons, wait_pool};
+use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};
 use msp_tests::storage_node::label::RESERVED_BYTES;
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -87,13 +87,9 @@ async fn killed_node_goes_offline_and_comes_back_with_data() -> anyhow::Result<(
     .await?;
     assert_eq!(read_at(disk.path(), RESERVED_BYTES, data.len())?, data);
 
-    let reasons = pool_event_reasons(&admin, "pool-1").await?;
     // (The recorder folds repeats of one reason into a series of one Event.)
     for expected in ["Online", "Offline"] {
-        assert!(
-            reasons.iter().any(|r| r == expected),
-            "no {expected} event in {reasons:?}"
-        );
+        wait_event(&admin, "pool-1", expected).await?;
     }
     scene.op.stop().await?;
     Ok(())

@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use msp_operator::crd::PoolState;
 use msp_operator::policy::bundled;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
-use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, pool_event_reasons, wait_pool};
+use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 
@@ -82,12 +82,7 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
-    assert!(
-        pool_event_reasons(&admin, "hostile-panic")
-            .await?
-            .iter()
-            .any(|r| r == "PolicyFailed")
-    );
+    wait_event(&admin, "hostile-panic", "PolicyFailed").await?;
     // A destroy of a live pool is refused (the engine's validation already
     // calls it nonsense; the actuator would refuse it too); the pool stays.
     let s = wait_pool(&admin, "hostile-destroy", WAIT, "destroy refused", |s| {
@@ -97,12 +92,7 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
-    assert!(
-        pool_event_reasons(&admin, "hostile-destroy")
-            .await?
-            .iter()
-            .any(|r| r == "PolicyFailed")
-    );
+    wait_event(&admin, "hostile-destroy", "PolicyFailed").await?;
     let mut on_node = node_pools(scene.sn.endpoint()).await?;
     on_node.sort();
     assert_eq!(on_node, vec!["hostile-destroy", "hostile-panic", "plain"]);

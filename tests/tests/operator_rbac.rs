@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use msp_operator::crd::{MayastorPool, MayastorPoolSpec, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
-    Scene, WAIT, create_pool, ledger_pools, node_pools, pool_event_reasons, start_cluster,
+    Scene, WAIT, create_pool, ledger_pools, node_pools, start_cluster, wait_event,
     wait_for, wait_pool,
 };
 
@@ -47,12 +47,7 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
         s.state == Some(PoolState::Online)
     })
     .await?;
-    assert!(
-        pool_event_reasons(&admin, "pool-r")
-            .await?
-            .iter()
-            .any(|r| r == "Online")
-    );
+    wait_event(&admin, "pool-r", "Online").await?;
     assert_eq!(
         ledger_pools(&admin, "node1").await?,
         vec!["pool-r".to_string()]

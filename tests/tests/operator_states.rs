@@ -7,7 +7,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use msp_operator::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
-use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, pool_event_reasons, wait_pool};
+use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 
@@ -107,19 +107,10 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
     assert_eq!(s.conditions[0].observed_generation, Some(2));
 
     // Events on each transition.
-    let reasons = pool_event_reasons(&admin, "pool-a").await?;
     for expected in ["Online", "Degraded"] {
-        assert!(
-            reasons.iter().any(|r| r == expected),
-            "no {expected} event in {reasons:?}"
-        );
+        wait_event(&admin, "pool-a", expected).await?;
     }
-    assert!(
-        pool_event_reasons(&admin, "pool-b")
-            .await?
-            .iter()
-            .any(|r| r == "Faulted")
-    );
+    wait_event(&admin, "pool-b", "Faulted").await?;
 
     // Operations endpoint.
     assert_eq!(scene.op.http_get("/healthz").await?.0, 200);
