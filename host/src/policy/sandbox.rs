@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_millis(5);
 pub const MAX_USES: u32 = 1_000;
 /// Idle instances kept per compiled policy (one per concurrent decision).
 const MAX_IDLE: usize = 16;
-/// Compiled components kept for reuse (by sha256).
+/// Compiled components kept for reuse (by sha256) beyond those in use.
 const MAX_CACHED: usize = 16;
 
 /// Limits applied to every policy call. Configuration, not constants.
@@ -170,7 +170,10 @@ pub fn compile(bytes: &[u8], limits: &Limits) -> Result<Arc<CompiledPolicy>, Pol
     let compiled = Arc::new(compile_uncached(bytes, limits)?);
     let mut cache = lock(&sandbox.cache);
     if cache.len() >= MAX_CACHED {
-        cache.clear();
+        // Drop only modules nobody holds: clearing all would also drop the
+        // running policy's, and the next check of it would compile it again.
+        // Modules in use are few, so the cache stays small.
+        cache.retain(|_, compiled| Arc::strong_count(compiled) > 1);
     }
     cache.insert(sha256, compiled.clone());
     Ok(compiled)
