@@ -34,7 +34,10 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir.parent().ok_or("host/ has no parent")?.to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .ok_or("host/ has no parent")?
+        .to_path_buf();
     let bundled = out.join("msp_policy.component.wasm");
 
     println!("cargo:rerun-if-env-changed=MSP_POLICY_WASM");
@@ -47,7 +50,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
-    for p in ["wit", "policy/src", "policy/Cargo.toml", "policy/examples", "policy/hostile"] {
+    for p in [
+        "wit",
+        "policy/src",
+        "policy/Cargo.toml",
+        "policy/examples",
+        "policy/hostile",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
 
@@ -59,7 +68,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Separate target dirs: the default policy's crate is built with the
     // export feature, the examples link it without; sharing a dir would let
     // one build overwrite the other's msp_policy.wasm.
-    let core = nested_build(&root, &wasm_target.join("default"), &["-p", "msp-policy", "--features", "export-default"])?;
+    let core = nested_build(
+        &root,
+        &wasm_target.join("default"),
+        &["-p", "msp-policy", "--features", "export-default"],
+    )?;
     encode(&core.join("msp_policy.wasm"), &bundled)?;
 
     let mut args = Vec::new();
@@ -71,18 +84,31 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let file = format!("{}.wasm", krate.replace('-', "_"));
         let dest = out.join(format!("{}.component.wasm", krate.replace('-', "_")));
         encode(&core.join(&file), &dest)?;
-        println!("cargo:rustc-env=MSP_POLICY_COMPONENT_{name}={}", dest.display());
+        println!(
+            "cargo:rustc-env=MSP_POLICY_COMPONENT_{name}={}",
+            dest.display()
+        );
     }
     Ok(())
 }
 
 /// Runs `cargo build --release --target wasm32-unknown-unknown ARGS` in a
 /// clean environment; returns the directory holding the core modules.
-fn nested_build(root: &Path, target_dir: &Path, args: &[&str]) -> Result<PathBuf, Box<dyn std::error::Error>> {
+fn nested_build(
+    root: &Path,
+    target_dir: &Path,
+    args: &[&str],
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--quiet"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--quiet",
+        ])
         .args(args)
         .env("CARGO_TARGET_DIR", target_dir)
         // Small and fast guests; keep the name section for trap backtraces.
@@ -92,7 +118,13 @@ fn nested_build(root: &Path, target_dir: &Path, args: &[&str]) -> Result<PathBuf
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_BUILD_TARGET_DIR"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     if std::env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true") {

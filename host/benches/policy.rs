@@ -16,7 +16,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Times `f` once per observation; returns (p50, p99, mean).
-fn measure(observations: &[Observation], mut f: impl FnMut(&Observation)) -> (Duration, Duration, Duration) {
+fn measure(
+    observations: &[Observation],
+    mut f: impl FnMut(&Observation),
+) -> (Duration, Duration, Duration) {
     // Warm-up: caches, lazy instance creation.
     for obs in observations.iter().take(200) {
         f(obs);
@@ -38,14 +41,20 @@ fn us(d: Duration) -> String {
 }
 
 fn row(name: &str, (p50, p99, mean): (Duration, Duration, Duration)) {
-    println!("  {name:<44} p50 {}  p99 {}  mean {}", us(p50), us(p99), us(mean));
+    println!(
+        "  {name:<44} p50 {}  p99 {}  mean {}",
+        us(p50),
+        us(p99),
+        us(mean)
+    );
 }
 
 fn main() -> anyhow::Result<()> {
     let limits = Limits::default();
     let engine = PolicyEngine::new(limits)?;
     let mut rng = Rng::new(42);
-    let observations: Vec<Observation> = (0..CALLS).map(|_| sample::observation(&mut rng)).collect();
+    let observations: Vec<Observation> =
+        (0..CALLS).map(|_| sample::observation(&mut rng)).collect();
 
     println!("policy decision, {CALLS} generated observations");
     let native = measure(&observations, |o| {
@@ -60,7 +69,10 @@ fn main() -> anyhow::Result<()> {
     });
     row("wasm decide (pooled instance, checked)", wasm);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let wasm_async = measure(&observations, |o| {
         if let Err(e) = runtime.block_on(engine.decide(o)) {
             panic!("async wasm decide failed: {e}");
@@ -88,11 +100,18 @@ fn main() -> anyhow::Result<()> {
         "  ratio wasm/native p50: {:.1}x   p99: {:.1}x   target wasm p50 <= 20 µs: {}",
         wasm.0.as_secs_f64() / native.0.as_secs_f64().max(1e-9),
         wasm.1.as_secs_f64() / native.1.as_secs_f64().max(1e-9),
-        if wasm.0 <= Duration::from_micros(20) { "met" } else { "MISSED" }
+        if wasm.0 <= Duration::from_micros(20) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 
     println!("compile per module (uncached, cranelift)");
-    let mut modules: Vec<(String, Vec<u8>)> = vec![("default (bundled)".into(), bundled::DEFAULT_COMPONENT.to_vec())];
+    let mut modules: Vec<(String, Vec<u8>)> = vec![(
+        "default (bundled)".into(),
+        bundled::DEFAULT_COMPONENT.to_vec(),
+    )];
     for name in ["retain", "stable-disk-names"] {
         if let Some(path) = bundled::built_component(name) {
             modules.push((name.into(), std::fs::read(path)?));
@@ -114,7 +133,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let t = Instant::now();
-    msp_operator::policy::check(bundled::DEFAULT_COMPONENT, msp_operator::policy::PolicySource::File, &limits)?;
-    println!("  full check of a cached module (self-test): {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    msp_operator::policy::check(
+        bundled::DEFAULT_COMPONENT,
+        msp_operator::policy::PolicySource::File,
+        &limits,
+    )?;
+    println!(
+        "  full check of a cached module (self-test): {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }

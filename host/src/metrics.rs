@@ -336,7 +336,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1"),
+            text.contains(
+                "msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1"
+            ),
             "{text}"
         );
         assert!(

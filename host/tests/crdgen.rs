@@ -23,11 +23,20 @@ fn crd_names_and_schema_follow_the_seed() {
     assert_eq!(crd.spec.group, "openebs.io");
     assert_eq!(crd.spec.names.kind, "MayastorPool");
     assert_eq!(crd.spec.names.plural, "mayastorpools");
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["msp".to_string()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["msp".to_string()][..])
+    );
     assert_eq!(crd.spec.scope, "Namespaced");
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
 
     let schema = serde_json::to_value(version.schema.as_ref().expect("schema")).expect("json");
     let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
@@ -37,7 +46,10 @@ fn crd_names_and_schema_follow_the_seed() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert!(required.contains(&"node") && required.contains(&"disks"), "{required:?}");
+    assert!(
+        required.contains(&"node") && required.contains(&"disks"),
+        "{required:?}"
+    );
     let status = &schema["openAPIV3Schema"]["properties"]["status"]["properties"];
     for field in ["state", "node", "disks", "reason"] {
         assert!(status.get(field).is_some(), "status.{field} missing");
@@ -48,7 +60,10 @@ fn crd_names_and_schema_follow_the_seed() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(states, ["pending", "online", "degraded", "faulted", "offline"]);
+    assert_eq!(
+        states,
+        ["pending", "online", "degraded", "faulted", "offline"]
+    );
 
     let columns: Vec<&str> = version
         .additional_printer_columns
@@ -63,10 +78,25 @@ fn crd_names_and_schema_follow_the_seed() {
 #[test]
 fn disk_pattern_accepts_dev_paths_and_refuses_escapes() {
     let re = regex_lite::Regex::new(msp_operator::crd::DISK_PATH_PATTERN).expect("pattern");
-    for ok in ["/dev/loop0", "/dev/disk/by-id/nvme-Samsung_SSD_970_S1", "/dev/...x", "/dev/.hidden"] {
+    for ok in [
+        "/dev/loop0",
+        "/dev/disk/by-id/nvme-Samsung_SSD_970_S1",
+        "/dev/...x",
+        "/dev/.hidden",
+    ] {
         assert!(re.is_match(ok), "{ok} should be accepted");
     }
-    for bad in ["dev/loop0", "/dev", "/dev/", "/tmp/disk", "/dev/../etc/passwd", "/dev/./loop0", "/dev//loop0", "/dev/loop0/", "/devx/loop0"] {
+    for bad in [
+        "dev/loop0",
+        "/dev",
+        "/dev/",
+        "/tmp/disk",
+        "/dev/../etc/passwd",
+        "/dev/./loop0",
+        "/dev//loop0",
+        "/dev/loop0/",
+        "/devx/loop0",
+    ] {
         assert!(!re.is_match(bad), "{bad} should be refused");
     }
 }

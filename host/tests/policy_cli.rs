@@ -10,7 +10,10 @@ fn bin() -> Command {
 
 fn built(name: &str) -> std::path::PathBuf {
     let path = bundled::built_component(name);
-    assert!(path.is_some(), "component {name} was not built (MSP_POLICY_WASM set?)");
+    assert!(
+        path.is_some(),
+        "component {name} was not built (MSP_POLICY_WASM set?)"
+    );
     path.unwrap_or_default()
 }
 
@@ -21,7 +24,11 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
     std::fs::write(&file, bundled::DEFAULT_COMPONENT)?;
     let out = bin().args(["policy", "check"]).arg(&file).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("PASS"), "{stdout}");
     assert!(stdout.contains("msp-default"), "{stdout}");
     assert!(stdout.contains("imports nothing"), "{stdout}");
@@ -30,11 +37,17 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
 
 #[test]
 fn check_fails_with_a_reason_for_a_refused_module() -> anyhow::Result<()> {
-    for (name, needle) in [("hostile-wrong-version", "decider@0.2.0"), ("hostile-imports-wasi", "wasi:cli")] {
+    for (name, needle) in [
+        ("hostile-wrong-version", "decider@0.2.0"),
+        ("hostile-imports-wasi", "wasi:cli"),
+    ] {
         let out = bin().args(["policy", "check"]).arg(built(name)).output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} passed");
-        assert!(stderr.contains("FAIL") && stderr.contains(needle), "{name}: {stderr}");
+        assert!(
+            stderr.contains("FAIL") && stderr.contains(needle),
+            "{name}: {stderr}"
+        );
     }
     Ok(())
 }
@@ -49,8 +62,17 @@ fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
     obs.in_ledger = true;
     let obs_file = dir.path().join("obs.json");
     std::fs::write(&obs_file, serde_json::to_vec(&obs)?)?;
-    let out = bin().args(["policy", "eval"]).arg(built("retain")).arg("--observation").arg(&obs_file).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["policy", "eval"])
+        .arg(built("retain"))
+        .arg("--observation")
+        .arg(&obs_file)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decision: msp_policy::model::Decision = serde_json::from_slice(&out.stdout)?;
     assert_eq!(decision.action, msp_policy::model::Action::Retain);
     Ok(())

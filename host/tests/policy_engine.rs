@@ -10,7 +10,10 @@ use wasmtime::component::Component;
 fn example(name: &str) -> Vec<u8> {
     let path = bundled::built_component(name);
     // Examples are built by build.rs unless MSP_POLICY_WASM replaced the build.
-    assert!(path.is_some(), "component {name} was not built (MSP_POLICY_WASM set?)");
+    assert!(
+        path.is_some(),
+        "component {name} was not built (MSP_POLICY_WASM set?)"
+    );
     let path = path.unwrap_or_default();
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
@@ -23,7 +26,10 @@ fn bundled_component_imports_nothing_and_exports_the_versioned_decider() -> anyh
     let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
     assert!(imports.is_empty(), "bundled policy imports {imports:?}");
     let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
-    assert_eq!(exports, vec!["openebs:msp-policy/decider@0.1.0".to_string()]);
+    assert_eq!(
+        exports,
+        vec!["openebs:msp-policy/decider@0.1.0".to_string()]
+    );
     Ok(())
 }
 
@@ -46,13 +52,23 @@ fn wasm_and_native_decide_identically_on_10000_generated_observations() -> anyho
     for i in 0..10_000 {
         let obs = sample::observation(&mut rng);
         let native = msp_policy::decide(&obs);
-        let wasm = engine.decide_blocking(&obs).map_err(|e| anyhow::anyhow!("observation {i}: {e}\n{obs:#?}"))?;
+        let wasm = engine
+            .decide_blocking(&obs)
+            .map_err(|e| anyhow::anyhow!("observation {i}: {e}\n{obs:#?}"))?;
         assert_eq!(wasm, native, "observation {i} differs:\n{obs:#?}");
         *actions.entry(native.action).or_default() += 1;
     }
     // The generator must exercise every action the default policy takes.
-    for a in [Action::None, Action::Create, Action::Import, Action::Destroy] {
-        assert!(actions.get(&a).copied().unwrap_or(0) > 50, "action {a:?} too rare: {actions:?}");
+    for a in [
+        Action::None,
+        Action::Create,
+        Action::Import,
+        Action::Destroy,
+    ] {
+        assert!(
+            actions.get(&a).copied().unwrap_or(0) > 50,
+            "action {a:?} too rare: {actions:?}"
+        );
     }
     assert_eq!(engine.counters().decisions_total, 10_000);
     Ok(())

@@ -3,12 +3,17 @@
 
 use std::time::Duration;
 
-use msp_operator::policy::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, sandbox, validate};
+use msp_operator::policy::{
+    Limits, PolicyEngine, PolicyError, PolicySource, bundled, sandbox, validate,
+};
 use msp_policy::model::Observation;
 
 fn component(name: &str) -> Vec<u8> {
     let path = bundled::built_component(name);
-    assert!(path.is_some(), "component {name} was not built (MSP_POLICY_WASM set?)");
+    assert!(
+        path.is_some(),
+        "component {name} was not built (MSP_POLICY_WASM set?)"
+    );
     let path = path.unwrap_or_default();
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
@@ -45,17 +50,27 @@ fn hostile_engine(limits: Limits) -> (PolicyEngine, msp_operator::policy::Active
 fn infinite_loop_runs_out_of_fuel() {
     let (engine, active) = hostile_engine(Limits::default());
     let err = engine.decide_blocking(&named("hostile-loop"));
-    assert!(matches!(err, Err(PolicyError::FuelExhausted { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(PolicyError::FuelExhausted { .. })),
+        "{err:?}"
+    );
     still_works(&engine, &active);
 }
 
 #[test]
 fn infinite_loop_with_unlimited_fuel_hits_the_epoch_deadline() {
-    let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_millis(50), ..Limits::default() };
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
     let (engine, active) = hostile_engine(limits);
     let started = std::time::Instant::now();
     let err = engine.decide_blocking(&named("hostile-loop"));
-    assert!(matches!(err, Err(PolicyError::Deadline { ms: 50 })), "{err:?}");
+    assert!(
+        matches!(err, Err(PolicyError::Deadline { ms: 50 })),
+        "{err:?}"
+    );
     eprintln!("deadline hit after {:?}", started.elapsed());
     still_works(&engine, &active);
 }
@@ -64,15 +79,25 @@ fn infinite_loop_with_unlimited_fuel_hits_the_epoch_deadline() {
 fn unbounded_allocation_hits_the_memory_limit() {
     // Fuel is unlimited here: filling megabytes costs fuel, and the memory
     // limit is what must stop it.
-    let (engine, active) = hostile_engine(Limits { memory_bytes: 8 << 20, fuel: u64::MAX / 2, ..Limits::default() });
+    let (engine, active) = hostile_engine(Limits {
+        memory_bytes: 8 << 20,
+        fuel: u64::MAX / 2,
+        ..Limits::default()
+    });
     let err = engine.decide_blocking(&named("hostile-alloc"));
-    assert!(matches!(err, Err(PolicyError::MemoryLimit { limit }) if limit == 8 << 20), "{err:?}");
+    assert!(
+        matches!(err, Err(PolicyError::MemoryLimit { limit }) if limit == 8 << 20),
+        "{err:?}"
+    );
     still_works(&engine, &active);
 }
 
 #[test]
 fn deep_recursion_traps() {
-    let (engine, active) = hostile_engine(Limits { fuel: u64::MAX / 2, ..Limits::default() });
+    let (engine, active) = hostile_engine(Limits {
+        fuel: u64::MAX / 2,
+        ..Limits::default()
+    });
     let err = engine.decide_blocking(&named("hostile-recurse"));
     assert!(matches!(err, Err(PolicyError::Trap(_))), "{err:?}");
     still_works(&engine, &active);
@@ -92,7 +117,10 @@ fn absurd_decisions_are_nonsense() {
     let (engine, active) = hostile_engine(Limits::default());
     for name in ["hostile-requeue", "hostile-destroy"] {
         let err = engine.decide_blocking(&named(name));
-        assert!(matches!(err, Err(PolicyError::Nonsense(_))), "{name}: {err:?}");
+        assert!(
+            matches!(err, Err(PolicyError::Nonsense(_))),
+            "{name}: {err:?}"
+        );
     }
     still_works(&engine, &active);
 }
@@ -101,8 +129,14 @@ fn absurd_decisions_are_nonsense() {
 async fn async_decide_contains_a_hostile_call_too() {
     let (engine, active) = hostile_engine(Limits::default());
     let err = engine.decide(&named("hostile-loop")).await;
-    assert!(matches!(err, Err(PolicyError::FuelExhausted { .. })), "{err:?}");
-    assert_eq!(engine.decide(&new_pool()).await, Ok(msp_policy::decide(&new_pool())));
+    assert!(
+        matches!(err, Err(PolicyError::FuelExhausted { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.decide(&new_pool()).await,
+        Ok(msp_policy::decide(&new_pool()))
+    );
     assert_eq!(engine.active(), active);
 }
 
@@ -120,61 +154,99 @@ fn refused(bytes: &[u8], limits: Limits, want: impl Fn(&PolicyError) -> bool) {
 
 #[test]
 fn wrong_contract_version_is_refused() {
-    refused(&component("hostile-wrong-version"), Limits::default(), |e| {
-        matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@0.2.0")
-    });
+    refused(
+        &component("hostile-wrong-version"),
+        Limits::default(),
+        |e| matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@0.2.0"),
+    );
 }
 
 #[test]
 fn wrong_world_is_refused() {
-    refused(&component("hostile-wrong-world"), Limits::default(), |e| matches!(e, PolicyError::WrongWorld { .. }));
-}
-
-#[test]
-fn wasi_import_is_refused() {
-    refused(&component("hostile-imports-wasi"), Limits::default(), |e| {
-        matches!(e, PolicyError::Imports(list) if list.iter().any(|i| i == "wasi:cli/environment@0.2.0"))
+    refused(&component("hostile-wrong-world"), Limits::default(), |e| {
+        matches!(e, PolicyError::WrongWorld { .. })
     });
 }
 
 #[test]
+fn wasi_import_is_refused() {
+    refused(
+        &component("hostile-imports-wasi"),
+        Limits::default(),
+        |e| matches!(e, PolicyError::Imports(list) if list.iter().any(|i| i == "wasi:cli/environment@0.2.0")),
+    );
+}
+
+#[test]
 fn garbage_is_refused() {
-    refused(b"definitely not wasm", Limits::default(), |e| matches!(e, PolicyError::Garbage(_)));
-    refused(b"", Limits::default(), |e| matches!(e, PolicyError::Garbage(_)));
+    refused(b"definitely not wasm", Limits::default(), |e| {
+        matches!(e, PolicyError::Garbage(_))
+    });
+    refused(b"", Limits::default(), |e| {
+        matches!(e, PolicyError::Garbage(_))
+    });
     let half = &bundled::DEFAULT_COMPONENT[..bundled::DEFAULT_COMPONENT.len() / 2];
-    refused(half, Limits::default(), |e| matches!(e, PolicyError::Garbage(_)));
+    refused(half, Limits::default(), |e| {
+        matches!(e, PolicyError::Garbage(_))
+    });
     let mut flipped = bundled::DEFAULT_COMPONENT.to_vec();
     for b in flipped.iter_mut().skip(64).step_by(97) {
         *b ^= 0x5a;
     }
-    refused(&flipped, Limits::default(), |e| matches!(e, PolicyError::Garbage(_)));
+    refused(&flipped, Limits::default(), |e| {
+        matches!(e, PolicyError::Garbage(_))
+    });
 }
 
 #[test]
 fn core_module_is_refused() {
-    refused(b"\0asm\x01\0\0\0", Limits::default(), |e| matches!(e, PolicyError::NotAComponent));
+    refused(b"\0asm\x01\0\0\0", Limits::default(), |e| {
+        matches!(e, PolicyError::NotAComponent)
+    });
 }
 
 #[test]
 fn precompiled_bytes_are_refused() {
     let engine = sandbox::wasmtime_engine().unwrap_or_else(|e| panic!("{e}"));
-    let cwasm = engine.precompile_component(bundled::DEFAULT_COMPONENT).unwrap_or_else(|e| panic!("{e}"));
-    refused(&cwasm, Limits::default(), |e| matches!(e, PolicyError::Precompiled));
-    refused(b"\x7fELF\x02\x01\x01\0", Limits::default(), |e| matches!(e, PolicyError::Precompiled));
+    let cwasm = engine
+        .precompile_component(bundled::DEFAULT_COMPONENT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(&cwasm, Limits::default(), |e| {
+        matches!(e, PolicyError::Precompiled)
+    });
+    refused(b"\x7fELF\x02\x01\x01\0", Limits::default(), |e| {
+        matches!(e, PolicyError::Precompiled)
+    });
 }
 
 #[test]
 fn oversized_module_is_refused() {
-    let limits = Limits { module_bytes: 1024, ..Limits::default() };
+    let limits = Limits {
+        module_bytes: 1024,
+        ..Limits::default()
+    };
     // The bundled policy itself is loaded from the binary under these
     // limits too, so check through `check` rather than an engine.
     let err = msp_operator::policy::check(&component("retain"), PolicySource::File, &limits);
-    assert!(matches!(err, Err(PolicyError::TooLarge { limit: 1024, .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(PolicyError::TooLarge { limit: 1024, .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn a_policy_too_slow_for_the_budget_fails_its_self_test() {
-    let limits = Limits { fuel: 500, ..Limits::default() };
-    let err = msp_operator::policy::check(&component("stable-disk-names"), PolicySource::File, &limits);
-    assert!(matches!(err.as_ref().map_err(PolicyError::root), Err(PolicyError::FuelExhausted { budget: 500 })), "{err:?}");
+    let limits = Limits {
+        fuel: 500,
+        ..Limits::default()
+    };
+    let err =
+        msp_operator::policy::check(&component("stable-disk-names"), PolicySource::File, &limits);
+    assert!(
+        matches!(
+            err.as_ref().map_err(PolicyError::root),
+            Err(PolicyError::FuelExhausted { budget: 500 })
+        ),
+        "{err:?}"
+    );
 }

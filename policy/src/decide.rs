@@ -167,7 +167,9 @@ fn reported_health(state: ReportedState, created: bool, node: &str) -> Decision 
     } else if reason.is_empty() {
         // Listed by the node but never created by this operator: report it,
         // and say it stays the admin's.
-        format!("pool found on \"{node}\" but not created by this operator: it is left in place when the resource is deleted")
+        format!(
+            "pool found on \"{node}\" but not created by this operator: it is left in place when the resource is deleted"
+        )
     } else {
         reason
     };
@@ -213,7 +215,11 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
                 );
                 let due = op.at_ms.saturating_add(backoff);
                 let event = Some(warning(
-                    if created { "ImportFailed" } else { "CreateFailed" },
+                    if created {
+                        "ImportFailed"
+                    } else {
+                        "CreateFailed"
+                    },
                     &reason,
                 ));
                 if obs.now_ms < due {
@@ -337,7 +343,11 @@ pub fn was_created(obs: &Observation) -> bool {
         Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
     ) || matches!(
         &obs.last_operation,
-        Some(LastOperation { action: Action::Create | Action::Import, error: None, .. })
+        Some(LastOperation {
+            action: Action::Create | Action::Import,
+            error: None,
+            ..
+        })
     )
 }
 
@@ -380,7 +390,9 @@ pub fn storage_node_down(obs: &Observation) -> Option<String> {
         } else {
             format!(" at {}", sn.endpoint)
         };
-        return Some(format!("the storage node on \"{node}\"{at} does not answer"));
+        return Some(format!(
+            "the storage node on \"{node}\"{at} does not answer"
+        ));
     }
     None
 }
@@ -388,7 +400,9 @@ pub fn storage_node_down(obs: &Observation) -> Option<String> {
 /// Retry delay after `failures` consecutive failures: 1 s, 2 s, 4 s … 5 min.
 pub fn backoff_ms(failures: u32) -> u64 {
     let exp = failures.saturating_sub(1).min(20);
-    BACKOFF_MIN_MS.saturating_mul(1u64 << exp).min(BACKOFF_MAX_MS)
+    BACKOFF_MIN_MS
+        .saturating_mul(1u64 << exp)
+        .min(BACKOFF_MAX_MS)
 }
 
 /// Set when the spec names another node or other disks than those cached at

@@ -37,7 +37,10 @@ macro_rules! export_policy {
 export_policy!(crate::decide::info, crate::decide::decide);
 
 pub fn info_to_wit(i: model::PolicyInfo) -> wit::PolicyInfo {
-    wit::PolicyInfo { name: i.name, version: i.version }
+    wit::PolicyInfo {
+        name: i.name,
+        version: i.version,
+    }
 }
 
 pub fn observation_from_wit(o: wit::Observation) -> model::Observation {
@@ -56,7 +59,10 @@ pub fn observation_from_wit(o: wit::Observation) -> model::Observation {
             status_reason: o.pool.status_reason,
             deleted: o.pool.deleted,
         },
-        node: model::K8sNode { exists: o.node.exists, mayastor_enabled: o.node.mayastor_enabled },
+        node: model::K8sNode {
+            exists: o.node.exists,
+            mayastor_enabled: o.node.mayastor_enabled,
+        },
         storage_node: model::StorageNode {
             registered: o.storage_node.registered,
             heartbeat_age_ms: o.storage_node.heartbeat_age_ms,
@@ -118,7 +124,11 @@ pub fn decision_to_wit(d: model::Decision) -> wit::Decision {
         },
         reason: d.reason,
         requeue_after_ms: d.requeue_after_ms,
-        event: d.event.map(|e| wit::Event { warning: e.warning, reason: e.reason, message: e.message }),
+        event: d.event.map(|e| wit::Event {
+            warning: e.warning,
+            reason: e.reason,
+            message: e.message,
+        }),
     }
 }
 

@@ -28,7 +28,10 @@ fn base(state: Option<PoolState>) -> Observation {
             status_reason: None,
             deleted: false,
         },
-        node: K8sNode { exists: true, mayastor_enabled: true },
+        node: K8sNode {
+            exists: true,
+            mayastor_enabled: true,
+        },
         storage_node: StorageNode {
             registered: true,
             heartbeat_age_ms: Some(1_000),
@@ -56,7 +59,10 @@ fn reported(state: ReportedState) -> ReportedPool {
 fn failed(action: Action, kind: ErrorKind, failures: u32, ago_ms: u64) -> Option<LastOperation> {
     Some(LastOperation {
         action,
-        error: Some(OperationError { kind, message: "boom".into() }),
+        error: Some(OperationError {
+            kind,
+            message: "boom".into(),
+        }),
         failures,
         at_ms: NOW - ago_ms,
     })
@@ -88,7 +94,11 @@ fn node_missing_or_unlabelled_keeps_a_new_pool_pending() {
         o.node.mayastor_enabled = false;
         let d = decide(&o);
         assert_eq!((d.action, d.state), (Action::None, PoolState::Pending));
-        assert!(d.reason.contains("openebs.io/engine=mayastor"), "{}", d.reason);
+        assert!(
+            d.reason.contains("openebs.io/engine=mayastor"),
+            "{}",
+            d.reason
+        );
     }
 }
 
@@ -101,15 +111,25 @@ fn storage_node_down_is_pending_before_creation_and_offline_after() {
                 o.storage_node.registered = false;
                 o.storage_node.heartbeat_age_ms = None;
             }),
-            ("no heartbeat", |o| o.storage_node.heartbeat_age_ms = Some(30_000)),
+            ("no heartbeat", |o| {
+                o.storage_node.heartbeat_age_ms = Some(30_000)
+            }),
             ("does not answer", |o| o.storage_node.reachable = false),
         ];
         for (needle, apply) in cases {
             let mut o = base(start);
             apply(&mut o);
             let d = decide(&o);
-            let want = if is_created(start) { PoolState::Offline } else { PoolState::Pending };
-            assert_eq!((d.action, d.state), (Action::None, want), "{start:?} {needle}");
+            let want = if is_created(start) {
+                PoolState::Offline
+            } else {
+                PoolState::Pending
+            };
+            assert_eq!(
+                (d.action, d.state),
+                (Action::None, want),
+                "{start:?} {needle}"
+            );
             assert!(d.reason.contains(needle), "{start:?}: {}", d.reason);
         }
     }
@@ -118,13 +138,21 @@ fn storage_node_down_is_pending_before_creation_and_offline_after() {
 #[test]
 fn new_pool_is_created_then_waits_for_the_list() {
     let o = base(None);
-    let mut o = Observation { reported: None, ..o };
+    let mut o = Observation {
+        reported: None,
+        ..o
+    };
     let d = decide(&o);
     assert_eq!((d.action, d.state), (Action::Create, PoolState::Pending));
 
     // Created a moment ago, not listed yet: in progress, no second create.
     o.in_ledger = true;
-    o.last_operation = Some(LastOperation { action: Action::Create, error: None, failures: 0, at_ms: NOW - 100 });
+    o.last_operation = Some(LastOperation {
+        action: Action::Create,
+        error: None,
+        failures: 0,
+        at_ms: NOW - 100,
+    });
     o.pool.status_state = Some(PoolState::Pending);
     let d = decide(&o);
     assert_eq!(d.action, Action::None);
@@ -143,7 +171,11 @@ fn reported_health_sets_the_state_from_any_start() {
             let mut o = base(start);
             o.reported = Some(reported(rep));
             let d = decide(&o);
-            assert_eq!((d.action, d.state), (Action::None, want), "{start:?} {rep:?}");
+            assert_eq!(
+                (d.action, d.state),
+                (Action::None, want),
+                "{start:?} {rep:?}"
+            );
         }
     }
 }
@@ -168,14 +200,22 @@ fn each_create_error_kind_has_its_own_advice_and_backs_off() {
         o.in_ledger = true;
         o.last_operation = failed(Action::Create, kind, 1, 10);
         let d = decide(&o);
-        assert_eq!((d.action, d.state), (Action::None, PoolState::Pending), "{kind:?}");
+        assert_eq!(
+            (d.action, d.state),
+            (Action::None, PoolState::Pending),
+            "{kind:?}"
+        );
         assert!(d.reason.contains(needle), "{kind:?}: {}", d.reason);
         assert!(d.reason.contains("boom"), "{}", d.reason);
         assert_eq!(d.requeue_after_ms, Some(990));
         assert!(d.event.as_ref().is_some_and(|e| e.warning));
         reasons.insert(d.reason);
     }
-    assert_eq!(reasons.len(), kinds.len(), "each kind is named in its reason");
+    assert_eq!(
+        reasons.len(),
+        kinds.len(),
+        "each kind is named in its reason"
+    );
 }
 
 #[test]
@@ -188,7 +228,12 @@ fn repeated_failures_retry_with_capped_exponential_backoff() {
     for failures in [1u32, 3, 12, 1000] {
         let mut o = base(None);
         o.reported = None;
-        o.last_operation = failed(Action::Create, ErrorKind::Unavailable, failures, decide::backoff_ms(failures));
+        o.last_operation = failed(
+            Action::Create,
+            ErrorKind::Unavailable,
+            failures,
+            decide::backoff_ms(failures),
+        );
         let d = decide(&o);
         assert_eq!(d.action, Action::Create, "retry due after {failures}");
         assert!(d.requeue_after_ms.is_some_and(|r| r <= BACKOFF_MAX_MS));
@@ -216,9 +261,17 @@ fn storage_node_back_imports_a_created_pool_and_creates_a_new_one() {
         o.reported = None;
         let d = decide(&o);
         if is_created(start) {
-            assert_eq!((d.action, d.state), (Action::Import, PoolState::Offline), "{start:?}");
+            assert_eq!(
+                (d.action, d.state),
+                (Action::Import, PoolState::Offline),
+                "{start:?}"
+            );
         } else {
-            assert_eq!((d.action, d.state), (Action::Create, PoolState::Pending), "{start:?}");
+            assert_eq!(
+                (d.action, d.state),
+                (Action::Create, PoolState::Pending),
+                "{start:?}"
+            );
         }
     }
     // Import failure: stays offline, retried with backoff.
@@ -226,7 +279,10 @@ fn storage_node_back_imports_a_created_pool_and_creates_a_new_one() {
     o.reported = None;
     o.last_operation = failed(Action::Import, ErrorKind::NotFound, 2, 100);
     let d = decide(&o);
-    assert_eq!((d.action, d.state, d.requeue_after_ms), (Action::None, PoolState::Offline, Some(1_900)));
+    assert_eq!(
+        (d.action, d.state, d.requeue_after_ms),
+        (Action::None, PoolState::Offline, Some(1_900))
+    );
 }
 
 #[test]
@@ -246,7 +302,12 @@ fn deleted_resource_destroys_only_ledger_pools() {
     assert_eq!(decide(&o).action, Action::None);
     o.last_operation = failed(Action::Destroy, ErrorKind::Unavailable, 1, 5_000);
     assert_eq!(decide(&o).action, Action::Destroy);
-    o.last_operation = Some(LastOperation { action: Action::Destroy, error: None, failures: 0, at_ms: NOW });
+    o.last_operation = Some(LastOperation {
+        action: Action::Destroy,
+        error: None,
+        failures: 0,
+        at_ms: NOW,
+    });
     assert_eq!(decide(&o).action, Action::None);
     // Storage node down: wait for it rather than fail.
     let mut o = base(Some(PoolState::Offline));
@@ -262,7 +323,11 @@ fn spec_edited_after_creation_is_ignored_and_says_how_to_move() {
         o.pool.spec_node = "node2".into();
         o.pool.generation = 2;
         let d = decide(&o);
-        assert!(d.reason.contains("ignored") && d.reason.contains("\"node1\""), "{}", d.reason);
+        assert!(
+            d.reason.contains("ignored") && d.reason.contains("\"node1\""),
+            "{}",
+            d.reason
+        );
         assert!(d.reason.contains("delete this resource"));
         assert_ne!(d.action, Action::Create);
         let mut o = base(start);
@@ -270,7 +335,11 @@ fn spec_edited_after_creation_is_ignored_and_says_how_to_move() {
         o.reported = None;
         let d = decide(&o);
         assert_eq!(d.action, Action::Import);
-        assert!(d.reason.contains("/dev/disk/by-id/disk-a") && d.reason.contains("ignored"), "{}", d.reason);
+        assert!(
+            d.reason.contains("/dev/disk/by-id/disk-a") && d.reason.contains("ignored"),
+            "{}",
+            d.reason
+        );
     }
 }
 

@@ -110,7 +110,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-
 fn pool_resource(name: &str, node: &str, disk: &str) -> MayastorPool {
     MayastorPool::new(
         name,

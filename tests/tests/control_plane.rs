@@ -191,10 +191,18 @@ async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyho
     // As root the demo's disk is a loop device; it must not outlive the sweep either.
     let with_loop = LoopDevice::available();
     let demo_loops = loop_devices_of(demo.id());
-    assert_eq!(!demo_loops.is_empty(), with_loop, "demo loop devices: {demo_loops:?}");
+    assert_eq!(
+        !demo_loops.is_empty(),
+        with_loop,
+        "demo loop devices: {demo_loops:?}"
+    );
     demo.kill()?; // SIGKILL: no destructor runs
     demo.wait()?;
-    assert_eq!(loop_devices_of(demo.id()), demo_loops, "nothing could detach them yet");
+    assert_eq!(
+        loop_devices_of(demo.id()),
+        demo_loops,
+        "nothing could detach them yet"
+    );
     assert!(
         eventually(|| processes_using(&dir).is_empty()),
         "left running: {:?}",
@@ -210,7 +218,11 @@ async fn children_die_with_a_killed_process_and_its_temp_dir_is_swept() -> anyho
     // The next loop device detaches the dead run's loop devices.
     if with_loop {
         let _disk = LoopDevice::create(1024 * 1024)?;
-        assert_eq!(loop_devices_of(demo.id()), Vec::<String>::new(), "left attached");
+        assert_eq!(
+            loop_devices_of(demo.id()),
+            Vec::<String>::new(),
+            "left attached"
+        );
     }
     Ok(())
 }

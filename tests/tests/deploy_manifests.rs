@@ -34,7 +34,13 @@ const NS: &str = "mayastor";
 /// Every kustomization under deploy/, relative to it. Each is applied by a
 /// test here (crd and rbac through the base): a new one fails
 /// `every_manifest_passes_a_server_side_dry_run` until a test applies it.
-const KUSTOMIZATIONS: &[&str] = &["base", "crd", "overlays/custom-policy", "overlays/seed-example", "rbac"];
+const KUSTOMIZATIONS: &[&str] = &[
+    "base",
+    "crd",
+    "overlays/custom-policy",
+    "overlays/seed-example",
+    "rbac",
+];
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(DEPLOY).join(path)
@@ -43,7 +49,9 @@ fn deploy(path: &str) -> PathBuf {
 /// `kubectl apply --server-side -k DIR` as admin.
 async fn apply_kustomization(cp: &ControlPlane, dir: &str) -> anyhow::Result<String> {
     let mut apply = cp.kubectl();
-    apply.args(["apply", "--server-side", "-k"]).arg(deploy(dir));
+    apply
+        .args(["apply", "--server-side", "-k"])
+        .arg(deploy(dir));
     Ok(run(apply).await?)
 }
 
@@ -51,24 +59,38 @@ async fn apply_kustomization(cp: &ControlPlane, dir: &str) -> anyhow::Result<Str
 /// (which follows Established by a moment).
 async fn wait_crd_served(cp: &ControlPlane) -> anyhow::Result<()> {
     let mut wait = cp.kubectl();
-    wait.args(["wait", "--for=condition=Established", "--timeout=60s"]).arg(format!("crd/{CRD_NAME}"));
+    wait.args(["wait", "--for=condition=Established", "--timeout=60s"])
+        .arg(format!("crd/{CRD_NAME}"));
     run(wait).await?;
     wait_for("kubectl discovery of mayastorpools", WAIT, || async {
         let mut resources = cp.kubectl();
         resources.args(["api-resources", "--api-group=openebs.io", "-o", "name"]);
-        run(resources).await.is_ok_and(|out| out.lines().any(|l| l == CRD_NAME))
+        run(resources)
+            .await
+            .is_ok_and(|out| out.lines().any(|l| l == CRD_NAME))
     })
     .await
 }
 
 /// `kubectl auth can-i VERB RESOURCE[/SUBRESOURCE] -n mayastor` as
 /// `identity` (exit status 1 means "no").
-async fn can_i(cp: &ControlPlane, identity: &Identity, verb: &str, resource: &str) -> anyhow::Result<bool> {
+async fn can_i(
+    cp: &ControlPlane,
+    identity: &Identity,
+    verb: &str,
+    resource: &str,
+) -> anyhow::Result<bool> {
     can_i_in(cp, identity, NS, verb, resource).await
 }
 
 /// [`can_i`] in namespace `ns`.
-async fn can_i_in(cp: &ControlPlane, identity: &Identity, ns: &str, verb: &str, resource: &str) -> anyhow::Result<bool> {
+async fn can_i_in(
+    cp: &ControlPlane,
+    identity: &Identity,
+    ns: &str,
+    verb: &str,
+    resource: &str,
+) -> anyhow::Result<bool> {
     let mut can = cp.kubectl_as(identity);
     can.args(["auth", "can-i", verb, "-n", ns]);
     match resource.split_once('/') {
@@ -80,7 +102,10 @@ async fn can_i_in(cp: &ControlPlane, identity: &Identity, ns: &str, verb: &str, 
     match String::from_utf8_lossy(&out.stdout).trim() {
         "yes" => Ok(true),
         "no" => Ok(false),
-        other => anyhow::bail!("kubectl auth can-i {verb} {resource}: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
+        other => anyhow::bail!(
+            "kubectl auth can-i {verb} {resource}: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
@@ -96,7 +121,10 @@ fn expanded_args(container: &Container) -> Vec<String> {
         .map(|arg| {
             env.iter().fold(arg, |arg, var| {
                 // fieldRef values are only known to the kubelet: use a stand-in.
-                let value = var.value.clone().unwrap_or_else(|| format!("{}-value", var.name.to_lowercase()));
+                let value = var
+                    .value
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-value", var.name.to_lowercase()));
                 arg.replace(&format!("$({})", var.name), &value)
             })
         })
@@ -119,7 +147,9 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     apply_kustomization(&cp, "base").await?;
 
     // The CRD is established.
-    let crd = Api::<CustomResourceDefinition>::all(admin.clone()).get(CRD_NAME).await?;
+    let crd = Api::<CustomResourceDefinition>::all(admin.clone())
+        .get(CRD_NAME)
+        .await?;
     let established = crd
         .status
         .and_then(|s| s.conditions)
@@ -133,52 +163,114 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     // The namespace admits the privileged storage node.
     let ns = Api::<Namespace>::all(admin.clone()).get(NS).await?;
     let labels = ns.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"));
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged")
+    );
 
     // The operator Deployment.
-    let dep = Api::<Deployment>::namespaced(admin.clone(), NS).get("msp-operator").await?;
-    let spec = dep.spec.ok_or_else(|| anyhow::anyhow!("Deployment without spec"))?;
-    assert_eq!(spec.replicas, Some(1), "one operator: it is the only status writer");
-    let pod = spec.template.spec.ok_or_else(|| anyhow::anyhow!("Deployment without pod spec"))?;
+    let dep = Api::<Deployment>::namespaced(admin.clone(), NS)
+        .get("msp-operator")
+        .await?;
+    let spec = dep
+        .spec
+        .ok_or_else(|| anyhow::anyhow!("Deployment without spec"))?;
+    assert_eq!(
+        spec.replicas,
+        Some(1),
+        "one operator: it is the only status writer"
+    );
+    let pod = spec
+        .template
+        .spec
+        .ok_or_else(|| anyhow::anyhow!("Deployment without pod spec"))?;
     assert_eq!(pod.service_account_name.as_deref(), Some("msp-operator"));
     let pod_security = pod.security_context.clone().unwrap_or_default();
     assert_eq!(pod_security.run_as_non_root, Some(true));
-    assert!(pod_security.run_as_user.is_some_and(|u| u != 0), "runAsUser must be non-zero");
+    assert!(
+        pod_security.run_as_user.is_some_and(|u| u != 0),
+        "runAsUser must be non-zero"
+    );
     let [op] = pod.containers.as_slice() else {
-        anyhow::bail!("expected one operator container, got {}", pod.containers.len());
+        anyhow::bail!(
+            "expected one operator container, got {}",
+            pod.containers.len()
+        );
     };
     let security = op.security_context.clone().unwrap_or_default();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
     assert_ne!(security.privileged, Some(true));
     assert!(
-        security.capabilities.and_then(|c| c.drop).is_some_and(|d| d.iter().any(|c| c == "ALL")),
+        security
+            .capabilities
+            .and_then(|c| c.drop)
+            .is_some_and(|d| d.iter().any(|c| c == "ALL")),
         "all capabilities dropped"
     );
     let resources = op.resources.clone().unwrap_or_default();
-    for (what, map) in [("requests", resources.requests), ("limits", resources.limits)] {
+    for (what, map) in [
+        ("requests", resources.requests),
+        ("limits", resources.limits),
+    ] {
         let map = map.unwrap_or_default();
-        assert!(map.contains_key("cpu") && map.contains_key("memory"), "operator {what}: {map:?}");
+        assert!(
+            map.contains_key("cpu") && map.contains_key("memory"),
+            "operator {what}: {map:?}"
+        );
     }
-    let liveness = op.liveness_probe.clone().and_then(|p| p.http_get).ok_or_else(|| anyhow::anyhow!("no HTTP liveness probe"))?;
-    let readiness = op.readiness_probe.clone().and_then(|p| p.http_get).ok_or_else(|| anyhow::anyhow!("no HTTP readiness probe"))?;
+    let liveness = op
+        .liveness_probe
+        .clone()
+        .and_then(|p| p.http_get)
+        .ok_or_else(|| anyhow::anyhow!("no HTTP liveness probe"))?;
+    let readiness = op
+        .readiness_probe
+        .clone()
+        .and_then(|p| p.http_get)
+        .ok_or_else(|| anyhow::anyhow!("no HTTP readiness probe"))?;
     assert_eq!(liveness.path.as_deref(), Some("/healthz"));
     assert_eq!(readiness.path.as_deref(), Some("/readyz"));
     // The args are the operator's own flags, and the ports agree with them.
     let args = expanded_args(op);
-    assert_eq!(args.first().map(String::as_str), Some("run"), "args {args:?}");
-    let run_args = RunArgs::from_flags(&args[1..]).map_err(|e| anyhow::anyhow!("Deployment args {args:?}: {e}"))?;
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("run"),
+        "args {args:?}"
+    );
+    let run_args = RunArgs::from_flags(&args[1..])
+        .map_err(|e| anyhow::anyhow!("Deployment args {args:?}: {e}"))?;
     assert_eq!(run_args.namespace, NS);
     assert_eq!(run_args.policy_configmap, configmap::DEFAULT_NAME);
-    assert_eq!(container_port(op, "registration"), Some(i32::from(run_args.registration_addr.port())));
-    assert_eq!(container_port(op, "http"), Some(i32::from(run_args.metrics_addr.port())));
-    assert!(run_args.registration_addr.ip().is_unspecified(), "registration must listen on all addresses");
-    assert!(run_args.metrics_addr.ip().is_unspecified(), "probes come from the kubelet");
+    assert_eq!(
+        container_port(op, "registration"),
+        Some(i32::from(run_args.registration_addr.port()))
+    );
+    assert_eq!(
+        container_port(op, "http"),
+        Some(i32::from(run_args.metrics_addr.port()))
+    );
+    assert!(
+        run_args.registration_addr.ip().is_unspecified(),
+        "registration must listen on all addresses"
+    );
+    assert!(
+        run_args.metrics_addr.ip().is_unspecified(),
+        "probes come from the kubelet"
+    );
 
     // The Service selects the operator's pods and exposes registration.
-    let svc = Api::<Service>::namespaced(admin.clone(), NS).get("msp-operator").await?;
+    let svc = Api::<Service>::namespaced(admin.clone(), NS)
+        .get("msp-operator")
+        .await?;
     let svc_spec = svc.spec.unwrap_or_default();
-    let pod_labels = spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    let pod_labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
     let selector = svc_spec.selector.unwrap_or_default();
     assert!(!selector.is_empty() && selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     let registration_port = svc_spec
@@ -190,20 +282,44 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         .ok_or_else(|| anyhow::anyhow!("Service has no registration port"))?;
 
     // The storage node DaemonSet.
-    let ds = Api::<DaemonSet>::namespaced(admin.clone(), NS).get("msp-storage-node").await?;
-    let ds_pod = ds.spec.and_then(|s| s.template.spec).ok_or_else(|| anyhow::anyhow!("DaemonSet without pod spec"))?;
+    let ds = Api::<DaemonSet>::namespaced(admin.clone(), NS)
+        .get("msp-storage-node")
+        .await?;
+    let ds_pod = ds
+        .spec
+        .and_then(|s| s.template.spec)
+        .ok_or_else(|| anyhow::anyhow!("DaemonSet without pod spec"))?;
     assert_eq!(
-        ds_pod.node_selector.clone().unwrap_or_default().get("openebs.io/engine").map(String::as_str),
+        ds_pod
+            .node_selector
+            .clone()
+            .unwrap_or_default()
+            .get("openebs.io/engine")
+            .map(String::as_str),
         Some("mayastor")
     );
-    assert_eq!(ds_pod.automount_service_account_token, Some(false), "the storage node needs no API token");
+    assert_eq!(
+        ds_pod.automount_service_account_token,
+        Some(false),
+        "the storage node needs no API token"
+    );
     let [sn] = ds_pod.containers.as_slice() else {
-        anyhow::bail!("expected one storage node container, got {}", ds_pod.containers.len());
+        anyhow::bail!(
+            "expected one storage node container, got {}",
+            ds_pod.containers.len()
+        );
     };
-    assert_eq!(sn.security_context.clone().and_then(|s| s.privileged), Some(true));
+    assert_eq!(
+        sn.security_context.clone().and_then(|s| s.privileged),
+        Some(true)
+    );
     for probe in [&sn.liveness_probe, &sn.readiness_probe] {
         let port = probe.clone().and_then(|p| p.tcp_socket).map(|t| t.port);
-        assert_eq!(port, Some(IntOrString::String("grpc".into())), "storage node probes its gRPC port");
+        assert_eq!(
+            port,
+            Some(IntOrString::String("grpc".into())),
+            "storage node probes its gRPC port"
+        );
     }
     let dev_volume = ds_pod
         .volumes
@@ -212,7 +328,11 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/dev"))
         .ok_or_else(|| anyhow::anyhow!("no hostPath /dev volume"))?;
     assert!(
-        sn.volume_mounts.clone().unwrap_or_default().iter().any(|m| m.name == dev_volume.name && m.mount_path == "/dev"),
+        sn.volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.name == dev_volume.name && m.mount_path == "/dev"),
         "host /dev mounted at /dev"
     );
     // It registers with the operator's Service, and its flags exist.
@@ -222,19 +342,40 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         .find_map(|a| a.strip_prefix("--grpc-endpoint="))
         .and_then(|e| e.rsplit_once(':'))
         .and_then(|(_, port)| port.parse::<i32>().ok());
-    assert!(grpc_port.is_some() && container_port(sn, "grpc") == grpc_port, "gRPC port {grpc_port:?} not the container's");
-    let endpoint = format!("--registration-endpoint=http://msp-operator.{NS}.svc:{registration_port}");
-    assert!(sn_args.contains(&endpoint), "storage node args {sn_args:?} lack {endpoint}");
-    let help = std::process::Command::new(STORAGE_NODE).arg("--help").output()?;
+    assert!(
+        grpc_port.is_some() && container_port(sn, "grpc") == grpc_port,
+        "gRPC port {grpc_port:?} not the container's"
+    );
+    let endpoint =
+        format!("--registration-endpoint=http://msp-operator.{NS}.svc:{registration_port}");
+    assert!(
+        sn_args.contains(&endpoint),
+        "storage node args {sn_args:?} lack {endpoint}"
+    );
+    let help = std::process::Command::new(STORAGE_NODE)
+        .arg("--help")
+        .output()?;
     let help = String::from_utf8_lossy(&help.stdout);
     for arg in &sn_args {
         let flag = arg.split('=').next().unwrap_or(arg);
-        assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "storage-node has no {flag}");
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "storage-node has no {flag}"
+        );
     }
 
     // RBAC: on MayastorPools the operator only reads, and writes status.
-    let role = Api::<ClusterRole>::all(admin.clone()).get("msp-operator").await?;
-    let writes = ["create", "update", "patch", "delete", "deletecollection", "*"];
+    let role = Api::<ClusterRole>::all(admin.clone())
+        .get("msp-operator")
+        .await?;
+    let writes = [
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "*",
+    ];
     for rule in role.rules.unwrap_or_default() {
         let groups = rule.api_groups.unwrap_or_default();
         let resources = rule.resources.unwrap_or_default();
@@ -251,15 +392,27 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     // What the API server actually allows each ServiceAccount.
     let operator = cp.service_account(NS, "msp-operator")?;
     for verb in ["get", "list", "watch"] {
-        assert!(can_i(&cp, &operator, verb, "mayastorpools.openebs.io").await?, "operator cannot {verb} pools");
+        assert!(
+            can_i(&cp, &operator, verb, "mayastorpools.openebs.io").await?,
+            "operator cannot {verb} pools"
+        );
     }
     for verb in ["create", "update", "patch", "delete"] {
-        assert!(!can_i(&cp, &operator, verb, "mayastorpools.openebs.io").await?, "operator may {verb} pools");
+        assert!(
+            !can_i(&cp, &operator, verb, "mayastorpools.openebs.io").await?,
+            "operator may {verb} pools"
+        );
     }
     assert!(can_i(&cp, &operator, "patch", "mayastorpools.openebs.io/status").await?);
-    assert!(!can_i(&cp, &operator, "get", "secrets").await?, "operator may read secrets");
+    assert!(
+        !can_i(&cp, &operator, "get", "secrets").await?,
+        "operator may read secrets"
+    );
     // ConfigMaps (ledger, policy) only in its own namespace.
-    assert!(can_i(&cp, &operator, "create", "configmaps").await?, "operator cannot write its ledger");
+    assert!(
+        can_i(&cp, &operator, "create", "configmaps").await?,
+        "operator cannot write its ledger"
+    );
     assert!(
         !can_i_in(&cp, &operator, "kube-system", "list", "configmaps").await?,
         "operator may read ConfigMaps of other namespaces"
@@ -271,10 +424,15 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     // The seed's example overlay: base plus the pool, stored as written.
     wait_crd_served(&cp).await?;
     apply_kustomization(&cp, "overlays/seed-example").await?;
-    let pool = Api::<MayastorPool>::namespaced(admin.clone(), NS).get("my-new-pool").await?;
+    let pool = Api::<MayastorPool>::namespaced(admin.clone(), NS)
+        .get("my-new-pool")
+        .await?;
     assert_eq!(pool.spec.node, "node1");
     assert_eq!(pool.spec.disks, vec!["/dev/loop0".to_string()]);
-    assert!(pool.status.is_none(), "no operator runs here: status stays empty");
+    assert!(
+        pool.status.is_none(),
+        "no operator runs here: status stays empty"
+    );
     Ok(())
 }
 
@@ -301,26 +459,46 @@ async fn every_manifest_passes_a_server_side_dry_run() -> anyhow::Result<()> {
     manifest_files(Path::new(DEPLOY), &mut files)?;
     let kustomizations: BTreeSet<String> = walk_kustomizations(Path::new(DEPLOY))?;
     let known: BTreeSet<String> = KUSTOMIZATIONS.iter().map(|s| s.to_string()).collect();
-    assert_eq!(kustomizations, known, "a kustomization no test applies (add it to a test here)");
+    assert_eq!(
+        kustomizations, known,
+        "a kustomization no test applies (add it to a test here)"
+    );
 
     let cp = ControlPlane::start().await?;
     // What namespaced objects and pools need first: the namespace, the CRD.
     let mut namespace = cp.kubectl();
-    namespace.args(["apply", "--server-side", "-f"]).arg(deploy("base/namespace.yaml"));
+    namespace
+        .args(["apply", "--server-side", "-f"])
+        .arg(deploy("base/namespace.yaml"));
     run(namespace).await?;
     let mut crd = cp.kubectl();
-    crd.args(["apply", "--server-side", "-f"]).arg(deploy("crd/mayastorpool.yaml"));
+    crd.args(["apply", "--server-side", "-f"])
+        .arg(deploy("crd/mayastorpool.yaml"));
     run(crd).await?;
     wait_crd_served(&cp).await?;
 
-    for needed in ["base/namespace.yaml", "crd/mayastorpool.yaml", "rbac/operator.yaml", "base/operator.yaml"] {
-        assert!(files.contains(&deploy(needed)), "{needed} not found by the walk: {files:?}");
+    for needed in [
+        "base/namespace.yaml",
+        "crd/mayastorpool.yaml",
+        "rbac/operator.yaml",
+        "base/operator.yaml",
+    ] {
+        assert!(
+            files.contains(&deploy(needed)),
+            "{needed} not found by the walk: {files:?}"
+        );
     }
     for file in &files {
         let mut dry = cp.kubectl();
         dry.args(["apply", "--dry-run=server", "-f"]).arg(file);
-        let out = run(dry).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        assert!(out.contains("(server dry run)"), "{}: {out}", file.display());
+        let out = run(dry)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        assert!(
+            out.contains("(server dry run)"),
+            "{}: {out}",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -347,7 +525,11 @@ fn walk_kustomizations(dir: &Path) -> std::io::Result<BTreeSet<String>> {
 /// kubectl as admin with `args` and `input` on standard input; its stdout.
 fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> anyhow::Result<String> {
     let mut kubectl = cp.kubectl();
-    kubectl.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    kubectl
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = kubectl.spawn()?;
     child
         .stdin
@@ -355,7 +537,11 @@ fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> anyhow::Resul
         .ok_or_else(|| anyhow::anyhow!("kubectl has no stdin"))?
         .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -367,7 +553,10 @@ fn kubectl_create(cp: &ControlPlane, manifest: &str) -> anyhow::Result<()> {
 /// The seed example's pool manifest with its disk replaced by `disk`.
 fn seed_pool_on(disk: &str) -> anyhow::Result<String> {
     let manifest = std::fs::read_to_string(deploy("overlays/seed-example/pool.yaml"))?;
-    anyhow::ensure!(manifest.contains("\"/dev/loop0\""), "the seed example no longer uses /dev/loop0");
+    anyhow::ensure!(
+        manifest.contains("\"/dev/loop0\""),
+        "the seed example no longer uses /dev/loop0"
+    );
     Ok(manifest.replace("\"/dev/loop0\"", &format!("\"{disk}\"")))
 }
 
@@ -378,14 +567,19 @@ async fn scene_as_service_account(cp: ControlPlane, admin: &Client) -> anyhow::R
     let identity = cp.service_account(NS, "msp-operator")?;
     let operator_client = identity.client().await?;
     let scene = Scene::start_on(cp, operator_client, STORAGE_NODE, "node1").await?;
-    let dep = Api::<Deployment>::namespaced(admin.clone(), NS).get("msp-operator").await?;
+    let dep = Api::<Deployment>::namespaced(admin.clone(), NS)
+        .get("msp-operator")
+        .await?;
     let container = dep
         .spec
         .and_then(|s| s.template.spec)
         .and_then(|p| p.containers.into_iter().next())
         .ok_or_else(|| anyhow::anyhow!("Deployment without a container"))?;
     for probe in [container.liveness_probe, container.readiness_probe] {
-        let path = probe.and_then(|p| p.http_get).and_then(|h| h.path).unwrap_or_default();
+        let path = probe
+            .and_then(|p| p.http_get)
+            .and_then(|h| h.path)
+            .unwrap_or_default();
         let (code, body) = scene.op.http_get(&path).await?;
         assert_eq!(code, 200, "probe {path}: {body}");
     }
@@ -406,28 +600,46 @@ async fn seed_lifecycle_with_the_operator_as_its_service_account() -> anyhow::Re
 
     // The seed's create (its example file, on this test's loop device).
     kubectl_create(&scene.cp, &seed_pool_on(&disk.path_str())?)?;
-    wait_for("kubectl -n mayastor get msp shows my-new-pool online", WAIT, || async {
-        let mut get = scene.cp.kubectl();
-        get.args(["-n", NS, "get", "msp"]);
-        run(get).await.is_ok_and(|out| {
-            out.lines()
-                .any(|l| l.split_whitespace().next() == Some("my-new-pool") && l.split_whitespace().any(|w| w == "online"))
-        })
-    })
+    wait_for(
+        "kubectl -n mayastor get msp shows my-new-pool online",
+        WAIT,
+        || async {
+            let mut get = scene.cp.kubectl();
+            get.args(["-n", NS, "get", "msp"]);
+            run(get).await.is_ok_and(|out| {
+                out.lines().any(|l| {
+                    l.split_whitespace().next() == Some("my-new-pool")
+                        && l.split_whitespace().any(|w| w == "online")
+                })
+            })
+        },
+    )
     .await?;
-    assert_eq!(node_pools(scene.sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
-    assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(
+        node_pools(scene.sn.endpoint()).await?,
+        vec!["my-new-pool".to_string()]
+    );
+    assert_eq!(
+        ledger_pools(&admin, "node1").await?,
+        vec!["my-new-pool".to_string()]
+    );
 
     // The seed's delete: gone from the resource list, the node and the ledger.
     let mut delete = scene.cp.kubectl();
     delete.args(["-n", NS, "delete", "msp", "my-new-pool"]);
     run(delete).await?;
     wait_for("my-new-pool destroyed on the node", WAIT, || async {
-        node_pools(scene.sn.endpoint()).await.is_ok_and(|p| p.is_empty())
+        node_pools(scene.sn.endpoint())
+            .await
+            .is_ok_and(|p| p.is_empty())
     })
     .await?;
-    wait_for("ledger emptied", WAIT, || async { ledger_pools(&admin, "node1").await.is_ok_and(|l| l.is_empty()) })
-        .await?;
+    wait_for("ledger emptied", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l.is_empty())
+    })
+    .await?;
     let mut get = scene.cp.kubectl();
     get.args(["-n", NS, "get", "msp", "-o", "name"]);
     assert_eq!(run(get).await?.trim(), "");
@@ -455,12 +667,14 @@ impl Drop for OverlayModule {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource() -> anyhow::Result<()> {
+async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource()
+-> anyhow::Result<()> {
     if !require_loop_devices() {
         return Ok(());
     }
-    let retain = bundled::built_component("retain")
-        .ok_or_else(|| anyhow::anyhow!("the retain example was not built (MSP_POLICY_WASM set?)"))?;
+    let retain = bundled::built_component("retain").ok_or_else(|| {
+        anyhow::anyhow!("the retain example was not built (MSP_POLICY_WASM set?)")
+    })?;
     let module = std::fs::read(retain)?;
     let cp = ControlPlane::start().await?;
     let admin = cp.client().await?;
@@ -470,30 +684,54 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     }
 
     // The ConfigMap holds the module byte for byte, where the operator looks.
-    let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS).get(configmap::DEFAULT_NAME).await?;
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .get(configmap::DEFAULT_NAME)
+        .await?;
     let stored = cm
         .binary_data
         .unwrap_or_default()
         .remove(configmap::DEFAULT_KEY)
         .ok_or_else(|| anyhow::anyhow!("no binaryData key {}", configmap::DEFAULT_KEY))?;
-    assert!(stored.0 == module, "stored module differs ({} vs {} bytes)", stored.0.len(), module.len());
+    assert!(
+        stored.0 == module,
+        "stored module differs ({} vs {} bytes)",
+        stored.0.len(),
+        module.len()
+    );
 
     wait_crd_served(&cp).await?;
     let scene = scene_as_service_account(cp, &admin).await?;
     let disk = LoopDevice::create(64 * MIB)?;
     kubectl_create(&scene.cp, &seed_pool_on(&disk.path_str())?)?;
-    wait_pool(&admin, "my-new-pool", WAIT, "online, decided by msp-retain", |s| {
-        s.state == Some(PoolState::Online) && s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
-    })
+    wait_pool(
+        &admin,
+        "my-new-pool",
+        WAIT,
+        "online, decided by msp-retain",
+        |s| {
+            s.state == Some(PoolState::Online)
+                && s.policy
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("msp-retain@"))
+        },
+    )
     .await?;
-    assert_eq!(node_pools(scene.sn.endpoint()).await?, vec!["my-new-pool".to_string()]);
-    assert_eq!(ledger_pools(&admin, "node1").await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(
+        node_pools(scene.sn.endpoint()).await?,
+        vec!["my-new-pool".to_string()]
+    );
+    assert_eq!(
+        ledger_pools(&admin, "node1").await?,
+        vec!["my-new-pool".to_string()]
+    );
     // The documented way to see the load: an Event about the ConfigMap.
     wait_for("a PolicyLoaded event about the ConfigMap", WAIT, || async {
         let mut events = scene.cp.kubectl();
         let selector = format!("involvedObject.name={}", configmap::DEFAULT_NAME);
         events.args(["-n", NS, "get", "events", "--field-selector", &selector]);
-        run(events).await.is_ok_and(|out| out.contains("PolicyLoaded"))
+        run(events)
+            .await
+            .is_ok_and(|out| out.contains("PolicyLoaded"))
     })
     .await?;
 
@@ -502,21 +740,51 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     let mut roll_back = scene.cp.kubectl();
     roll_back.args(["-n", NS, "delete", "configmap", configmap::DEFAULT_NAME]);
     run(roll_back).await?;
-    wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-default again", |s| {
-        s.policy.as_deref().is_some_and(|p| p.starts_with(&format!("{}@", msp_policy::decide::NAME)))
-    })
+    wait_pool(
+        &admin,
+        "my-new-pool",
+        WAIT,
+        "decided by msp-default again",
+        |s| {
+            s.policy
+                .as_deref()
+                .is_some_and(|p| p.starts_with(&format!("{}@", msp_policy::decide::NAME)))
+        },
+    )
     .await?;
     // The documented way to ship a module without the overlay.
     let module_file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
     std::fs::write(module_file.path(), &module)?;
-    let from_file = format!("--from-file={}={}", configmap::DEFAULT_KEY, module_file.path().display());
+    let from_file = format!(
+        "--from-file={}={}",
+        configmap::DEFAULT_KEY,
+        module_file.path().display()
+    );
     let mut render = scene.cp.kubectl();
-    render.args(["-n", NS, "create", "configmap", configmap::DEFAULT_NAME, &from_file, "--dry-run=client", "-o", "yaml"]);
+    render.args([
+        "-n",
+        NS,
+        "create",
+        "configmap",
+        configmap::DEFAULT_NAME,
+        &from_file,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
     let rendered = run(render).await?;
     kubectl_stdin(&scene.cp, &["apply", "--server-side", "-f", "-"], &rendered)?;
-    let status = wait_pool(&admin, "my-new-pool", WAIT, "decided by msp-retain again", |s| {
-        s.policy.as_deref().is_some_and(|p| p.starts_with("msp-retain@"))
-    })
+    let status = wait_pool(
+        &admin,
+        "my-new-pool",
+        WAIT,
+        "decided by msp-retain again",
+        |s| {
+            s.policy
+                .as_deref()
+                .is_some_and(|p| p.starts_with("msp-retain@"))
+        },
+    )
     .await?;
     assert_eq!(status.state, Some(PoolState::Online));
 
@@ -524,9 +792,15 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     let mut delete = scene.cp.kubectl();
     delete.args(["-n", NS, "delete", "msp", "my-new-pool"]);
     run(delete).await?;
-    wait_for("the deletion processed (ledger entry gone)", WAIT, || async {
-        ledger_pools(&admin, "node1").await.is_ok_and(|l| l.is_empty())
-    })
+    wait_for(
+        "the deletion processed (ledger entry gone)",
+        WAIT,
+        || async {
+            ledger_pools(&admin, "node1")
+                .await
+                .is_ok_and(|l| l.is_empty())
+        },
+    )
     .await?;
     assert_eq!(
         node_pools(scene.sn.endpoint()).await?,

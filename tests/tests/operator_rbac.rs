@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use msp_operator::crd::{MayastorPool, MayastorPoolSpec, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
-    Scene, WAIT, create_pool, ledger_pools, node_pools, start_cluster, wait_event,
-    wait_for, wait_pool,
+    Scene, WAIT, create_pool, ledger_pools, node_pools, start_cluster, wait_event, wait_for,
+    wait_pool,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use msp_operator::policy::configmap::{self, ReloadOutcome};
 use msp_operator::policy::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
 use msp_policy::model::{Action, Observation};
@@ -23,8 +23,14 @@ fn component(name: &str) -> anyhow::Result<Vec<u8>> {
 
 fn config_map(name: &str, module: Vec<u8>) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
-        binary_data: Some(BTreeMap::from([(configmap::DEFAULT_KEY.to_string(), ByteString(module))])),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            configmap::DEFAULT_KEY.to_string(),
+            ByteString(module),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -40,7 +46,11 @@ fn deleted_pool() -> anyhow::Result<Observation> {
 }
 
 /// Polls `engine` until its decision for `obs` is `want`; returns how long it took.
-async fn until_decides(engine: &PolicyEngine, obs: &Observation, want: Action) -> anyhow::Result<Duration> {
+async fn until_decides(
+    engine: &PolicyEngine,
+    obs: &Observation,
+    want: Action,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // A liveness bound, not the speed target (the elapsed time is printed).
     while started.elapsed() < Duration::from_secs(30) {
@@ -49,10 +59,15 @@ async fn until_decides(engine: &PolicyEngine, obs: &Observation, want: Action) -
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    anyhow::bail!("decision never became {want:?}; active policy {:?}", engine.active())
+    anyhow::bail!(
+        "decision never became {want:?}; active policy {:?}",
+        engine.active()
+    )
 }
 
-async fn next_outcome(rx: &mut mpsc::UnboundedReceiver<ReloadOutcome>) -> anyhow::Result<ReloadOutcome> {
+async fn next_outcome(
+    rx: &mut mpsc::UnboundedReceiver<ReloadOutcome>,
+) -> anyhow::Result<ReloadOutcome> {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await?
         .ok_or_else(|| anyhow::anyhow!("reporter channel closed"))
@@ -75,7 +90,13 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
-            &Namespace { metadata: ObjectMeta { name: Some(namespace.into()), ..ObjectMeta::default() }, ..Namespace::default() },
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(namespace.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
         )
         .await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
@@ -95,19 +116,28 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     assert_eq!(engine.decide(&obs).await?.action, Action::Destroy);
 
     // A new module: in effect within moments.
-    cms.create(&PostParams::default(), &config_map(configmap::DEFAULT_NAME, component("retain")?)).await?;
+    cms.create(
+        &PostParams::default(),
+        &config_map(configmap::DEFAULT_NAME, component("retain")?),
+    )
+    .await?;
     let took = until_decides(&engine, &obs, Action::Retain).await?;
     eprintln!("ConfigMap created -> new policy deciding after {took:?}");
     let loaded = next_outcome(&mut rx).await?;
-    assert!(matches!(&loaded, ReloadOutcome::Loaded(p) if p.name == "msp-retain" && p.source == PolicySource::ConfigMap), "{loaded:?}");
+    assert!(
+        matches!(&loaded, ReloadOutcome::Loaded(p) if p.name == "msp-retain" && p.source == PolicySource::ConfigMap),
+        "{loaded:?}"
+    );
     let retain = engine.active();
 
     // A bad module is refused and reported; the running policy stays.
-    let patch = |module: Vec<u8>| {
-        serde_json::json!({ "binaryData": { configmap::DEFAULT_KEY: ByteString(module) } })
-    };
-    cms.patch(configmap::DEFAULT_NAME, &PatchParams::default(), &Patch::Merge(patch(component("hostile-wrong-version")?)))
-        .await?;
+    let patch = |module: Vec<u8>| serde_json::json!({ "binaryData": { configmap::DEFAULT_KEY: ByteString(module) } });
+    cms.patch(
+        configmap::DEFAULT_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(patch(component("hostile-wrong-version")?)),
+    )
+    .await?;
     let refused = next_outcome(&mut rx).await?;
     assert!(
         matches!(&refused, ReloadOutcome::Refused { error: PolicyError::UnknownVersion { .. }, kept } if *kept == retain),
@@ -116,36 +146,80 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     assert_eq!(engine.active(), retain);
     assert_eq!(engine.decide(&obs).await?.action, Action::Retain);
     let garbage = b"not a wasm module".to_vec();
-    cms.patch(configmap::DEFAULT_NAME, &PatchParams::default(), &Patch::Merge(patch(garbage))).await?;
+    cms.patch(
+        configmap::DEFAULT_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(patch(garbage)),
+    )
+    .await?;
     let refused = next_outcome(&mut rx).await?;
-    assert!(matches!(&refused, ReloadOutcome::Refused { error: PolicyError::Garbage(_), .. }), "{refused:?}");
+    assert!(
+        matches!(
+            &refused,
+            ReloadOutcome::Refused {
+                error: PolicyError::Garbage(_),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
     assert_eq!(engine.active(), retain);
 
     // Updating to another good module swaps again.
     let started = Instant::now();
-    cms.patch(configmap::DEFAULT_NAME, &PatchParams::default(), &Patch::Merge(patch(bundled::DEFAULT_COMPONENT.to_vec())))
-        .await?;
+    cms.patch(
+        configmap::DEFAULT_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(patch(bundled::DEFAULT_COMPONENT.to_vec())),
+    )
+    .await?;
     let took = until_decides(&engine, &obs, Action::Destroy).await?;
-    eprintln!("ConfigMap updated -> new policy deciding after {took:?} ({:?} since the patch was sent)", started.elapsed());
+    eprintln!(
+        "ConfigMap updated -> new policy deciding after {took:?} ({:?} since the patch was sent)",
+        started.elapsed()
+    );
     let outcome = next_outcome(&mut rx).await?;
-    assert!(matches!(&outcome, ReloadOutcome::Loaded(p) if p.sha256 == bundled.sha256 && p.source == PolicySource::ConfigMap), "{outcome:?}");
-    cms.patch(configmap::DEFAULT_NAME, &PatchParams::default(), &Patch::Merge(patch(component("retain")?))).await?;
+    assert!(
+        matches!(&outcome, ReloadOutcome::Loaded(p) if p.sha256 == bundled.sha256 && p.source == PolicySource::ConfigMap),
+        "{outcome:?}"
+    );
+    cms.patch(
+        configmap::DEFAULT_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(patch(component("retain")?)),
+    )
+    .await?;
     until_decides(&engine, &obs, Action::Retain).await?;
-    assert!(matches!(next_outcome(&mut rx).await?, ReloadOutcome::Loaded(_)));
+    assert!(matches!(
+        next_outcome(&mut rx).await?,
+        ReloadOutcome::Loaded(_)
+    ));
 
     // Deleting the ConfigMap returns to the bundled default.
-    cms.delete(configmap::DEFAULT_NAME, &DeleteParams::default()).await?;
+    cms.delete(configmap::DEFAULT_NAME, &DeleteParams::default())
+        .await?;
     let took = until_decides(&engine, &obs, Action::Destroy).await?;
     eprintln!("ConfigMap deleted -> bundled policy deciding after {took:?}");
     let outcome = next_outcome(&mut rx).await?;
-    assert!(matches!(&outcome, ReloadOutcome::Bundled { active, .. } if *active == bundled), "{outcome:?}");
+    assert!(
+        matches!(&outcome, ReloadOutcome::Bundled { active, .. } if *active == bundled),
+        "{outcome:?}"
+    );
     assert_eq!(engine.active(), bundled);
     let counters = engine.counters();
-    assert_eq!(counters.load_failures.values().sum::<u64>(), 2, "{counters:?}");
+    assert_eq!(
+        counters.load_failures.values().sum::<u64>(),
+        2,
+        "{counters:?}"
+    );
 
     // An operator starting while the ConfigMap exists picks it up from the
     // initial list.
-    cms.create(&PostParams::default(), &config_map(configmap::DEFAULT_NAME, component("retain")?)).await?;
+    cms.create(
+        &PostParams::default(),
+        &config_map(configmap::DEFAULT_NAME, component("retain")?),
+    )
+    .await?;
     let late = PolicyEngine::new(Limits::default())?;
     let _late_watch = AbortOnDrop(tokio::spawn(configmap::watch(
         client.clone(),

@@ -31,7 +31,10 @@ pub fn observation_to_wit(o: &model::Observation) -> wit::Observation {
             status_reason: o.pool.status_reason.clone(),
             deleted: o.pool.deleted,
         },
-        node: wit::K8sNode { exists: o.node.exists, mayastor_enabled: o.node.mayastor_enabled },
+        node: wit::K8sNode {
+            exists: o.node.exists,
+            mayastor_enabled: o.node.mayastor_enabled,
+        },
         storage_node: wit::StorageNode {
             registered: o.storage_node.registered,
             heartbeat_age_ms: o.storage_node.heartbeat_age_ms,
@@ -87,12 +90,19 @@ pub fn decision_from_wit(d: wit::Decision) -> model::Decision {
         },
         reason: d.reason,
         requeue_after_ms: d.requeue_after_ms,
-        event: d.event.map(|e| model::Event { warning: e.warning, reason: e.reason, message: e.message }),
+        event: d.event.map(|e| model::Event {
+            warning: e.warning,
+            reason: e.reason,
+            message: e.message,
+        }),
     }
 }
 
 pub fn info_from_wit(i: wit::PolicyInfo) -> model::PolicyInfo {
-    model::PolicyInfo { name: i.name, version: i.version }
+    model::PolicyInfo {
+        name: i.name,
+        version: i.version,
+    }
 }
 
 fn state_to_wit(s: model::PoolState) -> wit::PoolState {

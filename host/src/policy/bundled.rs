@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 /// The default policy as a wasm component.
-pub const DEFAULT_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
+pub const DEFAULT_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
 
 /// Path of a component built with this crate: `retain`, `stable-disk-names`,
 /// `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,

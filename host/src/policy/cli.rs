@@ -35,14 +35,30 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { file } => {
             let bytes = read_module(&file)?;
-            let report = check(&bytes, PolicySource::File, &limits)
-                .with_context(|| format!("FAIL {}: the operator would refuse this module", file.display()))?;
+            let report = check(&bytes, PolicySource::File, &limits).with_context(|| {
+                format!(
+                    "FAIL {}: the operator would refuse this module",
+                    file.display()
+                )
+            })?;
             println!("PASS {}", file.display());
-            println!("  policy:    {} {}", report.policy.name, report.policy.version);
+            println!(
+                "  policy:    {} {}",
+                report.policy.name, report.policy.version
+            );
             println!("  sha256:    {}", report.policy.sha256);
-            println!("  size:      {} bytes (limit {})", report.size, limits.module_bytes);
-            println!("  compile:   {:.1} ms", report.compile_time.as_secs_f64() * 1000.0);
-            println!("  contract:  {} (imports nothing)", bindings::DECIDER_EXPORT);
+            println!(
+                "  size:      {} bytes (limit {})",
+                report.size, limits.module_bytes
+            );
+            println!(
+                "  compile:   {:.1} ms",
+                report.compile_time.as_secs_f64() * 1000.0
+            );
+            println!(
+                "  contract:  {} (imports nothing)",
+                bindings::DECIDER_EXPORT
+            );
             println!(
                 "  limits:    fuel {} / call, deadline {} ms, memory {} MiB",
                 limits.fuel,
@@ -65,8 +81,9 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Eval { file, observation } => {
             let bytes = read_module(&file)?;
             let obs = read_observation(&observation)?;
-            let report = check(&bytes, PolicySource::File, &limits)
-                .with_context(|| format!("{}: the operator would refuse this module", file.display()))?;
+            let report = check(&bytes, PolicySource::File, &limits).with_context(|| {
+                format!("{}: the operator would refuse this module", file.display())
+            })?;
             let decision = decide_with(report.compiled(), &obs, &limits).context("deciding")?;
             println!("{}", serde_json::to_string_pretty(&decision)?);
         }
@@ -81,9 +98,13 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn read_observation(path: &Path) -> anyhow::Result<Observation> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).context("reading the observation from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the observation from standard input")?;
     } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    serde_json::from_str(&text).with_context(|| format!("parsing the observation {}", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("parsing the observation {}", path.display()))
 }

@@ -30,7 +30,10 @@ pub enum ReloadOutcome {
     /// A new module passed validation and decides from now on.
     Loaded(ActivePolicy),
     /// The module was refused; `kept` still decides.
-    Refused { error: PolicyError, kept: ActivePolicy },
+    Refused {
+        error: PolicyError,
+        kept: ActivePolicy,
+    },
     /// The ConfigMap is gone or has no such key: back to the bundled default.
     Bundled { active: ActivePolicy, why: String },
 }
@@ -87,14 +90,24 @@ pub async fn watch(
                 apply(&engine, &cm, &key, &mut refused, reporter.as_ref()).await;
             }
             Ok(watcher::Event::Delete(_)) => {
-                to_bundled(&engine, format!("ConfigMap {namespace}/{name} deleted"), reporter.as_ref());
+                to_bundled(
+                    &engine,
+                    format!("ConfigMap {namespace}/{name} deleted"),
+                    reporter.as_ref(),
+                );
             }
             Ok(watcher::Event::InitDone) => {
                 if !seen {
-                    to_bundled(&engine, format!("no ConfigMap {namespace}/{name}"), reporter.as_ref());
+                    to_bundled(
+                        &engine,
+                        format!("no ConfigMap {namespace}/{name}"),
+                        reporter.as_ref(),
+                    );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, configmap = %name, "policy ConfigMap watch failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, configmap = %name, "policy ConfigMap watch failed; retrying")
+            }
         }
     }
 }
@@ -106,7 +119,12 @@ async fn apply(
     refused: &mut Option<String>,
     reporter: &dyn ReloadReporter,
 ) {
-    let Some(bytes) = cm.binary_data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()) else {
+    let Some(bytes) = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+    else {
         let why = if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
             format!("ConfigMap key {key} is under data, not binaryData (a wasm module is binary)")
         } else {
@@ -131,7 +149,10 @@ async fn apply(
         }
         Err(error) => {
             *refused = Some(sha256);
-            ReloadOutcome::Refused { error, kept: engine.active() }
+            ReloadOutcome::Refused {
+                error,
+                kept: engine.active(),
+            }
         }
     };
     reporter.report(&outcome);

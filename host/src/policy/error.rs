@@ -12,7 +12,9 @@ pub enum PolicyError {
     TooLarge { size: usize, limit: usize },
     #[error("precompiled native code (.cwasm) is never accepted: supply the .wasm component")]
     Precompiled,
-    #[error("a core wasm module, not a component: wrap it with `wasm-tools component new` (or wit-component)")]
+    #[error(
+        "a core wasm module, not a component: wrap it with `wasm-tools component new` (or wit-component)"
+    )]
     NotAComponent,
     #[error("not a valid wasm component: {0}")]
     Garbage(String),
@@ -21,7 +23,10 @@ pub enum PolicyError {
     #[error("the module implements contract {found}, this host speaks {expected}")]
     UnknownVersion { found: String, expected: String },
     #[error("the module is not a MayastorPool policy (exports {exports:?}): {detail}")]
-    WrongWorld { exports: Vec<String>, detail: String },
+    WrongWorld {
+        exports: Vec<String>,
+        detail: String,
+    },
     #[error("the policy trapped: {0}")]
     Trap(String),
     #[error("the policy ran out of fuel (budget {budget} units)")]

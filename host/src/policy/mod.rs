@@ -81,7 +81,11 @@ impl CheckReport {
 
 /// Checks `bytes` the way `load` does: size and header, compile (cached by
 /// sha256), no imports, contract version, `info()`, conformance self-test.
-pub fn check(bytes: &[u8], source: PolicySource, limits: &Limits) -> Result<CheckReport, PolicyError> {
+pub fn check(
+    bytes: &[u8],
+    source: PolicySource,
+    limits: &Limits,
+) -> Result<CheckReport, PolicyError> {
     let started = Instant::now();
     let compiled = sandbox::compile(bytes, limits)?;
     let compile_time = started.elapsed();
@@ -102,7 +106,11 @@ pub fn check(bytes: &[u8], source: PolicySource, limits: &Limits) -> Result<Chec
 
 /// Runs one decision on a compiled policy and checks it (synchronous: call
 /// from a blocking context).
-pub fn decide_with(compiled: &CompiledPolicy, obs: &Observation, limits: &Limits) -> Result<Decision, PolicyError> {
+pub fn decide_with(
+    compiled: &CompiledPolicy,
+    obs: &Observation,
+    limits: &Limits,
+) -> Result<Decision, PolicyError> {
     let decision = compiled.decide(&bindings::observation_to_wit(obs), limits)?;
     validate::check_decision(obs, &decision)?;
     Ok(decision)
@@ -142,7 +150,9 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("active", &self.active()).finish()
+        f.debug_struct("PolicyEngine")
+            .field("active", &self.active())
+            .finish()
     }
 }
 
@@ -150,7 +160,10 @@ impl PolicyEngine {
     /// Loads and self-tests the bundled default policy.
     pub fn new(limits: Limits) -> Result<Self, PolicyError> {
         let report = check(bundled::DEFAULT_COMPONENT, PolicySource::Bundled, &limits)?;
-        let bundled = Arc::new(Loaded { compiled: report.compiled, active: report.policy });
+        let bundled = Arc::new(Loaded {
+            compiled: report.compiled,
+            active: report.policy,
+        });
         tracing::info!(
             policy = %bundled.active.name, version = %bundled.active.version,
             sha256 = %bundled.active.sha256, "bundled policy loaded"
@@ -209,9 +222,16 @@ impl PolicyEngine {
     pub fn load(&self, bytes: &[u8], source: PolicySource) -> Result<ActivePolicy, PolicyError> {
         match check(bytes, source, &self.inner.limits) {
             Ok(report) => {
-                let loaded = Arc::new(Loaded { compiled: report.compiled, active: report.policy });
+                let loaded = Arc::new(Loaded {
+                    compiled: report.compiled,
+                    active: report.policy,
+                });
                 let active = loaded.active.clone();
-                *self.inner.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+                *self
+                    .inner
+                    .current
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = loaded;
                 self.inner.loads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     policy = %active.name, version = %active.version, sha256 = %active.sha256,
@@ -220,7 +240,9 @@ impl PolicyEngine {
                 Ok(active)
             }
             Err(e) => {
-                *lock(&self.inner.load_failures).entry(e.root().kind()).or_default() += 1;
+                *lock(&self.inner.load_failures)
+                    .entry(e.root().kind())
+                    .or_default() += 1;
                 tracing::warn!(error = %e, "policy refused; the running policy stays");
                 Err(e)
             }
@@ -231,7 +253,11 @@ impl PolicyEngine {
     pub fn reset_to_bundled(&self) -> ActivePolicy {
         let bundled = self.inner.bundled.clone();
         let active = bundled.active.clone();
-        let mut current = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&current, &bundled) {
             *current = bundled;
             tracing::info!(policy = %active.name, sha256 = %active.sha256, "back to the bundled policy");
@@ -250,13 +276,19 @@ impl PolicyEngine {
     }
 
     fn current(&self) -> Arc<Loaded> {
-        self.inner.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn count_decision(&self, result: &Result<Decision, PolicyError>) {
         self.inner.decisions.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
-            *lock(&self.inner.decision_failures).entry(e.kind()).or_default() += 1;
+            *lock(&self.inner.decision_failures)
+                .entry(e.kind())
+                .or_default() += 1;
         }
     }
 }

@@ -6,8 +6,8 @@
 //! dependency.
 
 use msp_policy::model::{
-    Action, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PoolResource, PoolState, ReportedPool,
-    ReportedState, StorageNode,
+    Action, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PoolResource,
+    PoolState, ReportedPool, ReportedState, StorageNode,
 };
 
 /// SplitMix64: small, fast, good enough to spread test inputs.
@@ -41,9 +41,20 @@ impl Rng {
 }
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-const DISKS: [&str; 5] = ["/dev/disk/by-id/ata-1", "/dev/disk/by-id/ata-2", "/dev/sdb", "/dev/nvme0n1", "/dev/loop3"];
-const STATES: [PoolState; 5] =
-    [PoolState::Pending, PoolState::Online, PoolState::Degraded, PoolState::Faulted, PoolState::Offline];
+const DISKS: [&str; 5] = [
+    "/dev/disk/by-id/ata-1",
+    "/dev/disk/by-id/ata-2",
+    "/dev/sdb",
+    "/dev/nvme0n1",
+    "/dev/loop3",
+];
+const STATES: [PoolState; 5] = [
+    PoolState::Pending,
+    PoolState::Online,
+    PoolState::Degraded,
+    PoolState::Faulted,
+    PoolState::Offline,
+];
 const KINDS: [ErrorKind; 9] = [
     ErrorKind::InvalidArgument,
     ErrorKind::FailedPrecondition,
@@ -55,12 +66,24 @@ const KINDS: [ErrorKind; 9] = [
     ErrorKind::Internal,
     ErrorKind::Other,
 ];
-const ACTIONS: [Action; 5] = [Action::None, Action::Create, Action::Import, Action::Destroy, Action::Retain];
-const REPORTED: [ReportedState; 4] =
-    [ReportedState::Unknown, ReportedState::Online, ReportedState::Degraded, ReportedState::Faulted];
+const ACTIONS: [Action; 5] = [
+    Action::None,
+    Action::Create,
+    Action::Import,
+    Action::Destroy,
+    Action::Retain,
+];
+const REPORTED: [ReportedState; 4] = [
+    ReportedState::Unknown,
+    ReportedState::Online,
+    ReportedState::Degraded,
+    ReportedState::Faulted,
+];
 
 fn disks(rng: &mut Rng) -> Vec<String> {
-    (0..1 + rng.below(3)).map(|_| rng.pick(&DISKS).to_string()).collect()
+    (0..1 + rng.below(3))
+        .map(|_| rng.pick(&DISKS).to_string())
+        .collect()
 }
 
 /// One observation drawn from `rng`.
@@ -78,24 +101,47 @@ pub fn observation(rng: &mut Rng) -> Observation {
             uid: format!("uid-{}", rng.below(1000)),
             generation: 1 + rng.below(4) as i64,
             status_state: rng.chance(80).then(|| *rng.pick(&STATES)),
-            status_node: cached.then(|| if rng.chance(80) { spec_node.clone() } else { rng.pick(&NODES).to_string() }),
-            status_disks: cached.then(|| if rng.chance(80) { spec_disks.clone() } else { disks(rng) }),
+            status_node: cached.then(|| {
+                if rng.chance(80) {
+                    spec_node.clone()
+                } else {
+                    rng.pick(&NODES).to_string()
+                }
+            }),
+            status_disks: cached.then(|| {
+                if rng.chance(80) {
+                    spec_disks.clone()
+                } else {
+                    disks(rng)
+                }
+            }),
             status_reason: rng.chance(30).then(|| "some earlier reason".to_string()),
             deleted: rng.chance(15),
             spec_node,
             spec_disks,
         },
-        node: K8sNode { exists: rng.chance(90), mayastor_enabled: rng.chance(85) },
+        node: K8sNode {
+            exists: rng.chance(90),
+            mayastor_enabled: rng.chance(85),
+        },
         storage_node: StorageNode {
             registered: rng.chance(85),
             heartbeat_age_ms: rng.chance(90).then(|| rng.below(20_000)),
             reachable: rng.chance(90),
-            endpoint: if rng.chance(90) { format!("10.0.0.{}:10124", rng.below(250)) } else { String::new() },
+            endpoint: if rng.chance(90) {
+                format!("10.0.0.{}:10124", rng.below(250))
+            } else {
+                String::new()
+            },
         },
         pools_known: rng.chance(90),
         reported: rng.chance(50).then(|| ReportedPool {
             name,
-            disks: vec![format!("aio://{}?uuid={}", rng.pick(&DISKS), rng.below(1 << 20))],
+            disks: vec![format!(
+                "aio://{}?uuid={}",
+                rng.pick(&DISKS),
+                rng.below(1 << 20)
+            )],
             state: *rng.pick(&REPORTED),
             capacity: rng.below(1 << 40),
             used: rng.below(1 << 30),
@@ -110,10 +156,18 @@ pub fn observation(rng: &mut Rng) -> Observation {
                     kind: *rng.pick(&KINDS),
                     message: format!("error {}", rng.below(100)),
                 }),
-                failures: if failed { 1 + rng.below(range) as u32 } else { 0 },
+                failures: if failed {
+                    1 + rng.below(range) as u32
+                } else {
+                    0
+                },
                 at_ms: now_ms.saturating_sub(rng.below(600_000)),
             }
         }),
-        conflicts: if rng.chance(15) { vec![format!("pool-{}", rng.below(50))] } else { vec![] },
+        conflicts: if rng.chance(15) {
+            vec![format!("pool-{}", rng.below(50))]
+        } else {
+            vec![]
+        },
     }
 }

@@ -66,7 +66,12 @@ struct StoreData {
 }
 
 impl ResourceLimiter for StoreData {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_denied = true;
             return Ok(false);
@@ -74,7 +79,12 @@ impl ResourceLimiter for StoreData {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -102,7 +112,10 @@ fn sandbox() -> Result<&'static Sandbox, PolicyError> {
     SANDBOX
         .get_or_init(|| {
             let mut config = Config::new();
-            config.consume_fuel(true).epoch_interruption(true).wasm_component_model(true);
+            config
+                .consume_fuel(true)
+                .epoch_interruption(true)
+                .wasm_component_model(true);
             let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
             let ticking = engine.clone();
             static STARTED: AtomicBool = AtomicBool::new(false);
@@ -117,7 +130,10 @@ fn sandbox() -> Result<&'static Sandbox, PolicyError> {
                     })
                     .map_err(|e| format!("starting the epoch ticker: {e}"))?;
             }
-            Ok(Sandbox { engine, cache: Mutex::new(HashMap::new()) })
+            Ok(Sandbox {
+                engine,
+                cache: Mutex::new(HashMap::new()),
+            })
         })
         .as_ref()
         .map_err(|e| PolicyError::Engine(e.clone()))
@@ -161,7 +177,10 @@ impl std::fmt::Debug for CompiledPolicy {
 pub fn compile(bytes: &[u8], limits: &Limits) -> Result<Arc<CompiledPolicy>, PolicyError> {
     let sandbox = sandbox()?;
     if bytes.len() > limits.module_bytes {
-        return Err(PolicyError::TooLarge { size: bytes.len(), limit: limits.module_bytes });
+        return Err(PolicyError::TooLarge {
+            size: bytes.len(),
+            limit: limits.module_bytes,
+        });
     }
     let sha256: [u8; 32] = Sha256::digest(bytes).into();
     if let Some(hit) = lock(&sandbox.cache).get(&sha256) {
@@ -183,39 +202,64 @@ pub fn compile(bytes: &[u8], limits: &Limits) -> Result<Arc<CompiledPolicy>, Pol
 pub fn compile_uncached(bytes: &[u8], limits: &Limits) -> Result<CompiledPolicy, PolicyError> {
     let sandbox = sandbox()?;
     if bytes.len() > limits.module_bytes {
-        return Err(PolicyError::TooLarge { size: bytes.len(), limit: limits.module_bytes });
+        return Err(PolicyError::TooLarge {
+            size: bytes.len(),
+            limit: limits.module_bytes,
+        });
     }
     let sha256: [u8; 32] = Sha256::digest(bytes).into();
     check_header(bytes)?;
     // `Component::new` parses and validates the binary and compiles it with
     // cranelift; it never treats input as precompiled code.
-    let component = Component::new(&sandbox.engine, bytes).map_err(|e| PolicyError::Garbage(format!("{e:#}")))?;
+    let component = Component::new(&sandbox.engine, bytes)
+        .map_err(|e| PolicyError::Garbage(format!("{e:#}")))?;
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(&sandbox.engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = ty
+        .imports(&sandbox.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if !imports.is_empty() {
         return Err(PolicyError::Imports(imports));
     }
-    let exports: Vec<String> = ty.exports(&sandbox.engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(&sandbox.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if !exports.iter().any(|e| e == DECIDER_EXPORT) {
         if let Some(found) = exports.iter().find(|e| e.starts_with(DECIDER_UNVERSIONED)) {
-            return Err(PolicyError::UnknownVersion { found: found.clone(), expected: DECIDER_EXPORT.to_string() });
+            return Err(PolicyError::UnknownVersion {
+                found: found.clone(),
+                expected: DECIDER_EXPORT.to_string(),
+            });
         }
-        return Err(PolicyError::WrongWorld { exports, detail: format!("no export {DECIDER_EXPORT}") });
+        return Err(PolicyError::WrongWorld {
+            exports,
+            detail: format!("no export {DECIDER_EXPORT}"),
+        });
     }
     let linker: Linker<StoreData> = Linker::new(&sandbox.engine);
     let pre = linker
         .instantiate_pre(&component)
         .and_then(PolicyPre::new)
-        .map_err(|e| PolicyError::WrongWorld { exports: exports.clone(), detail: format!("{e:#}") })?;
+        .map_err(|e| PolicyError::WrongWorld {
+            exports: exports.clone(),
+            detail: format!("{e:#}"),
+        })?;
     let mut compiled = CompiledPolicy {
         sha256,
-        info: model::PolicyInfo { name: String::new(), version: String::new() },
+        info: model::PolicyInfo {
+            name: String::new(),
+            version: String::new(),
+        },
         size: bytes.len(),
         pre,
         idle: Mutex::new(Vec::new()),
     };
     compiled.info = compiled.call(limits, |policy, store| {
-        policy.openebs_msp_policy_decider().call_info(store).map(bindings::info_from_wit)
+        policy
+            .openebs_msp_policy_decider()
+            .call_info(store)
+            .map(bindings::info_from_wit)
     })?;
     Ok(compiled)
 }
@@ -228,15 +272,24 @@ fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => Ok(()),
         Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => Err(PolicyError::NotAComponent),
-        _ => Err(PolicyError::Garbage("no wasm component header (\\0asm, version 0x0d, layer 1)".into())),
+        _ => Err(PolicyError::Garbage(
+            "no wasm component header (\\0asm, version 0x0d, layer 1)".into(),
+        )),
     }
 }
 
 impl CompiledPolicy {
     /// Runs one decision.
-    pub fn decide(&self, obs: &bindings::wit::Observation, limits: &Limits) -> Result<model::Decision, PolicyError> {
+    pub fn decide(
+        &self,
+        obs: &bindings::wit::Observation,
+        limits: &Limits,
+    ) -> Result<model::Decision, PolicyError> {
         self.call(limits, |policy, store| {
-            policy.openebs_msp_policy_decider().call_decide(store, obs).map(bindings::decision_from_wit)
+            policy
+                .openebs_msp_policy_decider()
+                .call_decide(store, obs)
+                .map(bindings::decision_from_wit)
         })
     }
 
@@ -244,11 +297,24 @@ impl CompiledPolicy {
     /// instantiate cost and for `MAX_USES`).
     fn instantiate(&self, limits: &Limits) -> Result<Ready, PolicyError> {
         let sandbox = sandbox()?;
-        let mut store = Store::new(&sandbox.engine, StoreData { memory_limit: limits.memory_bytes, memory_denied: false });
+        let mut store = Store::new(
+            &sandbox.engine,
+            StoreData {
+                memory_limit: limits.memory_bytes,
+                memory_denied: false,
+            },
+        );
         store.limiter(|data| data);
         arm(&mut store, limits)?;
-        let policy = self.pre.instantiate(&mut store).map_err(|e| classify(e, store.data(), limits))?;
-        Ok(Ready { store, policy, uses: 0 })
+        let policy = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, store.data(), limits))?;
+        Ok(Ready {
+            store,
+            policy,
+            uses: 0,
+        })
     }
 
     /// Measures instantiation alone (benchmark helper).
@@ -292,9 +358,16 @@ impl CompiledPolicy {
 
 /// Sets the per-call fuel, deadline and memory flag on a store.
 fn arm(store: &mut Store<StoreData>, limits: &Limits) -> Result<(), PolicyError> {
-    store.set_fuel(limits.fuel).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
     // The default epoch deadline is 0, which would trap at once.
-    let ticks = limits.deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1;
+    let ticks = limits
+        .deadline
+        .as_millis()
+        .div_ceil(TICK.as_millis())
+        .max(1) as u64
+        + 1;
     store.set_epoch_deadline(ticks);
     store.data_mut().memory_denied = false;
     Ok(())
@@ -304,11 +377,17 @@ fn arm(store: &mut Store<StoreData>, limits: &Limits) -> Result<(), PolicyError>
 /// known from the limiter, not from the error (it is not a `Trap`).
 fn classify(err: wasmtime::Error, data: &StoreData, limits: &Limits) -> PolicyError {
     if data.memory_denied {
-        return PolicyError::MemoryLimit { limit: limits.memory_bytes };
+        return PolicyError::MemoryLimit {
+            limit: limits.memory_bytes,
+        };
     }
     match err.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => PolicyError::FuelExhausted { budget: limits.fuel },
-        Some(Trap::Interrupt) => PolicyError::Deadline { ms: limits.deadline.as_millis() as u64 },
+        Some(Trap::OutOfFuel) => PolicyError::FuelExhausted {
+            budget: limits.fuel,
+        },
+        Some(Trap::Interrupt) => PolicyError::Deadline {
+            ms: limits.deadline.as_millis() as u64,
+        },
         _ => PolicyError::Trap(format!("{err:#}")),
     }
 }

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use msp_policy::model::{
-    Action, Decision, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PolicyInfo, PoolResource,
-    PoolState, ReportedPool, ReportedState, StorageNode,
+    Action, Decision, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PolicyInfo,
+    PoolResource, PoolState, ReportedPool, ReportedState, StorageNode,
 };
 
 use super::bindings;
@@ -32,7 +32,10 @@ pub fn check_decision(obs: &Observation, d: &Decision) -> Result<(), PolicyError
         return nonsense(format!("requeue after {ms} ms (limit {MAX_REQUEUE_MS})"));
     }
     if d.reason.len() > MAX_REASON_BYTES {
-        return nonsense(format!("reason of {} bytes (limit {MAX_REASON_BYTES})", d.reason.len()));
+        return nonsense(format!(
+            "reason of {} bytes (limit {MAX_REASON_BYTES})",
+            d.reason.len()
+        ));
     }
     match (d.action, obs.pool.deleted) {
         (Action::Destroy | Action::Retain, false) => {
@@ -45,10 +48,16 @@ pub fn check_decision(obs: &Observation, d: &Decision) -> Result<(), PolicyError
     }
     if let Some(e) = &d.event {
         let camel = e.reason.len() <= 128
-            && e.reason.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && e.reason
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase())
             && e.reason.chars().all(|c| c.is_ascii_alphanumeric());
         if !camel {
-            return nonsense(format!("event reason {:?} is not a short CamelCase word", e.reason));
+            return nonsense(format!(
+                "event reason {:?} is not a short CamelCase word",
+                e.reason
+            ));
         }
         if e.message.len() > MAX_REASON_BYTES {
             return nonsense(format!("event message of {} bytes", e.message.len()));
@@ -59,7 +68,9 @@ pub fn check_decision(obs: &Observation, d: &Decision) -> Result<(), PolicyError
 
 /// Checks the policy's `info()`.
 pub fn check_info(info: &PolicyInfo) -> Result<(), PolicyError> {
-    let ok = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_BYTES && s.chars().all(|c| c.is_ascii_graphic());
+    let ok = |s: &str| {
+        !s.is_empty() && s.len() <= MAX_NAME_BYTES && s.chars().all(|c| c.is_ascii_graphic())
+    };
     if !ok(&info.name) || !ok(&info.version) {
         return Err(PolicyError::Nonsense(format!(
             "info() name {:?} / version {:?}: want 1-{MAX_NAME_BYTES} printable ASCII characters",
@@ -80,7 +91,10 @@ pub struct CaseResult {
 /// Runs the built-in observations through `policy`; the first failure is
 /// returned as [`PolicyError::Conformance`].
 pub fn self_test(policy: &CompiledPolicy, limits: &Limits) -> Result<Vec<CaseResult>, PolicyError> {
-    check_info(&policy.info).map_err(|e| PolicyError::Conformance { case: "info".into(), source: Box::new(e) })?;
+    check_info(&policy.info).map_err(|e| PolicyError::Conformance {
+        case: "info".into(),
+        source: Box::new(e),
+    })?;
     let mut results = Vec::new();
     for (case, obs) in conformance_observations() {
         let started = Instant::now();
@@ -88,8 +102,17 @@ pub fn self_test(policy: &CompiledPolicy, limits: &Limits) -> Result<Vec<CaseRes
             .decide(&bindings::observation_to_wit(&obs), limits)
             .and_then(|d| check_decision(&obs, &d).map(|()| d));
         match decided {
-            Ok(decision) => results.push(CaseResult { case, decision, micros: started.elapsed().as_micros() }),
-            Err(e) => return Err(PolicyError::Conformance { case: case.into(), source: Box::new(e) }),
+            Ok(decision) => results.push(CaseResult {
+                case,
+                decision,
+                micros: started.elapsed().as_micros(),
+            }),
+            Err(e) => {
+                return Err(PolicyError::Conformance {
+                    case: case.into(),
+                    source: Box::new(e),
+                });
+            }
         }
     }
     Ok(results)
@@ -109,7 +132,10 @@ pub fn conformance_observations() -> Vec<(&'static str, Observation)> {
             spec_disks: vec!["/dev/disk/by-id/conformance-disk".into()],
             ..PoolResource::default()
         },
-        node: K8sNode { exists: true, mayastor_enabled: true },
+        node: K8sNode {
+            exists: true,
+            mayastor_enabled: true,
+        },
         storage_node: StorageNode {
             registered: true,
             heartbeat_age_ms: Some(1_000),
@@ -151,7 +177,10 @@ pub fn conformance_observations() -> Vec<(&'static str, Observation)> {
     o.in_ledger = true;
     o.last_operation = Some(LastOperation {
         action: Action::Create,
-        error: Some(OperationError { kind: ErrorKind::FailedPrecondition, message: "disk has a filesystem".into() }),
+        error: Some(OperationError {
+            kind: ErrorKind::FailedPrecondition,
+            message: "disk has a filesystem".into(),
+        }),
         failures: 3,
         at_ms: NOW - 500,
     });

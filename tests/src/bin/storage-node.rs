@@ -155,7 +155,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-
 /// Stops all nodes concurrently (each deregisters on its own).
 async fn futures_join<F: std::future::Future + Send + 'static>(
     futs: impl Iterator<Item = F>,

@@ -7,7 +7,10 @@ use msp_policy::model::{Action, Decision, Observation, PolicyInfo};
 pub const NAME: &str = "msp-retain";
 
 pub fn info() -> PolicyInfo {
-    PolicyInfo { name: NAME.to_string(), version: env!("CARGO_PKG_VERSION").to_string() }
+    PolicyInfo {
+        name: NAME.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 pub fn decide(obs: &Observation) -> Decision {

@@ -9,11 +9,21 @@ use msp_policy::model::{Decision, Observation, PolicyInfo};
 pub const NAME: &str = "msp-stable-disk-names";
 
 pub fn info() -> PolicyInfo {
-    PolicyInfo { name: NAME.to_string(), version: env!("CARGO_PKG_VERSION").to_string() }
+    PolicyInfo {
+        name: NAME.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 /// Kernel device names whose numbering depends on probe order.
-const UNSTABLE_PREFIXES: [&str; 6] = ["/dev/sd", "/dev/vd", "/dev/hd", "/dev/xvd", "/dev/nvme", "/dev/loop"];
+const UNSTABLE_PREFIXES: [&str; 6] = [
+    "/dev/sd",
+    "/dev/vd",
+    "/dev/hd",
+    "/dev/xvd",
+    "/dev/nvme",
+    "/dev/loop",
+];
 
 /// True when `disk` (a path or a URI such as aio:///dev/sdb) uses a kernel name.
 pub fn is_unstable(disk: &str) -> bool {
@@ -52,19 +62,39 @@ mod tests {
 
     #[test]
     fn kernel_names_are_unstable_and_by_id_is_not() {
-        for d in ["/dev/sdb", "/dev/nvme0n1", "/dev/vdc", "aio:///dev/sdb?uuid=1"] {
+        for d in [
+            "/dev/sdb",
+            "/dev/nvme0n1",
+            "/dev/vdc",
+            "aio:///dev/sdb?uuid=1",
+        ] {
             assert!(is_unstable(d), "{d}");
         }
-        for d in ["/dev/disk/by-id/wwn-0x5000", "/dev/disk/by-path/pci-0000:00:1f.2-ata-1", "/dev/mapper/x"] {
+        for d in [
+            "/dev/disk/by-id/wwn-0x5000",
+            "/dev/disk/by-path/pci-0000:00:1f.2-ata-1",
+            "/dev/mapper/x",
+        ] {
             assert!(!is_unstable(d), "{d}");
         }
     }
 
     #[test]
     fn new_pool_on_sdb_stays_pending_with_a_reason() {
-        let mut o = Observation { pools_known: true, ..Default::default() };
-        o.node = K8sNode { exists: true, mayastor_enabled: true };
-        o.storage_node = StorageNode { registered: true, heartbeat_age_ms: Some(0), reachable: true, endpoint: String::new() };
+        let mut o = Observation {
+            pools_known: true,
+            ..Default::default()
+        };
+        o.node = K8sNode {
+            exists: true,
+            mayastor_enabled: true,
+        };
+        o.storage_node = StorageNode {
+            registered: true,
+            heartbeat_age_ms: Some(0),
+            reachable: true,
+            endpoint: String::new(),
+        };
         o.pool.spec_disks = vec!["/dev/sdb".into()];
         let d = decide(&o);
         assert_eq!((d.action, d.state), (Action::None, PoolState::Pending));

@@ -20,7 +20,9 @@ mod glue {
     });
     struct Nosy;
     impl Guest for Nosy {
-        fn peek() -> u32 { wasi::cli::environment::get_environment().len() as u32 }
+        fn peek() -> u32 {
+            wasi::cli::environment::get_environment().len() as u32
+        }
     }
     export!(Nosy);
 }

@@ -6,13 +6,18 @@
 use msp_policy::model::{Decision, Observation, PolicyInfo};
 
 pub fn info() -> PolicyInfo {
-    PolicyInfo { name: "msp-hostile-misbehave".into(), version: "0.0.1".into() }
+    PolicyInfo {
+        name: "msp-hostile-misbehave".into(),
+        version: "0.0.1".into(),
+    }
 }
 
 #[inline(never)]
 fn recurse(n: u64, acc: &mut [u64; 16]) -> u64 {
     acc[(n % 16) as usize] = n;
-    if n == u64::MAX { return 0 }
+    if n == u64::MAX {
+        return 0;
+    }
     recurse(n + 1, acc) + acc[(n % 7) as usize]
 }
 

@@ -16,7 +16,10 @@ mod glue {
     struct Future;
     impl exports::openebs::msp_policy::decider::Guest for Future {
         fn info() -> exports::openebs::msp_policy::decider::PolicyInfo {
-            exports::openebs::msp_policy::decider::PolicyInfo { name: "future".into(), version: "2".into() }
+            exports::openebs::msp_policy::decider::PolicyInfo {
+                name: "future".into(),
+                version: "2".into(),
+            }
         }
     }
     export!(Future);

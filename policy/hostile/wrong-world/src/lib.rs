@@ -11,7 +11,9 @@ mod glue {
     });
     struct Greeter;
     impl Guest for Greeter {
-        fn hello() -> String { "hello".into() }
+        fn hello() -> String {
+            "hello".into()
+        }
     }
     export!(Greeter);
 }
