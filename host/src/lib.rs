@@ -4,18 +4,14 @@
 //! The seed's split of responsibilities holds throughout: the operator reads
 //! spec and metadata and writes only the status subresource.
 
-pub mod actuate;
 pub mod controller;
 pub mod crd;
 pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod node_client;
-pub mod observe;
 pub mod policy;
 pub mod registry;
-pub mod report;
 pub mod run;
 pub mod shutdown;
-pub mod sweeper;
 pub mod telemetry;

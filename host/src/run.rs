@@ -22,13 +22,14 @@ use crate::controller::{Context, ControllerSettings, Decider, error_policy, reco
 use crate::crd::MayastorPool;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::observe::effective_node;
+use crate::controller::observe::effective_node;
 use crate::policy::configmap::{ReloadOutcome, watch as policy_watch};
 use crate::policy::{Limits, PolicyEngine};
 use crate::registry::{NodeChange, NodeRegistry, RegistrySettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::LogFormat;
-use crate::{health, registry, sweeper};
+use crate::controller::sweep;
+use crate::{health, registry};
 
 /// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -344,7 +345,7 @@ pub async fn run_until(
                     } else {
                         "PolicyLoaded".into()
                     },
-                    note: Some(crate::report::truncate(&note, 1024)),
+                    note: Some(crate::controller::report::truncate(&note, 1024)),
                     action: "LoadPolicy".into(),
                     secondary: None,
                 };
@@ -440,7 +441,7 @@ pub async fn run_until(
             }
         }
     });
-    tasks.spawn(sweeper::run(
+    tasks.spawn(sweep::run(
         ctx.clone(),
         sweep_wake,
         args.sweep_period,

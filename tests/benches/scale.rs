@@ -181,7 +181,7 @@ async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> 
                     capacity: Some((DISK_MB - 1) * 1024 * 1024),
                     used: Some(0),
                     policy: Some("msp-bench@baseline".into()),
-                    conditions: vec![msp_operator::report::ready_condition(
+                    conditions: vec![msp_operator::controller::report::ready_condition(
                         &[],
                         PoolState::Online,
                         &message,

@@ -14,7 +14,7 @@ use msp_policy::model::{Action, Decision, ErrorKind, Observation, OperationError
 use crate::controller::{Context, Error};
 use crate::crd::MayastorPool;
 use crate::ledger::LedgerEntry;
-use crate::observe::{effective_disks, effective_node};
+use crate::controller::observe::{effective_disks, effective_node};
 use crate::registry::PoolUpdate;
 
 /// What actuation did.

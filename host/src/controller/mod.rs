@@ -19,13 +19,18 @@ use kube::{Client, ResourceExt};
 use msp_policy::model::{Action, Decision, Observation};
 use tracing::Instrument;
 
-use crate::actuate::{self, Outcome, action_name};
+pub mod actuate;
+pub mod observe;
+pub mod report;
+pub mod sweep;
+
+use crate::controller::actuate::{self, Outcome, action_name};
 use crate::crd::MayastorPool;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::observe::{self, Operations, Sources, effective_disks, effective_node};
+use crate::controller::observe::{self, Operations, Sources, effective_disks, effective_node};
 use crate::registry::NodeRegistry;
-use crate::report;
+use crate::controller::report;
 
 /// Why a policy decision failed (trap, fuel, memory, nonsense).
 #[derive(Debug, thiserror::Error)]

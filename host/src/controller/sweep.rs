@@ -13,10 +13,10 @@ use kube::ResourceExt;
 use msp_policy::model::{Observation, PoolResource};
 use tokio::sync::Notify;
 
-use crate::actuate::{self, Outcome, action_name};
+use crate::controller::actuate::{self, Outcome, action_name};
 use crate::controller::Context;
 use crate::ledger::LedgerEntry;
-use crate::observe::{k8s_node, now_ms, storage_node};
+use crate::controller::observe::{k8s_node, now_ms, storage_node};
 
 /// The observation of a ledger pool whose resource is gone.
 pub fn observe_deleted(entry: &LedgerEntry, ctx: &Context) -> Observation {

@@ -12,7 +12,7 @@ use msp_policy::model::{Decision, Observation};
 use crate::controller::{Context, Error};
 use crate::crd::{MayastorPool, MayastorPoolStatus, PoolState};
 use crate::ledger::FIELD_MANAGER;
-use crate::observe::from_model_state;
+use crate::controller::observe::from_model_state;
 
 /// Longest reason written to status (a policy's nonsense is cut here).
 pub const MAX_REASON: usize = 1024;
