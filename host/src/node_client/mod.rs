@@ -2,16 +2,33 @@
 //!
 //! One [`NodeClient`] per registered node holds one lazily connected tonic
 //! `Channel` (cheap to clone, reused by every call) and speaks v1 `PoolRpc`
-//! when the node advertised V1 at registration, else v0 `Mayastor`. Each call
-//! has a deadline. Replies are converted to the policy model's
+//! when the node advertised V1 at registration, else v0 `Mayastor` (the
+//! [`PoolApi`] trait, implemented in `v0.rs` and `v1.rs`). Each call has a
+//! deadline. Replies are converted to the policy model's
 //! [`ReportedPool`], with disks normalised from URIs (`aio:///dev/sdb?uuid=…`)
 //! to the device paths the resources name.
 
 use std::time::Duration;
 
-use msp_policy::model::{ErrorKind, OperationError, ReportedPool, ReportedState};
-use msp_proto::{v0, v1};
+mod api;
+mod v0;
+mod v1;
+
+use msp_policy::model::{ErrorKind, OperationError, ReportedPool};
+
+use api::PoolApi;
+pub use api::disk_path;
 use tonic::transport::{Channel, Endpoint};
+
+/// Calls `PoolApi::$method` on the client of the node's API version.
+macro_rules! on_api {
+    ($node:expr, $method:ident($($arg:expr),*)) => {
+        match $node.api {
+            ApiVersion::V1 => PoolApi::$method(v1::client($node.channel.clone()), $($arg),*).await,
+            ApiVersion::V0 => PoolApi::$method(v0::client($node.channel.clone()), $($arg),*).await,
+        }
+    };
+}
 
 /// Which pool API a node speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +40,7 @@ pub enum ApiVersion {
 impl ApiVersion {
     /// The newest API the node advertised (V1 when listed, else V0).
     pub fn from_advertised(versions: &[i32]) -> ApiVersion {
-        if versions.contains(&(v1::ApiVersion::V1 as i32)) {
+        if versions.contains(&(msp_proto::v1::ApiVersion::V1 as i32)) {
             ApiVersion::V1
         } else {
             ApiVersion::V0
@@ -125,20 +142,7 @@ impl NodeClient {
 
     /// All pools the node has loaded.
     pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
-        match self.api {
-            ApiVersion::V1 => {
-                let mut req = tonic::Request::new(v1::ListPoolOptions::default());
-                req.set_timeout(timeout);
-                let reply = self.v1().list_pools(req).await?.into_inner();
-                Ok(reply.pools.into_iter().map(from_v1).collect())
-            }
-            ApiVersion::V0 => {
-                let mut req = tonic::Request::new(v0::Null {});
-                req.set_timeout(timeout);
-                let reply = self.v0().list_pools(req).await?.into_inner();
-                Ok(reply.pools.into_iter().map(from_v0).collect())
-            }
-        }
+        Ok(on_api!(self, list_pools(timeout))?)
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
@@ -147,117 +151,29 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        match self.api {
-            ApiVersion::V1 => {
-                let req = v1::CreatePoolRequest {
-                    name: name.to_string(),
-                    disks: disks.to_vec(),
-                    ..Default::default()
-                };
-                Ok(from_v1(self.v1().create_pool(req).await?.into_inner()))
-            }
-            ApiVersion::V0 => {
-                let req = v0::CreatePoolRequest {
-                    name: name.to_string(),
-                    disks: disks.to_vec(),
-                };
-                Ok(from_v0(self.v0().create_pool(req).await?.into_inner()))
-            }
-        }
+        Ok(on_api!(self, create_pool(name, disks))?)
     }
 
-    /// ImportPool on v1 (never formats a disk); v0 has no import, and its
-    /// CreatePool imports a labelled disk.
+    /// ImportPool: load a pool from its labelled disks, never formatting one.
     pub async fn import_pool(
         &self,
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        match self.api {
-            ApiVersion::V1 => {
-                let req = v1::ImportPoolRequest {
-                    name: name.to_string(),
-                    disks: disks.to_vec(),
-                    ..Default::default()
-                };
-                Ok(from_v1(self.v1().import_pool(req).await?.into_inner()))
-            }
-            ApiVersion::V0 => self.create_pool(name, disks).await,
-        }
+        Ok(on_api!(self, import_pool(name, disks))?)
     }
 
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
-        match self.api {
-            ApiVersion::V1 => {
-                let req = v1::DestroyPoolRequest {
-                    name: name.to_string(),
-                    uuid: None,
-                };
-                self.v1().destroy_pool(req).await?;
-            }
-            ApiVersion::V0 => {
-                let req = v0::DestroyPoolRequest {
-                    name: name.to_string(),
-                };
-                self.v0().destroy_pool(req).await?;
-            }
-        }
-        Ok(())
-    }
-
-    fn v1(&self) -> v1::pool_rpc_client::PoolRpcClient<Channel> {
-        v1::pool_rpc_client::PoolRpcClient::new(self.channel.clone())
-    }
-
-    fn v0(&self) -> v0::mayastor_client::MayastorClient<Channel> {
-        v0::mayastor_client::MayastorClient::new(self.channel.clone())
-    }
-}
-
-/// A disk as the node reports it, reduced to the device path: io-engine
-/// reports `aio:///dev/sdb?uuid=…`, resources name `/dev/sdb`.
-pub fn disk_path(reported: &str) -> String {
-    let without_query = reported.split('?').next().unwrap_or(reported);
-    match without_query.split_once("://") {
-        Some((_, rest)) => rest.to_string(),
-        None => without_query.to_string(),
-    }
-}
-
-fn reported_state(state: i32) -> ReportedState {
-    // v0 and v1 share the numbers: UNKNOWN 0, ONLINE 1, DEGRADED 2, FAULTED 3.
-    match state {
-        1 => ReportedState::Online,
-        2 => ReportedState::Degraded,
-        3 => ReportedState::Faulted,
-        _ => ReportedState::Unknown,
-    }
-}
-
-fn from_v1(pool: v1::Pool) -> ReportedPool {
-    ReportedPool {
-        name: pool.name,
-        disks: pool.disks.iter().map(|d| disk_path(d)).collect(),
-        state: reported_state(pool.state),
-        capacity: pool.capacity,
-        used: pool.used,
-    }
-}
-
-fn from_v0(pool: v0::Pool) -> ReportedPool {
-    ReportedPool {
-        name: pool.name,
-        disks: pool.disks.iter().map(|d| disk_path(d)).collect(),
-        state: reported_state(pool.state),
-        capacity: pool.capacity,
-        used: pool.used,
+        Ok(on_api!(self, destroy_pool(name))?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::api::reported_state;
     use super::*;
+    use msp_policy::model::ReportedState;
 
     #[test]
     fn disk_uris_become_paths() {

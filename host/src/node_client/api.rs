@@ -1,0 +1,56 @@
+//! The pool API both versions offer ([`PoolApi`], implemented by `v0` and
+//! `v1` on their generated clients) and what they share: a reported pool in
+//! the policy model's terms.
+
+use std::time::Duration;
+
+use msp_policy::model::{ReportedPool, ReportedState};
+
+/// The pool API as both versions offer it; `v0` and `v1` implement it on
+/// their generated clients and differ only where the APIs do.
+pub(crate) trait PoolApi {
+    async fn list_pools(self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status>;
+    async fn create_pool(self, name: &str, disks: &[String])
+    -> Result<ReportedPool, tonic::Status>;
+    async fn import_pool(self, name: &str, disks: &[String])
+    -> Result<ReportedPool, tonic::Status>;
+    async fn destroy_pool(self, name: &str) -> Result<(), tonic::Status>;
+}
+
+/// A pool as the node reports it, in the policy model's terms (v0 and v1
+/// share the fields and the state numbers).
+pub(super) fn reported(
+    name: String,
+    disks: &[String],
+    state: i32,
+    capacity: u64,
+    used: u64,
+) -> ReportedPool {
+    ReportedPool {
+        name,
+        disks: disks.iter().map(|d| disk_path(d)).collect(),
+        state: reported_state(state),
+        capacity,
+        used,
+    }
+}
+
+/// A disk as the node reports it, reduced to the device path: io-engine
+/// reports `aio:///dev/sdb?uuid=…`, resources name `/dev/sdb`.
+pub fn disk_path(reported: &str) -> String {
+    let without_query = reported.split('?').next().unwrap_or(reported);
+    match without_query.split_once("://") {
+        Some((_, rest)) => rest.to_string(),
+        None => without_query.to_string(),
+    }
+}
+
+pub(super) fn reported_state(state: i32) -> ReportedState {
+    // v0 and v1 share the numbers: UNKNOWN 0, ONLINE 1, DEGRADED 2, FAULTED 3.
+    match state {
+        1 => ReportedState::Online,
+        2 => ReportedState::Degraded,
+        3 => ReportedState::Faulted,
+        _ => ReportedState::Unknown,
+    }
+}

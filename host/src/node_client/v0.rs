@@ -1,0 +1,62 @@
+//! The v0 pool API (`mayastor.Mayastor`). It has no ImportPool: its
+//! CreatePool imports a disk that carries the pool's label.
+
+use std::time::Duration;
+
+use msp_policy::model::ReportedPool;
+use msp_proto::v0::mayastor_client::MayastorClient;
+use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
+use tonic::transport::Channel;
+
+use super::api::{PoolApi, reported};
+
+pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
+    MayastorClient::new(channel)
+}
+
+fn from_v0(pool: Pool) -> ReportedPool {
+    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+}
+
+impl PoolApi for MayastorClient<Channel> {
+    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
+        let mut req = tonic::Request::new(Null {});
+        req.set_timeout(timeout);
+        let reply = MayastorClient::list_pools(&mut self, req)
+            .await?
+            .into_inner();
+        Ok(reply.pools.into_iter().map(from_v0).collect())
+    }
+
+    async fn create_pool(
+        mut self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status> {
+        let req = CreatePoolRequest {
+            name: name.to_string(),
+            disks: disks.to_vec(),
+        };
+        Ok(from_v0(
+            MayastorClient::create_pool(&mut self, req)
+                .await?
+                .into_inner(),
+        ))
+    }
+
+    async fn import_pool(
+        self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status> {
+        PoolApi::create_pool(self, name, disks).await
+    }
+
+    async fn destroy_pool(mut self, name: &str) -> Result<(), tonic::Status> {
+        let req = DestroyPoolRequest {
+            name: name.to_string(),
+        };
+        MayastorClient::destroy_pool(&mut self, req).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The v1 pool API (`mayastor.v1.PoolRpc`), as the io-engine serves it.
+
+use std::time::Duration;
+
+use msp_policy::model::ReportedPool;
+use msp_proto::v1::pool_rpc_client::PoolRpcClient;
+use msp_proto::v1::{
+    CreatePoolRequest, DestroyPoolRequest, ImportPoolRequest, ListPoolOptions, Pool,
+};
+use tonic::transport::Channel;
+
+use super::api::{PoolApi, reported};
+
+pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
+    PoolRpcClient::new(channel)
+}
+
+fn from_v1(pool: Pool) -> ReportedPool {
+    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+}
+
+impl PoolApi for PoolRpcClient<Channel> {
+    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
+        let mut req = tonic::Request::new(ListPoolOptions::default());
+        req.set_timeout(timeout);
+        let reply = PoolRpcClient::list_pools(&mut self, req)
+            .await?
+            .into_inner();
+        Ok(reply.pools.into_iter().map(from_v1).collect())
+    }
+
+    async fn create_pool(
+        mut self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status> {
+        let req = CreatePoolRequest {
+            name: name.to_string(),
+            disks: disks.to_vec(),
+            ..Default::default()
+        };
+        Ok(from_v1(
+            PoolRpcClient::create_pool(&mut self, req)
+                .await?
+                .into_inner(),
+        ))
+    }
+
+    async fn import_pool(
+        mut self,
+        name: &str,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status> {
+        let req = ImportPoolRequest {
+            name: name.to_string(),
+            disks: disks.to_vec(),
+            ..Default::default()
+        };
+        Ok(from_v1(
+            PoolRpcClient::import_pool(&mut self, req)
+                .await?
+                .into_inner(),
+        ))
+    }
+
+    async fn destroy_pool(mut self, name: &str) -> Result<(), tonic::Status> {
+        let req = DestroyPoolRequest {
+            name: name.to_string(),
+            uuid: None,
+        };
+        PoolRpcClient::destroy_pool(&mut self, req).await?;
+        Ok(())
+    }
+}
