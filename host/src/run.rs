@@ -173,7 +173,7 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(args: &RunArgs) -> anyhow::Result<Listeners> {
         Ok(Listeners {
-            registration: registry::bind(args.registration_addr)
+            registration: registry::service::bind(args.registration_addr)
                 .await
                 .with_context(|| format!("binding {}", args.registration_addr))?,
             metrics: health::bind(args.metrics_addr)
@@ -256,7 +256,7 @@ pub async fn run_until(
     tasks.spawn({
         let (registry, stop) = (registry.clone(), shutdown.wait());
         async move {
-            if let Err(err) = registry::serve(registration_listener, registry, stop).await {
+            if let Err(err) = registry::service::serve(registration_listener, registry, stop).await {
                 tracing::error!(error = %err, "registration server failed");
             }
         }

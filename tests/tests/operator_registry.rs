@@ -75,9 +75,13 @@ async fn register_deregister_and_deadline() -> anyhow::Result<()> {
         connect_timeout: Duration::from_millis(500),
     });
     let shutdown = Shutdown::new();
-    let listener = registry::bind("127.0.0.1:0".parse()?).await?;
+    let listener = registry::service::bind("127.0.0.1:0".parse()?).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(registry::serve(listener, registry.clone(), shutdown.wait()));
+    let server = tokio::spawn(registry::service::serve(
+        listener,
+        registry.clone(),
+        shutdown.wait(),
+    ));
     let monitor = tokio::spawn(registry.clone().run(shutdown.wait()));
 
     // Register: registered, reachable, and its (empty) pool list known.

@@ -1,5 +1,6 @@
 //! The node registry: which storage nodes are registered, alive and what pools
-//! they report, plus the v1 `Registration` gRPC service that feeds it.
+//! they report. [`state`] is one node's lifecycle, [`sync`] keeps pool lists
+//! current, [`service`] is the v1 `Registration` gRPC service that feeds it.
 //!
 //! Lifecycle of a node, as the Mayastor control plane does it:
 //! - `Register` (every heartbeat) makes it registered and online; a new
@@ -15,17 +16,22 @@
 //! pools: all of them when the node's liveness changed, only the pools whose
 //! entry changed when just the list did.
 
+pub mod service;
+pub mod state;
+pub mod sync;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use msp_policy::model::ReportedPool;
-use msp_proto::v1::registration_server::{Registration, RegistrationServer};
-use msp_proto::v1::{DeregisterRequest, RegisterRequest};
+use msp_proto::v1::RegisterRequest;
 use tokio::sync::broadcast;
 
 use crate::node_client::{ApiVersion, NodeClient, NodeError};
+use state::{Liveness, NodeEntry};
+
+pub use state::NodeView;
 
 /// Timing of the registry.
 #[derive(Clone, Debug)]
@@ -55,38 +61,6 @@ impl Default for RegistrySettings {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Liveness {
-    Online,
-    /// Heartbeats stopped and the probe failed.
-    Offline,
-    Deregistered,
-}
-
-struct NodeEntry {
-    client: NodeClient,
-    instance: Option<String>,
-    last_heartbeat: Instant,
-    liveness: Liveness,
-    pools: Option<Vec<ReportedPool>>,
-    last_sync: Option<Instant>,
-    /// Bumped on every liveness or client change, so a refresh that started
-    /// before does not store a stale list.
-    epoch: u64,
-    syncing: bool,
-}
-
-/// What the registry knows about one node, for an observation.
-#[derive(Clone, Debug, Default)]
-pub struct NodeView {
-    pub registered: bool,
-    pub reachable: bool,
-    pub heartbeat_age: Option<Duration>,
-    pub endpoint: String,
-    /// The node's pools, when listed since it (re)registered.
-    pub pools: Option<Vec<ReportedPool>>,
-}
-
 /// A change of a node: which pools it may matter to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeChange {
@@ -103,19 +77,6 @@ pub enum PoolUpdate {
     Loaded(ReportedPool),
     /// Destroyed.
     Gone(String),
-}
-
-/// Names of the pools whose entry differs between two lists (sorted by name).
-pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> {
-    let mut names: Vec<String> = old
-        .iter()
-        .filter(|o| !new.contains(o))
-        .chain(new.iter().filter(|n| !old.contains(n)))
-        .map(|p| p.name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// Shared handle to the registry.
@@ -196,22 +157,8 @@ impl NodeRegistry {
         let changed = {
             let mut nodes = self.nodes_write();
             match nodes.get_mut(&req.id) {
-                Some(entry)
-                    if entry.client.endpoint() == req.grpc_endpoint
-                        && entry.client.api() == api
-                        && entry.instance == req.instance_uuid =>
-                {
-                    entry.last_heartbeat = now;
-                    if entry.liveness == Liveness::Online {
-                        false
-                    } else {
-                        // Came back with the same instance (a network blip):
-                        // its pools are still loaded, but list them again.
-                        entry.liveness = Liveness::Online;
-                        entry.pools = None;
-                        entry.epoch += 1;
-                        true
-                    }
+                Some(entry) if entry.is_same(&req.grpc_endpoint, api, &req.instance_uuid) => {
+                    entry.heartbeat(now)
                 }
                 existing => {
                     let client = NodeClient::new(
@@ -226,16 +173,7 @@ impl NodeRegistry {
                         instance = req.instance_uuid.as_deref().unwrap_or(""), "storage node registered");
                     nodes.insert(
                         req.id.clone(),
-                        NodeEntry {
-                            client,
-                            instance: req.instance_uuid.clone(),
-                            last_heartbeat: now,
-                            liveness: Liveness::Online,
-                            pools: None,
-                            last_sync: None,
-                            epoch,
-                            syncing: false,
-                        },
+                        NodeEntry::registered(client, req.instance_uuid.clone(), now, epoch),
                     );
                     true
                 }
@@ -254,9 +192,7 @@ impl NodeRegistry {
             let mut nodes = self.nodes_write();
             match nodes.get_mut(node) {
                 Some(entry) if entry.liveness != Liveness::Deregistered => {
-                    entry.liveness = Liveness::Deregistered;
-                    entry.pools = None;
-                    entry.epoch += 1;
+                    entry.set_liveness(Liveness::Deregistered);
                     true
                 }
                 _ => false,
@@ -271,20 +207,10 @@ impl NodeRegistry {
 
     /// What the registry knows about `node` now.
     pub fn view(&self, node: &str) -> NodeView {
-        let nodes = self.nodes_read();
-        match nodes.get(node) {
-            None => NodeView::default(),
-            Some(entry) => NodeView {
-                registered: entry.liveness != Liveness::Deregistered,
-                reachable: entry.liveness == Liveness::Online,
-                heartbeat_age: Some(entry.last_heartbeat.elapsed()),
-                endpoint: entry.client.endpoint().to_string(),
-                pools: match entry.liveness {
-                    Liveness::Online => entry.pools.clone(),
-                    _ => None,
-                },
-            },
-        }
+        self.nodes_read()
+            .get(node)
+            .map(NodeEntry::view)
+            .unwrap_or_default()
     }
 
     /// True when `node` has registered since the operator started.
@@ -301,207 +227,10 @@ impl NodeRegistry {
         }
     }
 
-    /// Lists the node's pools now and caches the result; notifies when the
-    /// list changed. A failure on a node whose heartbeats are late marks it
-    /// offline (this is the probe).
-    pub async fn refresh(&self, node: &str) -> Result<(), RegistryError> {
-        let (client, epoch) = {
-            let nodes = self.nodes_read();
-            match nodes.get(node) {
-                Some(e) if e.liveness == Liveness::Online => (e.client.clone(), e.epoch),
-                _ => return Err(RegistryError::NotOnline(node.to_string())),
-            }
-        };
-        let result = client.list_pools(self.inner.settings.probe_timeout).await;
-        let deadline = self.inner.settings.deadline;
-        let (changed, outcome) = {
-            let mut nodes = self.nodes_write();
-            let Some(entry) = nodes.get_mut(node) else {
-                return Err(RegistryError::NotOnline(node.to_string()));
-            };
-            if entry.epoch != epoch {
-                // Re-registered or deregistered meanwhile: this list is stale.
-                return Ok(());
-            }
-            entry.last_sync = Some(Instant::now());
-            match result {
-                Ok(mut pools) => {
-                    pools.sort_by(|a, b| a.name.cmp(&b.name));
-                    let changed = match &entry.pools {
-                        None => Some(None),
-                        // A pool gone frees its disks: other pools of the node
-                        // may be waiting for them.
-                        Some(old) if old.iter().any(|o| pools.iter().all(|n| n.name != o.name)) => {
-                            Some(None)
-                        }
-                        Some(old) => {
-                            let names = changed_pools(old, &pools);
-                            (!names.is_empty()).then_some(Some(names))
-                        }
-                    };
-                    entry.pools = Some(pools);
-                    (changed, Ok(()))
-                }
-                Err(err) => {
-                    let late = entry.last_heartbeat.elapsed() > deadline;
-                    if late && entry.liveness == Liveness::Online {
-                        tracing::warn!(%node, error = %err, "storage node missed its heartbeat deadline and the probe failed: offline");
-                        entry.liveness = Liveness::Offline;
-                        entry.pools = None;
-                        entry.epoch += 1;
-                        (Some(None), Err(err.into()))
-                    } else {
-                        (None, Err(err.into()))
-                    }
-                }
-            }
-        };
-        if let Some(pools) = changed {
-            self.notify_pools(node, pools);
-        }
-        outcome
-    }
-
-    /// After a successful operation the node's reply updates the cached
-    /// list at once (a full list makes the node probe every disk, which
-    /// grows with its pool count); a full refresh follows in the background.
-    /// Stale lists still in flight are discarded.
-    pub fn apply_update(&self, node: &str, update: PoolUpdate) {
-        let change = {
-            let mut nodes = self.nodes_write();
-            match nodes.get_mut(node) {
-                Some(entry) if entry.liveness == Liveness::Online => {
-                    entry.epoch += 1;
-                    match entry.pools.as_mut() {
-                        Some(list) => {
-                            let before = list.clone();
-                            let gone = matches!(update, PoolUpdate::Gone(_));
-                            match update {
-                                PoolUpdate::Loaded(pool) => {
-                                    list.retain(|p| p.name != pool.name);
-                                    list.push(pool);
-                                    list.sort_by(|a, b| a.name.cmp(&b.name));
-                                }
-                                PoolUpdate::Gone(name) => list.retain(|p| p.name != name),
-                            }
-                            let names = changed_pools(&before, list);
-                            // A pool gone frees disks others may wait for.
-                            (!names.is_empty()).then(|| if gone { None } else { Some(names) })
-                        }
-                        None => None,
-                    }
-                }
-                _ => None,
-            }
-        };
-        if let Some(pools) = change {
-            self.notify_pools(node, pools);
-        }
-        self.spawn_refresh(node);
-    }
-
-    fn spawn_refresh(&self, node: &str) {
-        {
-            let mut nodes = self.nodes_write();
-            match nodes.get_mut(node) {
-                Some(e) if !e.syncing => e.syncing = true,
-                _ => return,
-            }
-        }
-        let registry = self.clone();
-        let node = node.to_string();
-        tokio::spawn(async move {
-            if let Err(err) = registry.refresh(&node).await {
-                tracing::debug!(%node, error = %err, "pool list refresh failed");
-            }
-            if let Some(e) = registry.nodes_write().get_mut(&node) {
-                e.syncing = false;
-            }
-        });
-    }
-
-    /// Watches deadlines and refreshes pool lists every sync period, until
-    /// `shutdown` resolves.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let s = &self.inner.settings;
-        let tick = s
-            .sync_period
-            .min(s.deadline / 2)
-            .max(Duration::from_millis(50));
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = interval.tick() => {}
-            }
-            let due: Vec<String> = {
-                let nodes = self.nodes_read();
-                nodes
-                    .iter()
-                    .filter(|(_, e)| {
-                        e.liveness == Liveness::Online
-                            && !e.syncing
-                            && (e.last_heartbeat.elapsed() > s.deadline
-                                || e.last_sync.is_none_or(|t| t.elapsed() >= s.sync_period))
-                    })
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            };
-            for node in due {
-                self.spawn_refresh(&node);
-            }
-        }
-    }
-
     /// Names of all nodes ever registered (for metrics and tests).
     pub fn node_names(&self) -> Vec<String> {
         self.nodes_read().keys().cloned().collect()
     }
-}
-
-/// The v1 `Registration` service, backed by the registry.
-pub struct RegistrationService {
-    registry: NodeRegistry,
-}
-
-#[tonic::async_trait]
-impl Registration for RegistrationService {
-    async fn register(
-        &self,
-        request: tonic::Request<RegisterRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        self.registry.register(request.get_ref())?;
-        Ok(tonic::Response::new(()))
-    }
-
-    async fn deregister(
-        &self,
-        request: tonic::Request<DeregisterRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        self.registry.deregister(&request.get_ref().id);
-        Ok(tonic::Response::new(()))
-    }
-}
-
-/// Binds the registration listener (so the caller learns the real port when
-/// it asked for port 0).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// Serves `Registration` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: NodeRegistry,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(RegistrationServer::new(RegistrationService { registry }))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
 }
 
 #[cfg(test)]
@@ -570,6 +299,7 @@ mod tests {
 
     #[test]
     fn only_changed_pools_are_named() {
+        use super::sync::changed_pools;
         let pool = |name: &str, used: u64| ReportedPool {
             name: name.into(),
             disks: vec![],
