@@ -40,6 +40,34 @@ pub struct MayastorPoolSpec {
     pub disks: Vec<String>,
 }
 
+impl MayastorPool {
+    /// The node the pool lives on: cached in status at the first create, else
+    /// the spec's (later edits of spec.node never move a pool).
+    pub fn effective_node(&self) -> &str {
+        self.status
+            .as_ref()
+            .and_then(|s| s.node.as_deref())
+            .unwrap_or(&self.spec.node)
+    }
+
+    /// The disks of the pool: cached in status at the first create, else the spec's.
+    pub fn effective_disks(&self) -> &[String] {
+        self.status
+            .as_ref()
+            .and_then(|s| s.disks.as_deref())
+            .unwrap_or(&self.spec.disks)
+    }
+
+    /// True once node and disks are cached in status: the operator's first
+    /// create or import of this pool succeeded and was reported. (The
+    /// policy's [`msp_policy::model::Observation::was_created`] asks whether
+    /// the pool exists on its node; a pool is created a moment before its
+    /// placement is cached, so the two are kept apart.)
+    pub fn placement_cached(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.node.is_some())
+    }
+}
+
 /// A disk path: absolute, under /dev, with no empty, `.` or `..` segment.
 /// Written as RE2 (the API server's regex dialect has no look-ahead), hence the
 /// spelled-out alternatives for a segment that is neither `.` nor `..`.
@@ -102,6 +130,32 @@ impl PoolState {
 
     pub fn parse(s: &str) -> Option<PoolState> {
         PoolState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+impl From<PoolState> for msp_policy::model::PoolState {
+    fn from(state: PoolState) -> Self {
+        use msp_policy::model::PoolState as Model;
+        match state {
+            PoolState::Pending => Model::Pending,
+            PoolState::Online => Model::Online,
+            PoolState::Degraded => Model::Degraded,
+            PoolState::Faulted => Model::Faulted,
+            PoolState::Offline => Model::Offline,
+        }
+    }
+}
+
+impl From<msp_policy::model::PoolState> for PoolState {
+    fn from(state: msp_policy::model::PoolState) -> Self {
+        use msp_policy::model::PoolState as Model;
+        match state {
+            Model::Pending => PoolState::Pending,
+            Model::Online => PoolState::Online,
+            Model::Degraded => PoolState::Degraded,
+            Model::Faulted => PoolState::Faulted,
+            Model::Offline => PoolState::Offline,
+        }
     }
 }
 
@@ -174,6 +228,13 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", state.as_str()));
         }
         assert_eq!(PoolState::parse("Online"), None);
+    }
+
+    #[test]
+    fn model_states_round_trip() {
+        for s in PoolState::ALL {
+            assert_eq!(PoolState::from(msp_policy::model::PoolState::from(s)), s);
+        }
     }
 
     #[test]

@@ -19,8 +19,7 @@
 //! are checked before the storage node, because they are what the admin fixes.
 
 use crate::model::{
-    Action, Decision, ErrorKind, Event, LastOperation, Observation, PolicyInfo, PoolState,
-    ReportedState,
+    Action, Decision, ErrorKind, Event, Observation, PolicyInfo, PoolState, ReportedState,
 };
 
 /// The policy's name in `info()`, the status and metrics.
@@ -334,21 +333,10 @@ fn decide_deleted(obs: &Observation) -> Decision {
     }
 }
 
-/// True when the pool exists or existed on its node: a state after pending was
-/// reported, or a create/import just succeeded. The ledger alone does not say
-/// so: it is written *before* CreatePool.
+/// True when the pool exists or existed on its node
+/// ([`Observation::was_created`], kept here for policies that call it).
 pub fn was_created(obs: &Observation) -> bool {
-    matches!(
-        obs.pool.status_state,
-        Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
-    ) || matches!(
-        &obs.last_operation,
-        Some(LastOperation {
-            action: Action::Create | Action::Import,
-            error: None,
-            ..
-        })
-    )
+    obs.was_created()
 }
 
 /// The node the pool lives on: cached at the first create, else the spec's.

@@ -139,6 +139,26 @@ pub struct Observation {
     pub conflicts: Vec<String>,
 }
 
+impl Observation {
+    /// True when the pool exists or existed on its node: a state after pending
+    /// was reported, or a create/import just succeeded. The ledger alone does
+    /// not say so: it is written *before* CreatePool. The one definition of
+    /// "created" for the default policy, custom policies and the host.
+    pub fn was_created(&self) -> bool {
+        matches!(
+            self.pool.status_state,
+            Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
+        ) || matches!(
+            &self.last_operation,
+            Some(LastOperation {
+                action: Action::Create | Action::Import,
+                error: None,
+                ..
+            })
+        )
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
