@@ -151,6 +151,16 @@ impl Ledger {
         })
     }
 
+    /// An empty ledger in `namespace` that was never loaded (unit tests).
+    #[cfg(test)]
+    pub(crate) fn empty(client: Client, namespace: &str) -> Ledger {
+        Ledger {
+            api: Api::namespaced(client, namespace),
+            entries: RwLock::new(HashMap::new()),
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         // Updated only by whole-map replacement of one node: never half-written.
         self.entries.read().unwrap_or_else(|e| e.into_inner())

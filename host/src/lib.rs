@@ -4,13 +4,17 @@
 //! The seed's split of responsibilities holds throughout: the operator reads
 //! spec and metadata and writes only the status subresource.
 
+pub mod cache;
 pub mod controller;
 pub mod crd;
+pub mod events;
+pub mod flags;
 pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod node_client;
 pub mod policy;
+pub mod policy_reload;
 pub mod registry;
 pub mod run;
 pub mod shutdown;

@@ -17,7 +17,7 @@ struct Cli {
 enum Command {
     /// Run the operator: watch MayastorPools and Nodes, serve node
     /// registration, make pools real on storage nodes.
-    Run(msp_operator::run::RunArgs),
+    Run(msp_operator::flags::RunArgs),
     /// Tools for policy authors: check a policy component, evaluate a decision.
     Policy {
         #[command(subcommand)]

@@ -11,10 +11,11 @@
 use kube::ResourceExt;
 use msp_policy::model::{Action, Decision, ErrorKind, Observation, OperationError};
 
-use crate::controller::{Context, Error};
+use super::context::Context;
+use super::error::Error;
 use crate::crd::MayastorPool;
 use crate::ledger::LedgerEntry;
-use crate::controller::observe::{effective_disks, effective_node};
+use crate::node_client::{NodeClient, NodeError};
 use crate::registry::PoolUpdate;
 
 /// What actuation did.
@@ -41,6 +42,55 @@ pub fn action_name(action: Action) -> &'static str {
     }
 }
 
+/// A safety rail refused `action`, on either path: counted, logged, and the
+/// note that says so returned (for the live pool's reason and event).
+pub fn refused(ctx: &Context, action: Action, why: &str) -> String {
+    ctx.metrics.rail_refusal(action_name(action), "refused");
+    let note = format!(
+        "the operator refused to {} the pool: {why}",
+        action_name(action)
+    );
+    tracing::warn!(%note, "safety rail");
+    note
+}
+
+/// The client of `node`, or the failed outcome recorded as `uid`'s last
+/// operation when the node is not online.
+fn client_or_failed(
+    ctx: &Context,
+    node: &str,
+    uid: &str,
+    action: Action,
+) -> Result<NodeClient, Outcome> {
+    ctx.registry.client(node).map_err(|err| {
+        let error = OperationError {
+            kind: ErrorKind::Unavailable,
+            message: err.to_string(),
+        };
+        ctx.operations.record(uid, action, Some(error.clone()));
+        Outcome::Failed(action, error)
+    })
+}
+
+/// Brings the node's cached pool list up to date after an operation, so the
+/// next observation sees the pool (or its absence) at once: the reply when
+/// the call succeeded, a fresh list when it failed.
+async fn update_cache<T>(
+    ctx: &Context,
+    node: &str,
+    result: &Result<T, NodeError>,
+    update: impl FnOnce(&T) -> PoolUpdate,
+) {
+    match result {
+        Ok(reply) => ctx.registry.apply_update(node, update(reply)),
+        Err(_) => {
+            if let Err(err) = ctx.registry.refresh(node).await {
+                tracing::debug!(%node, error = %err, "pool list refresh after an operation failed");
+            }
+        }
+    }
+}
+
 /// Acts on a decision about a live resource.
 pub async fn live(
     pool: &MayastorPool,
@@ -61,20 +111,13 @@ pub async fn live(
                     format!("its disks are claimed by {}", obs.conflicts.join(", ")),
                 ));
             }
-            let node = effective_node(pool).to_string();
-            let disks = effective_disks(pool).to_vec();
+            let node = pool.effective_node().to_string();
+            let disks = pool.effective_disks().to_vec();
             let name = pool.name_any();
             let uid = pool.uid().unwrap_or_default();
-            let client = match ctx.registry.client(&node) {
+            let client = match client_or_failed(ctx, &node, &uid, action) {
                 Ok(client) => client,
-                Err(err) => {
-                    let error = OperationError {
-                        kind: ErrorKind::Unavailable,
-                        message: err.to_string(),
-                    };
-                    ctx.operations.record(&uid, action, Some(error.clone()));
-                    return Ok(Outcome::Failed(action, error));
-                }
+                Err(failed) => return Ok(failed),
             };
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
@@ -99,18 +142,10 @@ pub async fn live(
                 "ledger written, node called"
             );
             ctx.metrics.node_operation(action_name(action), result.is_ok());
-            // The cached list is brought up to date after each operation, so
-            // the next observation sees the pool (or its absence) at once.
-            match &result {
-                Ok(reported) => ctx
-                    .registry
-                    .apply_update(&node, PoolUpdate::Loaded(reported.clone())),
-                Err(_) => {
-                    if let Err(err) = ctx.registry.refresh(&node).await {
-                        tracing::debug!(%node, error = %err, "pool list refresh after an operation failed");
-                    }
-                }
-            }
+            update_cache(ctx, &node, &result, |reported| {
+                PoolUpdate::Loaded(reported.clone())
+            })
+            .await;
             match result {
                 Ok(_) => {
                     tracing::info!(%node, ?disks, action = action_name(action), "pool operation succeeded");
@@ -136,7 +171,7 @@ pub fn destroy_refusal(
 ) -> Option<String> {
     if let Some(owner) = live
         .iter()
-        .find(|p| p.name_any() == entry.pool && effective_node(p) == entry.node)
+        .find(|p| p.name_any() == entry.pool && p.effective_node() == entry.node)
     {
         return Some(format!(
             "resource {}/{} names this pool",
@@ -185,30 +220,16 @@ pub async fn deleted(
                 }
                 return Ok(Outcome::Refused(Action::Destroy, why));
             }
-            let client = match ctx.registry.client(&entry.node) {
+            let client = match client_or_failed(ctx, &entry.node, &entry.uid, Action::Destroy) {
                 Ok(client) => client,
-                Err(err) => {
-                    let error = OperationError {
-                        kind: ErrorKind::Unavailable,
-                        message: err.to_string(),
-                    };
-                    ctx.operations
-                        .record(&entry.uid, Action::Destroy, Some(error.clone()));
-                    return Ok(Outcome::Failed(Action::Destroy, error));
-                }
+                Err(failed) => return Ok(failed),
             };
             let result = client.destroy_pool(&entry.pool).await;
             ctx.metrics.node_operation("destroy", result.is_ok());
-            match &result {
-                Ok(()) => ctx
-                    .registry
-                    .apply_update(&entry.node, PoolUpdate::Gone(entry.pool.clone())),
-                Err(_) => {
-                    if let Err(err) = ctx.registry.refresh(&entry.node).await {
-                        tracing::debug!(node = %entry.node, error = %err, "pool list refresh after destroy failed");
-                    }
-                }
-            }
+            update_cache(ctx, &entry.node, &result, |()| {
+                PoolUpdate::Gone(entry.pool.clone())
+            })
+            .await;
             match result {
                 Ok(()) => {
                     tracing::info!(node = %entry.node, pool = %entry.pool, "resource deleted; pool destroyed");

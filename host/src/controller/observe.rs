@@ -13,11 +13,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy::model::{
-    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, PoolState,
+    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, ReportedPool,
     StorageNode,
 };
 
-use crate::crd::{self, MayastorPool};
+use crate::crd::MayastorPool;
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::registry::NodeRegistry;
 
@@ -30,48 +30,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The node a resource's pool lives on: cached in status at the first
-/// create, else the spec's.
-pub fn effective_node(pool: &MayastorPool) -> &str {
-    pool.status
-        .as_ref()
-        .and_then(|s| s.node.as_deref())
-        .unwrap_or(&pool.spec.node)
-}
-
-/// The disks of a resource's pool: cached in status at the first create, else the spec's.
-pub fn effective_disks(pool: &MayastorPool) -> &[String] {
-    pool.status
-        .as_ref()
-        .and_then(|s| s.disks.as_deref())
-        .unwrap_or(&pool.spec.disks)
-}
-
-/// True once the pool was created (node and disks cached in status).
-pub fn is_created(pool: &MayastorPool) -> bool {
-    pool.status.as_ref().is_some_and(|s| s.node.is_some())
-}
-
-pub fn to_model_state(state: crd::PoolState) -> PoolState {
-    match state {
-        crd::PoolState::Pending => PoolState::Pending,
-        crd::PoolState::Online => PoolState::Online,
-        crd::PoolState::Degraded => PoolState::Degraded,
-        crd::PoolState::Faulted => PoolState::Faulted,
-        crd::PoolState::Offline => PoolState::Offline,
-    }
-}
-
-pub fn from_model_state(state: PoolState) -> crd::PoolState {
-    match state {
-        PoolState::Pending => crd::PoolState::Pending,
-        PoolState::Online => crd::PoolState::Online,
-        PoolState::Degraded => crd::PoolState::Degraded,
-        PoolState::Faulted => crd::PoolState::Faulted,
-        PoolState::Offline => crd::PoolState::Offline,
-    }
 }
 
 /// The last operation on each pool, keyed by resource uid, in memory: after a
@@ -154,7 +112,7 @@ pub fn k8s_node(nodes: &Store<Node>, name: &str) -> K8sNode {
 pub fn storage_node(
     registry: &NodeRegistry,
     node: &str,
-) -> (StorageNode, Option<Vec<msp_policy::model::ReportedPool>>) {
+) -> (StorageNode, Option<Vec<ReportedPool>>) {
     let view = registry.view(node);
     let sn = StorageNode {
         registered: view.registered,
@@ -187,24 +145,24 @@ fn precedence(pool: &MayastorPool) -> (Option<jiff::Timestamp>, String) {
 pub fn conflicts(
     pool: &MayastorPool,
     all: &[std::sync::Arc<MayastorPool>],
-    reported: Option<&[msp_policy::model::ReportedPool]>,
+    reported: Option<&[ReportedPool]>,
     ledger: &[LedgerEntry],
 ) -> Vec<String> {
     let name = pool.name_any();
     let uid = pool.uid().unwrap_or_default();
-    let node = effective_node(pool);
-    let disks = effective_disks(pool);
-    let created = is_created(pool);
+    let node = pool.effective_node();
+    let disks = pool.effective_disks();
+    let created = pool.placement_cached();
     let mine = precedence(pool);
     let mut out = BTreeSet::new();
     for other in all {
-        if other.uid().unwrap_or_default() == uid || effective_node(other) != node {
+        if other.uid().unwrap_or_default() == uid || other.effective_node() != node {
             continue;
         }
-        if !overlaps(disks, effective_disks(other)) {
+        if !overlaps(disks, other.effective_disks()) {
             continue;
         }
-        let wins = if is_created(other) {
+        let wins = if other.placement_cached() {
             true
         } else {
             !created && precedence(other) < mine
@@ -230,7 +188,7 @@ pub fn conflicts(
 pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let name = pool.name_any();
     let uid = pool.uid().unwrap_or_default();
-    let node = effective_node(pool).to_string();
+    let node = pool.effective_node().to_string();
     let status = pool.status.clone().unwrap_or_default();
     let (storage, pools) = storage_node(src.registry, &node);
     let reported = pools
@@ -246,7 +204,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
             generation: pool.metadata.generation.unwrap_or(0),
             spec_node: pool.spec.node.clone(),
             spec_disks: pool.spec.disks.clone(),
-            status_state: status.state.map(to_model_state),
+            status_state: status.state.map(Into::into),
             status_node: status.node,
             status_disks: status.disks,
             status_reason: status.reason,
@@ -259,6 +217,37 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.all()),
         reported,
+    }
+}
+
+/// The observation of a ledger pool whose resource is gone.
+pub fn observe_deleted(entry: &LedgerEntry, src: &Sources<'_>) -> Observation {
+    let (sn, pools) = storage_node(src.registry, &entry.node);
+    let reported = pools
+        .as_ref()
+        .and_then(|list| list.iter().find(|p| p.name == entry.pool).cloned());
+    Observation {
+        now_ms: now_ms(),
+        pool: PoolResource {
+            name: entry.pool.clone(),
+            namespace: entry.namespace.clone(),
+            uid: entry.uid.clone(),
+            generation: 0,
+            spec_node: entry.node.clone(),
+            spec_disks: entry.disks.clone(),
+            status_state: None,
+            status_node: Some(entry.node.clone()),
+            status_disks: Some(entry.disks.clone()),
+            status_reason: None,
+            deleted: true,
+        },
+        node: k8s_node(src.nodes, &entry.node),
+        storage_node: sn,
+        pools_known: pools.is_some(),
+        reported,
+        in_ledger: true,
+        last_operation: src.operations.get(&entry.uid),
+        conflicts: Vec::new(),
     }
 }
 
@@ -318,13 +307,6 @@ mod tests {
     }
 
     #[test]
-    fn model_states_round_trip() {
-        for s in crd::PoolState::ALL {
-            assert_eq!(from_model_state(to_model_state(s)), s);
-        }
-    }
-
-    #[test]
     fn conflicts_go_to_the_pool_that_claimed_first() {
         let a = pool("a", "ua", &["/dev/loop0"], false, 0);
         let b = pool("b", "ub", &["/dev/loop0"], false, 10);
@@ -340,7 +322,7 @@ mod tests {
         assert_eq!(conflicts(&a, &all, None, &[]), vec!["d".to_string()]);
         assert!(conflicts(&d, &all, None, &[]).is_empty());
         // A pool the node lists, or a ledger entry, on the disk is a conflict.
-        let listed = msp_policy::model::ReportedPool {
+        let listed = ReportedPool {
             name: "foreign".into(),
             disks: vec!["/dev/loop1".into()],
             state: msp_policy::model::ReportedState::Online,

@@ -5,29 +5,18 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use msp_policy::model::{Decision, Observation};
 
-use crate::controller::{Context, Error};
+use super::context::Context;
+use super::decide::DecideError;
+use super::error::Error;
 use crate::crd::{MayastorPool, MayastorPoolStatus, PoolState};
+use crate::events::{self, truncate};
 use crate::ledger::FIELD_MANAGER;
-use crate::controller::observe::from_model_state;
 
 /// Longest reason written to status (a policy's nonsense is cut here).
 pub const MAX_REASON: usize = 1024;
-
-/// `reason` cut to at most `max` bytes on a character boundary.
-pub fn truncate(reason: &str, max: usize) -> String {
-    if reason.len() <= max {
-        return reason.to_string();
-    }
-    let mut end = max;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
-}
 
 fn pascal(state: PoolState) -> &'static str {
     match state {
@@ -76,7 +65,7 @@ pub fn desired_status(
     now: Time,
 ) -> MayastorPoolStatus {
     let old = pool.status.clone().unwrap_or_default();
-    let state = from_model_state(decision.state);
+    let state = PoolState::from(decision.state);
     let (node, disks) = match (old.node.clone(), old.disks.clone()) {
         (Some(n), Some(d)) => (Some(n), Some(d)),
         _ => match created {
@@ -141,22 +130,36 @@ pub async fn write_status(
     Ok(true)
 }
 
-/// Publishes an event about `pool`; a failure is logged, never fatal.
+/// Publishes an event about `pool`.
 pub async fn publish(pool: &MayastorPool, ctx: &Context, warning: bool, reason: &str, note: &str) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: truncate(reason, 128),
-        note: Some(truncate(note, 1024)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
-        tracing::warn!(error = %err, "publishing an event failed");
-    }
+    events::publish(
+        &ctx.recorder,
+        &pool.object_ref(&()),
+        warning,
+        reason,
+        note,
+        "Reconcile",
+    )
+    .await;
+}
+
+/// A failed policy decision on a live pool: the last good status stays, with
+/// a reason that says so, and a Warning event.
+pub async fn policy_failed(
+    pool: &MayastorPool,
+    err: &DecideError,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let policy = ctx.decider.active();
+    let message = truncate(
+        &format!("policy {policy} failed, last good status kept: {err}"),
+        MAX_REASON,
+    );
+    let mut status = pool.status.clone().unwrap_or_default();
+    status.reason = Some(message.clone());
+    write_status(pool, &status, ctx).await?;
+    publish(pool, ctx, true, "PolicyFailed", &message).await;
+    Ok(())
 }
 
 /// Reports the decision: status, events on transition, metrics.
@@ -316,12 +319,5 @@ mod tests {
         assert_eq!(off.capacity, Some(100));
         assert_eq!(off.conditions[0].status, "False");
         assert_eq!(off.conditions[0].last_transition_time, t(30));
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_char_boundaries() {
-        let r = "é".repeat(1000);
-        let cut = truncate(&r, MAX_REASON);
-        assert!(cut.len() <= MAX_REASON && r.starts_with(&cut));
     }
 }

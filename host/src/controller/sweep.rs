@@ -1,8 +1,12 @@
-//! The sweeper: destroys (or retains, as the policy decides) the pools in the
-//! ledger whose resource no longer exists, also those deleted while the
-//! operator was down. Runs only on a fully synced MayastorPool cache (a
-//! half-synced cache would make live resources look deleted), on every
-//! deletion the watch reports and every sweep period.
+//! Sweep: the deleted path beside the live one. Destroys (or retains, as the
+//! policy decides) the pools in the ledger whose resource no longer exists,
+//! also those deleted while the operator was down. It shares observe, decide
+//! and actuate with the reconcile; what differs is the observation (built
+//! from the ledger entry) and the actuator's rails for a deleted resource.
+//!
+//! Runs only on a fully synced MayastorPool cache (a half-synced cache would
+//! make live resources look deleted), on every deletion the watch reports and
+//! every sweep period.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -10,44 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use msp_policy::model::{Observation, PoolResource};
 use tokio::sync::Notify;
 
-use crate::controller::actuate::{self, Outcome, action_name};
-use crate::controller::Context;
-use crate::ledger::LedgerEntry;
-use crate::controller::observe::{k8s_node, now_ms, storage_node};
-
-/// The observation of a ledger pool whose resource is gone.
-pub fn observe_deleted(entry: &LedgerEntry, ctx: &Context) -> Observation {
-    let (sn, pools) = storage_node(&ctx.registry, &entry.node);
-    let reported = pools
-        .as_ref()
-        .and_then(|list| list.iter().find(|p| p.name == entry.pool).cloned());
-    Observation {
-        now_ms: now_ms(),
-        pool: PoolResource {
-            name: entry.pool.clone(),
-            namespace: entry.namespace.clone(),
-            uid: entry.uid.clone(),
-            generation: 0,
-            spec_node: entry.node.clone(),
-            spec_disks: entry.disks.clone(),
-            status_state: None,
-            status_node: Some(entry.node.clone()),
-            status_disks: Some(entry.disks.clone()),
-            status_reason: None,
-            deleted: true,
-        },
-        node: k8s_node(&ctx.nodes, &entry.node),
-        storage_node: sn,
-        pools_known: pools.is_some(),
-        reported,
-        in_ledger: true,
-        last_operation: ctx.operations.get(&entry.uid),
-        conflicts: Vec::new(),
-    }
-}
+use super::actuate::{self, Outcome};
+use super::context::Context;
+use super::decide;
+use super::observe::observe_deleted;
+use crate::cache::wait_synced;
 
 /// One pass over the ledger.
 pub async fn sweep_once(ctx: &Context) {
@@ -64,19 +37,14 @@ pub async fn sweep_once(ctx: &Context) {
         }
         let span = tracing::info_span!("sweep", pool = %entry.pool, node = %entry.node);
         let _enter = span.enter();
-        let obs = observe_deleted(&entry, ctx);
-        let decision = match ctx.decider.decide(&obs).await {
-            Ok(d) => d,
-            Err(err) => {
-                ctx.metrics.policy_failure(err.kind);
-                tracing::warn!(error = %err, "policy decision for a deleted resource failed; pool left in place");
-                continue;
-            }
+        let obs = observe_deleted(&entry, &ctx.sources());
+        // A failed decision leaves the pool in place until the next sweep.
+        let Ok(decision) = decide::decide(&*ctx.decider, &ctx.metrics, &obs).await else {
+            continue;
         };
         match actuate::deleted(&entry, &obs, &decision, ctx).await {
             Ok(Outcome::Refused(action, why)) => {
-                ctx.metrics.rail_refusal(action_name(action), "refused");
-                tracing::warn!(action = action_name(action), %why, "safety rail refused an action on a deleted resource's pool");
+                actuate::refused(ctx, action, &why);
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "sweeping a deleted resource's pool failed"),
@@ -95,7 +63,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return,
-        synced = crate::run::wait_synced(&ctx.pools) => {
+        synced = wait_synced(&ctx.pools) => {
             if !synced {
                 tracing::error!("the MayastorPool cache was dropped before it synced; no sweeping");
                 return;

@@ -1,0 +1,236 @@
+//! The [`Context`] every reconcile shares: the caches and parts it reads and
+//! calls ([`Parts`]), its timing ([`ControllerSettings`]), and what is kept
+//! between reconciles (error counts for the backoff, the state last reported).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use msp_policy::model::Decision;
+
+use super::decide::Decider;
+use super::observe::{Operations, Sources};
+use crate::crd::{MayastorPool, PoolState};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::registry::NodeRegistry;
+
+/// Timing of reconciles.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Requeues the policy asks for are bounded to [min_requeue, max_requeue].
+    pub min_requeue: Duration,
+    pub max_requeue: Duration,
+    /// Requeue when the policy asks for none (changes wake pools anyway).
+    pub resync: Duration,
+    /// Retry after a failed policy decision.
+    pub policy_retry: Duration,
+    /// First and last retry delay after a reconcile error.
+    pub error_backoff_min: Duration,
+    pub error_backoff_max: Duration,
+    /// After a start, storage nodes need a heartbeat to register again: until
+    /// this has passed, a created pool whose node the registry has not seen
+    /// keeps its status instead of flapping to offline.
+    pub startup_grace: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            min_requeue: Duration::from_millis(200),
+            max_requeue: Duration::from_secs(300),
+            resync: Duration::from_secs(60),
+            policy_retry: Duration::from_secs(10),
+            error_backoff_min: Duration::from_millis(500),
+            error_backoff_max: Duration::from_secs(60),
+            startup_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// The parts a reconcile reads and calls, named so that the one place that
+/// builds a [`Context`] (`run`, or a test fixture) says which is which.
+pub struct Parts {
+    pub client: Client,
+    pub pools: Store<MayastorPool>,
+    pub nodes: Store<Node>,
+    pub registry: NodeRegistry,
+    pub ledger: Arc<Ledger>,
+    pub decider: Arc<dyn Decider>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Shared by every reconcile and the sweep.
+pub struct Context {
+    pub(super) client: Client,
+    pub(super) pools: Store<MayastorPool>,
+    pub(super) nodes: Store<Node>,
+    pub(super) registry: NodeRegistry,
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) decider: Arc<dyn Decider>,
+    pub(super) recorder: Recorder,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) operations: Operations,
+    pub(super) settings: ControllerSettings,
+    /// Consecutive reconcile errors per resource uid, for the backoff.
+    errors: Mutex<HashMap<String, u32>>,
+    /// The state last reported per resource uid: the watch cache may not
+    /// show our own status write yet, and a transition is announced once.
+    reported: Mutex<HashMap<String, PoolState>>,
+    started: Instant,
+}
+
+impl Context {
+    /// The context of a controller starting now.
+    pub fn new(parts: Parts, settings: ControllerSettings) -> Context {
+        let Parts {
+            client,
+            pools,
+            nodes,
+            registry,
+            ledger,
+            decider,
+            recorder,
+            metrics,
+        } = parts;
+        Context {
+            client,
+            pools,
+            nodes,
+            registry,
+            ledger,
+            decider,
+            recorder,
+            metrics,
+            operations: Operations::default(),
+            settings,
+            errors: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The MayastorPool cache the controller reconciles from.
+    pub fn pools(&self) -> &Store<MayastorPool> {
+        &self.pools
+    }
+
+    /// How long to hold `pool`'s status because its node may still register.
+    pub(super) fn startup_hold(&self, pool: &MayastorPool) -> Option<Duration> {
+        let left = self
+            .settings
+            .startup_grace
+            .checked_sub(self.started.elapsed())?;
+        (pool.placement_cached() && !self.registry.knows(pool.effective_node()) && !left.is_zero())
+            .then_some(left)
+    }
+
+    /// What observe reads from.
+    pub(super) fn sources(&self) -> Sources<'_> {
+        Sources {
+            pools: &self.pools,
+            nodes: &self.nodes,
+            registry: &self.registry,
+            ledger: &self.ledger,
+            operations: &self.operations,
+        }
+    }
+
+    /// The bounded requeue for a decision.
+    pub(super) fn requeue_after(&self, decision: &Decision) -> Duration {
+        bounded_requeue(decision.requeue_after_ms, &self.settings)
+    }
+
+    /// The state last reported for `uid`, and records `state` as the new one.
+    pub(super) fn swap_reported(&self, uid: &str, state: PoolState) -> Option<PoolState> {
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), state)
+    }
+
+    /// Forgets what was reported for resources `keep` rejects (gone ones).
+    pub(super) fn retain_reported(&self, keep: impl Fn(&str) -> bool) {
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+    }
+
+    /// Counts a failed reconcile of `uid` and returns how many in a row.
+    pub(super) fn count_error(&self, uid: &str) -> u32 {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let n = errors.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// A reconcile of `uid` succeeded: its backoff starts over.
+    pub(super) fn clear_errors(&self, uid: &str) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
+
+/// The requeue a policy asked for, bounded; the resync period when it asked none.
+pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings) -> Duration {
+    match requested_ms {
+        Some(ms) => Duration::from_millis(ms).clamp(settings.min_requeue, settings.max_requeue),
+        None => settings.resync,
+    }
+}
+
+/// A context for unit tests: the native default policy, caches that count as
+/// synced (their writers let a test add objects), no registered node, and a
+/// client whose every call fails (it points at a closed loopback port), so a
+/// test runs the decision path of a reconcile without a control plane.
+#[cfg(test)]
+pub(crate) struct Fixture {
+    pub ctx: Context,
+    pub pools: kube::runtime::reflector::store::Writer<MayastorPool>,
+    pub nodes: kube::runtime::reflector::store::Writer<Node>,
+}
+
+#[cfg(test)]
+impl Fixture {
+    pub(crate) fn new() -> Fixture {
+        use kube::runtime::watcher::Event;
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
+        let client = Client::try_from(config).expect("client");
+        let (pools, mut pool_writer) = kube::runtime::reflector::store();
+        let (nodes, mut node_writer) = kube::runtime::reflector::store();
+        pool_writer.apply_watcher_event(&Event::Init);
+        pool_writer.apply_watcher_event(&Event::InitDone);
+        node_writer.apply_watcher_event(&Event::Init);
+        node_writer.apply_watcher_event(&Event::InitDone);
+        let recorder = Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "msp-operator-test".into(),
+                instance: None,
+            },
+        );
+        let parts = Parts {
+            ledger: Arc::new(Ledger::empty(client.clone(), "mayastor")),
+            client,
+            pools,
+            nodes,
+            registry: NodeRegistry::new(crate::registry::RegistrySettings::default()),
+            decider: Arc::new(super::decide::NativePolicy),
+            recorder,
+            metrics: Arc::new(Metrics::new()),
+        };
+        Fixture {
+            ctx: Context::new(parts, ControllerSettings::default()),
+            pools: pool_writer,
+            nodes: node_writer,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Decide: the policy engine behind the [`Decider`] trait, and the handling
+//! of a failed decision that the live and the deleted paths share (counted,
+//! logged; the live path also keeps the last good status, see
+//! [`super::report::policy_failed`]).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use msp_policy::model::{Decision, Observation};
+
+use crate::metrics::Metrics;
+use crate::policy::PolicyEngine;
+
+/// Why a policy decision failed (trap, fuel, memory, nonsense).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecideError {
+    /// A short label for metrics (the engine's `PolicyError::kind`).
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// What the controller needs of a policy: a decision and its identity.
+/// The operator runs the wasm engine behind it; unit tests use the default
+/// policy natively ([`NativePolicy`]).
+pub trait Decider: Send + Sync + 'static {
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>>;
+    /// `name@version` of the active policy, for status and logs.
+    fn active(&self) -> String;
+}
+
+/// The default policy called as plain Rust.
+pub struct NativePolicy;
+
+impl Decider for NativePolicy {
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+        Box::pin(async move { Ok(msp_policy::decide(obs)) })
+    }
+
+    fn active(&self) -> String {
+        let info = msp_policy::info();
+        format!("{}@{} (native)", info.name, info.version)
+    }
+}
+
+/// The real path: the sandboxed wasm engine (bundled policy or the ConfigMap's).
+impl Decider for PolicyEngine {
+    fn decide<'a>(
+        &'a self,
+        obs: &'a Observation,
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+        Box::pin(async move {
+            PolicyEngine::decide(self, obs)
+                .await
+                .map_err(|e| DecideError {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })
+        })
+    }
+
+    fn active(&self) -> String {
+        let active = PolicyEngine::active(self);
+        let short: String = active.sha256.chars().take(12).collect();
+        format!("{}@{} ({short})", active.name, active.version)
+    }
+}
+
+/// The policy's decision on `obs`; a failure is counted by kind and logged
+/// before it is returned, whichever path asked.
+pub async fn decide(
+    decider: &dyn Decider,
+    metrics: &Metrics,
+    obs: &Observation,
+) -> Result<Decision, DecideError> {
+    let result = decider.decide(obs).await;
+    if let Err(err) = &result {
+        metrics.policy_failure(err.kind);
+        tracing::warn!(policy = %decider.active(), error = %err, deleted = obs.pool.deleted, "policy decision failed");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn native_policy_decides() {
+        let obs = Observation::default();
+        let d = NativePolicy.decide(&obs).await.expect("decision");
+        assert_eq!(d.state, msp_policy::model::PoolState::Pending);
+        assert!(!d.reason.is_empty());
+        assert!(NativePolicy.active().starts_with("msp-default@"));
+    }
+}

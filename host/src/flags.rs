@@ -1,0 +1,136 @@
+//! The flags of `msp-operator run` ([`RunArgs`]) and how their durations are
+//! written.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::controller::ControllerSettings;
+use crate::registry::RegistrySettings;
+use crate::telemetry::LogFormat;
+
+/// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Flags of `msp-operator run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Namespace whose MayastorPools are managed.
+    #[arg(long, env = "MSP_NAMESPACE", default_value = "mayastor")]
+    pub namespace: String,
+    /// The operator's own namespace (ledger ConfigMaps, policy ConfigMap).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mayastor")]
+    pub operator_namespace: String,
+    /// Address of the v1 Registration gRPC service storage nodes call.
+    #[arg(long, alias = "registration-listen", default_value = "0.0.0.0:50051")]
+    pub registration_addr: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, alias = "http-listen", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Heartbeats older than this start a probe; a failed probe makes the node offline.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub node_deadline: Duration,
+    /// How often each node's pool list is refreshed.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub node_sync_period: Duration,
+    /// Deadline of a ListPools probe.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub probe_timeout: Duration,
+    /// Deadline of CreatePool, ImportPool and DestroyPool.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub rpc_timeout: Duration,
+    /// How often the ledger is swept for pools of deleted resources (deletions
+    /// seen by the watch are swept at once).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub sweep_period: Duration,
+    /// Requeue of a pool when nothing asks for an earlier look.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub resync: Duration,
+    /// After a start, how long a created pool whose node has not registered
+    /// yet keeps its status (nodes re-register within a heartbeat).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub startup_grace: Duration,
+    /// Reconciles run at once (0: unbounded).
+    #[arg(long, default_value_t = 0)]
+    pub concurrency: u16,
+    /// ConfigMap (in the operator namespace) holding a custom policy.
+    #[arg(long, default_value = "msp-policy")]
+    pub policy_configmap: String,
+    /// Key of the policy module in that ConfigMap.
+    #[arg(long, default_value = "policy.wasm")]
+    pub policy_key: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The node registry's timing.
+    pub fn registry_settings(&self) -> RegistrySettings {
+        RegistrySettings {
+            deadline: self.node_deadline,
+            sync_period: self.node_sync_period,
+            probe_timeout: self.probe_timeout,
+            rpc_timeout: self.rpc_timeout,
+            connect_timeout: self.probe_timeout,
+        }
+    }
+
+    /// The controller's timing.
+    pub fn controller_settings(&self) -> ControllerSettings {
+        ControllerSettings {
+            resync: self.resync,
+            startup_grace: self.startup_grace,
+            ..Default::default()
+        }
+    }
+
+    /// The defaults, with `flags` as on the command line (for tests and the demo).
+    pub fn from_flags<I, T>(flags: I) -> Result<RunArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("run"))
+            .chain(flags.into_iter().map(Into::into));
+        <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
