@@ -227,4 +227,29 @@ mod tests {
             Requeue::requeue(ctx.settings.error_backoff_min)
         );
     }
+
+    #[tokio::test]
+    async fn the_caches_reach_the_policy() {
+        use kube::runtime::watcher::Event;
+        let mut fx = Fixture::new();
+        let mut node = k8s_openapi::api::core::v1::Node::default();
+        node.metadata.name = Some("n1".into());
+        fx.nodes.apply_watcher_event(&Event::Apply(node));
+        let plan = decide_and_act(&pool("n1"), &fx.ctx)
+            .await
+            .expect("no API call")
+            .expect("decision");
+        assert!(
+            plan.decision.reason.contains("not labelled"),
+            "{}",
+            plan.decision.reason
+        );
+        // An older pool on the same disk of that node claims it first.
+        let mut older = pool("n1");
+        older.metadata.name = Some("older".into());
+        older.metadata.uid = Some("u0".into());
+        fx.pools.apply_watcher_event(&Event::Apply(older));
+        let obs = observe::observe(&pool("n1"), &fx.ctx.sources());
+        assert_eq!(obs.conflicts, vec!["older".to_string()]);
+    }
 }
