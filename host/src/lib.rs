@@ -7,7 +7,9 @@
 pub mod actuate;
 pub mod controller;
 pub mod crd;
+pub mod disk_safety;
 pub mod health;
+pub mod idempotent;
 pub mod ledger;
 pub mod metrics;
 pub mod node_client;

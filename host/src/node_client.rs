@@ -6,6 +6,10 @@
 //! has a deadline. Replies are converted to the policy model's
 //! [`ReportedPool`], with disks normalised from URIs (`aio:///dev/sdb?uuid=…`)
 //! to the device paths the resources name.
+//!
+//! It also asks the node which block devices it has (v1
+//! `HostRpc.ListBlockDevices`, v0 `ListBlockDevices`), reduced to
+//! [`BlockDeviceInfo`], for the disk safety check before a create.
 
 use std::time::Duration;
 
@@ -74,6 +78,23 @@ impl NodeError {
             message,
         }
     }
+}
+
+/// A block device as the node reports it: what the disk safety check needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockDeviceInfo {
+    /// `/dev/...` (or the path of a file the node serves as a disk).
+    pub devname: String,
+    /// Other names of it (`/dev/disk/by-id/...`).
+    pub devlinks: Vec<String>,
+    /// The disk this partition is part of, for a partition.
+    pub partition_parent: Option<String>,
+    /// Set when the node found a filesystem or another content signature
+    /// (possibly empty when only a mount told it).
+    pub fstype: Option<String>,
+    pub mountpoints: Vec<String>,
+    /// False when the node calls the device in use.
+    pub available: bool,
 }
 
 /// Client of one storage node: one reused channel, one API version.
@@ -206,6 +227,28 @@ impl NodeClient {
         Ok(())
     }
 
+    /// Every block device of the node (`all: true`: the unavailable ones too).
+    pub async fn list_block_devices(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
+        match self.api {
+            ApiVersion::V1 => {
+                let mut req = tonic::Request::new(v1::ListBlockDevicesRequest { all: true });
+                req.set_timeout(timeout);
+                let mut client = v1::host_rpc_client::HostRpcClient::new(self.channel.clone());
+                let reply = client.list_block_devices(req).await?.into_inner();
+                Ok(reply.devices.into_iter().map(device_from_v1).collect())
+            }
+            ApiVersion::V0 => {
+                let mut req = tonic::Request::new(v0::ListBlockDevicesRequest { all: true });
+                req.set_timeout(timeout);
+                let reply = self.v0().list_block_devices(req).await?.into_inner();
+                Ok(reply.devices.into_iter().map(device_from_v0).collect())
+            }
+        }
+    }
+
     fn v1(&self) -> v1::pool_rpc_client::PoolRpcClient<Channel> {
         v1::pool_rpc_client::PoolRpcClient::new(self.channel.clone())
     }
@@ -252,6 +295,33 @@ fn from_v0(pool: v0::Pool) -> ReportedPool {
         state: reported_state(pool.state),
         capacity: pool.capacity,
         used: pool.used,
+    }
+}
+
+fn device_from_v1(d: v1::BlockDevice) -> BlockDeviceInfo {
+    BlockDeviceInfo {
+        devname: d.devname,
+        devlinks: d.devlinks,
+        partition_parent: d.partition.map(|p| p.parent),
+        fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
+        mountpoints: d.filesystem.map(|f| f.mountpoints).unwrap_or_default(),
+        available: d.available,
+    }
+}
+
+fn device_from_v0(d: v0::BlockDevice) -> BlockDeviceInfo {
+    BlockDeviceInfo {
+        devname: d.devname,
+        devlinks: d.devlinks,
+        partition_parent: d.partition.map(|p| p.parent),
+        fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
+        mountpoints: d
+            .filesystem
+            .map(|f| f.mountpoint)
+            .filter(|m| !m.is_empty())
+            .into_iter()
+            .collect(),
+        available: d.available,
     }
 }
 
