@@ -149,7 +149,7 @@ async fn argument_errors() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await,
-        Code::NotFound,
+        Code::InvalidArgument,
         "nothing to import",
     );
     expect(
@@ -222,10 +222,10 @@ async fn conflict_errors_on_malloc_disks() -> anyhow::Result<()> {
 
     let x = create(&mut c, "x", &[m("a")]).await?;
     assert_eq!(x.capacity, 15 * MIB);
-    // Same name on other disks: already exists.
+    // Same name on other disks: invalid, as on the io-engine.
     expect(
         create(&mut c, "x", &[m("b")]).await,
-        Code::AlreadyExists,
+        Code::InvalidArgument,
         "already exists",
     );
     // Another name on a disk of a loaded pool: busy, as on the io-engine.

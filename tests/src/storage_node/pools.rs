@@ -11,7 +11,9 @@
 //! Answers as the io-engine's (develop 86f3f5a3, driven over v1): a pool
 //! already loaded answers ALREADY_EXISTS to CreatePool and ImportPool, a
 //! disk of a loaded pool named for another pool is INVALID_ARGUMENT "volume
-//! is busy", DestroyPool of a pool not loaded is NOT_FOUND. Deliberately
+//! is busy", so is a loaded pool's name asked for on other disks, and an
+//! import from a disk with no pool; DestroyPool of a pool not loaded is
+//! NOT_FOUND (checked by the differential test, io_engine_differential.rs). Deliberately
 //! unlike the io-engine, a disk holding a filesystem, an LVM PV, a partition
 //! table or another known signature is refused (FAILED_PRECONDITION) and
 //! never written: the io-engine formats it (the operator's disk safety check
@@ -177,7 +179,7 @@ impl Pools {
             have.sort();
             want.sort();
             if have != want {
-                return Err(AlreadyExists(format!(
+                return Err(InvalidArgument(format!(
                     "pool {name:?} already exists on other disks ({})",
                     have.join(", ")
                 )));
@@ -214,7 +216,7 @@ impl Pools {
         let labelled: Vec<&Probed> = probed.iter().filter(|p| p.label.is_some()).collect();
         let pool = if labelled.is_empty() {
             if mode == Mode::ImportOnly {
-                return Err(NotFound(format!(
+                return Err(InvalidArgument(format!(
                     "no pool label on {}: nothing to import",
                     keys.join(", ")
                 )));
