@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and only what is missing:
-# Debian packages, the wasm target, and the control plane binaries (built from
-# Go modules by tests/control-plane/build.sh into a cache outside the repo).
+# Debian packages, the wasm target, the control plane binaries (built from
+# Go modules by tests/control-plane/build.sh into a cache outside the repo),
+# and the real io-engine (built from pinned sources by tests/io-engine/build.sh
+# into the same cache; MSP_SKIP_IO_ENGINE=1 skips that build, and the
+# io-engine tests then fail under CI=true or say SKIPPED otherwise).
 # Safe to run again: a second run does nothing. Prints the directory holding
 # the control plane binaries (KUBEBUILDER_ASSETS when set, without a build).
 set -euo pipefail
@@ -12,6 +15,12 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # protoc and the well-known types for proto/; the disk tools the storage node
 # tests use to put foreign signatures on loop devices.
 packages=(protobuf-compiler libprotobuf-dev e2fsprogs lvm2 gdisk fdisk util-linux)
+# The io-engine: udev (its disk detection, run by the tests) and what SPDK,
+# DPDK, ISA-L and the io-engine crates need to build.
+packages+=(udev build-essential libaio-dev libssl-dev uuid-dev libnuma-dev nasm autoconf
+  automake libtool meson ninja-build python3-pyelftools liburing-dev libbsd-dev libpcap-dev
+  libibverbs-dev librdmacm-dev libkeyutils-dev clang libclang-dev lld libudev-dev libunwind-dev
+  liblzma-dev pkg-config zlib1g-dev python3-dev libblkid-dev git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,6 +40,11 @@ if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 else
   log "rustup not found: make sure the wasm32-unknown-unknown target is installed"
+fi
+
+if [ "${MSP_SKIP_IO_ENGINE:-}" != 1 ]; then
+  # Its output goes to the log; the binary's directory is not printed here.
+  "$here/io-engine/build.sh" >/dev/null
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then

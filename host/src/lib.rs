@@ -7,9 +7,11 @@
 pub mod cache;
 pub mod controller;
 pub mod crd;
+pub mod disk_safety;
 pub mod events;
 pub mod flags;
 pub mod health;
+pub mod idempotent;
 pub mod ledger;
 pub mod metrics;
 pub mod node_client;

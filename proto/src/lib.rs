@@ -1,7 +1,9 @@
 //! The Mayastor gRPC API, generated from the .proto files in this crate.
 //!
-//! - [`v0`]: package `mayastor`, service `Mayastor` (CreatePool, DestroyPool, ListPools).
-//! - [`v1`]: package `mayastor.v1`, services `PoolRpc` and `Registration`.
+//! - [`v0`]: package `mayastor`, service `Mayastor` (CreatePool, DestroyPool,
+//!   ListPools, ListBlockDevices).
+//! - [`v1`]: package `mayastor.v1`, services `PoolRpc`, `HostRpc`
+//!   (ListBlockDevices) and `Registration`.
 
 pub mod v0 {
     tonic::include_proto!("mayastor");

@@ -228,6 +228,10 @@ fn method_paths() {
         "mayastor.v1.PoolRpc"
     );
     assert_eq!(
+        <v1::host_rpc_server::HostRpcServer<Stub> as tonic::server::NamedService>::NAME,
+        "mayastor.v1.HostRpc"
+    );
+    assert_eq!(
         <v1::registration_server::RegistrationServer<Stub> as tonic::server::NamedService>::NAME,
         "mayastor.v1.Registration"
     );
@@ -254,6 +258,22 @@ impl v0::mayastor_server::Mayastor for Stub {
         &self,
         _: tonic::Request<v0::Null>,
     ) -> Result<tonic::Response<v0::ListPoolsReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn list_block_devices(
+        &self,
+        _: tonic::Request<v0::ListBlockDevicesRequest>,
+    ) -> Result<tonic::Response<v0::ListBlockDevicesReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::host_rpc_server::HostRpc for Stub {
+    async fn list_block_devices(
+        &self,
+        _: tonic::Request<v1::ListBlockDevicesRequest>,
+    ) -> Result<tonic::Response<v1::ListBlockDevicesResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
 }
@@ -312,4 +332,58 @@ impl v1::registration_server::Registration for Stub {
     ) -> Result<tonic::Response<()>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
+}
+
+#[test]
+fn v1_block_device() {
+    let dev = v1::BlockDevice {
+        devname: "/dev/a".into(),
+        size: 300,
+        filesystem: Some(v1::block_device::Filesystem {
+            fstype: "x".into(),
+            mountpoints: vec!["/m".into()],
+            ..Default::default()
+        }),
+        available: true,
+        is_rotational: Some(false),
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let want = [
+        0x0A, 6, b'/', b'd', b'e', b'v', b'/', b'a',    // 1 devname
+        0x40, 0xAC, 0x02,                               // 8 size = 300
+        0x52, 7, 0x0A, 1, b'x', 0x22, 2, b'/', b'm',    // 10 filesystem { 1 fstype, 4 mountpoints }
+        0x58, 1,                                        // 11 available
+        0x68, 0,                                        // 13 is_rotational (optional: sent when set)
+    ];
+    check(dev, &want);
+    let part = v1::BlockDevice {
+        partition: Some(v1::block_device::Partition {
+            parent: "p".into(),
+            number: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    check(part, &[0x4A, 5, 0x0A, 1, b'p', 0x10, 1]); // 9 partition { 1 parent, 2 number }
+    check(v1::ListBlockDevicesRequest { all: true }, &[0x08, 1]);
+}
+
+#[test]
+fn v0_block_device_has_one_mountpoint() {
+    let dev = v0::BlockDevice {
+        devname: "d".into(),
+        filesystem: Some(v0::block_device::Filesystem {
+            mountpoint: "/m".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    check(dev, &[0x0A, 1, b'd', 0x52, 4, 0x22, 2, b'/', b'm']);
+    check(
+        v0::ListBlockDevicesReply {
+            devices: vec![v0::BlockDevice::default()],
+        },
+        &[0x0A, 0],
+    );
 }

@@ -142,10 +142,18 @@ if [ ! -f "$SPDK_DIR/.complete" ]; then
       -b release install "$SPDK_DIR.partial" >"$OUT/spdk-install.log" 2>&1 \
       || { tail -40 "$OUT/spdk-install.log" >&2; exit 1; }
   )
+  # The pkg-config files name the staging prefix: point them at the final one.
+  sed -i "s|$SPDK_DIR.partial|$SPDK_DIR|g" "$SPDK_DIR.partial"/lib/pkgconfig/*.pc
   touch "$SPDK_DIR.partial/.complete"
   rm -rf "$SPDK_DIR"
   mv "$SPDK_DIR.partial" "$SPDK_DIR"
   log "SPDK built in $(( $(date +%s) - t ))s"
+fi
+# An SPDK staged by an earlier version of this script kept the staging
+# prefix; spdk-rs' build script ran against it and must run again.
+if grep -qs "$SPDK_DIR.partial" "$SPDK_DIR"/lib/pkgconfig/*.pc; then
+  sed -i "s|$SPDK_DIR.partial|$SPDK_DIR|g" "$SPDK_DIR"/lib/pkgconfig/*.pc
+  rm -rf "$OUT"/target/debug/build/spdk-rs-* "$OUT"/target/debug/.fingerprint/spdk-rs-*
 fi
 
 # --- io-engine ------------------------------------------------------------------

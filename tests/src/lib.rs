@@ -1,7 +1,8 @@
-//! Shared pieces for tests and the local demo: the real control plane harness
-//! and the stand-in storage node.
+//! Shared pieces for tests and the local demo: the real control plane harness,
+//! the real io-engine harness and the stand-in storage node.
 
 pub mod control_plane;
+pub mod io_engine;
 pub mod leftovers;
 pub mod loopdev;
 pub mod operator;

@@ -103,6 +103,16 @@ impl LoopDevice {
 
     /// A new loop device of `size_bytes` bytes (rounded up to 512), all zeroes.
     pub fn create(size_bytes: u64) -> Result<Self, LoopError> {
+        Self::attach(size_bytes, false)
+    }
+
+    /// As [`LoopDevice::create`], with partition scanning on: partitions
+    /// written to it appear as `/dev/loopNpM` (as on a real disk).
+    pub fn create_partitionable(size_bytes: u64) -> Result<Self, LoopError> {
+        Self::attach(size_bytes, true)
+    }
+
+    fn attach(size_bytes: u64, partscan: bool) -> Result<Self, LoopError> {
         sweep_dead_runs();
         let dir = tempfile::Builder::new()
             .prefix(&crate::leftovers::run_dir_prefix(TEMP_PREFIX))
@@ -118,7 +128,12 @@ impl LoopDevice {
         // then fails with EBUSY, and the next attempt gets another one.
         let mut attempt = 0;
         let out = loop {
-            match run("losetup", &["--find", "--show", &backing_str]) {
+            let mut args = vec!["--find", "--show"];
+            if partscan {
+                args.push("--partscan");
+            }
+            args.push(&backing_str);
+            match run("losetup", &args) {
                 Ok(out) => break out,
                 Err(e) if attempt < 4 => {
                     attempt += 1;

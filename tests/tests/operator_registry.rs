@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
+use msp_operator::idempotent::{self, Load};
 use msp_operator::node_client::{ApiVersion, NodeClient};
 use msp_operator::registry::{self, NodeRegistry, RegistrySettings};
 use msp_operator::shutdown::Shutdown;
-use msp_policy::model::ReportedState;
+use msp_policy::model::{ErrorKind, ReportedState};
 use msp_tests::operator::wait_for;
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 
@@ -43,16 +44,32 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         let created = client.create_pool(name, &disks).await?;
         assert_eq!(created.state, ReportedState::Online);
         assert!(created.capacity > 0 && created.capacity <= 64 << 20);
-        // Create again is idempotent; import of a loaded pool returns it.
-        client.create_pool(name, &disks).await?;
-        assert_eq!(client.import_pool(name, &disks).await?.name, name);
+        // Create or import again: ALREADY_EXISTS from the node, success
+        // through the operator's idempotent calls.
+        let again = client.create_pool(name, &disks).await.expect_err("loaded");
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+        let t = Duration::from_secs(2);
+        for load in [Load::Create, Load::Import] {
+            let pool = idempotent::load_pool(&client, load, name, &disks, t).await?;
+            assert_eq!(pool.name, name);
+        }
+        // Another pool's disks: still the error.
+        let other = vec!["malloc:///elsewhere?size_mb=64".to_string()];
+        let err = idempotent::load_pool(&client, Load::Create, name, &other, t)
+            .await
+            .expect_err("other disks");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         let listed = client.list_pools(Duration::from_secs(2)).await?;
         assert!(listed.iter().any(|p| p.name == name), "{listed:?}");
         // Disks come back as paths or URIs without the query.
         let mine = listed.iter().find(|p| p.name == name).expect("listed");
         assert!(mine.disks.iter().all(|d| !d.contains('?')), "{mine:?}");
         client.destroy_pool(name).await?;
-        client.destroy_pool(name).await?; // unknown name: OK
+        let gone = client.destroy_pool(name).await.expect_err("unknown");
+        assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+        // Not loaded and not on its disk (malloc disks die with the pool):
+        // gone, so the operator's destroy succeeds.
+        idempotent::destroy_pool(&client, name, &disks).await?;
         assert!(
             !client
                 .list_pools(Duration::from_secs(2))

@@ -149,7 +149,7 @@ async fn argument_errors() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await,
-        Code::NotFound,
+        Code::InvalidArgument,
         "nothing to import",
     );
     expect(
@@ -170,11 +170,16 @@ async fn argument_errors() -> anyhow::Result<()> {
         Code::Unimplemented,
         "GrowPool",
     );
-    c.destroy_pool(v1::DestroyPoolRequest {
-        name: "unknown".into(),
-        uuid: None,
-    })
-    .await?;
+    // As on the io-engine.
+    expect(
+        c.destroy_pool(v1::DestroyPoolRequest {
+            name: "unknown".into(),
+            uuid: None,
+        })
+        .await,
+        Code::NotFound,
+        "not found",
+    );
 
     // The same through v0.
     let mut c0 = v0::mayastor_client::MayastorClient::connect(node.uri()).await?;
@@ -197,10 +202,14 @@ async fn argument_errors() -> anyhow::Result<()> {
         Code::NotFound,
         "does not exist",
     );
-    c0.destroy_pool(v0::DestroyPoolRequest {
-        name: "unknown".into(),
-    })
-    .await?;
+    expect(
+        c0.destroy_pool(v0::DestroyPoolRequest {
+            name: "unknown".into(),
+        })
+        .await,
+        Code::NotFound,
+        "not found",
+    );
     Ok(())
 }
 
@@ -213,17 +222,17 @@ async fn conflict_errors_on_malloc_disks() -> anyhow::Result<()> {
 
     let x = create(&mut c, "x", &[m("a")]).await?;
     assert_eq!(x.capacity, 15 * MIB);
-    // Same name on other disks: already exists.
+    // Same name on other disks: invalid, as on the io-engine.
     expect(
         create(&mut c, "x", &[m("b")]).await,
-        Code::AlreadyExists,
+        Code::InvalidArgument,
         "already exists",
     );
-    // Another name on a disk of a loaded pool: name mismatch.
+    // Another name on a disk of a loaded pool: busy, as on the io-engine.
     expect(
         create(&mut c, "y", &[m("a")]).await,
         Code::InvalidArgument,
-        "pool name mismatch",
+        "volume is busy",
     );
     // Same name and disk, other uuid.
     expect(

@@ -60,9 +60,12 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
     );
     uuid::Uuid::parse_str(&created.uuid)?;
 
-    // Idempotent: the same request returns the same pool.
-    let again = c.create_pool(req.clone()).await?.into_inner();
-    assert_eq!(again.uuid, created.uuid);
+    // As the io-engine: the same request again is ALREADY_EXISTS.
+    let again = c
+        .create_pool(req.clone())
+        .await
+        .expect_err("loaded already");
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
     let pools = list(&mut c).await;
     assert_eq!(pools.len(), 1);
     assert_eq!(state(&pools[0]), v1::PoolState::PoolOnline);
@@ -125,12 +128,15 @@ async fn create_restart_import_degrade_fault_destroy() -> anyhow::Result<()> {
     assert_eq!(read_at(a.path(), RESERVED_BYTES, MIB as usize)?, data_a);
     assert!(matches!(label_on(&b_backing)?, LabelRead::Valid(l) if l.pool_name == "life"));
 
-    // Destroying an unknown pool is OK.
-    c.destroy_pool(v1::DestroyPoolRequest {
-        name: "life".into(),
-        uuid: None,
-    })
-    .await?;
+    // Destroying an unknown pool is NOT_FOUND, as on the io-engine.
+    let err = c
+        .destroy_pool(v1::DestroyPoolRequest {
+            name: "life".into(),
+            uuid: None,
+        })
+        .await
+        .expect_err("unknown pool");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
     // The erased disk is blank again: a new pool can be created on it.
     let fresh = c
@@ -200,10 +206,13 @@ async fn v0_client_create_list_destroy() -> anyhow::Result<()> {
             .is_empty()
     );
     assert_eq!(label_on(d.path())?, LabelRead::Absent);
-    // Unknown name: OK.
-    c0.destroy_pool(v0::DestroyPoolRequest {
-        name: "v0pool".into(),
-    })
-    .await?;
+    // Unknown name: NOT_FOUND, as on the io-engine.
+    let err = c0
+        .destroy_pool(v0::DestroyPoolRequest {
+            name: "v0pool".into(),
+        })
+        .await
+        .expect_err("unknown pool");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     Ok(())
 }

@@ -5,6 +5,8 @@
 //!   names it (same node and pool name), and never when the node's pool of
 //!   that name sits on other disks than the ledger recorded;
 //! - nothing is created or imported on a disk another pool claims;
+//! - nothing is created on a disk the node reports holding data, or one
+//!   it cannot tell about ([`crate::disk_safety`]);
 //! - the ledger entry is written before CreatePool, so a crash in between
 //!   leaves a record, never an untracked pool.
 
@@ -14,6 +16,8 @@ use msp_policy::model::{Action, Decision, ErrorKind, Observation, OperationError
 use super::context::Context;
 use super::error::Error;
 use crate::crd::MayastorPool;
+use crate::disk_safety;
+use crate::idempotent::{self, Load};
 use crate::ledger::LedgerEntry;
 use crate::node_client::{NodeClient, NodeError};
 use crate::registry::PoolUpdate;
@@ -119,6 +123,20 @@ pub async fn live(
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
+            // A CreatePool may format the disks (v0 has no import: its
+            // CreatePool is what imports too): ask what they hold first.
+            let may_format =
+                action == Action::Create || client.api() == crate::node_client::ApiVersion::V0;
+            if may_format && disk_safety::needs_check(&disks) {
+                let timeout = ctx.registry.settings().rpc_timeout;
+                let refusal = match client.list_block_devices(timeout).await {
+                    Ok(devices) => disk_safety::refusal(&disks, &devices),
+                    Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
+                };
+                if let Some(why) = refusal {
+                    return Ok(Outcome::Refused(action, why));
+                }
+            }
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
             let started = std::time::Instant::now();
@@ -132,10 +150,12 @@ pub async fn live(
                 })
                 .await?;
             let recorded = started.elapsed();
-            let result = match action {
-                Action::Create => client.create_pool(&name, &disks).await,
-                _ => client.import_pool(&name, &disks).await,
+            let load = match action {
+                Action::Create => Load::Create,
+                _ => Load::Import,
             };
+            let timeout = ctx.registry.settings().probe_timeout;
+            let result = idempotent::load_pool(&client, load, &name, &disks, timeout).await;
             tracing::debug!(
                 ledger_ms = recorded.as_millis() as u64,
                 node_ms = (started.elapsed() - recorded).as_millis() as u64,
@@ -224,7 +244,7 @@ pub async fn deleted(
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
-            let result = client.destroy_pool(&entry.pool).await;
+            let result = idempotent::destroy_pool(&client, &entry.pool, &entry.disks).await;
             ctx.metrics.node_operation("destroy", result.is_ok());
             update_cache(ctx, &entry.node, &result, |()| {
                 PoolUpdate::Gone(entry.pool.clone())

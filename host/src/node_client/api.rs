@@ -54,3 +54,20 @@ pub(super) fn reported_state(state: i32) -> ReportedState {
         _ => ReportedState::Unknown,
     }
 }
+
+/// A block device as the node reports it: what the disk safety check needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockDeviceInfo {
+    /// `/dev/...` (or the path of a file the node serves as a disk).
+    pub devname: String,
+    /// Other names of it (`/dev/disk/by-id/...`).
+    pub devlinks: Vec<String>,
+    /// The disk this partition is part of, for a partition.
+    pub partition_parent: Option<String>,
+    /// Set when the node found a filesystem or another content signature
+    /// (possibly empty when only a mount told it).
+    pub fstype: Option<String>,
+    pub mountpoints: Vec<String>,
+    /// False when the node calls the device in use.
+    pub available: bool,
+}

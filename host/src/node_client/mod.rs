@@ -7,6 +7,10 @@
 //! deadline. Replies are converted to the policy model's
 //! [`ReportedPool`], with disks normalised from URIs (`aio:///dev/sdb?uuid=…`)
 //! to the device paths the resources name.
+//!
+//! It also asks the node which block devices it has (v1
+//! `HostRpc.ListBlockDevices`, v0 `ListBlockDevices`), reduced to
+//! [`BlockDeviceInfo`], for the disk safety check before a create.
 
 use std::time::Duration;
 
@@ -17,7 +21,7 @@ mod v1;
 use msp_policy::model::{ErrorKind, OperationError, ReportedPool};
 
 use api::PoolApi;
-pub use api::disk_path;
+pub use api::{BlockDeviceInfo, disk_path};
 use tonic::transport::{Channel, Endpoint};
 
 /// Calls `PoolApi::$method` on the client of the node's API version.
@@ -166,6 +170,18 @@ impl NodeClient {
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
         Ok(on_api!(self, destroy_pool(name))?)
+    }
+
+    /// Every block device of the node (the unavailable ones too).
+    pub async fn list_block_devices(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
+        let channel = self.channel.clone();
+        Ok(match self.api {
+            ApiVersion::V1 => v1::list_block_devices(channel, timeout).await?,
+            ApiVersion::V0 => v0::list_block_devices(channel, timeout).await?,
+        })
     }
 }
 

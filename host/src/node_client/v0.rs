@@ -8,7 +8,7 @@ use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;
 
-use super::api::{PoolApi, reported};
+use super::api::{BlockDeviceInfo, PoolApi, reported};
 
 pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
     MayastorClient::new(channel)
@@ -58,5 +58,32 @@ impl PoolApi for MayastorClient<Channel> {
         };
         MayastorClient::destroy_pool(&mut self, req).await?;
         Ok(())
+    }
+}
+
+/// v0 `ListBlockDevices` with `all: true` (the unavailable ones too).
+pub(super) async fn list_block_devices(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Vec<BlockDeviceInfo>, tonic::Status> {
+    let mut req = tonic::Request::new(msp_proto::v0::ListBlockDevicesRequest { all: true });
+    req.set_timeout(timeout);
+    let reply = client(channel).list_block_devices(req).await?.into_inner();
+    Ok(reply.devices.into_iter().map(device_from_v0).collect())
+}
+
+fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
+    BlockDeviceInfo {
+        devname: d.devname,
+        devlinks: d.devlinks,
+        partition_parent: d.partition.map(|p| p.parent),
+        fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
+        mountpoints: d
+            .filesystem
+            .map(|f| f.mountpoint)
+            .filter(|m| !m.is_empty())
+            .into_iter()
+            .collect(),
+        available: d.available,
     }
 }

@@ -9,7 +9,7 @@ use msp_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use super::api::{PoolApi, reported};
+use super::api::{BlockDeviceInfo, PoolApi, reported};
 
 pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
     PoolRpcClient::new(channel)
@@ -70,5 +70,28 @@ impl PoolApi for PoolRpcClient<Channel> {
         };
         PoolRpcClient::destroy_pool(&mut self, req).await?;
         Ok(())
+    }
+}
+
+/// `HostRpc.ListBlockDevices` with `all: true` (the unavailable ones too).
+pub(super) async fn list_block_devices(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Vec<BlockDeviceInfo>, tonic::Status> {
+    let mut req = tonic::Request::new(msp_proto::v1::ListBlockDevicesRequest { all: true });
+    req.set_timeout(timeout);
+    let mut client = msp_proto::v1::host_rpc_client::HostRpcClient::new(channel);
+    let reply = client.list_block_devices(req).await?.into_inner();
+    Ok(reply.devices.into_iter().map(device_from_v1).collect())
+}
+
+fn device_from_v1(d: msp_proto::v1::BlockDevice) -> BlockDeviceInfo {
+    BlockDeviceInfo {
+        devname: d.devname,
+        devlinks: d.devlinks,
+        partition_parent: d.partition.map(|p| p.parent),
+        fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
+        mountpoints: d.filesystem.map(|f| f.mountpoints).unwrap_or_default(),
+        available: d.available,
     }
 }

@@ -23,6 +23,9 @@ pub struct Guarded {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// Reaped by [`Guarded::terminate`]: its pid may belong to another
+    /// process by now, so drop must not signal it.
+    reaped: bool,
 }
 
 impl Guarded {
@@ -65,11 +68,38 @@ impl Guarded {
             name,
             child,
             log: log.to_path_buf(),
+            reaped: false,
         })
     }
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The child's pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Graceful stop: SIGTERM to the child, then up to `timeout` for it to
+    /// exit; SIGKILL to its group after that. The exit status, when it
+    /// exited by itself within `timeout`.
+    pub fn terminate(mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory preconditions; our unreaped child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Whatever it started goes with it.
+                // SAFETY: as above; the group outlives its reaped leader.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                self.reaped = true;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
     }
 
     /// `Err` with the log's tail when the process has exited.
@@ -99,6 +129,9 @@ impl Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         // The child leads its own group (process_group(0)): its pid is the pgid.
         let pgid = self.child.id() as libc::pid_t;
         // SAFETY: kill has no memory preconditions; a negative pid names the group.

@@ -1,5 +1,6 @@
 //! The gRPC face of a node: the v0 `mayastor.Mayastor` and v1
-//! `mayastor.v1.PoolRpc` services, both over the same [`Pools`].
+//! `mayastor.v1.PoolRpc` and `mayastor.v1.HostRpc` services, all over the
+//! same [`Pools`].
 //!
 //! Pool operations do blocking disk I/O, so each call runs on the blocking
 //! thread pool. Errors map one to one onto gRPC codes.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use msp_proto::{v0, v1};
 use tonic::{Request, Response, Status};
 
+use super::devices::{self, BlockDevice};
 use super::pools::{Health, Mode, PoolError, PoolInfo, Pools};
 
 impl From<PoolError> for Status {
@@ -90,6 +92,64 @@ fn v1_pool(p: PoolInfo) -> v1::Pool {
     }
 }
 
+/// The node's devices; all of them, or those it calls available.
+async fn block_devices(pools: &Arc<Pools>, all: bool) -> Result<Vec<BlockDevice>, Status> {
+    let devices = blocking(pools, |p| Ok(devices::list(p.allowed_prefixes()))).await?;
+    Ok(devices.into_iter().filter(|d| all || d.available).collect())
+}
+
+fn v1_device(d: BlockDevice) -> v1::BlockDevice {
+    v1::BlockDevice {
+        partition: d.parent.map(|parent| v1::block_device::Partition {
+            parent,
+            number: d.partition_number,
+            ..Default::default()
+        }),
+        filesystem: (d.fstype.is_some() || !d.mountpoints.is_empty()).then(|| {
+            v1::block_device::Filesystem {
+                fstype: d.fstype.unwrap_or_default(),
+                mountpoints: d.mountpoints,
+                ..Default::default()
+            }
+        }),
+        devname: d.devname,
+        devtype: d.devtype,
+        devmajor: d.major,
+        devminor: d.minor,
+        devpath: d.devpath,
+        devlinks: d.devlinks,
+        size: d.size,
+        available: d.available,
+        ..Default::default()
+    }
+}
+
+fn v0_device(d: BlockDevice) -> v0::BlockDevice {
+    v0::BlockDevice {
+        partition: d.parent.map(|parent| v0::block_device::Partition {
+            parent,
+            number: d.partition_number,
+            ..Default::default()
+        }),
+        filesystem: (d.fstype.is_some() || !d.mountpoints.is_empty()).then(|| {
+            v0::block_device::Filesystem {
+                fstype: d.fstype.unwrap_or_default(),
+                mountpoint: d.mountpoints.into_iter().next().unwrap_or_default(),
+                ..Default::default()
+            }
+        }),
+        devname: d.devname,
+        devtype: d.devtype,
+        devmajor: d.major,
+        devminor: d.minor,
+        devpath: d.devpath,
+        devlinks: d.devlinks,
+        size: d.size,
+        available: d.available,
+        ..Default::default()
+    }
+}
+
 /// Only lvs-type pools exist here (the io-engine's default type).
 fn check_pooltype(pooltype: i32) -> Result<(), Status> {
     if pooltype == v1::PoolType::Lvs as i32 {
@@ -131,6 +191,31 @@ impl v0::mayastor_server::Mayastor for PoolService {
         let pools = blocking(&self.pools, |p| Ok(p.list())).await?;
         Ok(Response::new(v0::ListPoolsReply {
             pools: pools.into_iter().map(v0_pool).collect(),
+        }))
+    }
+
+    async fn list_block_devices(
+        &self,
+        request: Request<v0::ListBlockDevicesRequest>,
+    ) -> Result<Response<v0::ListBlockDevicesReply>, Status> {
+        let all = request.into_inner().all;
+        let devices = block_devices(&self.pools, all).await?;
+        Ok(Response::new(v0::ListBlockDevicesReply {
+            devices: devices.into_iter().map(v0_device).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::host_rpc_server::HostRpc for PoolService {
+    async fn list_block_devices(
+        &self,
+        request: Request<v1::ListBlockDevicesRequest>,
+    ) -> Result<Response<v1::ListBlockDevicesResponse>, Status> {
+        let all = request.into_inner().all;
+        let devices = block_devices(&self.pools, all).await?;
+        Ok(Response::new(v1::ListBlockDevicesResponse {
+            devices: devices.into_iter().map(v1_device).collect(),
         }))
     }
 }

@@ -7,15 +7,18 @@
 //! accepts several disks per pool where the io-engine takes one, and its
 //! on-disk format is its own label ([`label`]), not an SPDK blobstore. What it
 //! shares with the io-engine is the wire API and the pool behaviour the
-//! operator relies on: create-or-import, idempotent create, no re-import by
+//! operator relies on: create-or-import, the io-engine's answers to a repeated
+//! create or an unknown destroy ([`pools`]), no re-import by
 //! itself after a restart, state derived from the disks.
 //!
 //! Rooms: [`label`] (on-disk format), [`probe`] (foreign signatures),
+//! [`devices`] (the block devices ListBlockDevices reports),
 //! [`disk`] (disk names and I/O), [`pools`] (pool semantics), [`grpc`] (the
 //! services), [`registration`] (heartbeat), [`node`] (one running node),
 //! [`process`] (the binary as a child process, for tests), [`recorder`] (a
 //! registration server that records heartbeats, for tests).
 
+pub mod devices;
 pub mod disk;
 pub mod grpc;
 pub mod label;

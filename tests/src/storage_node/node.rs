@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msp_proto::{v0::mayastor_server::MayastorServer, v1::pool_rpc_server::PoolRpcServer};
+use msp_proto::v0::mayastor_server::MayastorServer;
+use msp_proto::v1::{host_rpc_server::HostRpcServer, pool_rpc_server::PoolRpcServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -82,7 +83,8 @@ impl RunningNode {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(MayastorServer::new(service.clone()))
-                .add_service(PoolRpcServer::new(service))
+                .add_service(PoolRpcServer::new(service.clone()))
+                .add_service(HostRpcServer::new(service))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 }),

@@ -8,6 +8,17 @@
 //! io-engine, which takes exactly one disk per pool, this node accepts several
 //! disks per pool (capacity is the sum of their data areas).
 //!
+//! Answers as the io-engine's (develop 86f3f5a3, driven over v1): a pool
+//! already loaded answers ALREADY_EXISTS to CreatePool and ImportPool, a
+//! disk of a loaded pool named for another pool is INVALID_ARGUMENT "volume
+//! is busy", so is a loaded pool's name asked for on other disks, and an
+//! import from a disk with no pool; DestroyPool of a pool not loaded is
+//! NOT_FOUND (checked by the differential test, io_engine_differential.rs). Deliberately
+//! unlike the io-engine, a disk holding a filesystem, an LVM PV, a partition
+//! table or another known signature is refused (FAILED_PRECONDITION) and
+//! never written: the io-engine formats it (the operator's disk safety check
+//! stops that before the call).
+//!
 //! The state reported by [`Pools::list`] is derived from the disks at every
 //! call: faulted when a disk is gone (missing path, size 0, label no longer
 //! there), degraded when one is read-only or fails reads, online otherwise.
@@ -119,7 +130,13 @@ impl Pools {
         }
     }
 
-    /// CreatePool / ImportPool.
+    /// The path prefixes block disks must live under.
+    pub fn allowed_prefixes(&self) -> &[PathBuf] {
+        &self.allowed
+    }
+
+    /// CreatePool / ImportPool: loads the pool labelled on `disks`, or
+    /// (`CreateOrImport`, no label on any) makes a new one.
     pub fn create(
         &self,
         name: &str,
@@ -162,7 +179,7 @@ impl Pools {
             have.sort();
             want.sort();
             if have != want {
-                return Err(AlreadyExists(format!(
+                return Err(InvalidArgument(format!(
                     "pool {name:?} already exists on other disks ({})",
                     have.join(", ")
                 )));
@@ -173,7 +190,10 @@ impl Pools {
                     pool.uuid
                 )));
             }
-            return Ok(info(name, pool));
+            // As the io-engine: a loaded pool is not created or imported again.
+            return Err(AlreadyExists(format!(
+                "volume already exists: pool {name:?} is loaded on these disks"
+            )));
         }
         for (other, pool) in loaded.iter() {
             if let Some(d) = pool
@@ -182,7 +202,7 @@ impl Pools {
                 .find(|d| keys.contains(&d.disk.spec().key()))
             {
                 return Err(InvalidArgument(format!(
-                    "pool name mismatch: disk {} belongs to pool {other:?}",
+                    "volume is busy: disk {} belongs to pool {other:?}",
                     d.disk.spec().key()
                 )));
             }
@@ -196,7 +216,7 @@ impl Pools {
         let labelled: Vec<&Probed> = probed.iter().filter(|p| p.label.is_some()).collect();
         let pool = if labelled.is_empty() {
             if mode == Mode::ImportOnly {
-                return Err(NotFound(format!(
+                return Err(InvalidArgument(format!(
                     "no pool label on {}: nothing to import",
                     keys.join(", ")
                 )));
@@ -211,14 +231,14 @@ impl Pools {
     }
 
     /// DestroyPool: erases our label from every disk of the pool that still
-    /// carries it, and unloads the pool. Unknown names are fine (OK). A disk
+    /// carries it, and unloads the pool. Unknown names are NOT_FOUND. A disk
     /// that is gone keeps its label (it cannot be reached); a disk that is
     /// there but cannot be written fails the call and the pool stays loaded,
     /// so a retry can finish the job.
     pub fn destroy(&self, name: &str, uuid: Option<&str>) -> Result<(), PoolError> {
         let mut loaded = lock(&self.loaded);
         let Some(pool) = loaded.get(name) else {
-            return Ok(());
+            return Err(PoolError::NotFound(format!("pool {name:?} not found")));
         };
         if let Some(u) = uuid.filter(|u| !u.is_empty())
             && Uuid::parse_str(u).ok() != Some(pool.uuid)

@@ -11,6 +11,39 @@ pub const PROBE_BYTES: usize = 72 * 1024;
 /// Names the first foreign signature found in `head` (the first bytes of a
 /// disk), or `None` when the probed area holds none that we know.
 pub fn foreign_signature(head: &[u8]) -> Option<String> {
+    signature(head).map(|s| s.what)
+}
+
+/// What a foreign signature is, in the terms `ListBlockDevices` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// For an admin: "an ext4 filesystem".
+    pub what: String,
+    /// What udev calls it (`ID_FS_TYPE`: "ext4", "LVM2_member"), for a
+    /// filesystem or another content signature.
+    pub fstype: Option<&'static str>,
+    /// The scheme of a partition table ("gpt", "dos").
+    pub partition_table: Option<&'static str>,
+}
+
+fn fs(what: impl Into<String>, fstype: &'static str) -> Option<Signature> {
+    Some(Signature {
+        what: what.into(),
+        fstype: Some(fstype),
+        partition_table: None,
+    })
+}
+
+fn table(what: &str, scheme: &'static str) -> Option<Signature> {
+    Some(Signature {
+        what: what.into(),
+        fstype: None,
+        partition_table: Some(scheme),
+    })
+}
+
+/// The first foreign signature found in `head`, with its udev names.
+pub fn signature(head: &[u8]) -> Option<Signature> {
     let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
     let u16_at = |off: usize| {
         head.get(off..off + 2)
@@ -33,53 +66,53 @@ pub fn foreign_signature(head: &[u8]) -> Option<String> {
         } else {
             "ext2"
         };
-        return Some(format!("an {kind} filesystem"));
+        return fs(format!("an {kind} filesystem"), kind);
     }
     if at(0, b"XFSB") {
-        return Some("an xfs filesystem".into());
+        return fs("an xfs filesystem", "xfs");
     }
     if at(0x10040, b"_BHRfS_M") {
-        return Some("a btrfs filesystem".into());
+        return fs("a btrfs filesystem", "btrfs");
     }
     for page in [4096usize, 8192, 16384, 65536] {
         if at(page - 10, b"SWAPSPACE2") || at(page - 10, b"SWAP-SPACE") {
-            return Some("a swap area".into());
+            return fs("a swap area", "swap");
         }
     }
     // LVM2 physical volume: "LABELONE" in one of the first four sectors.
     for sector in 0..4 {
         let off = sector * 512;
         if at(off, b"LABELONE") && at(off + 24, b"LVM2 001") {
-            return Some("an LVM2 physical volume".into());
+            return fs("an LVM2 physical volume", "LVM2_member");
         }
     }
     if at(0, b"LUKS\xba\xbe") {
-        return Some("a LUKS encrypted volume".into());
+        return fs("a LUKS encrypted volume", "crypto_LUKS");
     }
     // SPDK blobstore: how the io-engine's lvs pools start.
     if at(0, b"SPDKBLOB") {
-        return Some("an SPDK blobstore (an io-engine pool)".into());
+        return fs("an SPDK blobstore (an io-engine pool)", "spdk_blobstore");
     }
     if at(32769, b"CD001") {
-        return Some("an iso9660 filesystem".into());
+        return fs("an iso9660 filesystem", "iso9660");
     }
     if at(3, b"NTFS    ") {
-        return Some("an ntfs filesystem".into());
+        return fs("an ntfs filesystem", "ntfs");
     }
     if at(82, b"FAT32   ") || at(54, b"FAT16   ") || at(54, b"FAT12   ") {
-        return Some("a vfat filesystem".into());
+        return fs("a vfat filesystem", "vfat");
     }
     // GPT header in LBA 1 (512- or 4096-byte sectors).
     if at(512, b"EFI PART") || at(4096, b"EFI PART") {
-        return Some("a GPT partition table".into());
+        return table("a GPT partition table", "gpt");
     }
     // MBR: boot signature plus at least one used partition entry.
     if at(510, &[0x55, 0xAA]) {
         let used = (0..4).any(|i| head.get(446 + i * 16 + 4).is_some_and(|t| *t != 0));
         if used {
-            return Some("an MBR (dos) partition table".into());
+            return table("an MBR (dos) partition table", "dos");
         }
-        return Some("a boot sector (0x55AA signature)".into());
+        return table("a boot sector (0x55AA signature)", "dos");
     }
     // ZFS labels keep uberblocks (magic 0x00bab10c) from 128 KiB on; only the
     // first is inside the probed area when it is large enough.

@@ -1,0 +1,135 @@
+//! Pool calls made idempotent over the real io-engine's answers, so that a
+//! retry (after a crash, a timeout, a lost reply) ends where the first call
+//! would have:
+//! - CreatePool or ImportPool answering ALREADY_EXISTS is success when the
+//!   node then lists a pool of that name on the same disks (the engine has
+//!   it loaded); with other disks it stays the error it is;
+//! - DestroyPool answering NOT_FOUND is success when the pool is gone. The
+//!   engine does not load pools by itself after a restart, so NOT_FOUND may
+//!   only mean "not loaded": on v1 the pool is imported from the disks it
+//!   was created on and destroyed; only when that import finds no such pool
+//!   there is it gone: NOT_FOUND (no disk), INVALID_ARGUMENT (the io-engine
+//!   finds no pool of that name on the disk, or the disk busy with another
+//!   pool), FAILED_PRECONDITION (the stand-in finds something else on it).
+//!   Other errors (unavailable, deadline, internal) are retried. v0 has no
+//!   import (its CreatePool could format the disk), so there NOT_FOUND is
+//!   taken as gone.
+
+use std::time::Duration;
+
+use msp_policy::model::{ErrorKind, ReportedPool};
+
+use crate::node_client::{ApiVersion, NodeClient, NodeError, disk_path};
+
+/// Whether to create (or import) with CreatePool, or import only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    Create,
+    Import,
+}
+
+/// CreatePool or ImportPool; an ALREADY_EXISTS for this very pool is its
+/// listing. `timeout` bounds that ListPools.
+pub async fn load_pool(
+    client: &NodeClient,
+    load: Load,
+    name: &str,
+    disks: &[String],
+    timeout: Duration,
+) -> Result<ReportedPool, NodeError> {
+    let result = match load {
+        Load::Create => client.create_pool(name, disks).await,
+        Load::Import => client.import_pool(name, disks).await,
+    };
+    match result {
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+            match client.list_pools(timeout).await {
+                Ok(pools) => match pools
+                    .into_iter()
+                    .find(|p| p.name == name && same_disks(&p.disks, disks))
+                {
+                    Some(pool) => {
+                        tracing::debug!(pool = name, "already loaded on its disks: success");
+                        Ok(pool)
+                    }
+                    None => Err(err),
+                },
+                Err(list_err) => {
+                    tracing::debug!(error = %list_err, "listing after ALREADY_EXISTS failed");
+                    Err(err)
+                }
+            }
+        }
+        other => other,
+    }
+}
+
+/// DestroyPool; success when the pool is gone (see the module doc).
+/// `disks` are those the pool was created on.
+pub async fn destroy_pool(
+    client: &NodeClient,
+    name: &str,
+    disks: &[String],
+) -> Result<(), NodeError> {
+    match client.destroy_pool(name).await {
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if client.api() == ApiVersion::V0 || disks.is_empty() {
+                return Ok(());
+            }
+            match client.import_pool(name, disks).await {
+                Ok(_) => client.destroy_pool(name).await,
+                Err(import) if not_there(import.kind()) => {
+                    tracing::debug!(pool = name, error = %import, "not loaded and not on its disks: gone");
+                    Ok(())
+                }
+                Err(import) => Err(import),
+            }
+        }
+        other => other,
+    }
+}
+
+/// An ImportPool error that says the pool is not on the disks.
+fn not_there(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::NotFound | ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition
+    )
+}
+
+/// The same disks, whatever the URI form (`aio:///dev/sdb?uuid=…` is `/dev/sdb`).
+fn same_disks(reported: &[String], wanted: &[String]) -> bool {
+    let mut a: Vec<String> = reported.iter().map(|d| disk_path(d)).collect();
+    let mut b: Vec<String> = wanted.iter().map(|d| disk_path(d)).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_compare_as_paths() {
+        let s = |v: &[&str]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert!(same_disks(
+            &s(&["/dev/loop1"]),
+            &s(&["aio:///dev/loop1?uuid=9"])
+        ));
+        assert!(same_disks(
+            &s(&["/dev/b", "/dev/a"]),
+            &s(&["/dev/a", "/dev/b"])
+        ));
+        assert!(!same_disks(&s(&["/dev/loop1"]), &s(&["/dev/loop2"])));
+    }
+
+    #[test]
+    fn only_definite_import_errors_mean_gone() {
+        assert!(not_there(ErrorKind::NotFound));
+        assert!(not_there(ErrorKind::InvalidArgument));
+        assert!(!not_there(ErrorKind::Unavailable));
+        assert!(!not_there(ErrorKind::DeadlineExceeded));
+        assert!(!not_there(ErrorKind::Internal));
+    }
+}
