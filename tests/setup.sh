@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and only what is missing:
-# Debian packages, the wasm target, and the control plane binaries (built from
-# Go modules by tests/control-plane/build.sh into a cache outside the repo).
+# Debian packages, the wasm target, the control plane binaries and the
+# cluster's node components (built from Go modules by
+# tests/control-plane/build.sh and tests/cluster/build.sh into a cache outside
+# the repo).
 # Safe to run again: a second run does nothing. Prints the directory holding
 # the control plane binaries (KUBEBUILDER_ASSETS when set, without a build).
 set -euo pipefail
@@ -12,6 +14,11 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # protoc and the well-known types for proto/; the disk tools the storage node
 # tests use to put foreign signatures on loop devices.
 packages=(protobuf-compiler libprotobuf-dev e2fsprogs lvm2 gdisk fdisk util-linux)
+# The single-node cluster (tests/src/cluster): container runtime, pod network,
+# kube-proxy's tools, the image builder and the Debian rootfs for the images,
+# a C compiler and binutils for the static pause binary and the image binaries.
+packages+=(containerd runc containernetworking-plugins iptables conntrack iproute2
+  mmdebstrap buildah binutils gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,6 +38,13 @@ if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 else
   log "rustup not found: make sure the wasm32-unknown-unknown target is installed"
+fi
+
+# The cluster's node components; the control plane's directory stays the only
+# thing printed. Outside CI a failed build only skips the cluster tests.
+if ! "$here/cluster/build.sh" >/dev/null; then
+  [ "${CI:-}" = true ] && exit 1
+  log "the cluster's node components could not be built: the cluster tests will be skipped"
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then

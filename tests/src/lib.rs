@@ -1,6 +1,7 @@
 //! Shared pieces for tests and the local demo: the real control plane harness
 //! and the stand-in storage node.
 
+pub mod cluster;
 pub mod control_plane;
 pub mod leftovers;
 pub mod loopdev;
