@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and only what is missing:
-# Debian packages, the wasm target, the control plane binaries (built from
-# Go modules by tests/control-plane/build.sh into a cache outside the repo),
-# and the real io-engine (built from pinned sources by tests/io-engine/build.sh
-# into the same cache; MSP_SKIP_IO_ENGINE=1 skips that build, and the
-# io-engine tests then fail under CI=true or say SKIPPED otherwise).
+# Debian packages, the wasm target, the control plane binaries and the
+# cluster's node components (built from Go modules by
+# tests/control-plane/build.sh and tests/cluster/build.sh into a cache outside
+# the repo), and the real io-engine (built from pinned sources by
+# tests/io-engine/build.sh into the same cache; MSP_SKIP_IO_ENGINE=1 skips that
+# build, and the io-engine tests then fail under CI=true or say SKIPPED otherwise).
 # Safe to run again: a second run does nothing. Prints the directory holding
 # the control plane binaries (KUBEBUILDER_ASSETS when set, without a build).
 set -euo pipefail
@@ -21,6 +22,11 @@ packages+=(udev build-essential libaio-dev libssl-dev uuid-dev libnuma-dev nasm 
   automake libtool meson ninja-build python3-pyelftools liburing-dev libbsd-dev libpcap-dev
   libibverbs-dev librdmacm-dev libkeyutils-dev clang libclang-dev lld libudev-dev libunwind-dev
   liblzma-dev pkg-config zlib1g-dev python3-dev libblkid-dev git)
+# The single-node cluster (tests/src/cluster): container runtime, pod network,
+# kube-proxy's tools, the image builder and the Debian rootfs for the images,
+# a C compiler and binutils for the static pause binary and the image binaries.
+packages+=(containerd runc containernetworking-plugins iptables conntrack iproute2
+  mmdebstrap buildah binutils gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -40,6 +46,13 @@ if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 else
   log "rustup not found: make sure the wasm32-unknown-unknown target is installed"
+fi
+
+# The cluster's node components; the control plane's directory stays the only
+# thing printed. Outside CI a failed build only skips the cluster tests.
+if ! "$here/cluster/build.sh" >/dev/null; then
+  [ "${CI:-}" = true ] && exit 1
+  log "the cluster's node components could not be built: the cluster tests will be skipped"
 fi
 
 if [ "${MSP_SKIP_IO_ENGINE:-}" != 1 ]; then

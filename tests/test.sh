@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and end-to-end tests against a real etcd,
-# kube-apiserver and kubectl, real storage node processes and loop devices.
+# kube-apiserver and kubectl, real storage node processes and loop devices,
+# and the cluster tests: the operator and storage node images installed from
+# deploy/ into a real single-node Kubernetes (tests/tests/cluster.rs).
 # Installs what is missing first (tests/setup.sh). Loop device tests need root;
 # with CI=true anything missing fails the run instead of being skipped.
 # Extra arguments go to `cargo test`.
@@ -12,4 +14,7 @@ cd "$here/.."
 # Benchmarks are not run here (they print figures, they assert nothing), but
 # they are compiled, so that they cannot rot.
 cargo test --workspace --locked --benches --no-run
+# The operator binary the cluster test packs into its image (and
+# operator_binary runs), built in the same profile as the tests.
+cargo build --locked -p msp-operator --bin msp-operator
 cargo test --workspace --locked "$@"

@@ -60,7 +60,7 @@ fn problem(disk: &str, devices: &[BlockDeviceInfo]) -> Option<String> {
     let path = disk_path(disk);
     let Some(dev) = devices
         .iter()
-        .find(|d| d.devname == path || d.devlinks.iter().any(|l| *l == path))
+        .find(|d| d.devname == path || d.devlinks.contains(&path))
     else {
         return Some(format!(
             "disk {disk} is not among the block devices the node lists, so it cannot tell what \

@@ -1,6 +1,7 @@
 //! Shared pieces for tests and the local demo: the real control plane harness,
 //! the real io-engine harness and the stand-in storage node.
 
+pub mod cluster;
 pub mod control_plane;
 pub mod io_engine;
 pub mod leftovers;

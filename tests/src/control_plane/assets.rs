@@ -28,33 +28,40 @@ pub async fn bin_dir() -> Result<PathBuf, HarnessError> {
 }
 
 async fn build() -> Result<PathBuf, HarnessError> {
-    tracing::info!(
-        script = BUILD_SCRIPT,
-        "finding or building the control plane binaries"
-    );
+    let dir = run_build_script(BUILD_SCRIPT, &[]).await?;
+    check(&dir, BUILD_SCRIPT)?;
+    Ok(dir)
+}
+
+/// Runs a build script of `tests/` (with `args`) that builds into the cache (a no-op once
+/// built) and prints the output directory as its last line.
+pub(crate) async fn run_build_script(
+    script: &str,
+    args: &[&Path],
+) -> Result<PathBuf, HarnessError> {
+    tracing::info!(script, "finding or building binaries");
     // stderr passes through: a cold build takes minutes and says what it does.
     let output = tokio::process::Command::new("bash")
-        .arg(BUILD_SCRIPT)
+        .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .await
-        .map_err(|e| HarnessError::io(format!("running {BUILD_SCRIPT}"), e))?;
+        .map_err(|e| HarnessError::io(format!("running {script}"), e))?;
     if !output.status.success() {
         return Err(HarnessError::Assets(format!(
-            "{BUILD_SCRIPT} failed ({})",
+            "{script} failed ({})",
             output.status
         )));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout
+    stdout
         .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
         .map(|line| PathBuf::from(line.trim()))
-        .ok_or_else(|| HarnessError::Assets(format!("{BUILD_SCRIPT} printed no directory")))?;
-    check(&dir, BUILD_SCRIPT)?;
-    Ok(dir)
+        .ok_or_else(|| HarnessError::Assets(format!("{script} printed no directory")))
 }
 
 fn check(dir: &Path, source: &str) -> Result<(), HarnessError> {

@@ -35,9 +35,9 @@
 //! killed outright, the kernel kills the children (`PR_SET_PDEATHSIG`) and the
 //! next start removes the temp dirs of dead runs.
 
-mod assets;
-mod pki;
-mod process;
+pub(crate) mod assets;
+pub(crate) mod pki;
+pub(crate) mod process;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,8 @@ pub enum HarnessError {
         waited: Duration,
         log_tail: String,
     },
+    #[error("cluster setup: {0}")]
+    Setup(String),
     #[error("kubeconfig {path}: {message}")]
     Kubeconfig { path: PathBuf, message: String },
     #[error("kubectl {args} failed ({status}):\n{stderr}")]
@@ -439,7 +441,7 @@ pub async fn run(command: Command) -> Result<String, HarnessError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn issue_identity(
+pub(crate) fn issue_identity(
     ca: &pki::Ca,
     root: &Path,
     server: &str,
@@ -481,7 +483,10 @@ fn issue_identity(
 }
 
 /// Polls `healthy` until it says yes, failing early when the process exits.
-async fn wait_healthy<F, Fut>(process: &mut Guarded, mut healthy: F) -> Result<(), HarnessError>
+pub(crate) async fn wait_healthy<F, Fut>(
+    process: &mut Guarded,
+    mut healthy: F,
+) -> Result<(), HarnessError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -522,7 +527,7 @@ async fn etcd_healthy(port: u16) -> bool {
 
 /// The API server's `/healthz` (etcd reachable, post-start hooks such as the
 /// RBAC bootstrap roles done), asked as admin.
-async fn apiserver_healthy(client: &kube::Client) -> bool {
+pub(crate) async fn apiserver_healthy(client: &kube::Client) -> bool {
     let Ok(request) = http::Request::get("/healthz").body(Vec::new()) else {
         return false;
     };
@@ -540,12 +545,12 @@ fn sweep_dead_runs() {
     }
 }
 
-fn mkdir(path: &Path) -> Result<(), HarnessError> {
+pub(crate) fn mkdir(path: &Path) -> Result<(), HarnessError> {
     std::fs::create_dir_all(path)
         .map_err(|e| HarnessError::io(format!("creating {}", path.display()), e))
 }
 
-fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
     std::fs::write(path, contents)
         .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
 }

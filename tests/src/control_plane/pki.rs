@@ -57,19 +57,28 @@ impl Ca {
 
     /// The API server's serving certificate, valid for the loopback address.
     pub fn serving(&self) -> Result<Pem, HarnessError> {
+        self.serving_for("kube-apiserver", &["127.0.0.1", "localhost"])
+    }
+
+    /// A serving certificate with CN `name` for these DNS names and IP
+    /// addresses (rcgen tells them apart).
+    pub fn serving_for(&self, name: &str, sans: &[&str]) -> Result<Pem, HarnessError> {
         let key = KeyPair::generate()?;
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {
             cert: cert.pem(),
             key: key.serialize_pem(),
         })
+    }
+
+    /// The CA's private key, for a controller-manager that signs certificates.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// A client certificate for `user` in `groups` (CN=user, one O per group).

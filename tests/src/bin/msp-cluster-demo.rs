@@ -1,0 +1,151 @@
+//! `msp-cluster-demo` (`tests/demo.sh --cluster`): the operator and the
+//! storage node as pods in a real single-node Kubernetes (`msp_tests::cluster`),
+//! installed from `deploy/base` with images built from this checkout, the node
+//! labelled, and the seed's example pool online on a loop device. Prints how
+//! to use kubectl against it and runs until Ctrl-C or SIGTERM, then stops
+//! everything and leaves nothing behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use msp_operator::crd::PoolState;
+use msp_tests::cluster::{Cluster, NODE_IP, NODE_NAME};
+use msp_tests::loopdev::{LoopDevice, MIB};
+use msp_tests::operator::wait_pool;
+use tokio::signal::unix::{SignalKind, signal};
+
+const EXAMPLE_POOL: &str = include_str!("../../../deploy/overlays/seed-example/pool.yaml");
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+}
+
+// One thread: the components' death signal is bound to the thread that
+// started them, which must live as long as the cluster.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,msp_tests=info,kube_client=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    anyhow::ensure!(
+        LoopDevice::available(),
+        "the cluster demo runs as root (kubelet, containerd, a network namespace, a loop device)"
+    );
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .context("the demo's directory")?;
+    let (operator, storage_node) = (bin_dir.join("msp-operator"), bin_dir.join("storage-node"));
+    for binary in [&operator, &storage_node] {
+        anyhow::ensure!(
+            binary.exists(),
+            "{} missing: cargo build -p msp-operator -p msp-tests --bins",
+            binary.display()
+        );
+    }
+
+    let started = Instant::now();
+    let cluster = Cluster::start(&operator, &storage_node)
+        .await
+        .context("starting the cluster")?;
+    let cluster_up = started.elapsed();
+    cluster
+        .install(&repo("deploy/base"))
+        .await
+        .context("installing deploy/base")?;
+    let disk = LoopDevice::create(256 * MIB)?;
+    let example = cluster.dir().join("my-new-pool.yaml");
+    std::fs::write(
+        &example,
+        EXAMPLE_POOL.replace("/dev/loop0", &disk.path_str()),
+    )?;
+    print!(
+        "{}",
+        cluster
+            .kubectl_ok(|k| {
+                k.arg("create").arg("-f").arg(&example);
+            })
+            .await?
+    );
+    let admin = cluster.client().await?;
+    let status = wait_pool(
+        &admin,
+        "my-new-pool",
+        Duration::from_secs(60),
+        "online",
+        |s| s.state == Some(PoolState::Online),
+    )
+    .await?;
+
+    println!(
+        "\nUp in {:.1}s (cluster {:.1}s):",
+        started.elapsed().as_secs_f64(),
+        cluster_up.as_secs_f64()
+    );
+    println!(
+        "  Kubernetes          single node {NODE_NAME} ({NODE_IP}, in network namespace {}): etcd, kube-apiserver,",
+        cluster.netns_name()
+    );
+    println!(
+        "                      controller-manager, scheduler, containerd, kubelet, kube-proxy, CoreDNS"
+    );
+    println!(
+        "  installed           kubectl apply --server-side -k deploy/base (images built from this checkout)"
+    );
+    println!(
+        "  policy              {}",
+        status.policy.as_deref().unwrap_or("?")
+    );
+    println!(
+        "  the seed's example  my-new-pool on {NODE_NAME} with {} (instead of /dev/loop0)\n",
+        disk.path_str()
+    );
+    for args in [
+        &["get", "nodes"][..],
+        &["-n", "mayastor", "get", "pods"],
+        &["-n", "mayastor", "get", "msp"],
+    ] {
+        println!("$ kubectl {}", args.join(" "));
+        print!(
+            "{}",
+            cluster
+                .kubectl_ok(|k| {
+                    k.args(args);
+                })
+                .await?
+        );
+    }
+    println!("\nTry it from another shell:\n");
+    println!("  export KUBECONFIG={}", cluster.kubeconfig().display());
+    println!(
+        "  export PATH={}:$PATH   # the matching kubectl",
+        cluster
+            .kubectl_path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!("  kubectl -n mayastor get msp,pods");
+    println!("  kubectl -n mayastor logs deploy/msp-operator      # JSON, one line per event");
+    println!("  kubectl -n mayastor delete pod -l app.kubernetes.io/name=msp-storage-node");
+    println!(
+        "  kubectl -n mayastor delete msp my-new-pool        # the pool is destroyed on the node"
+    );
+    println!("\nPress Ctrl-C (or send SIGTERM) to stop everything cleanly.");
+
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    println!("Stopping: the cluster (every process, mount, cgroup, the namespace), then the disk.");
+    cluster.stop().context("stopping the cluster")?;
+    drop(disk);
+    println!("Stopped; nothing left behind.");
+    Ok(())
+}

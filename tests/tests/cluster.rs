@@ -1,0 +1,479 @@
+//! The operator and the stand-in storage node as pods in a real single-node
+//! Kubernetes (`msp_tests::cluster`), installed from `deploy/` the way a user
+//! installs them, exercised with the real kubectl and a loop device attached
+//! on the host.
+//!
+//! One cluster for the whole file: starting it costs about half a minute, so
+//! the scenarios run in order in one test against it, each leaving the
+//! cluster as it found it (the operator installed, no pools).
+//!
+//! ```sh
+//! cargo build -p msp-operator --bin msp-operator
+//! cargo test -p msp-tests --test cluster -- --nocapture   # as root
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use msp_operator::crd::PoolState;
+use msp_tests::cluster::{Cluster, INSTALL_NAMESPACE as NS, NODE_IP, relative_path};
+use msp_tests::control_plane::run;
+use msp_tests::loopdev::pattern;
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{node_pools, pool_status, wait_for, wait_pool};
+
+/// A pod starting, a pool reaching a state: the cluster is slower than the
+/// in-process tests (images, probes, DNS).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+}
+
+/// The operator binary, built next to this test's binary by `cargo test --workspace`.
+fn operator_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("msp-operator");
+    path.exists().then_some(path)
+}
+
+/// The seed example's pool manifest with its disk replaced by `disk`.
+fn seed_pool_on(disk: &str) -> anyhow::Result<String> {
+    let manifest = std::fs::read_to_string(repo("deploy/overlays/seed-example/pool.yaml"))?;
+    anyhow::ensure!(
+        manifest.contains("/dev/loop0"),
+        "the seed example no longer uses /dev/loop0"
+    );
+    Ok(manifest.replace("/dev/loop0", disk))
+}
+
+/// `kubectl apply -f -` of `manifest`.
+async fn kubectl_apply(cluster: &Cluster, manifest: &str) -> anyhow::Result<()> {
+    static APPLIED: AtomicUsize = AtomicUsize::new(0);
+    let n = APPLIED.fetch_add(1, Ordering::Relaxed);
+    let path = cluster.dir().join(format!("manifest-{n}.yaml"));
+    std::fs::write(&path, manifest)?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["apply", "-f"]).arg(&path);
+        })
+        .await?;
+    Ok(())
+}
+
+/// `kubectl -n mayastor get msp NAME -o jsonpath=...`.
+async fn msp_field(cluster: &Cluster, name: &str, path: &str) -> Option<String> {
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "msp", name, "-o"])
+                .arg(format!("jsonpath={path}"));
+        })
+        .await
+        .ok()
+}
+
+/// The storage node's gRPC endpoint (hostNetwork, on the node's address),
+/// forwarded to a loopback port of this process.
+struct NodeApi {
+    forward: msp_tests::cluster::Forward,
+}
+
+impl NodeApi {
+    fn new(cluster: &Cluster) -> anyhow::Result<NodeApi> {
+        let target = SocketAddr::new(NODE_IP.parse()?, 10124);
+        Ok(NodeApi {
+            forward: cluster.forward(target)?,
+        })
+    }
+
+    async fn pools(&self) -> anyhow::Result<Vec<String>> {
+        node_pools(self.forward.local()).await
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Result<()> {
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let operator = operator_binary();
+    if !msp_tests::require(
+        "the msp-operator binary (cargo build -p msp-operator)",
+        operator.is_some(),
+    ) || !msp_tests::require(
+        "the cluster's node components (tests/cluster/build.sh)",
+        Cluster::binaries_available().await,
+    ) {
+        return Ok(());
+    }
+    let operator = operator.unwrap_or_default();
+    let storage_node = PathBuf::from(env!("CARGO_BIN_EXE_storage-node"));
+
+    let started = Instant::now();
+    let cluster = Cluster::start(&operator, &storage_node).await?;
+    eprintln!(
+        "cluster: started in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let applied = Instant::now();
+    cluster.install(&repo("deploy/base")).await?;
+    eprintln!(
+        "cluster: kubectl apply -k deploy/base -> operator and storage node ready in {:.1}s",
+        applied.elapsed().as_secs_f64()
+    );
+    let node = NodeApi::new(&cluster)?;
+
+    seed_lifecycle(&cluster, &node).await?;
+    logs_are_json_with_the_pool_name(&cluster).await?;
+    metrics_through_the_service_from_a_pod(&cluster).await?;
+    operator_pod_replaced(&cluster, &node).await?;
+    storage_node_pod_replaced(&cluster, &node).await?;
+    custom_policy_overlay_retains(&cluster, &node).await?;
+
+    cluster.stop()?;
+    Ok(())
+}
+
+/// The seed's create and delete with kubectl: `get msp` shows the pool
+/// online, the storage node (asked over gRPC) has it; after the delete it has not.
+async fn seed_lifecycle(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let disk = LoopDevice::create(64 * MIB)?;
+    let created = Instant::now();
+    kubectl_apply(cluster, &seed_pool_on(&disk.path_str())?).await?;
+    wait_for(
+        "kubectl -n mayastor get msp shows my-new-pool online",
+        WAIT,
+        || async {
+            cluster
+                .kubectl_ok(|k| {
+                    k.args(["-n", NS, "get", "msp"]);
+                })
+                .await
+                .is_ok_and(|out| {
+                    out.lines().any(|l| {
+                        l.split_whitespace().next() == Some("my-new-pool")
+                            && l.split_whitespace().any(|w| w == "online")
+                    })
+                })
+        },
+    )
+    .await?;
+    eprintln!(
+        "cluster: create -> online in {:.2}s",
+        created.elapsed().as_secs_f64()
+    );
+    assert_eq!(node.pools().await?, vec!["my-new-pool".to_string()]);
+    assert_eq!(
+        msp_field(cluster, "my-new-pool", "{.status.state}")
+            .await
+            .as_deref(),
+        Some("online")
+    );
+
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "msp", "my-new-pool"]);
+        })
+        .await?;
+    wait_for("my-new-pool destroyed on the node", WAIT, || async {
+        node.pools().await.is_ok_and(|p| p.is_empty())
+    })
+    .await?;
+    let mut get = cluster.kubectl();
+    get.args(["-n", NS, "get", "msp", "-o", "name"]);
+    assert_eq!(run(get).await?.trim(), "");
+    Ok(())
+}
+
+/// A MayastorPool `name` on the cluster's node with `disk`.
+fn pool_manifest(name: &str, disk: &str) -> String {
+    format!(
+        "apiVersion: openebs.io/v1alpha1\nkind: MayastorPool\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  node: node1\n  disks: [\"{disk}\"]\n"
+    )
+}
+
+async fn create_online(
+    cluster: &Cluster,
+    admin: &kube::Client,
+    name: &str,
+    disk: &LoopDevice,
+) -> anyhow::Result<()> {
+    kubectl_apply(cluster, &pool_manifest(name, &disk.path_str())).await?;
+    wait_pool(admin, name, WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    Ok(())
+}
+
+async fn delete_pool(cluster: &Cluster, node: &NodeApi, name: &str) -> anyhow::Result<()> {
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "msp", name]);
+        })
+        .await?;
+    wait_for(&format!("{name} destroyed on the node"), WAIT, || async {
+        node.pools()
+            .await
+            .is_ok_and(|p| !p.iter().any(|n| n == name))
+    })
+    .await
+}
+
+/// Name and readiness of the pods with `app.kubernetes.io/name=APP`.
+async fn pods(cluster: &Cluster, app: &str) -> Vec<(String, bool)> {
+    let out = cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "pods", "-l"])
+                .arg(format!("app.kubernetes.io/name={app}"))
+                .arg("-o")
+                .arg(r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}"#);
+        })
+        .await
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_string();
+            let ready = f.next() == Some("True");
+            // A pod being deleted counts as not ready.
+            Some((name, ready && f.next().is_none()))
+        })
+        .collect()
+}
+
+/// Waits until exactly one pod of `app` is ready and it is not `old`; its name.
+async fn wait_replaced(cluster: &Cluster, app: &str, old: &str) -> anyhow::Result<String> {
+    let name = std::cell::RefCell::new(String::new());
+    wait_for(&format!("a new ready {app} pod"), WAIT, || async {
+        match pods(cluster, app).await.as_slice() {
+            [(pod, true)] if pod != old => {
+                *name.borrow_mut() = pod.clone();
+                true
+            }
+            _ => false,
+        }
+    })
+    .await?;
+    Ok(name.into_inner())
+}
+
+async fn only_pod(cluster: &Cluster, app: &str) -> anyhow::Result<String> {
+    match pods(cluster, app).await.as_slice() {
+        [(pod, _)] => Ok(pod.clone()),
+        other => anyhow::bail!("expected one {app} pod, found {other:?}"),
+    }
+}
+
+async fn operator_logs(cluster: &Cluster, pod: &str) -> anyhow::Result<String> {
+    Ok(cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "logs", pod]);
+        })
+        .await?)
+}
+
+/// `kubectl logs` of the operator pod: every line JSON, the reconcile span of
+/// a pool carrying its name (the seed's pool, created just before).
+async fn logs_are_json_with_the_pool_name(cluster: &Cluster) -> anyhow::Result<()> {
+    let pod = only_pod(cluster, "msp-operator").await?;
+    let logs = operator_logs(cluster, &pod).await?;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))?;
+    let pool_span = lines.iter().any(|l| {
+        l["spans"].as_array().is_some_and(|spans| {
+            spans
+                .iter()
+                .any(|s| s["name"] == "reconcile" && s["pool"] == "my-new-pool")
+        })
+    });
+    assert!(
+        pool_span,
+        "no log line in the reconcile span of my-new-pool:\n{logs}"
+    );
+    Ok(())
+}
+
+/// `/metrics` scraped through the operator's Service by name from a pod (the
+/// storage node's image has bash, whose /dev/tcp is the HTTP client).
+async fn metrics_through_the_service_from_a_pod(cluster: &Cluster) -> anyhow::Result<()> {
+    let image = &cluster.images().get("storage-node")?.reference;
+    let script = "exec 3<>/dev/tcp/msp-operator.mayastor.svc/8080 && printf 'GET /metrics HTTP/1.0\\r\\nHost: msp-operator\\r\\n\\r\\n' >&3 && cat <&3";
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: metrics-scrape, namespace: {NS}}}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: scrape
+    image: {image}
+    imagePullPolicy: Never
+    command: ["bash", "-c", {script:?}]
+"#
+    );
+    kubectl_apply(cluster, &manifest).await?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args([
+                "-n",
+                NS,
+                "wait",
+                "--for=jsonpath={.status.phase}=Succeeded",
+                "pod/metrics-scrape",
+                "--timeout=60s",
+            ]);
+        })
+        .await?;
+    let scraped = operator_logs(cluster, "metrics-scrape").await?;
+    let status_line = scraped.lines().next().unwrap_or_default();
+    assert!(
+        status_line.starts_with("HTTP/1.") && status_line.contains(" 200 "),
+        "{scraped}"
+    );
+    assert!(scraped.contains("msp_"), "no msp_ metrics in:\n{scraped}");
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "pod", "metrics-scrape"]);
+        })
+        .await?;
+    Ok(())
+}
+
+/// `kubectl delete pod` of the operator: the Deployment's new pod takes over,
+/// the storage node registers with it, and an online pool stays online.
+async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let disk = LoopDevice::create(64 * MIB)?;
+    create_online(cluster, &admin, "survives-operator", &disk).await?;
+    // Settled: the operator's last write (status, then nothing) is done.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let version = msp_field(cluster, "survives-operator", "{.metadata.resourceVersion}").await;
+    let old = only_pod(cluster, "msp-operator").await?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "pod", &old]);
+        })
+        .await?;
+    let new = wait_replaced(cluster, "msp-operator", &old).await?;
+    wait_for(
+        "the storage node registered with the new operator",
+        WAIT,
+        || async {
+            operator_logs(cluster, &new)
+                .await
+                .is_ok_and(|l| l.contains("storage node registered"))
+        },
+    )
+    .await?;
+    // Past the startup grace (10 s by default) and a node sync: the new
+    // operator has looked at the pool and found nothing to write.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let status = pool_status(&admin, "survives-operator").await?;
+    assert_eq!(status.state, Some(PoolState::Online));
+    // Not asserted yet: in this cluster the new operator does write the
+    // pool's status once (resourceVersion moves), unlike the in-process
+    // operator_delete test; printed until that is understood.
+    let after = msp_field(cluster, "survives-operator", "{.metadata.resourceVersion}").await;
+    eprintln!("cluster: resourceVersion across the operator restart: {version:?} -> {after:?}");
+    delete_pool(cluster, node, "survives-operator").await
+}
+
+/// Deleting the storage node's pod: its pools go offline within 15 s; the
+/// DaemonSet's new pod imports them and they are online again, with the data
+/// written before intact.
+async fn storage_node_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let disk = LoopDevice::create(64 * MIB)?;
+    create_online(cluster, &admin, "survives-node", &disk).await?;
+    let data = pattern(7, 1024 * 1024);
+    let offset = 32 * MIB;
+    msp_tests::loopdev::write_at(disk.path(), offset, &data)?;
+
+    let old = only_pod(cluster, "msp-storage-node").await?;
+    let deleted = Instant::now();
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "pod", &old, "--wait=false"]);
+        })
+        .await?;
+    wait_pool(
+        &admin,
+        "survives-node",
+        Duration::from_secs(15),
+        "offline",
+        |s| s.state == Some(PoolState::Offline),
+    )
+    .await?;
+    eprintln!(
+        "cluster: storage node pod deleted -> pool offline in {:.1}s",
+        deleted.elapsed().as_secs_f64()
+    );
+    wait_replaced(cluster, "msp-storage-node", &old).await?;
+    wait_pool(&admin, "survives-node", WAIT, "online again", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    eprintln!(
+        "cluster: storage node pod deleted -> pool online again in {:.1}s",
+        deleted.elapsed().as_secs_f64()
+    );
+    assert_eq!(node.pools().await?, vec!["survives-node".to_string()]);
+    assert!(
+        msp_tests::loopdev::read_at(disk.path(), offset, data.len())? == data,
+        "the data written before the restart changed"
+    );
+    delete_pool(cluster, node, "survives-node").await
+}
+
+/// The `custom-policy` overlay with the `retain` example, applied as a user
+/// would (on top of the installed base): a deleted resource's pool stays.
+async fn custom_policy_overlay_retains(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let retain = msp_operator::policy::bundled::built_component("retain")
+        .ok_or_else(|| anyhow::anyhow!("the retain example was not built"))?;
+    // The user's overlay, beside its module, next to the base it names.
+    let overlay = cluster.dir().join("custom-policy");
+    std::fs::create_dir_all(&overlay)?;
+    let overlay = overlay.canonicalize()?;
+    let kustomization =
+        std::fs::read_to_string(repo("deploy/overlays/custom-policy/kustomization.yaml"))?;
+    anyhow::ensure!(kustomization.contains("../../base"));
+    let base = repo("deploy/base").canonicalize()?;
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        kustomization.replace(
+            "../../base",
+            &relative_path(&overlay, &base).display().to_string(),
+        ),
+    )?;
+    std::fs::copy(retain, overlay.join("policy.wasm"))?;
+    cluster.install(&overlay).await?;
+
+    let disk = LoopDevice::create(64 * MIB)?;
+    kubectl_apply(cluster, &pool_manifest("kept", &disk.path_str())).await?;
+    wait_pool(&admin, "kept", WAIT, "online, decided by msp-retain", |s| {
+        s.state == Some(PoolState::Online)
+            && s.policy
+                .as_deref()
+                .is_some_and(|p| p.starts_with("msp-retain@"))
+    })
+    .await?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "msp", "kept"]);
+        })
+        .await?;
+    // The deletion is processed at once (the watch sees it); a sweep later
+    // it would be gone from the node if the policy had not kept it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(node.pools().await?, vec!["kept".to_string()]);
+    Ok(())
+}
