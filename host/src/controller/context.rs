@@ -120,14 +120,17 @@ impl Context {
         &self.pools
     }
 
-    /// How long to hold `pool`'s status because its node may still register.
+    /// How long to hold `pool`'s status because its node may still register,
+    /// or has registered but its pool list has not arrived yet (a look in
+    /// between would write a passing "waiting for the pool list" reason).
     pub(super) fn startup_hold(&self, pool: &MayastorPool) -> Option<Duration> {
         let left = self
             .settings
             .startup_grace
             .checked_sub(self.started.elapsed())?;
-        (pool.placement_cached() && !self.registry.knows(pool.effective_node()) && !left.is_zero())
-            .then_some(left)
+        let node = pool.effective_node();
+        let unheard = !self.registry.knows(node) || self.registry.view(node).pools.is_none();
+        (pool.placement_cached() && unheard && !left.is_zero()).then_some(left)
     }
 
     /// What observe reads from.
