@@ -7,7 +7,8 @@
 //! use msp_tests::cluster::Cluster;
 //! # let (operator, storage_node) = (std::path::Path::new("x"), std::path::Path::new("y"));
 //! let cluster = Cluster::start(operator, storage_node).await?;
-//! cluster.install(&[]).await?; // deploy/base with the built images, as a user would
+//! // deploy/base (or an overlay of it) with the built images, as a user would
+//! cluster.install(std::path::Path::new("deploy/base")).await?;
 //! let out = msp_tests::control_plane::run({
 //!     let mut k = cluster.kubectl();
 //!     k.args(["-n", "mayastor", "get", "pods"]);
