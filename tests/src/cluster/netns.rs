@@ -109,6 +109,15 @@ pub fn delete(name: &str) {
             .stderr(std::process::Stdio::null())
             .status();
     }
+    // `ip netns add` bind-mounts /run/netns on first use; with no namespace
+    // left in it, take that mount away too so nothing of the run stays.
+    let dir = std::path::Path::new("/run/netns");
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = Command::new("umount")
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// Opens a TCP connection from inside the namespace at `netns`, on a thread of
