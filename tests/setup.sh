@@ -12,6 +12,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+# Runs a step and logs how long it took (the cold build times of a fresh machine).
+timed() {
+  local name=$1 t0=$SECONDS status=0
+  shift
+  "$@" || status=$?
+  log "$name: $(( SECONDS - t0 ))s"
+  return $status
+}
 
 # protoc and the well-known types for proto/; the disk tools the storage node
 # tests use to put foreign signatures on loop devices.
@@ -37,8 +45,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   log "installing ${missing[*]}"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  timed "apt-get" sh -c 'apt-get update -q >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null' apt "${missing[@]}"
 fi
 
 command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
@@ -50,18 +58,18 @@ fi
 
 # The cluster's node components; the control plane's directory stays the only
 # thing printed. Outside CI a failed build only skips the cluster tests.
-if ! "$here/cluster/build.sh" >/dev/null; then
+if ! timed "cluster components" "$here/cluster/build.sh" >/dev/null; then
   [ "${CI:-}" = true ] && exit 1
   log "the cluster's node components could not be built: the cluster tests will be skipped"
 fi
 
 if [ "${MSP_SKIP_IO_ENGINE:-}" != 1 ]; then
   # Its output goes to the log; the binary's directory is not printed here.
-  "$here/io-engine/build.sh" >/dev/null
+  timed "io-engine" "$here/io-engine/build.sh" >/dev/null
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   echo "$KUBEBUILDER_ASSETS"
 else
-  "$here/control-plane/build.sh"
+  timed "control plane" "$here/control-plane/build.sh"
 fi
