@@ -13,7 +13,10 @@
 //! 2. the storage node is down → offline if the pool was created, else pending;
 //! 3. the pool is listed by the node → its reported health;
 //! 4. not listed → create (never created) or import (created before), with
-//!    exponential backoff after failures, never giving up.
+//!    exponential backoff after failures, never giving up. A created pool
+//!    being imported on a running node is pending, and faulted when the import
+//!    fails for a lasting reason: offline means only that the storage node is
+//!    not running.
 //!
 //! Pending reasons before creation (node missing, not labelled, disk conflict)
 //! are checked before the storage node, because they are what the admin fixes.
@@ -58,7 +61,10 @@ pub fn info() -> PolicyInfo {
 /// Decide what to do about one pool.
 pub fn decide(obs: &Observation) -> Decision {
     let mut d = decide_core(obs);
-    if let Some(note) = spec_edit_note(obs) {
+    for note in [node_gone_note(obs), spec_edit_note(obs)]
+        .into_iter()
+        .flatten()
+    {
         d.reason = if d.reason.is_empty() {
             note
         } else {
@@ -183,8 +189,9 @@ fn reported_health(state: ReportedState, created: bool, node: &str) -> Decision 
 
 /// The node is up and does not list the pool: make it (again).
 fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
+    // Not offline while importing: the storage node is running.
     let (action, waiting_state) = if created {
-        (Action::Import, PoolState::Offline)
+        (Action::Import, PoolState::Pending)
     } else {
         (Action::Create, PoolState::Pending)
     };
@@ -198,7 +205,7 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
                 return Decision {
                     action: Action::None,
                     state: waiting_state,
-                    reason: format!("{verb} in progress on \"{node}\""),
+                    reason: format!("{verb} in progress on \"{node}\" (the storage node runs)"),
                     requeue_after_ms: Some(SHORT_REQUEUE_MS),
                     event: None,
                 };
@@ -213,6 +220,13 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
                     error_advice(err.kind, &err.message, node)
                 );
                 let due = op.at_ms.saturating_add(backoff);
+                // A created pool the node cannot bring back is not usable;
+                // a call that did not complete says nothing about the pool.
+                let failed_state = if created && !transient(err.kind) {
+                    PoolState::Faulted
+                } else {
+                    waiting_state
+                };
                 let event = Some(warning(
                     if created {
                         "ImportFailed"
@@ -224,7 +238,7 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
                 if obs.now_ms < due {
                     return Decision {
                         action: Action::None,
-                        state: waiting_state,
+                        state: failed_state,
                         reason,
                         requeue_after_ms: Some(due - obs.now_ms),
                         event,
@@ -232,7 +246,7 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
                 }
                 return Decision {
                     action,
-                    state: waiting_state,
+                    state: failed_state,
                     reason,
                     requeue_after_ms: Some(backoff_ms(failures.saturating_add(1))),
                     event,
@@ -243,7 +257,10 @@ fn create_or_import(obs: &Observation, created: bool, node: &str) -> Decision {
 
     let disks = effective_disks(obs).join(", ");
     let reason = if created {
-        format!("storage node on \"{node}\" does not list the pool: importing it from {disks}")
+        format!(
+            "the storage node on \"{node}\" runs but does not list the pool (it restarted?): \
+             importing it from {disks}"
+        )
     } else {
         format!("creating the pool on \"{node}\" with {disks}")
     };
@@ -410,37 +427,59 @@ fn spec_edit_note(obs: &Observation) -> Option<String> {
     ))
 }
 
-/// What an operation error means and what the admin should do about it.
+/// The storage node's error as it gave it, and what the admin can do. The
+/// node's text is the cause; nothing here guesses another one.
 fn error_advice(kind: ErrorKind, message: &str, node: &str) -> String {
     let advice = match kind {
-        ErrorKind::FailedPrecondition => format!(
-            "a disk cannot be used: it holds a filesystem, an LVM label, a partition table or \
-             another pool's label, which is never overwritten: wipe it (wipefs -a) or pick another \
-             disk on \"{node}\""
-        ),
-        ErrorKind::InvalidArgument => format!(
-            "the storage node refused the pool's parameters: check spec.disks are absolute device \
-             paths on \"{node}\" (delete and recreate the resource to change them)"
-        ),
-        ErrorKind::AlreadyExists => format!(
-            "a pool of this name or on these disks already exists on \"{node}\" with other \
-             parameters: destroy it or give this resource another name"
-        ),
-        ErrorKind::NotFound => {
-            format!("a disk was not found on \"{node}\": check the device paths exist there")
+        ErrorKind::FailedPrecondition => {
+            "fix what it names on the node (a disk holding data is never overwritten)".to_string()
         }
-        ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => format!(
-            "the storage node on \"{node}\" did not complete the call; retrying with backoff"
-        ),
-        ErrorKind::ResourceExhausted => format!(
-            "the storage node on \"{node}\" is out of resources (memory, pool slots); retrying \
-             with backoff"
-        ),
-        ErrorKind::Internal | ErrorKind::Other => {
-            format!("the storage node on \"{node}\" failed; retrying with backoff")
+        ErrorKind::InvalidArgument => "check spec.disks (delete and recreate the resource to \
+                                       change them)"
+            .to_string(),
+        ErrorKind::AlreadyExists => "destroy the other pool or give this resource another name \
+                                     or other disks"
+            .to_string(),
+        ErrorKind::NotFound => "check that the disk paths exist there".to_string(),
+        ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => {
+            "the call did not complete; retrying with backoff".to_string()
         }
+        ErrorKind::ResourceExhausted => "retrying with backoff".to_string(),
+        ErrorKind::Internal | ErrorKind::Other => "retrying with backoff".to_string(),
     };
-    format!("{}: {message}: {advice}", kind_name(kind))
+    format!(
+        "the storage node on \"{node}\" answered {}: {message} ({advice})",
+        kind_name(kind)
+    )
+}
+
+/// Kinds that say the call did not complete, not that the pool is bad.
+fn transient(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unavailable | ErrorKind::DeadlineExceeded | ErrorKind::ResourceExhausted
+    )
+}
+
+/// Set when a created pool's Kubernetes node is gone or lost the Mayastor
+/// label: the pool still works, but its storage node is about to go away.
+fn node_gone_note(obs: &Observation) -> Option<String> {
+    if obs.pool.deleted || !obs.was_created() {
+        return None;
+    }
+    let node = effective_node(obs);
+    if !obs.node.exists {
+        return Some(format!(
+            "Kubernetes node \"{node}\" no longer exists: the pool's storage node goes with it"
+        ));
+    }
+    if !obs.node.mayastor_enabled {
+        return Some(format!(
+            "node \"{node}\" is no longer labelled {MAYASTOR_LABEL}: its storage node will be \
+             stopped and this pool will go offline; label the node again to keep it"
+        ));
+    }
+    None
 }
 
 /// The gRPC-style name of an error kind, as the admin sees it in logs.

@@ -140,22 +140,32 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// True when the pool exists or existed on its node: a state after pending
-    /// was reported, or a create/import just succeeded. The ledger alone does
-    /// not say so: it is written *before* CreatePool. The one definition of
-    /// "created" for the default policy, custom policies and the host.
+    /// True when the pool exists or existed on its node: its placement is
+    /// cached in status (written with the first report after a create), a
+    /// state after pending was reported, or a create/import just succeeded.
+    /// The ledger alone does not say so: it is written *before* CreatePool.
+    /// The one definition of "created" for the default policy, custom
+    /// policies and the host. (A created pool being imported again is
+    /// pending, so the state alone is not enough.)
     pub fn was_created(&self) -> bool {
-        matches!(
-            self.pool.status_state,
-            Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
-        ) || matches!(
-            &self.last_operation,
-            Some(LastOperation {
-                action: Action::Create | Action::Import,
-                error: None,
-                ..
-            })
-        )
+        self.pool.status_node.is_some()
+            || matches!(
+                self.pool.status_state,
+                Some(
+                    PoolState::Online
+                        | PoolState::Degraded
+                        | PoolState::Faulted
+                        | PoolState::Offline
+                )
+            )
+            || matches!(
+                &self.last_operation,
+                Some(LastOperation {
+                    action: Action::Create | Action::Import,
+                    error: None,
+                    ..
+                })
+            )
     }
 }
 

@@ -183,15 +183,36 @@ fn reported_health_sets_the_state_from_any_start() {
 #[test]
 fn each_create_error_kind_has_its_own_advice_and_backs_off() {
     let kinds = [
-        (ErrorKind::FailedPrecondition, "wipe it"),
-        (ErrorKind::InvalidArgument, "absolute device"),
-        (ErrorKind::AlreadyExists, "already exists"),
-        (ErrorKind::NotFound, "not found"),
-        (ErrorKind::Unavailable, "retrying with backoff"),
-        (ErrorKind::DeadlineExceeded, "retrying with backoff"),
-        (ErrorKind::ResourceExhausted, "out of resources"),
-        (ErrorKind::Internal, "failed; retrying"),
-        (ErrorKind::Other, "failed; retrying"),
+        (
+            ErrorKind::FailedPrecondition,
+            "failed-precondition: boom (fix what it names",
+        ),
+        (
+            ErrorKind::InvalidArgument,
+            "invalid-argument: boom (check spec.disks",
+        ),
+        (
+            ErrorKind::AlreadyExists,
+            "already-exists: boom (destroy the other pool",
+        ),
+        (
+            ErrorKind::NotFound,
+            "not-found: boom (check that the disk paths exist",
+        ),
+        (
+            ErrorKind::Unavailable,
+            "unavailable: boom (the call did not complete",
+        ),
+        (
+            ErrorKind::DeadlineExceeded,
+            "deadline-exceeded: boom (the call did not",
+        ),
+        (
+            ErrorKind::ResourceExhausted,
+            "resource-exhausted: boom (retrying",
+        ),
+        (ErrorKind::Internal, "internal: boom (retrying"),
+        (ErrorKind::Other, "other: boom (retrying"),
     ];
     let mut reasons = std::collections::HashSet::new();
     for (kind, needle) in kinds {
@@ -206,7 +227,8 @@ fn each_create_error_kind_has_its_own_advice_and_backs_off() {
             "{kind:?}"
         );
         assert!(d.reason.contains(needle), "{kind:?}: {}", d.reason);
-        assert!(d.reason.contains("boom"), "{}", d.reason);
+        // The node's text is the cause: no guess about disks' contents.
+        assert!(!d.reason.contains("filesystem"), "{}", d.reason);
         assert_eq!(d.requeue_after_ms, Some(990));
         assert!(d.event.as_ref().is_some_and(|e| e.warning));
         reasons.insert(d.reason);
@@ -263,8 +285,8 @@ fn storage_node_back_imports_a_created_pool_and_creates_a_new_one() {
         if is_created(start) {
             assert_eq!(
                 (d.action, d.state),
-                (Action::Import, PoolState::Offline),
-                "{start:?}"
+                (Action::Import, PoolState::Pending),
+                "{start:?}: the node runs, so not offline"
             );
         } else {
             assert_eq!(
@@ -274,15 +296,27 @@ fn storage_node_back_imports_a_created_pool_and_creates_a_new_one() {
             );
         }
     }
-    // Import failure: stays offline, retried with backoff.
-    let mut o = base(Some(PoolState::Offline));
+    // An import in progress on a running node: pending, and still created
+    // (the cached placement says so) though the state is pending.
+    let mut o = base(Some(PoolState::Pending));
+    o.pool.status_node = Some("node1".into());
+    o.pool.status_disks = Some(vec!["/dev/disk/by-id/disk-a".into()]);
     o.reported = None;
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::Import, PoolState::Pending));
+    assert!(d.reason.contains("importing it from"), "{}", d.reason);
+    // Import failure the node answers for: faulted, with its text, retried
+    // with backoff.
     o.last_operation = failed(Action::Import, ErrorKind::NotFound, 2, 100);
     let d = decide(&o);
     assert_eq!(
         (d.action, d.state, d.requeue_after_ms),
-        (Action::None, PoolState::Offline, Some(1_900))
+        (Action::None, PoolState::Faulted, Some(1_900))
     );
+    assert!(d.reason.contains("not-found: boom"), "{}", d.reason);
+    // A call that did not complete says nothing about the pool: pending.
+    o.last_operation = failed(Action::Import, ErrorKind::Unavailable, 2, 100);
+    assert_eq!(decide(&o).state, PoolState::Pending);
 }
 
 #[test]
@@ -371,4 +405,27 @@ fn info_names_the_default_policy() {
     let i = decide::info();
     assert_eq!(i.name, "msp-default");
     assert!(!i.version.is_empty());
+}
+
+#[test]
+fn label_removed_from_a_node_with_a_pool_says_so_while_online() {
+    let mut o = base(Some(PoolState::Online));
+    o.node.mayastor_enabled = false;
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::None, PoolState::Online));
+    assert!(
+        d.reason
+            .contains("no longer labelled openebs.io/engine=mayastor")
+            && d.reason.contains("will go offline"),
+        "{}",
+        d.reason
+    );
+    let mut o = base(Some(PoolState::Online));
+    o.node.exists = false;
+    let d = decide(&o);
+    assert_eq!(d.state, PoolState::Online);
+    assert!(d.reason.contains("no longer exists"), "{}", d.reason);
+    // Labelled again: the note goes.
+    let d = decide(&base(Some(PoolState::Online)));
+    assert_eq!(d.reason, "");
 }
