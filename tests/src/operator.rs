@@ -194,6 +194,17 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> anyhow::Result<()>
 /// Creates a Node object (no kubelet runs: it is only a record), labelled
 /// `openebs.io/engine=mayastor` when `mayastor` is true.
 pub async fn create_node(client: &Client, name: &str, mayastor: bool) -> anyhow::Result<()> {
+    create_node_at(client, name, mayastor, "127.0.0.1").await
+}
+
+/// Creates Node `name` with `address` as its InternalIP: the address its
+/// storage node advertises, which the operator's registration check requires.
+pub async fn create_node_at(
+    client: &Client,
+    name: &str,
+    mayastor: bool,
+    address: &str,
+) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let mut labels = std::collections::BTreeMap::new();
     if mayastor {
@@ -208,6 +219,12 @@ pub async fn create_node(client: &Client, name: &str, mayastor: bool) -> anyhow:
         ..Default::default()
     };
     api.create(&PostParams::default(), &node).await?;
+    // Status is a subresource: written after the create, as a kubelet does.
+    let status = serde_json::json!({
+        "status": {"addresses": [{"type": "InternalIP", "address": address}]}
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     Ok(())
 }
 
@@ -360,6 +377,15 @@ pub async fn node_pools(endpoint: SocketAddr) -> anyhow::Result<Vec<String>> {
 
 /// Reasons of the events recorded about pool `name`, oldest first.
 pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<Vec<String>> {
+    Ok(pool_events(client, name)
+        .await?
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect())
+}
+
+/// (reason, note) of each Event about pool `name`, oldest first.
+pub async fn pool_events(client: &Client, name: &str) -> anyhow::Result<Vec<(String, String)>> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "mayastor");
     let mut events: Vec<_> = api
         .list(&Default::default())
@@ -369,7 +395,10 @@ pub async fn pool_event_reasons(client: &Client, name: &str) -> anyhow::Result<V
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
     events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    Ok(events.into_iter().filter_map(|e| e.reason).collect())
+    Ok(events
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
 }
 
 /// Waits until an Event with `reason` about pool `name` is stored. The

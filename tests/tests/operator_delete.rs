@@ -193,7 +193,7 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     let keeper = msp_tests::operator::pool_status(&admin, "keeper").await?;
     assert_eq!(keeper.state, Some(PoolState::Online), "{keeper:?}");
     let events = msp_tests::operator::pool_event_reasons(&admin, "keeper").await?;
-    assert!(!events.iter().any(|r| r == "Offline"), "{events:?}");
+    assert!(!events.iter().any(|r| r == "NodeLost"), "{events:?}");
     scene.op.stop().await?;
     Ok(())
 }

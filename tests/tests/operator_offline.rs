@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use msp_operator::crd::PoolState;
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, require_loop_devices, write_at};
-use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};
+use msp_tests::operator::{
+    Scene, WAIT, create_pool, node_pools, pool_events, wait_event, wait_pool,
+};
 use msp_tests::storage_node::label::RESERVED_BYTES;
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -88,8 +90,20 @@ async fn killed_node_goes_offline_and_comes_back_with_data() -> anyhow::Result<(
     assert_eq!(read_at(disk.path(), RESERVED_BYTES, data.len())?, data);
 
     // (The recorder folds repeats of one reason into a series of one Event.)
-    for expected in ["Online", "Offline"] {
+    for expected in ["Created", "NodeLost", "Imported"] {
         wait_event(&admin, "pool-1", expected).await?;
+    }
+    // Each transition's own message, never an older one under its reason.
+    let events = pool_events(&admin, "pool-1").await?;
+    for (reason, note) in &events {
+        let want = match reason.as_str() {
+            "Created" => "created on node1 and online",
+            "Imported" => "pool imported again on node1: online",
+            "NodeLost" => "storage node on node1 lost: pool offline: ",
+            "Reimporting" => "storage node on node1 runs: bringing the pool back: ",
+            other => panic!("unexpected event {other}: {note}"),
+        };
+        assert!(note.starts_with(want), "{reason}: {note} ({events:?})");
     }
     scene.op.stop().await?;
     Ok(())

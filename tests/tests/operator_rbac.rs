@@ -47,7 +47,7 @@ async fn lifecycle_as_the_restricted_service_account() -> anyhow::Result<()> {
         s.state == Some(PoolState::Online)
     })
     .await?;
-    wait_event(&admin, "pool-r", "Online").await?;
+    wait_event(&admin, "pool-r", "Created").await?;
     assert_eq!(
         ledger_pools(&admin, "node1").await?,
         vec!["pool-r".to_string()]

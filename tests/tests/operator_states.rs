@@ -107,10 +107,17 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
     assert_eq!(s.conditions[0].observed_generation, Some(2));
 
     // Events on each transition.
-    for expected in ["Online", "Degraded"] {
+    for expected in ["Created", "Degraded", "Recovered"] {
         wait_event(&admin, "pool-a", expected).await?;
     }
     wait_event(&admin, "pool-b", "Faulted").await?;
+    let events = msp_tests::operator::pool_events(&admin, "pool-a").await?;
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "Recovered" && n == "pool on node1 healthy again: online"),
+        "{events:?}"
+    );
 
     // Operations endpoint.
     assert_eq!(scene.op.http_get("/healthz").await?.0, 200);
@@ -129,6 +136,21 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
         metrics.contains("msp_reconcile_time_seconds_bucket"),
         "{metrics}"
     );
+
+    // The Mayastor label removed from a node with pools: still online, and
+    // the reason says what is coming.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin.clone());
+    let unlabel = serde_json::json!({"metadata": {"labels": {"openebs.io/engine": null}}});
+    nodes
+        .patch("node1", &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await?;
+    let s = wait_pool(&admin, "pool-a", WAIT, "label removal noted", |s| {
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no longer labelled openebs.io/engine=mayastor"))
+    })
+    .await?;
+    assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
     scene.op.stop().await?;
     Ok(())
 }

@@ -130,6 +130,65 @@ pub async fn write_status(
     Ok(true)
 }
 
+/// The Event of a state transition, written for the admin. Each kind of
+/// transition has its own reason, so that an Event list folded by reason
+/// never shows an older transition's message under a newer one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TransitionEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl TransitionEvent {
+    /// `created_before`: the pool had been created before this transition
+    /// (its placement was cached), so pending means it is being imported again.
+    pub fn new(
+        from: Option<PoolState>,
+        to: PoolState,
+        created_before: bool,
+        node: &str,
+        why: &str,
+    ) -> Self {
+        use PoolState::*;
+        let (reason, what) = match (from, to) {
+            (Some(Offline), Online) => (
+                "NodeBack",
+                format!("storage node on {node} back: pool online"),
+            ),
+            (Some(Degraded | Faulted), Online) => {
+                ("Recovered", format!("pool on {node} healthy again: online"))
+            }
+            (_, Online) if created_before => {
+                ("Imported", format!("pool imported again on {node}: online"))
+            }
+            (_, Online) if !why.is_empty() => ("Online", format!("pool on {node} online")),
+            (_, Online) => ("Created", format!("created on {node} and online")),
+            (_, Offline) => (
+                "NodeLost",
+                format!("storage node on {node} lost: pool offline"),
+            ),
+            (_, Degraded) => ("Degraded", format!("pool on {node} degraded")),
+            (_, Faulted) => ("Faulted", format!("pool on {node} faulted, not usable")),
+            (_, Pending) if created_before => (
+                "Reimporting",
+                format!("storage node on {node} runs: bringing the pool back"),
+            ),
+            (_, Pending) => ("Pending", format!("waiting to create the pool on {node}")),
+        };
+        let note = if why.is_empty() {
+            what
+        } else {
+            format!("{what}: {why}")
+        };
+        TransitionEvent {
+            warning: matches!(to, Degraded | Faulted | Offline),
+            reason,
+            note,
+        }
+    }
+}
+
 /// Publishes an event about `pool`.
 pub async fn publish(pool: &MayastorPool, ctx: &Context, warning: bool, reason: &str, note: &str) {
     events::publish(
@@ -185,21 +244,14 @@ pub async fn report(
     let old_state = remembered.or(pool.status.as_ref().and_then(|s| s.state));
     if old_state != Some(new_state) {
         tracing::info!(from = old_state.map(PoolState::as_str).unwrap_or("none"), to = %new_state, reason = status.reason.as_deref().unwrap_or(""), "state transition");
-        let warning = matches!(
+        let event = TransitionEvent::new(
+            old_state,
             new_state,
-            PoolState::Degraded | PoolState::Faulted | PoolState::Offline
+            pool.placement_cached(),
+            pool.effective_node(),
+            status.reason.as_deref().unwrap_or(""),
         );
-        let note = format!(
-            "{} -> {}{}",
-            old_state.map(PoolState::as_str).unwrap_or("none"),
-            new_state,
-            status
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
-        publish(pool, ctx, warning, pascal(new_state), &note).await;
+        publish(pool, ctx, event.warning, event.reason, &event.note).await;
     }
     if let Some(ev) = &decision.event {
         publish(pool, ctx, ev.warning, &ev.reason, &ev.message).await;
@@ -217,6 +269,118 @@ pub async fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_of_transition_has_its_own_reason_and_an_admin_message() {
+        use PoolState::*;
+        let cases = [
+            (
+                None,
+                Online,
+                false,
+                "",
+                "Created",
+                "created on node1 and online",
+            ),
+            (
+                Some(Pending),
+                Online,
+                false,
+                "",
+                "Created",
+                "created on node1 and online",
+            ),
+            (
+                None,
+                Online,
+                false,
+                "found",
+                "Online",
+                "pool on node1 online: found",
+            ),
+            (
+                Some(Offline),
+                Online,
+                true,
+                "",
+                "NodeBack",
+                "storage node on node1 back: pool online",
+            ),
+            (
+                Some(Pending),
+                Online,
+                true,
+                "",
+                "Imported",
+                "pool imported again on node1: online",
+            ),
+            (
+                Some(Faulted),
+                Online,
+                true,
+                "",
+                "Recovered",
+                "pool on node1 healthy again: online",
+            ),
+            (
+                Some(Online),
+                Offline,
+                true,
+                "no heartbeat",
+                "NodeLost",
+                "storage node on node1 lost: pool offline: no heartbeat",
+            ),
+            (
+                Some(Online),
+                Degraded,
+                true,
+                "x",
+                "Degraded",
+                "pool on node1 degraded: x",
+            ),
+            (
+                Some(Online),
+                Faulted,
+                true,
+                "x",
+                "Faulted",
+                "pool on node1 faulted, not usable: x",
+            ),
+            (
+                Some(Offline),
+                Pending,
+                true,
+                "importing",
+                "Reimporting",
+                "storage node on node1 runs: bringing the pool back: importing",
+            ),
+            (
+                None,
+                Pending,
+                false,
+                "no node",
+                "Pending",
+                "waiting to create the pool on node1: no node",
+            ),
+        ];
+        let mut reasons = std::collections::HashMap::new();
+        for (from, to, created, why, reason, note) in cases {
+            let e = TransitionEvent::new(from, to, created, "node1", why);
+            assert_eq!(
+                (e.reason, e.note.as_str()),
+                (reason, note),
+                "{from:?} -> {to:?}"
+            );
+            assert_eq!(e.warning, matches!(to, Degraded | Faulted | Offline));
+            // One reason, one kind of message: folding by reason is harmless.
+            let what = note.split(':').next().unwrap_or_default().to_string();
+            assert_eq!(
+                reasons.entry(reason).or_insert(what.clone()),
+                &what,
+                "{reason}"
+            );
+        }
+    }
     use crate::crd::MayastorPoolSpec;
     use msp_policy::model::{Action, ReportedPool, ReportedState};
 
