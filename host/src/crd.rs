@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub struct MayastorPoolSpec {
     /// Name of the Kubernetes node where the pool is created. Mayastor must be
     /// enabled on that node by the label openebs.io/engine=mayastor.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "node_schema")]
     pub node: String,
 
     /// Disks that make up the pool: absolute paths to device files under /dev.
@@ -73,6 +73,35 @@ impl MayastorPool {
 /// spelled-out alternatives for a segment that is neither `.` nor `..`.
 pub const DISK_PATH_PATTERN: &str = r"^/dev(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$";
 
+/// A Kubernetes node name: a lower-case RFC 1123 subdomain. (`[.]`, not
+/// `\.`: the rule is a CEL string literal, where `\.` is no escape.)
+pub const NODE_NAME_PATTERN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// What the API server answers for a node name no Kubernetes node can have.
+pub const NODE_NAME_MESSAGE: &str = "must be a Kubernetes node name: lower-case letters, digits, \
+     '-' and '.', starting and ending with a letter or digit, at most 253 characters";
+
+/// What the API server answers for a disk path with a character no device
+/// path has (NUL, other control characters, any kind of space).
+pub const DISK_CHARACTERS_MESSAGE: &str =
+    "must not contain whitespace or control characters (such as NUL, tab or newline)";
+
+// CEL rules rather than bare patterns, for messages that say the rule. The
+// API server ratchets both on update: a resource stored before a rule
+// existed keeps working as long as the field is not changed.
+fn node_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{NODE_NAME_PATTERN}')"),
+            "message": NODE_NAME_MESSAGE,
+        }],
+    })
+}
+
 fn disks_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
@@ -83,29 +112,38 @@ fn disks_schema(_: &mut SchemaGenerator) -> Schema {
             "type": "string",
             "maxLength": 4096,
             "pattern": DISK_PATH_PATTERN,
+            "x-kubernetes-validations": [{
+                // Unicode controls, format characters and separators.
+                "rule": "!self.matches('[\\\\p{Cc}\\\\p{Cf}\\\\p{Z}]')",
+                "message": DISK_CHARACTERS_MESSAGE,
+            }],
         },
     })
 }
 
-/// State of the pool: pending (not created yet: node unknown or not enabled for
-/// Mayastor, storage node not registered, creation under way or failed; the
-/// reason says which), online (healthy and usable), degraded (usable, with an
-/// issue), faulted (unrecoverable error, not usable) or offline (created, but
-/// the storage node is not running now).
+/// State of the pool: pending (not usable yet: node unknown or not enabled for
+/// Mayastor, storage node not registered, creation under way or failed, or an
+/// import under way on a storage node that restarted; the reason says which),
+/// online (healthy and usable), degraded (usable, with an issue), faulted (an
+/// error makes it unusable, including an import its running storage node
+/// cannot do) or offline (created, but its storage node is not running now).
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolState {
-    /// Not created yet: the node is unknown or not enabled for Mayastor, the
-    /// storage node is not registered, creation is under way or failed. The
+    /// Not usable yet: the node is unknown or not enabled for Mayastor, the
+    /// storage node is not registered, creation is under way or failed, or the
+    /// pool is being imported again on a storage node that restarted. The
     /// reason says which.
     Pending,
     /// Created, healthy and usable.
     Online,
     /// Created and usable, but with an issue (for example a disk turned read-only).
     Degraded,
-    /// Unrecoverable error; the pool is not usable.
+    /// An error makes the pool unusable (a disk missing or failed, or an
+    /// import its running storage node cannot do); retried, the reason says why.
     Faulted,
-    /// Created, but not available now because the storage node is not running.
+    /// Created, but not available now because its storage node is not running
+    /// (not registered, heartbeat lost, or not answering).
     Offline,
 }
 

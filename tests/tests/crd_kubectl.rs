@@ -213,7 +213,10 @@ async fn invalid_pools_are_refused_naming_the_field() -> anyhow::Result<()> {
     let Some(cp) = cluster().await? else {
         return Ok(());
     };
-    // (what is wrong, spec, field the API server must name)
+    // (what is wrong, spec, field and rule the API server must name)
+    const NODE_RULE: &str = "spec.node: Invalid value: \"string\": must be a Kubernetes node name";
+    const DISK_RULE: &str = "spec.disks[0]: Invalid value: \"string\": must not contain whitespace";
+    let long_node = format!("  node: {}\n  disks: [\"/dev/loop0\"]\n", "a".repeat(254));
     let cases = [
         ("no disks", "  node: node1\n", "spec.disks: Required value"),
         (
@@ -280,6 +283,51 @@ async fn invalid_pools_are_refused_naming_the_field() -> anyhow::Result<()> {
             "disk as a number",
             "  node: node1\n  disks: [7]\n",
             "spec.disks[0]: Invalid value: \"integer\"",
+        ),
+        (
+            "upper-case node",
+            "  node: Node1\n  disks: [\"/dev/loop0\"]\n",
+            NODE_RULE,
+        ),
+        (
+            "non-ASCII node",
+            "  node: nödé\n  disks: [\"/dev/loop0\"]\n",
+            NODE_RULE,
+        ),
+        (
+            "node with a trailing space",
+            "  node: \"node1 \"\n  disks: [\"/dev/loop0\"]\n",
+            NODE_RULE,
+        ),
+        (
+            "node ending in a dot",
+            "  node: node1.\n  disks: [\"/dev/loop0\"]\n",
+            NODE_RULE,
+        ),
+        (
+            "node longer than 253",
+            long_node.as_str(),
+            "spec.node: Too long",
+        ),
+        (
+            "NUL in a disk path",
+            "  node: node1\n  disks: [\"/dev/loop0\\u0000\"]\n",
+            DISK_RULE,
+        ),
+        (
+            "tab in a disk path",
+            "  node: node1\n  disks: [\"/dev/loop\\t0\"]\n",
+            DISK_RULE,
+        ),
+        (
+            "space in a disk path",
+            "  node: node1\n  disks: [\"/dev/sdb\", \"/dev/my disk\"]\n",
+            "spec.disks[1]: Invalid value: \"string\": must not contain whitespace",
+        ),
+        (
+            "no-break space in a disk path",
+            "  node: node1\n  disks: [\"/dev/sdb\\u00a0\"]\n",
+            DISK_RULE,
         ),
     ];
     assert!(cases.len() >= 8);
@@ -458,6 +506,84 @@ async fn restricted_identities_get_only_what_rbac_grants() -> anyhow::Result<()>
     assert!(
         matches!(&delete, Err(kube::Error::Api(status)) if status.code == 403),
         "the service account deleted a pool: {delete:?}"
+    );
+    Ok(())
+}
+
+/// Removes every `x-kubernetes-validations` from a CRD: the schema as it was
+/// before the node-name and disk-character rules.
+fn strip_rules(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(strip_rules);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_rules),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn resources_stored_before_the_rules_keep_working() -> anyhow::Result<()> {
+    use kube::CustomResourceExt;
+    use kube::api::{Api, Patch, PatchParams};
+    use msp_operator::crd::MayastorPool;
+
+    let what = "etcd, kube-apiserver and kubectl (KUBEBUILDER_ASSETS, or Go to build them)";
+    if !msp_tests::require(what, ControlPlane::binaries_available().await) {
+        return Ok(());
+    }
+    let cp = ControlPlane::start().await?;
+    let mut before = serde_json::to_value(MayastorPool::crd())?;
+    strip_rules(&mut before);
+    let old_crd = cp.dir().join("crd-before-rules.json");
+    std::fs::write(&old_crd, serde_json::to_vec(&before)?)?;
+    cp.apply_crd_from(&old_crd).await?;
+    let mut namespace = cp.kubectl();
+    namespace.args(["create", "namespace", "mayastor"]);
+    msp_tests::control_plane::run(namespace).await?;
+    let legacy = "  node: Node1\n  disks: [\"/dev/my disk\"]\n";
+    let out = create(&cp, &pool("legacy", legacy)).await?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The rules arrive (an operator upgrade): the stored resource still takes
+    // the operator's status writes and the admin's metadata edits.
+    cp.apply_crd().await?;
+    let admin = cp.client().await?;
+    let api: Api<MayastorPool> = Api::namespaced(admin, "mayastor");
+    let status = serde_json::json!({
+        "apiVersion": "openebs.io/v1alpha1",
+        "kind": "MayastorPool",
+        "status": {"state": "pending", "reason": "Kubernetes node \"Node1\" does not exist"},
+    });
+    api.patch_status(
+        "legacy",
+        &PatchParams::apply("msp-operator").force(),
+        &Patch::Apply(&status),
+    )
+    .await?;
+    let out = shell(&cp, "kubectl -n mayastor label msp legacy team=storage").await?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Changing the field itself meets the rule.
+    let out = shell(
+        &cp,
+        r#"kubectl -n mayastor patch msp legacy --type merge -p '{"spec":{"node":"Node2"}}'"#,
+    )
+    .await?;
+    assert!(
+        !out.status.success(),
+        "an invalid new node name was accepted"
+    );
+    assert!(
+        text(&out.stderr).contains("must be a Kubernetes node name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let stored = api.get("legacy").await?;
+    assert_eq!(stored.spec.node, "Node1");
+    assert_eq!(
+        stored.status.and_then(|s| s.state),
+        Some(msp_operator::crd::PoolState::Pending)
     );
     Ok(())
 }
