@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::controller::ControllerSettings;
 use crate::registry::RegistrySettings;
+use crate::registry::admission::AdmissionSettings;
 use crate::telemetry::LogFormat;
 
 /// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
@@ -79,6 +80,18 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Accept a registration as node N only when the host of the endpoint it
+    /// advertises is one of Kubernetes Node N's addresses (status.addresses).
+    /// Turn off (=false) only where storage nodes advertise addresses their
+    /// Node does not list.
+    #[arg(long, env = "MSP_CHECK_REGISTRATION_ENDPOINT", default_value_t = true,
+        action = clap::ArgAction::Set)]
+    pub check_registration_endpoint: bool,
+    /// Also require a registration to come from one of the Node's addresses
+    /// (the gRPC peer). Off by default: behind NAT or a Service the peer is
+    /// not the node's own address.
+    #[arg(long, env = "MSP_REQUIRE_REGISTRATION_PEER")]
+    pub require_registration_peer: bool,
 }
 
 impl RunArgs {
@@ -90,6 +103,14 @@ impl RunArgs {
             probe_timeout: self.probe_timeout,
             rpc_timeout: self.rpc_timeout,
             connect_timeout: self.probe_timeout,
+        }
+    }
+
+    /// Who may register as which node.
+    pub fn admission_settings(&self) -> AdmissionSettings {
+        AdmissionSettings {
+            check_endpoint: self.check_registration_endpoint,
+            require_peer: self.require_registration_peer,
         }
     }
 

@@ -68,6 +68,7 @@ pub struct Metrics {
     node_operations: Family<OperationLabels, Counter>,
     status_writes: Counter,
     policy_reloads: Family<ErrorLabels, Counter>,
+    registrations_refused: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +94,7 @@ impl Metrics {
             node_operations: Family::default(),
             status_writes: Counter::default(),
             policy_reloads: Family::default(),
+            registrations_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile", "Reconciles run", m.reconciles.clone());
@@ -150,6 +152,11 @@ impl Metrics {
             "policy_reloads",
             "Policy ConfigMap changes, by outcome (loaded, refused, bundled)",
             m.policy_reloads.clone(),
+        );
+        registry.register(
+            "registrations_refused",
+            "Storage node registrations refused, by why (endpoint_not_on_node, unknown_node, peer_not_on_node, not_ready)",
+            m.registrations_refused.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -222,6 +229,14 @@ impl Metrics {
         self.policy_reloads
             .get_or_create(&ErrorLabels {
                 error: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn registration_refused(&self, kind: &str) {
+        self.registrations_refused
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
             })
             .inc();
     }

@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::policy::{Limits, PolicyEngine, configmap};
 use crate::policy_reload::PolicyReloadReporter;
 use crate::registry::NodeRegistry;
+use crate::registry::admission::Admission;
+use crate::registry::service::{Gate, RegistrationService};
 use crate::shutdown::Shutdown;
 use crate::{events, health, registry};
 
@@ -103,9 +105,23 @@ pub async fn run_until(
             tracing::error!(error = %err, "metrics endpoint failed");
         }
     });
-    let (reg, stop) = (registry.clone(), shutdown.wait());
+    // The Node cache comes first: the registration check reads it.
+    let (nodes, node_stream) = cache::watch_nodes(Api::all(client.clone()));
+    let nodes_synced = Arc::new(AtomicBool::new(false));
+    let recorder = events::recorder(client.clone());
+    let gate = Gate {
+        admission: Admission::new(
+            nodes.clone(),
+            nodes_synced.clone(),
+            args.admission_settings(),
+        ),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+    };
+    let service = RegistrationService::new(registry.clone(), Some(gate));
+    let stop = shutdown.wait();
     tasks.spawn(async move {
-        if let Err(err) = registry::service::serve(listeners.registration, reg, stop).await {
+        if let Err(err) = registry::service::serve(listeners.registration, service, stop).await {
             tracing::error!(error = %err, "registration server failed");
         }
     });
@@ -117,7 +133,6 @@ pub async fn run_until(
     let active = engine.active();
     metrics.set_policy(&active.name, &active.version, &active.sha256);
     let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let recorder = events::recorder(client.clone());
     let reporter = PolicyReloadReporter::new(
         metrics.clone(),
         recorder.clone(),
@@ -146,7 +161,6 @@ pub async fn run_until(
         m.forget_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
         wake.notify_one();
     });
-    let (nodes, node_stream) = cache::watch_nodes(Api::all(client.clone()));
 
     let parts = Parts {
         recorder,
@@ -162,9 +176,12 @@ pub async fn run_until(
 
     let (p, n) = (pools.clone(), nodes.clone());
     tasks.spawn(async move {
-        if wait_synced(&p).await && wait_synced(&n).await {
-            ready.store(true, Ordering::Release);
-            tracing::info!("caches synced: ready");
+        if wait_synced(&n).await {
+            nodes_synced.store(true, Ordering::Release);
+            if wait_synced(&p).await {
+                ready.store(true, Ordering::Release);
+                tracing::info!("caches synced: ready");
+            }
         }
     });
     tasks.spawn(sweep::run(

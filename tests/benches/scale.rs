@@ -1,7 +1,7 @@
 //! Benchmark: many pools on many simulated nodes converging to online,
 //! against the API server's raw status-write rate measured in the same run.
-//! Target (ARCHITECTURE.md): 5,000 pools on 1,000 nodes converge at ≥ 50 % of
-//! that rate.
+//! Target (the project's scale goal): 5,000 pools on 1,000 nodes converge at
+//! ≥ 50 % of that rate.
 //!
 //! One run, one real control plane (etcd + kube-apiserver):
 //! 1. **baseline**: with no operator running, create the pools in a namespace
@@ -41,7 +41,7 @@ use msp_operator::crd::{
     DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
 };
 use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
-use msp_tests::operator::{Operator, create_node, ensure_namespace, wait_for};
+use msp_tests::operator::{Operator, create_node_at, ensure_namespace, wait_for};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -433,7 +433,10 @@ async fn main() -> anyhow::Result<()> {
     stream::iter(0..sizes.nodes)
         .map(|i| {
             let (admin, name) = (admin.clone(), sizes.node(i));
-            async move { create_node(&admin, &name, true).await }
+            // Virtual node i listens on VIRTUAL_BASE + i (storage-node's
+            // virtual mode), the address its Node must list.
+            let ip = Ipv4Addr::from(u32::from(VIRTUAL_BASE) + i as u32).to_string();
+            async move { create_node_at(&admin, &name, true, &ip).await }
         })
         .buffer_unordered(sizes.concurrency)
         .try_collect::<()>()

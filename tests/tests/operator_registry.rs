@@ -94,9 +94,10 @@ async fn register_deregister_and_deadline() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let listener = registry::service::bind("127.0.0.1:0".parse()?).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
+    // No admission gate: this test is about the registry's own lifecycle.
     let server = tokio::spawn(registry::service::serve(
         listener,
-        registry.clone(),
+        registry::service::RegistrationService::new(registry.clone(), None),
         shutdown.wait(),
     ));
     let monitor = tokio::spawn(registry.clone().run(shutdown.wait()));

@@ -1,6 +1,7 @@
 //! The node registry: which storage nodes are registered, alive and what pools
 //! they report. [`state`] is one node's lifecycle, [`sync`] keeps pool lists
-//! current, [`service`] is the v1 `Registration` gRPC service that feeds it.
+//! current, [`service`] is the v1 `Registration` gRPC service that feeds it,
+//! [`admission`] decides who may register as which node.
 //!
 //! Lifecycle of a node, as the Mayastor control plane does it:
 //! - `Register` (every heartbeat) makes it registered and online; a new
@@ -16,6 +17,7 @@
 //! pools: all of them when the node's liveness changed, only the pools whose
 //! entry changed when just the list did.
 
+pub mod admission;
 pub mod service;
 pub mod state;
 pub mod sync;

@@ -1,0 +1,320 @@
+//! Who may register as a node: a Register for node N is accepted only when the
+//! host of its advertised endpoint is one of Kubernetes Node N's addresses
+//! (`status.addresses`). Otherwise any process that reaches the Registration
+//! port could name itself node N and point the operator's pool calls for N,
+//! and the pool states it reports, at an endpoint of its choice.
+//!
+//! The gRPC peer address is logged, and checked only when asked: behind NAT or
+//! a Service it need not be the node's own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+/// How the check is configured (flags of `msp-operator run`).
+#[derive(Clone, Debug)]
+pub struct AdmissionSettings {
+    /// Check the advertised endpoint against the Node's addresses.
+    pub check_endpoint: bool,
+    /// Also require the peer address to be one of the Node's addresses.
+    pub require_peer: bool,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        AdmissionSettings {
+            check_endpoint: true,
+            require_peer: false,
+        }
+    }
+}
+
+/// Why a registration was refused; `kind` is the metric label (bounded:
+/// the node name comes from the caller and is never a label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    /// The gRPC status the caller gets: PERMISSION_DENIED, or UNAVAILABLE
+    /// while the operator cannot tell yet (it retries at its next heartbeat).
+    pub fn status(&self) -> tonic::Status {
+        if self.kind == "not_ready" {
+            tonic::Status::unavailable(self.message.clone())
+        } else {
+            tonic::Status::permission_denied(self.message.clone())
+        }
+    }
+}
+
+/// The check, over the operator's Node cache.
+#[derive(Clone)]
+pub struct Admission {
+    nodes: Store<Node>,
+    /// Set once the Node cache holds its first complete list.
+    synced: Arc<AtomicBool>,
+    settings: AdmissionSettings,
+    /// When each node's last refusal Event was published (rate limit).
+    last_event: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// Most one Warning Event per node in this long: a caller retrying every
+/// heartbeat must not flood the API server.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Admission {
+    pub fn new(nodes: Store<Node>, synced: Arc<AtomicBool>, settings: AdmissionSettings) -> Self {
+        Admission {
+            nodes,
+            synced,
+            settings,
+            last_event: Arc::default(),
+        }
+    }
+
+    /// Accepts or refuses a registration of `node` advertising `endpoint`
+    /// ("ip:port" or "host:port"), sent from `peer`.
+    pub fn check(&self, node: &str, endpoint: &str, peer: Option<IpAddr>) -> Result<(), Refusal> {
+        if !self.settings.check_endpoint && !self.settings.require_peer {
+            return Ok(());
+        }
+        if !self.synced.load(Ordering::Acquire) {
+            return Err(Refusal {
+                kind: "not_ready",
+                message: "the operator has not listed the Kubernetes Nodes yet; retry".into(),
+            });
+        }
+        let Some(object) = self.nodes.get(&ObjectRef::new(node)) else {
+            return Err(Refusal {
+                kind: "unknown_node",
+                message: format!("there is no Kubernetes Node {node:?}"),
+            });
+        };
+        let addresses = node_addresses(&object);
+        if self.settings.check_endpoint {
+            let host = endpoint_host(endpoint);
+            if !addresses.iter().any(|a| same_host(a, host)) {
+                return Err(Refusal {
+                    kind: "endpoint_not_on_node",
+                    message: format!(
+                        "endpoint {endpoint} is not on Kubernetes Node {node:?} (its addresses: {})",
+                        list(&addresses)
+                    ),
+                });
+            }
+        }
+        if self.settings.require_peer {
+            let from = peer.map(|p| p.to_string()).unwrap_or_default();
+            if !addresses.iter().any(|a| same_host(a, &from)) {
+                return Err(Refusal {
+                    kind: "peer_not_on_node",
+                    message: format!(
+                        "the registration for {node:?} came from {} and not from one of the Node's addresses ({})",
+                        if from.is_empty() {
+                            "an unknown address"
+                        } else {
+                            &from
+                        },
+                        list(&addresses)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The Node to put a refusal's Warning Event on, when it exists and no
+    /// Event about it was published within [`EVENT_INTERVAL`].
+    pub fn event_due(&self, node: &str) -> Option<ObjectReference> {
+        let object = self.nodes.get(&ObjectRef::new(node))?;
+        let now = Instant::now();
+        let mut last = self.last_event.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(node)
+            .is_some_and(|at| now.duration_since(*at) < EVENT_INTERVAL)
+        {
+            return None;
+        }
+        last.insert(node.to_string(), now);
+        Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: object.metadata.name.clone(),
+            uid: object.metadata.uid.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The addresses of a Node (InternalIP, ExternalIP, Hostname, ...).
+fn node_addresses(node: &Node) -> Vec<String> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map(|a| a.iter().map(|a| a.address.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The host part of "host:port", "ip:port" or "[v6]:port".
+pub fn endpoint_host(endpoint: &str) -> &str {
+    let endpoint = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match endpoint.rsplit_once(':') {
+        // Several colons and no brackets: a bare IPv6 address.
+        Some((host, _)) if !host.contains(':') => host,
+        _ => endpoint,
+    }
+}
+
+/// Same address (IPs compared as IPs, so `::ffff:10.0.0.1` is `10.0.0.1`),
+/// or the same host name, case-insensitively.
+fn same_host(a: &str, b: &str) -> bool {
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+        _ => !a.is_empty() && a.eq_ignore_ascii_case(b),
+    }
+}
+
+fn list(addresses: &[String]) -> String {
+    if addresses.is_empty() {
+        "none".into()
+    } else {
+        addresses.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use kube::api::ObjectMeta;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    fn node(name: &str, addresses: &[&str]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|a| NodeAddress {
+                            address: a.to_string(),
+                            type_: "InternalIP".into(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn admission(settings: AdmissionSettings, synced: bool) -> Admission {
+        let (store, mut writer) = reflector::store::<Node>();
+        for n in [
+            node("node1", &["10.0.0.1", "node1.example"]),
+            node("node2", &["10.0.0.2"]),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(n));
+        }
+        Admission::new(store, Arc::new(AtomicBool::new(synced)), settings)
+    }
+
+    #[test]
+    fn only_an_endpoint_on_the_named_node_is_accepted() {
+        let a = admission(AdmissionSettings::default(), true);
+        assert_eq!(a.check("node1", "10.0.0.1:10124", None), Ok(()));
+        assert_eq!(a.check("node1", "node1.example:10124", None), Ok(()));
+        assert_eq!(a.check("node1", "[::ffff:10.0.0.1]:10124", None), Ok(()));
+        // Another node's address, or none of the cluster's.
+        let refused = a
+            .check("node1", "10.0.0.2:10124", None)
+            .expect_err("other node");
+        assert_eq!(refused.kind, "endpoint_not_on_node");
+        assert_eq!(refused.status().code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message.contains("10.0.0.1, node1.example"),
+            "{refused:?}"
+        );
+        assert!(a.check("node1", "10.0.0.100:10124", None).is_err());
+        let refused = a
+            .check("nodeX", "10.0.0.1:10124", None)
+            .expect_err("no such node");
+        assert_eq!(refused.kind, "unknown_node");
+    }
+
+    #[test]
+    fn before_the_node_list_the_caller_is_told_to_retry() {
+        let a = admission(AdmissionSettings::default(), false);
+        let refused = a
+            .check("node1", "10.0.0.1:10124", None)
+            .expect_err("not synced");
+        assert_eq!(refused.status().code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn the_peer_is_checked_only_when_asked_and_the_check_can_be_turned_off() {
+        let peer = Some("192.168.9.9".parse().expect("ip"));
+        let a = admission(AdmissionSettings::default(), true);
+        assert_eq!(a.check("node1", "10.0.0.1:1", peer), Ok(()));
+        let strict = admission(
+            AdmissionSettings {
+                check_endpoint: true,
+                require_peer: true,
+            },
+            true,
+        );
+        assert_eq!(
+            strict
+                .check("node1", "10.0.0.1:1", peer)
+                .map_err(|r| r.kind),
+            Err("peer_not_on_node")
+        );
+        assert_eq!(
+            strict.check("node1", "10.0.0.1:1", Some("10.0.0.1".parse().expect("ip"))),
+            Ok(())
+        );
+        let off = admission(
+            AdmissionSettings {
+                check_endpoint: false,
+                require_peer: false,
+            },
+            false,
+        );
+        assert_eq!(off.check("nodeX", "1.2.3.4:1", peer), Ok(()));
+    }
+
+    #[test]
+    fn refusal_events_are_rate_limited_per_node() {
+        let a = admission(AdmissionSettings::default(), true);
+        assert!(a.event_due("node1").is_some());
+        assert!(a.event_due("node1").is_none());
+        assert!(a.event_due("node2").is_some());
+        assert!(a.event_due("nodeX").is_none(), "no Node to put it on");
+    }
+
+    #[test]
+    fn endpoint_hosts() {
+        assert_eq!(endpoint_host("10.0.0.1:10124"), "10.0.0.1");
+        assert_eq!(endpoint_host("http://node1:10124"), "node1");
+        assert_eq!(endpoint_host("[fd00::1]:10124"), "fd00::1");
+        assert_eq!(endpoint_host("fd00::1"), "fd00::1");
+        assert_eq!(endpoint_host("node1"), "node1");
+    }
+}

@@ -1,0 +1,123 @@
+//! Who may register as a node: a registration for node2 whose endpoint is not
+//! one of Kubernetes Node node2's addresses is refused with PERMISSION_DENIED,
+//! changes nothing (node2's pool is not created on the impostor's endpoint), and
+//! leaves a Warning Event on the Node and a metric; node2's real storage node,
+//! on node2's address, then registers and the pool comes online.
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use msp_operator::crd::PoolState;
+use msp_proto::v1::RegisterRequest;
+use msp_proto::v1::registration_client::RegistrationClient;
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{
+    Scene, WAIT, create_node_at, create_pool, node_pools, pool_status, wait_for, wait_pool,
+};
+use msp_tests::storage_node::node::{NodeConfig, RunningNode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
+/// node2's address: another loopback address, so that it is a real one.
+const NODE2_IP: &str = "127.0.0.2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_nothing()
+-> anyhow::Result<()> {
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
+    create_node_at(&admin, "node2", true, NODE2_IP).await?;
+    let disk = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "pool-2", "node2", &[disk.path_str()]).await?;
+    wait_pool(
+        &admin,
+        "pool-2",
+        WAIT,
+        "pending: node2 not registered",
+        |s| {
+            s.state == Some(PoolState::Pending)
+                && s.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("not registered"))
+        },
+    )
+    .await?;
+
+    // The impostor: registers as node2, pointing at node1's storage node.
+    let mut client = RegistrationClient::connect(scene.op.registration_endpoint()).await?;
+    let elsewhere = scene.sn.endpoint().to_string();
+    for _ in 0..3 {
+        let refused = client
+            .register(RegisterRequest {
+                id: "node2".into(),
+                grpc_endpoint: elsewhere.clone(),
+                instance_uuid: Some("impostor".into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a registration off node2's addresses was accepted");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("not on Kubernetes Node \"node2\"")
+                && refused.message().contains(NODE2_IP),
+            "{refused:?}"
+        );
+    }
+    // Nothing changed: still waiting for node2, and nothing was created on
+    // the endpoint the impostor named.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = pool_status(&admin, "pool-2").await?;
+    assert_eq!(s.state, Some(PoolState::Pending), "{s:?}");
+    assert!(node_pools(scene.sn.endpoint()).await?.is_empty());
+
+    // A Warning Event on the Node (one, though three were refused), a metric.
+    let events: Api<Event> = Api::namespaced(admin.clone(), "default");
+    wait_for("a RegistrationRefused event on node2", WAIT, || async {
+        events.list(&Default::default()).await.is_ok_and(|l| {
+            l.items
+                .iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("RegistrationRefused")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node2")
+                })
+                .count()
+                == 1
+        })
+    })
+    .await?;
+    let (_, metrics) = scene.op.http_get("/metrics").await?;
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("msp_registrations_refused_total{kind=\"endpoint_not_on_node\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(refused, Some(3.0), "{metrics}");
+
+    // node2's own storage node, on node2's address, is accepted.
+    let node2 = RunningNode::start(NodeConfig {
+        node_name: "node2".into(),
+        listen: format!("{NODE2_IP}:0").parse()?,
+        registration_endpoint: Some(scene.op.registration_endpoint()),
+        advertise_address: None,
+        heartbeat: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(1),
+        allowed_prefixes: vec!["/dev".into()],
+        use_blkid: true,
+    })
+    .await?;
+    wait_pool(&admin, "pool-2", WAIT, "online on node2", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    assert_eq!(
+        node_pools(node2.endpoint()).await?,
+        vec!["pool-2".to_string()]
+    );
+    node2.stop().await?;
+    Ok(())
+}
