@@ -162,3 +162,96 @@ async fn says_how_to_install_a_missing_crd() -> anyhow::Result<()> {
     assert!(logs.contains("Is the CRD installed?"), "{logs}");
     Ok(())
 }
+
+/// Runs `bin args` with output to pipes (not a terminal), killing it after
+/// `timeout`: (exit success, stdout, stderr).
+fn run_briefly(bin: &std::path::Path, args: &[&str], timeout: Duration) -> (bool, String, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    (status.is_some_and(|s| s.success()), out, err)
+}
+
+#[test]
+fn every_binary_answers_help_and_version_and_exits_without_colours() {
+    let Some(operator) = can_run() else { return };
+    let binaries = [
+        ("msp-operator", operator),
+        (
+            "storage-node",
+            PathBuf::from(env!("CARGO_BIN_EXE_storage-node")),
+        ),
+        ("msp-demo", PathBuf::from(env!("CARGO_BIN_EXE_msp-demo"))),
+        (
+            "msp-cluster-demo",
+            PathBuf::from(env!("CARGO_BIN_EXE_msp-cluster-demo")),
+        ),
+    ];
+    for (name, bin) in &binaries {
+        // Before its fix, msp-demo --help started the whole demo: the
+        // timeout catches a binary that does anything but answer.
+        let (ok, out, err) = run_briefly(bin, &["--help"], Duration::from_secs(10));
+        assert!(ok, "{name} --help did not exit 0 at once: {out}{err}");
+        assert!(out.contains("Usage:"), "{name} --help: {out}");
+        assert!(
+            !out.contains('\x1b'),
+            "{name} --help coloured a pipe: {out:?}"
+        );
+        let (ok, out, err) = run_briefly(bin, &["--version"], Duration::from_secs(10));
+        assert!(ok, "{name} --version: {out}{err}");
+        assert_eq!(
+            out.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION")),
+            "{name} --version"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_pipe_have_no_colour_codes() -> anyhow::Result<()> {
+    let Some(bin) = can_run() else { return Ok(()) };
+    let cp = ControlPlane::start().await?;
+    // No CRD: the operator logs its hint and exits; text format, to a pipe.
+    let child = Command::new(&bin)
+        .args([
+            "run",
+            "--registration-addr=127.0.0.1:0",
+            "--log-format=text",
+        ])
+        .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()?))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut guard = Guard(Some(child));
+    let (_, logs) = guard.wait_exit(WAIT).await?;
+    assert!(logs.contains("Is the CRD installed?"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in a pipe: {logs:?}");
+    Ok(())
+}

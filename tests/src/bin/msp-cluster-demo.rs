@@ -21,16 +21,26 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
+/// The main job in a real single-node Kubernetes: deploy/base installed as
+/// pods, the seed's example pool online on a loop device (root). Runs until
+/// Ctrl-C or SIGTERM, then stops the cluster and leaves nothing behind.
+#[derive(clap::Parser)]
+#[command(name = "msp-cluster-demo", version)]
+struct Args {}
+
 // One thread: the components' death signal is bound to the thread that
 // started them, which must live as long as the cluster.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let Args {} = clap::Parser::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,msp_tests=info,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     anyhow::ensure!(
         LoopDevice::available(),

@@ -5,7 +5,9 @@
 //!   kubelet runs);
 //! - a storage node for `node1` (the io-engine stand-in, in this process)
 //!   with one disk: a loop device when run as root, else a plain sparse file
-//!   under /dev/shm (said so in the output);
+//!   under /dev/shm (said so in the output); with `--io-engine`, the real
+//!   Mayastor io-engine instead (tests/io-engine/build.sh; root, hugepages,
+//!   udev, a loop device);
 //! - the operator (in this process, the same code as `msp-operator run`)
 //!   with the bundled wasm policy;
 //! - the seed's example pool, with its disk replaced by the demo's disk.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use msp_operator::crd::PoolState;
 use msp_tests::control_plane::{self, ControlPlane};
+use msp_tests::io_engine::{IoEngine, IoEngineOptions};
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{Operator, create_node, wait_pool};
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
@@ -80,14 +83,89 @@ impl Disk {
     }
 }
 
+/// The storage node serving `node1`.
+enum StorageNode {
+    StandIn(RunningNode),
+    Engine(IoEngine),
+}
+
+impl StorageNode {
+    async fn start(real_engine: bool, registration: String) -> anyhow::Result<StorageNode> {
+        if real_engine {
+            let mut options = IoEngineOptions::new("node1");
+            options.registration_endpoint = Some(registration);
+            // Blocks while another engine runs on this machine.
+            let engine = tokio::task::block_in_place(|| IoEngine::start(options))
+                .context("starting the io-engine")?;
+            return Ok(StorageNode::Engine(engine));
+        }
+        let node = RunningNode::start(NodeConfig {
+            node_name: "node1".into(),
+            listen: "127.0.0.1:0".parse()?,
+            registration_endpoint: Some(registration),
+            advertise_address: None,
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(1),
+            allowed_prefixes: vec!["/dev".into()],
+            use_blkid: true,
+        })
+        .await
+        .context("starting the storage node")?;
+        Ok(StorageNode::StandIn(node))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            StorageNode::StandIn(node) => format!("{} (io-engine stand-in)", node.endpoint()),
+            StorageNode::Engine(engine) => format!(
+                "{} (the real Mayastor io-engine, pid {}, started in {:.1}s)",
+                engine.endpoint(),
+                engine.pid().unwrap_or_default(),
+                engine.started_in().as_secs_f64()
+            ),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            StorageNode::StandIn(node) => node.stop().await.context("stopping the storage node"),
+            StorageNode::Engine(mut engine) => {
+                tokio::task::block_in_place(|| engine.terminate());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The README's main job: a local control plane, a storage node and the
+/// operator with the bundled policy, the seed's example pool online. Runs
+/// until Ctrl-C or SIGTERM, then stops everything and removes what it made.
+#[derive(clap::Parser)]
+#[command(name = "msp-demo", version)]
+struct Args {
+    /// The real Mayastor io-engine as node1's storage node instead of the
+    /// stand-in (root, 2 MiB hugepages, udev; tests/io-engine/build.sh).
+    #[arg(long)]
+    io_engine: bool,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let real_engine = <Args as clap::Parser>::parse().io_engine;
+    if real_engine {
+        anyhow::ensure!(
+            msp_tests::io_engine::require_io_engine(),
+            "--io-engine needs what the line above names"
+        );
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,msp_operator=info,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Registered first, so a Ctrl-C during the start still stops cleanly.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
@@ -113,18 +191,7 @@ async fn main() -> anyhow::Result<()> {
     operator.wait_ready(Duration::from_secs(60)).await?;
 
     let disk = Disk::create()?;
-    let storage_node = RunningNode::start(NodeConfig {
-        node_name: "node1".into(),
-        listen: "127.0.0.1:0".parse()?,
-        registration_endpoint: Some(operator.registration_endpoint()),
-        advertise_address: None,
-        heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(1),
-        allowed_prefixes: vec!["/dev".into()],
-        use_blkid: true,
-    })
-    .await
-    .context("starting the storage node")?;
+    let storage_node = StorageNode::start(real_engine, operator.registration_endpoint()).await?;
 
     let example = cp.dir().join("my-new-pool.yaml");
     std::fs::write(&example, EXAMPLE_POOL.replace("/dev/loop0", &disk.path()))
@@ -155,10 +222,7 @@ async fn main() -> anyhow::Result<()> {
         "  policy                 {}",
         status.policy.as_deref().unwrap_or("?")
     );
-    println!(
-        "  storage node node1     {} (io-engine stand-in)",
-        storage_node.endpoint()
-    );
+    println!("  storage node node1     {}", storage_node.describe());
     println!("  disk                   {}", disk.describe());
     println!(
         "  the seed's example     my-new-pool on node1 with {} (instead of /dev/loop0)\n",
@@ -192,10 +256,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // The storage node first, so that its Deregister still reaches the operator.
     println!("Stopping: storage node, operator, disk, control plane.");
-    storage_node
-        .stop()
-        .await
-        .context("stopping the storage node")?;
+    storage_node.stop().await?;
     operator.stop().await.context("stopping the operator")?;
     drop(disk);
     drop(cp);
