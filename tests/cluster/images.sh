@@ -79,6 +79,15 @@ STAGE="$OUT.partial"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
 bah() { buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver overlay "$@"; }
+# buildah leaves its layers' overlay mounts (and a bind mount of the store's
+# overlay directory) behind when it exits; nothing of a build may stay mounted.
+release_store() {
+  bah rm --all >/dev/null 2>&1 || true
+  bah umount --all >/dev/null 2>&1 || true
+  awk -v root="$STORE/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+}
+trap release_store EXIT
 bud() { bah bud --quiet --isolation chroot --pull=never --layers=false "$@" >&2; }
 tag=$key
 log "building images (tag $tag)"
