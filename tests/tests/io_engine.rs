@@ -230,17 +230,18 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
     // No LVM devices file: the loop device must not be remembered by LVM.
     let lvm = "--config 'devices { use_devicesfile = 0 }'";
 
-    // A GPT disk is not among them: the io-engine reports a partition table
-    // only through the partitions the kernel shows, and this machine's
-    // kernel parses none (CONFIG_EFI_PARTITION and CONFIG_MSDOS_PARTITION
-    // are off), so the engine lists such a disk as empty and available. The
-    // stand-in's listing catches it (storage_node_refusal); on the real
-    // engine it is a known gap, stated in the README.
+    // The io-engine sees a partition table only through the partitions the
+    // kernel shows, and this machine's kernel parses none
+    // (CONFIG_EFI_PARTITION and CONFIG_MSDOS_PARTITION are off). `partx -a`
+    // reads the GPT in user space and adds its partitions with the BLKPG
+    // ioctl: what the kernel's own scan does elsewhere, so the engine then
+    // sees the table as it would on any machine.
     let mut holders = Vec::new();
     for (pool, needle, partitionable) in [
         ("p-ext4", "filesystem (ext4)", false),
         ("p-lvm", "LVM physical volume", false),
         ("p-mounted", "is mounted at", false),
+        ("p-gpt", "partition table with partitions", true),
     ] {
         let disk = if partitionable {
             LoopDevice::create_partitionable(DISK)?
@@ -257,6 +258,11 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
             "p-lvm" => {
                 sh(&format!("pvcreate -q {lvm} -ff -y {dev}"))?;
                 format!("pvremove -q {lvm} -ff -y {dev} >/dev/null; wipefs -a -q {dev}")
+            }
+            "p-gpt" => {
+                // (sgdisk -q writes nothing: no -q.)
+                sh(&format!("sgdisk -n 1:0:+8M {dev} >/dev/null && partx -a {dev}"))?;
+                format!("partx -d {dev}; wipefs -a -q {dev}")
             }
             _ => {
                 // Read-only, so that the kernel writes nothing either while
@@ -307,7 +313,7 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
     }
     assert_eq!(
         engine_pool_names(&scene.engine).await,
-        vec!["p-ext4", "p-lvm", "p-mounted"]
+        vec!["p-ext4", "p-gpt", "p-lvm", "p-mounted"]
     );
     scene.op.stop().await?;
     Ok(())
