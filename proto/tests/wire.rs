@@ -1,6 +1,6 @@
 //! Wire compatibility with the io-engine: encodes messages and compares the
 //! bytes with encodings written by hand from the field tables in
-//! mayastor-wire.md (tag byte = field number << 3 | wire type; 0 varint,
+//! docs/wire.md (tag byte = field number << 3 | wire type; 0 varint,
 //! 2 length-delimited, 5 fixed32). A renumbered or retyped field changes the
 //! bytes and fails here.
 

@@ -20,7 +20,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-# Pinned commits (all public, see docs/io-engine.md).
+# Pinned commits (all public; what was measured with them: README, "The real
+# io-engine", and docs/wire.md).
 MAYASTOR=86f3f5a3af40b822fc529293f256bdbca036d8fc
 SPDK_RS=77bf9d3bad2441eb6bfba938687c5450de0ddb9b
 DEPS=0fea7bf8744eb51915a2e9d1468a4acf7c61bcdb

@@ -1,5 +1,5 @@
 //! The pools of one storage node: create-or-import, import, destroy, export
-//! and list, with the io-engine's semantics (see mayastor-wire.md).
+//! and list, with the io-engine's semantics (see docs/wire.md).
 //!
 //! A pool is loaded in memory only after CreatePool or ImportPool in this
 //! process's lifetime; like the io-engine, a restarted node loads nothing by
