@@ -237,6 +237,9 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
     // ioctl: what the kernel's own scan does elsewhere, so the engine then
     // sees the table as it would on any machine.
     let mut holders = Vec::new();
+    // Before the first mount, and after `holders` so that it drops first: a
+    // failure half way must not leave a mount pinning a loop device.
+    let _unmount = Unmount(mnt.path().to_path_buf());
     for (pool, needle, partitionable) in [
         ("p-ext4", "filesystem (ext4)", false),
         ("p-lvm", "LVM physical volume", false),
@@ -281,7 +284,6 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
             hash,
         });
     }
-    let _unmount = Unmount(mnt.path().to_path_buf());
     for h in &holders {
         create_pool(&admin, h.pool, "node1", &[h.disk.path_str()]).await?;
     }
