@@ -52,3 +52,13 @@ pub fn raise_fd_limit() -> bool {
     }
     true
 }
+
+/// How the demos name the disk they put the seed's example on: the seed says
+/// `/dev/loop0`, the demo uses whichever loop device it got.
+pub fn example_disk(disk: &str) -> String {
+    if disk == "/dev/loop0" {
+        disk.to_string()
+    } else {
+        format!("{disk} (instead of the seed's /dev/loop0)")
+    }
+}

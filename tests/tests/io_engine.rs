@@ -264,7 +264,9 @@ async fn no_disk_holding_data_is_formatted_by_the_real_engine() -> anyhow::Resul
             }
             "p-gpt" => {
                 // (sgdisk -q writes nothing: no -q.)
-                sh(&format!("sgdisk -n 1:0:+8M {dev} >/dev/null && partx -a {dev}"))?;
+                sh(&format!(
+                    "sgdisk -n 1:0:+8M {dev} >/dev/null && partx -a {dev}"
+                ))?;
                 format!("partx -d {dev}; wipefs -a -q {dev}")
             }
             _ => {

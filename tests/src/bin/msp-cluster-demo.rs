@@ -113,8 +113,8 @@ async fn main() -> anyhow::Result<()> {
         status.policy.as_deref().unwrap_or("?")
     );
     println!(
-        "  the seed's example  my-new-pool on {NODE_NAME} with {} (instead of /dev/loop0)\n",
-        disk.path_str()
+        "  the seed's example  my-new-pool on {NODE_NAME} with {}\n",
+        msp_tests::example_disk(&disk.path_str())
     );
     for args in [
         &["get", "nodes"][..],

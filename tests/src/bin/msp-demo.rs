@@ -225,8 +225,8 @@ async fn main() -> anyhow::Result<()> {
     println!("  storage node node1     {}", storage_node.describe());
     println!("  disk                   {}", disk.describe());
     println!(
-        "  the seed's example     my-new-pool on node1 with {} (instead of /dev/loop0)\n",
-        disk.path()
+        "  the seed's example     my-new-pool on node1 with {}\n",
+        msp_tests::example_disk(&disk.path())
     );
     println!("$ kubectl -n mayastor get msp");
     let mut list = cp.kubectl();
