@@ -21,7 +21,7 @@ enum Command {
     /// Tools for policy authors: check a policy component, evaluate a decision.
     Policy {
         #[command(subcommand)]
-        command: msp_operator::policy::cli::PolicyCommand,
+        command: msp_operator::policy_cli::PolicyCommand,
     },
     /// Print the MayastorPool CRD as YAML, or write it to a file.
     Crdgen {
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(msp_operator::run::run(args))?;
         }
-        Command::Policy { command } => msp_operator::policy::cli::run(command)?,
+        Command::Policy { command } => msp_operator::policy_cli::run(command)?,
         Command::Crdgen { output } => {
             let yaml = msp_operator::crd::crd_yaml().context("rendering the CRD")?;
             match output {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::events;
 use crate::metrics::Metrics;
-use crate::policy::configmap::{ReloadOutcome, ReloadReporter};
+use crate::policy_watch::{ReloadOutcome, ReloadReporter};
 
 /// Reports policy reloads (see the module doc).
 pub struct PolicyReloadReporter {

@@ -13,15 +13,16 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::runtime::controller::{self, Controller};
 use kube::{Api, Client, ResourceExt};
+use msp_policy_engine::{Limits, PolicyEngine};
 use tokio::sync::Notify;
 
 use crate::cache::{self, pools_on, wait_synced};
-use crate::controller::{Context, Parts, error_policy, reconcile, sweep};
+use crate::controller::{Context, Parts, on_error, reconcile, sweep};
 use crate::crd::MayastorPool;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::policy::{Limits, PolicyEngine, configmap};
 use crate::policy_reload::PolicyReloadReporter;
+use crate::policy_watch;
 use crate::registry::NodeRegistry;
 use crate::registry::admission::Admission;
 use crate::registry::service::{Gate, RegistrationService};
@@ -140,7 +141,7 @@ pub async fn run_until(
         &args.policy_configmap,
         policy_changed,
     );
-    let watch = configmap::watch(
+    let watch = policy_watch::watch(
         client.clone(),
         args.operator_namespace.clone(),
         args.policy_configmap.clone(),
@@ -201,7 +202,7 @@ pub async fn run_until(
         }))
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown.wait())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, on_error, ctx)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "controller event");

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use msp_operator::policy::{bundled, validate};
+use msp_policy_engine::{bundled, validate};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_msp-operator"))

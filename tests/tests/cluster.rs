@@ -445,7 +445,7 @@ async fn storage_node_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow:
 /// would (on top of the installed base): a deleted resource's pool stays.
 async fn custom_policy_overlay_retains(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
     let admin = cluster.client().await?;
-    let retain = msp_operator::policy::bundled::built_component("retain")
+    let retain = msp_policy_engine::bundled::built_component("retain")
         .ok_or_else(|| anyhow::anyhow!("the retain example was not built"))?;
     // The user's overlay, beside its module, next to the base it names.
     let overlay = cluster.dir().join("custom-policy");

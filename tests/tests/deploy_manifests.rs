@@ -20,8 +20,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Api, Client};
 use msp_operator::crd::{MayastorPool, PoolState};
-use msp_operator::policy::{bundled, configmap};
+use msp_operator::policy_watch;
 use msp_operator::run::RunArgs;
+use msp_policy_engine::bundled;
 use msp_tests::control_plane::{ControlPlane, Identity, run};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{Scene, WAIT, ledger_pools, node_pools, wait_for, wait_pool};
@@ -243,7 +244,7 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     let run_args = RunArgs::from_flags(&args[1..])
         .map_err(|e| anyhow::anyhow!("Deployment args {args:?}: {e}"))?;
     assert_eq!(run_args.namespace, NS);
-    assert_eq!(run_args.policy_configmap, configmap::DEFAULT_NAME);
+    assert_eq!(run_args.policy_configmap, policy_watch::DEFAULT_NAME);
     assert_eq!(
         container_port(op, "registration"),
         Some(i32::from(run_args.registration_addr.port()))
@@ -685,13 +686,13 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
 
     // The ConfigMap holds the module byte for byte, where the operator looks.
     let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS)
-        .get(configmap::DEFAULT_NAME)
+        .get(policy_watch::DEFAULT_NAME)
         .await?;
     let stored = cm
         .binary_data
         .unwrap_or_default()
-        .remove(configmap::DEFAULT_KEY)
-        .ok_or_else(|| anyhow::anyhow!("no binaryData key {}", configmap::DEFAULT_KEY))?;
+        .remove(policy_watch::DEFAULT_KEY)
+        .ok_or_else(|| anyhow::anyhow!("no binaryData key {}", policy_watch::DEFAULT_KEY))?;
     assert!(
         stored.0 == module,
         "stored module differs ({} vs {} bytes)",
@@ -727,7 +728,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     // The documented way to see the load: an Event about the ConfigMap.
     wait_for("a PolicyLoaded event about the ConfigMap", WAIT, || async {
         let mut events = scene.cp.kubectl();
-        let selector = format!("involvedObject.name={}", configmap::DEFAULT_NAME);
+        let selector = format!("involvedObject.name={}", policy_watch::DEFAULT_NAME);
         events.args(["-n", NS, "get", "events", "--field-selector", &selector]);
         run(events)
             .await
@@ -738,7 +739,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     // The documented roll back: deleting the ConfigMap returns to the bundled
     // default, and every pool is decided again under it.
     let mut roll_back = scene.cp.kubectl();
-    roll_back.args(["-n", NS, "delete", "configmap", configmap::DEFAULT_NAME]);
+    roll_back.args(["-n", NS, "delete", "configmap", policy_watch::DEFAULT_NAME]);
     run(roll_back).await?;
     wait_pool(
         &admin,
@@ -757,7 +758,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
     std::fs::write(module_file.path(), &module)?;
     let from_file = format!(
         "--from-file={}={}",
-        configmap::DEFAULT_KEY,
+        policy_watch::DEFAULT_KEY,
         module_file.path().display()
     );
     let mut render = scene.cp.kubectl();
@@ -766,7 +767,7 @@ async fn custom_policy_overlay_with_retain_keeps_the_pool_of_a_deleted_resource(
         NS,
         "create",
         "configmap",
-        configmap::DEFAULT_NAME,
+        policy_watch::DEFAULT_NAME,
         &from_file,
         "--dry-run=client",
         "-o",

@@ -9,9 +9,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use msp_operator::policy::configmap::{self, ReloadOutcome};
-use msp_operator::policy::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
+use msp_operator::policy_watch::{self, ReloadOutcome};
 use msp_policy::model::{Action, Observation};
+use msp_policy_engine::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
 use msp_tests::control_plane::ControlPlane;
 use tokio::sync::mpsc;
 
@@ -28,7 +28,7 @@ fn config_map(name: &str, module: Vec<u8>) -> ConfigMap {
             ..ObjectMeta::default()
         },
         binary_data: Some(BTreeMap::from([(
-            configmap::DEFAULT_KEY.to_string(),
+            policy_watch::DEFAULT_KEY.to_string(),
             ByteString(module),
         )])),
         ..ConfigMap::default()
@@ -104,11 +104,11 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     let engine = PolicyEngine::new(Limits::default())?;
     let bundled = engine.active();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _watch = AbortOnDrop(tokio::spawn(configmap::watch(
+    let _watch = AbortOnDrop(tokio::spawn(policy_watch::watch(
         client.clone(),
         namespace,
-        configmap::DEFAULT_NAME,
-        configmap::DEFAULT_KEY,
+        policy_watch::DEFAULT_NAME,
+        policy_watch::DEFAULT_KEY,
         engine.clone(),
         tx,
     )));
@@ -118,7 +118,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // A new module: in effect within moments.
     cms.create(
         &PostParams::default(),
-        &config_map(configmap::DEFAULT_NAME, component("retain")?),
+        &config_map(policy_watch::DEFAULT_NAME, component("retain")?),
     )
     .await?;
     let took = until_decides(&engine, &obs, Action::Retain).await?;
@@ -131,9 +131,9 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     let retain = engine.active();
 
     // A bad module is refused and reported; the running policy stays.
-    let patch = |module: Vec<u8>| serde_json::json!({ "binaryData": { configmap::DEFAULT_KEY: ByteString(module) } });
+    let patch = |module: Vec<u8>| serde_json::json!({ "binaryData": { policy_watch::DEFAULT_KEY: ByteString(module) } });
     cms.patch(
-        configmap::DEFAULT_NAME,
+        policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(component("hostile-wrong-version")?)),
     )
@@ -147,7 +147,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     assert_eq!(engine.decide(&obs).await?.action, Action::Retain);
     let garbage = b"not a wasm module".to_vec();
     cms.patch(
-        configmap::DEFAULT_NAME,
+        policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(garbage)),
     )
@@ -168,7 +168,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // Updating to another good module swaps again.
     let started = Instant::now();
     cms.patch(
-        configmap::DEFAULT_NAME,
+        policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(bundled::DEFAULT_COMPONENT.to_vec())),
     )
@@ -184,7 +184,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         "{outcome:?}"
     );
     cms.patch(
-        configmap::DEFAULT_NAME,
+        policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(component("retain")?)),
     )
@@ -196,7 +196,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     ));
 
     // Deleting the ConfigMap returns to the bundled default.
-    cms.delete(configmap::DEFAULT_NAME, &DeleteParams::default())
+    cms.delete(policy_watch::DEFAULT_NAME, &DeleteParams::default())
         .await?;
     let took = until_decides(&engine, &obs, Action::Destroy).await?;
     eprintln!("ConfigMap deleted -> bundled policy deciding after {took:?}");
@@ -217,15 +217,15 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // initial list.
     cms.create(
         &PostParams::default(),
-        &config_map(configmap::DEFAULT_NAME, component("retain")?),
+        &config_map(policy_watch::DEFAULT_NAME, component("retain")?),
     )
     .await?;
     let late = PolicyEngine::new(Limits::default())?;
-    let _late_watch = AbortOnDrop(tokio::spawn(configmap::watch(
+    let _late_watch = AbortOnDrop(tokio::spawn(policy_watch::watch(
         client.clone(),
         namespace,
-        configmap::DEFAULT_NAME,
-        configmap::DEFAULT_KEY,
+        policy_watch::DEFAULT_NAME,
+        policy_watch::DEFAULT_KEY,
         late.clone(),
         (),
     )));

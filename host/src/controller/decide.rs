@@ -9,7 +9,7 @@ use std::pin::Pin;
 use msp_policy::model::{Decision, Observation};
 
 use crate::metrics::Metrics;
-use crate::policy::PolicyEngine;
+use msp_policy_engine::PolicyEngine;
 
 /// Why a policy decision failed (trap, fuel, memory, nonsense).
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The reconcile of one MayastorPool: observe → decide → actuate → report,
-//! and the per-resource error backoff. Start here.
+//! and [`on_error`], the per-resource backoff. Start here.
 //!
 //! One step per module, imports running one way (each step uses the
 //! [`context`] and [`error`] modules, never this one):
@@ -151,8 +151,9 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
     }))
 }
 
-/// Backoff after a failed reconcile: per resource, doubling, bounded; never terminal.
-pub fn error_policy(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
+/// After a failed reconcile (kube-runtime's "error policy"): the retry delay,
+/// per resource, doubling, bounded; never terminal.
+pub fn on_error(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_failure(err.metric_label());
     let n = ctx.count_error(&pool.uid().unwrap_or_default());
     let delay = backoff(
@@ -223,7 +224,7 @@ mod tests {
             .expect_err("no API server");
         assert_eq!(err.metric_label(), "status");
         assert_eq!(
-            error_policy(pool, &err, ctx.clone()),
+            on_error(pool, &err, ctx.clone()),
             Requeue::requeue(ctx.settings.error_backoff_min)
         );
     }

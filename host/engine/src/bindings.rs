@@ -5,7 +5,7 @@ use msp_policy::model;
 
 wasmtime::component::bindgen!({
     world: "policy",
-    path: "../wit",
+    path: "../../wit",
 });
 
 pub use exports::openebs::msp_policy::decider as wit;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use msp_operator::policy::{
+use msp_policy::model::Observation;
+use msp_policy_engine::{
     Limits, PolicyEngine, PolicyError, PolicySource, bundled, sandbox, validate,
 };
-use msp_policy::model::Observation;
 
 fn component(name: &str) -> Vec<u8> {
     let path = bundled::built_component(name);
@@ -29,7 +29,7 @@ fn named(name: &str) -> Observation {
 }
 
 /// The engine still decides, with the same policy, after a failure.
-fn still_works(engine: &PolicyEngine, active: &msp_operator::policy::ActivePolicy) {
+fn still_works(engine: &PolicyEngine, active: &msp_policy_engine::ActivePolicy) {
     assert_eq!(&engine.active(), active);
     let o = new_pool();
     match engine.decide_blocking(&o) {
@@ -38,7 +38,7 @@ fn still_works(engine: &PolicyEngine, active: &msp_operator::policy::ActivePolic
     }
 }
 
-fn hostile_engine(limits: Limits) -> (PolicyEngine, msp_operator::policy::ActivePolicy) {
+fn hostile_engine(limits: Limits) -> (PolicyEngine, msp_policy_engine::ActivePolicy) {
     let engine = PolicyEngine::new(limits).unwrap_or_else(|e| panic!("engine: {e}"));
     let active = engine
         .load(&component("hostile-misbehave"), PolicySource::File)
@@ -227,7 +227,7 @@ fn oversized_module_is_refused() {
     };
     // The bundled policy itself is loaded from the binary under these
     // limits too, so check through `check` rather than an engine.
-    let err = msp_operator::policy::check(&component("retain"), PolicySource::File, &limits);
+    let err = msp_policy_engine::check(&component("retain"), PolicySource::File, &limits);
     assert!(
         matches!(err, Err(PolicyError::TooLarge { limit: 1024, .. })),
         "{err:?}"
@@ -241,7 +241,7 @@ fn a_policy_too_slow_for_the_budget_fails_its_self_test() {
         ..Limits::default()
     };
     let err =
-        msp_operator::policy::check(&component("stable-disk-names"), PolicySource::File, &limits);
+        msp_policy_engine::check(&component("stable-disk-names"), PolicySource::File, &limits);
     assert!(
         matches!(
             err.as_ref().map_err(PolicyError::root),

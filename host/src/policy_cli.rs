@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use msp_policy::model::Observation;
 
-use super::{Limits, PolicySource, bindings, check, decide_with};
+use msp_policy_engine::{Limits, PolicySource, bindings, check, decide_with};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {

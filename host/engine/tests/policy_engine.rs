@@ -2,9 +2,9 @@
 //! nothing, decides exactly like the native build on 10,000 generated
 //! observations, and custom policies load, swap and reset atomically.
 
-use msp_operator::policy::sample::{self, Rng};
-use msp_operator::policy::{self, Limits, PolicyEngine, PolicySource, bundled, sandbox};
 use msp_policy::model::{Action, Observation};
+use msp_policy_engine::sample::{self, Rng};
+use msp_policy_engine::{Limits, PolicyEngine, PolicySource, bundled, sandbox};
 use wasmtime::component::Component;
 
 fn example(name: &str) -> Vec<u8> {
@@ -94,7 +94,7 @@ async fn async_decide_runs_and_concurrent_calls_agree() -> anyhow::Result<()> {
 fn retain_example_swaps_in_and_reset_returns_to_bundled() -> anyhow::Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
     let bundled = engine.active();
-    let (_, mut deleted) = policy::validate::conformance_observations()
+    let (_, mut deleted) = msp_policy_engine::validate::conformance_observations()
         .into_iter()
         .find(|(case, _)| *case == "deleted")
         .ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
@@ -117,7 +117,7 @@ fn retain_example_swaps_in_and_reset_returns_to_bundled() -> anyhow::Result<()> 
 fn stable_disk_names_example_keeps_sdb_pending() -> anyhow::Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
     engine.load(&example("stable-disk-names"), PolicySource::File)?;
-    let (_, mut new_pool) = policy::validate::conformance_observations()
+    let (_, mut new_pool) = msp_policy_engine::validate::conformance_observations()
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no cases"))?;
@@ -132,8 +132,8 @@ fn stable_disk_names_example_keeps_sdb_pending() -> anyhow::Result<()> {
 fn same_module_is_compiled_once() -> anyhow::Result<()> {
     let limits = Limits::default();
     let bytes = example("retain");
-    let a = policy::check(&bytes, PolicySource::File, &limits)?;
-    let b = policy::check(&bytes, PolicySource::File, &limits)?;
+    let a = msp_policy_engine::check(&bytes, PolicySource::File, &limits)?;
+    let b = msp_policy_engine::check(&bytes, PolicySource::File, &limits)?;
     assert!(std::sync::Arc::ptr_eq(a.compiled(), b.compiled()));
     Ok(())
 }

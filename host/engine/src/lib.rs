@@ -1,20 +1,20 @@
-//! The policy engine: runs the MayastorPool policy, a wasm component, in a
-//! sandbox, and swaps it for a custom one at run time.
+//! The policy engine: runs a MayastorPool policy, a wasm component, in a
+//! wasmtime sandbox, and swaps it for another at run time. It knows nothing
+//! of Kubernetes or of the operator: bytes in, decisions out.
 //!
-//! - `bindings`: the WIT contract on the host side and model conversions;
-//! - `sandbox`: the wasmtime engine, compile-once cache, limits per call;
-//! - `validate`: decision sanity and the conformance self-test;
-//! - `bundled`: the default policy built by `build.rs` and embedded;
-//! - `configmap`: hot reload from a ConfigMap watched through the API.
-//!
-//! [`PolicyEngine`] is what the controller holds: cheap to clone, `decide`
-//! runs the active policy off the async worker threads, `load` validates a new
-//! module and swaps it in atomically (a bad one leaves the running policy).
+//! Start with [`PolicyEngine`]: cheap to clone, `decide` runs the active
+//! policy off the async worker threads, `load` checks a new module and swaps
+//! it in atomically (a bad one leaves the running policy). The rooms, in the
+//! order a module goes through them:
+//! - [`bundled`]: the default policy, built by `build.rs` and embedded;
+//! - [`sandbox`]: compile once per module, then a fresh, limited instance per call;
+//! - [`bindings`]: the WIT contract on the engine side and the model conversions;
+//! - [`validate`]: decision sanity and the conformance self-test a module must pass;
+//! - [`error`]: why a module or a decision was refused;
+//! - [`sample`]: generated observations for tests and benchmarks.
 
 pub mod bindings;
 pub mod bundled;
-pub mod cli;
-pub mod configmap;
 pub mod error;
 pub mod sample;
 pub mod sandbox;

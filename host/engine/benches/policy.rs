@@ -1,12 +1,12 @@
 //! Policy decision cost: wasm vs native in the same run, instantiate cost,
 //! compile time per module. Prints numbers; run with
-//! `cargo bench -p msp-operator --bench policy`. Target: wasm p50 ≤ 20 µs.
+//! `cargo bench -p msp-policy-engine --bench policy`. Target: wasm p50 ≤ 20 µs.
 
 use std::time::{Duration, Instant};
 
-use msp_operator::policy::sample::{self, Rng};
-use msp_operator::policy::{Limits, PolicyEngine, bundled, sandbox};
 use msp_policy::model::Observation;
+use msp_policy_engine::sample::{self, Rng};
+use msp_policy_engine::{Limits, PolicyEngine, bundled, sandbox};
 
 const CALLS: usize = 10_000;
 
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let fresh_obs = &observations[..2_000];
     let fresh = measure(fresh_obs, |o| {
         compiled.drop_idle();
-        if let Err(e) = msp_operator::policy::decide_with(&compiled, o, &limits) {
+        if let Err(e) = msp_policy_engine::decide_with(&compiled, o, &limits) {
             panic!("fresh decide failed: {e}");
         }
     });
@@ -133,9 +133,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let t = Instant::now();
-    msp_operator::policy::check(
+    msp_policy_engine::check(
         bundled::DEFAULT_COMPONENT,
-        msp_operator::policy::PolicySource::File,
+        msp_policy_engine::PolicySource::File,
         &limits,
     )?;
     println!(

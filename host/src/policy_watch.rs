@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
-use super::{ActivePolicy, PolicyEngine, PolicyError, PolicySource};
+use msp_policy_engine::{ActivePolicy, PolicyEngine, PolicyError, PolicySource};
 
 /// Default ConfigMap name.
 pub const DEFAULT_NAME: &str = "msp-policy";

@@ -2,7 +2,7 @@
 //!
 //! The default policy (`policy/` with the `export-default` feature) is built
 //! for wasm32-unknown-unknown by a nested cargo, wrapped into a component with
-//! `wit-component` and embedded by `policy::bundled`. Example and hostile
+//! `wit-component` and embedded by `bundled`. Example and hostile
 //! policies are built the same way for the tests; their paths reach the code as
 //! `MSP_POLICY_COMPONENT_<NAME>` compile-time variables.
 //!
@@ -34,9 +34,11 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    // The workspace root: this crate is host/engine.
     let root = manifest_dir
-        .parent()
-        .ok_or("host/ has no parent")?
+        .ancestors()
+        .nth(2)
+        .ok_or("host/engine/ has no workspace root above it")?
         .to_path_buf();
     let bundled = out.join("msp_policy.component.wasm");
 
