@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and end-to-end tests against a real etcd,
+# Checks the format (cargo fmt) and the lints (clippy, warnings are errors),
+# then runs every test: unit tests, and end-to-end tests against a real etcd,
 # kube-apiserver and kubectl, real storage node processes and loop devices,
 # and the cluster tests: the operator and storage node images installed from
 # deploy/ into a real single-node Kubernetes (tests/tests/cluster.rs).
@@ -11,6 +12,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 KUBEBUILDER_ASSETS=$("$here/setup.sh")
 export KUBEBUILDER_ASSETS
 cd "$here/.."
+# One format and no lint findings, before anything runs.
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # Benchmarks are not run here (they print figures, they assert nothing), but
 # they are compiled, so that they cannot rot.
 cargo test --workspace --locked --benches --no-run

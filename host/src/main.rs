@@ -17,7 +17,8 @@ struct Cli {
 enum Command {
     /// Run the operator: watch MayastorPools and Nodes, serve node
     /// registration, make pools real on storage nodes.
-    Run(msp_operator::flags::RunArgs),
+    // Boxed: the flags dwarf the other variants.
+    Run(Box<msp_operator::flags::RunArgs>),
     /// Tools for policy authors: check a policy component, evaluate a decision.
     Policy {
         #[command(subcommand)]
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(msp_operator::run::run(args))?;
+            runtime.block_on(msp_operator::run::run(*args))?;
         }
         Command::Policy { command } => msp_operator::policy_cli::run(command)?,
         Command::Crdgen { output } => {

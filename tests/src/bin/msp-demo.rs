@@ -86,7 +86,8 @@ impl Disk {
 /// The storage node serving `node1`.
 enum StorageNode {
     StandIn(RunningNode),
-    Engine(IoEngine),
+    // Boxed: it holds the engine's whole harness state.
+    Engine(Box<IoEngine>),
 }
 
 impl StorageNode {
@@ -97,7 +98,7 @@ impl StorageNode {
             // Blocks while another engine runs on this machine.
             let engine = tokio::task::block_in_place(|| IoEngine::start(options))
                 .context("starting the io-engine")?;
-            return Ok(StorageNode::Engine(engine));
+            return Ok(StorageNode::Engine(Box::new(engine)));
         }
         let node = RunningNode::start(NodeConfig {
             node_name: "node1".into(),
