@@ -32,6 +32,10 @@ pub struct ControllerSettings {
     /// First and last retry delay after a reconcile error.
     pub error_backoff_min: Duration,
     pub error_backoff_max: Duration,
+    /// Longest wait before a pool a safety rail refused is looked at again
+    /// (the first wait is `min_requeue`, doubling): a disk holding data is
+    /// not asked about every second, and a wiped one is used within this.
+    pub refusal_backoff_max: Duration,
     /// After a start, storage nodes need a heartbeat to register again: until
     /// this has passed, a created pool whose node the registry has not seen
     /// keeps its status instead of flapping to offline.
@@ -47,6 +51,7 @@ impl Default for ControllerSettings {
             policy_retry: Duration::from_secs(10),
             error_backoff_min: Duration::from_millis(500),
             error_backoff_max: Duration::from_secs(60),
+            refusal_backoff_max: Duration::from_secs(10),
             startup_grace: Duration::ZERO,
         }
     }
@@ -78,7 +83,9 @@ pub struct Context {
     pub(super) operations: Operations,
     pub(super) settings: ControllerSettings,
     /// Consecutive reconcile errors per resource uid, for the backoff.
-    errors: Mutex<HashMap<String, u32>>,
+    pub(super) errors: Streaks,
+    /// Consecutive safety-rail refusals per resource uid, for their backoff.
+    pub(super) refusals: Streaks,
     /// The state last reported per resource uid: the watch cache may not
     /// show our own status write yet, and a transition is announced once.
     reported: Mutex<HashMap<String, PoolState>>,
@@ -109,7 +116,8 @@ impl Context {
             metrics,
             operations: Operations::default(),
             settings,
-            errors: Mutex::new(HashMap::new()),
+            errors: Streaks::default(),
+            refusals: Streaks::default(),
             reported: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
@@ -163,22 +171,6 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| keep(uid));
-    }
-
-    /// Counts a failed reconcile of `uid` and returns how many in a row.
-    pub(super) fn count_error(&self, uid: &str) -> u32 {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        let n = errors.entry(uid.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    /// A reconcile of `uid` succeeded: its backoff starts over.
-    pub(super) fn clear_errors(&self, uid: &str) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
     }
 }
 
@@ -235,5 +227,24 @@ impl Fixture {
             pools: pool_writer,
             nodes: node_writer,
         }
+    }
+}
+
+/// Counts per resource uid of something that keeps happening in a row.
+#[derive(Default)]
+pub(super) struct Streaks(Mutex<HashMap<String, u32>>);
+
+impl Streaks {
+    /// One more for `uid`; returns how many in a row now.
+    pub(super) fn bump(&self, uid: &str) -> u32 {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// The streak of `uid` is over.
+    pub(super) fn clear(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 }

@@ -21,6 +21,7 @@ pub mod report;
 pub mod sweep;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use kube::ResourceExt;
@@ -42,7 +43,7 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
         let _timer = ctx.metrics.reconcile_timer();
         let result = reconcile_inner(&pool, &ctx).await;
         if result.is_ok() {
-            ctx.clear_errors(&pool.uid().unwrap_or_default());
+            ctx.errors.clear(&pool.uid().unwrap_or_default());
         }
         result
     }
@@ -54,11 +55,12 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
 type Placement = (String, Vec<String>);
 
 /// What a reconcile will report: the last observation, the decision on it,
-/// and the placement to cache.
+/// the placement to cache, and whether a safety rail refused the action.
 struct Plan {
     obs: Observation,
     decision: Decision,
     created: Option<Placement>,
+    refused: bool,
 }
 
 async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, Error> {
@@ -79,7 +81,23 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         return Ok(Requeue::requeue(ctx.settings.policy_retry));
     };
     report::report(pool, &plan.obs, &plan.decision, plan.created, ctx).await?;
-    Ok(Requeue::requeue(ctx.requeue_after(&plan.decision)))
+    let uid = pool.uid().unwrap_or_default();
+    let asked = ctx.requeue_after(&plan.decision);
+    let delay = if plan.refused {
+        refused_retry(ctx.refusals.bump(&uid), asked, &ctx.settings)
+    } else {
+        ctx.refusals.clear(&uid);
+        asked
+    };
+    Ok(Requeue::requeue(delay))
+}
+
+/// When to look again at a pool a safety rail refused for the `n`th time in a
+/// row: the policy would ask again as soon as it asked the first time, and
+/// each look costs the node a ListBlockDevices. Doubling from what it asked,
+/// at most `refusal_backoff_max` (never less than it asked).
+fn refused_retry(n: u32, asked: Duration, settings: &ControllerSettings) -> Duration {
+    backoff(n, asked, settings.refusal_backoff_max.max(asked))
 }
 
 /// A decision on a live pool, or `None` when the policy failed (the last good
@@ -113,9 +131,11 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
     };
     tracing::debug!(action = action_name(decision.action), state = ?decision.state, "decided");
     let mut created = None;
+    let mut refused = false;
     match actuate::live(pool, &obs, &decision, ctx).await? {
         Outcome::Nothing => {}
         Outcome::Refused(action, why) => {
+            refused = true;
             let note = actuate::refused(ctx, action, &why);
             report::publish(pool, ctx, true, "Refused", &note).await;
             decision.reason = if decision.reason.is_empty() {
@@ -148,6 +168,7 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
         obs,
         decision,
         created,
+        refused,
     }))
 }
 
@@ -155,7 +176,7 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
 /// per resource, doubling, bounded; never terminal.
 pub fn on_error(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_failure(err.metric_label());
-    let n = ctx.count_error(&pool.uid().unwrap_or_default());
+    let n = ctx.errors.bump(&pool.uid().unwrap_or_default());
     let delay = backoff(
         n,
         ctx.settings.error_backoff_min,
@@ -186,6 +207,21 @@ mod tests {
         p.metadata.namespace = Some("mayastor".into());
         p.metadata.uid = Some("u1".into());
         p
+    }
+
+    #[test]
+    fn refused_pools_are_looked_at_less_and_less_often_up_to_the_cap() {
+        let s = ControllerSettings::default();
+        let asked = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| refused_retry(n, asked, &s).as_secs())
+            .collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 10, 10]);
+        // A policy that asks for longer than the cap is never hurried.
+        assert_eq!(
+            refused_retry(3, Duration::from_secs(30), &s),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
