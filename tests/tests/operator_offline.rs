@@ -97,6 +97,8 @@ async fn killed_node_goes_offline_and_comes_back_with_data() -> anyhow::Result<(
     let events = pool_events(&admin, "pool-1").await?;
     for (reason, note) in &events {
         let want = match reason.as_str() {
+            // Before the first create, when the node's list comes late.
+            "Pending" => "waiting to create the pool on node1: ",
             "Created" => "created on node1 and online",
             "Imported" => "pool imported again on node1: online",
             "NodeLost" => "storage node on node1 lost: pool offline: ",
