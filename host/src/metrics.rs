@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "policy_reloads",
-            "Policy ConfigMap changes, by outcome (loaded, refused, bundled)",
+            "Policy ConfigMap changes, by outcome (loaded, bundled) or the cause of a refusal (key-missing, key-under-data, unknown-version, ...)",
             m.policy_reloads.clone(),
         );
         registry.register(

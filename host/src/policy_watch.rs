@@ -34,8 +34,17 @@ pub enum ReloadOutcome {
         error: PolicyError,
         kept: ActivePolicy,
     },
-    /// The ConfigMap is gone or has no such key: back to the bundled default.
+    /// The ConfigMap is gone: back to the bundled default.
     Bundled { active: ActivePolicy, why: String },
+    /// The ConfigMap exists but holds no module the operator can use under
+    /// its key (`cause`: `key-missing`, `key-under-data`); the bundled
+    /// default decides. Reported whichever policy ran before: the admin
+    /// meant something by that ConfigMap.
+    Unusable {
+        cause: &'static str,
+        why: String,
+        active: ActivePolicy,
+    },
 }
 
 /// Receives reload outcomes (the operator records events from them).
@@ -80,7 +89,8 @@ pub async fn watch(
     let mut events = watcher(api, config).default_backoff().boxed();
     // Whether the ConfigMap showed up during the current (re)list.
     let mut seen = false;
-    // The last module refused, so a resync does not report it again.
+    // The last problem reported (a refused module's sha256, or the cause of
+    // an unusable ConfigMap), so a resync does not report it again.
     let mut refused: Option<String> = None;
     while let Some(event) = events.next().await {
         match event {
@@ -90,6 +100,7 @@ pub async fn watch(
                 apply(&engine, &cm, &key, &mut refused, reporter.as_ref()).await;
             }
             Ok(watcher::Event::Delete(_)) => {
+                refused = None;
                 to_bundled(
                     &engine,
                     format!("ConfigMap {namespace}/{name} deleted"),
@@ -125,12 +136,45 @@ async fn apply(
         .and_then(|d| d.get(key))
         .map(|b| b.0.clone())
     else {
-        let why = if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
-            format!("ConfigMap key {key} is under data, not binaryData (a wasm module is binary)")
+        let (cause, why) = if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
+            (
+                "key-under-data",
+                format!(
+                    "ConfigMap key {key} is under data, not binaryData (a wasm module is binary: \
+                     kubectl create configmap --from-file puts it under binaryData)"
+                ),
+            )
         } else {
-            format!("ConfigMap has no binaryData key {key}")
+            let keys: Vec<&str> = cm
+                .binary_data
+                .iter()
+                .flat_map(|d| d.keys())
+                .chain(cm.data.iter().flat_map(|d| d.keys()))
+                .map(String::as_str)
+                .collect();
+            (
+                "key-missing",
+                format!(
+                    "ConfigMap has no binaryData key {key} (its keys: {})",
+                    if keys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                ),
+            )
         };
-        to_bundled(engine, why, reporter);
+        if refused.as_deref() == Some(cause) {
+            return;
+        }
+        *refused = Some(cause.to_string());
+        let active = if engine.active().source == PolicySource::Bundled {
+            engine.active()
+        } else {
+            engine.reset_to_bundled()
+        };
+        tracing::info!(%why, "policy ConfigMap unusable; the bundled default decides");
+        reporter.report(&ReloadOutcome::Unusable { cause, why, active });
         return;
     };
     // A resync or an edit of another key: nothing to do for the same module.

@@ -115,6 +115,44 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     let obs = deleted_pool()?;
     assert_eq!(engine.decide(&obs).await?.action, Action::Destroy);
 
+    // While the bundled default runs, a ConfigMap it cannot use is reported
+    // all the same, each cause as itself: the module under data, then under
+    // another key. (It used to be ignored without a word.)
+    let mut misplaced = config_map(policy_watch::DEFAULT_NAME, Vec::new());
+    misplaced.binary_data = None;
+    misplaced.data = Some(
+        [(
+            policy_watch::DEFAULT_KEY.to_string(),
+            "AGFzbQ==".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    cms.create(&PostParams::default(), &misplaced).await?;
+    let outcome = next_outcome(&mut rx).await?;
+    assert!(
+        matches!(&outcome, ReloadOutcome::Unusable { cause: "key-under-data", active, .. } if *active == bundled),
+        "{outcome:?}"
+    );
+    let other_key = serde_json::json!({
+        "data": null,
+        "binaryData": { "module.wasm": ByteString(component("retain")?) },
+    });
+    cms.patch(
+        policy_watch::DEFAULT_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(other_key),
+    )
+    .await?;
+    let outcome = next_outcome(&mut rx).await?;
+    assert!(
+        matches!(&outcome, ReloadOutcome::Unusable { cause: "key-missing", why, .. } if why.contains("module.wasm")),
+        "{outcome:?}"
+    );
+    assert_eq!(engine.active(), bundled);
+    cms.delete(policy_watch::DEFAULT_NAME, &DeleteParams::default())
+        .await?;
+
     // A new module: in effect within moments.
     cms.create(
         &PostParams::default(),
