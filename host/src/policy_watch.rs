@@ -91,16 +91,16 @@ pub async fn watch(
     let mut seen = false;
     // The last problem reported (a refused module's sha256, or the cause of
     // an unusable ConfigMap), so a resync does not report it again.
-    let mut refused: Option<String> = None;
+    let mut last_problem: Option<String> = None;
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Init) => seen = false,
             Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
                 seen = true;
-                apply(&engine, &cm, &key, &mut refused, reporter.as_ref()).await;
+                apply(&engine, &cm, &key, &mut last_problem, reporter.as_ref()).await;
             }
             Ok(watcher::Event::Delete(_)) => {
-                refused = None;
+                last_problem = None;
                 to_bundled(
                     &engine,
                     format!("ConfigMap {namespace}/{name} deleted"),
@@ -127,7 +127,7 @@ async fn apply(
     engine: &PolicyEngine,
     cm: &ConfigMap,
     key: &str,
-    refused: &mut Option<String>,
+    last_problem: &mut Option<String>,
     reporter: &dyn ReloadReporter,
 ) {
     let Some(bytes) = cm
@@ -164,10 +164,10 @@ async fn apply(
                 ),
             )
         };
-        if refused.as_deref() == Some(cause) {
+        if last_problem.as_deref() == Some(cause) {
             return;
         }
-        *refused = Some(cause.to_string());
+        *last_problem = Some(cause.to_string());
         let active = if engine.active().source == PolicySource::Bundled {
             engine.active()
         } else {
@@ -179,7 +179,7 @@ async fn apply(
     };
     // A resync or an edit of another key: nothing to do for the same module.
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    if sha256 == engine.active().sha256 || refused.as_deref() == Some(sha256.as_str()) {
+    if sha256 == engine.active().sha256 || last_problem.as_deref() == Some(sha256.as_str()) {
         return;
     }
     let loader = engine.clone();
@@ -188,11 +188,11 @@ async fn apply(
         .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy load task: {e}"))));
     let outcome = match loaded {
         Ok(active) => {
-            *refused = None;
+            *last_problem = None;
             ReloadOutcome::Loaded(active)
         }
         Err(error) => {
-            *refused = Some(sha256);
+            *last_problem = Some(sha256);
             ReloadOutcome::Refused {
                 error,
                 kept: engine.active(),

@@ -108,14 +108,9 @@ pub async fn run_until(
     });
     // The Node cache comes first: the registration check reads it.
     let (nodes, node_stream) = cache::watch_nodes(Api::all(client.clone()));
-    let nodes_synced = Arc::new(AtomicBool::new(false));
     let recorder = events::recorder(client.clone());
     let gate = Gate {
-        admission: Admission::new(
-            nodes.clone(),
-            nodes_synced.clone(),
-            args.admission_settings(),
-        ),
+        admission: Admission::new(nodes.clone(), args.admission_settings()),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     };
@@ -177,12 +172,9 @@ pub async fn run_until(
 
     let (p, n) = (pools.clone(), nodes.clone());
     tasks.spawn(async move {
-        if wait_synced(&n).await {
-            nodes_synced.store(true, Ordering::Release);
-            if wait_synced(&p).await {
-                ready.store(true, Ordering::Release);
-                tracing::info!("caches synced: ready");
-            }
+        if wait_synced(&p).await && wait_synced(&n).await {
+            ready.store(true, Ordering::Release);
+            tracing::info!("caches synced: ready");
         }
     });
     tasks.spawn(sweep::run(

@@ -62,3 +62,17 @@ pub fn example_disk(disk: &str) -> String {
         format!("{disk} (instead of the seed's /dev/loop0)")
     }
 }
+
+/// Logging of the project's binaries (demos, stand-in storage node): to
+/// stderr, `RUST_LOG` or `default_filter`, coloured only for a person at a
+/// terminal, never in a log file.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -430,3 +430,23 @@ pub async fn ledger_pools(client: &Client, node: &str) -> anyhow::Result<Vec<Str
         .map(|d| d.into_keys().collect())
         .unwrap_or_default())
 }
+
+/// The operator's JSON log lines (`--log-format=json`); an error names the
+/// first text that is not JSON.
+pub fn json_log_lines(logs: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    logs.lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))
+}
+
+/// Whether one of `lines` was logged in the reconcile span of pool `pool`.
+pub fn in_reconcile_span(lines: &[serde_json::Value], pool: &str) -> bool {
+    lines.iter().any(|l| {
+        l["spans"].as_array().is_some_and(|spans| {
+            spans
+                .iter()
+                .any(|s| s["name"] == "reconcile" && s["pool"] == pool)
+        })
+    })
+}

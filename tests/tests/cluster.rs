@@ -286,18 +286,8 @@ async fn operator_logs(cluster: &Cluster, pod: &str) -> anyhow::Result<String> {
 async fn logs_are_json_with_the_pool_name(cluster: &Cluster) -> anyhow::Result<()> {
     let pod = only_pod(cluster, "msp-operator").await?;
     let logs = operator_logs(cluster, &pod).await?;
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))?;
-    let pool_span = lines.iter().any(|l| {
-        l["spans"].as_array().is_some_and(|spans| {
-            spans
-                .iter()
-                .any(|s| s["name"] == "reconcile" && s["pool"] == "my-new-pool")
-        })
-    });
+    let lines = msp_tests::operator::json_log_lines(&logs)?;
+    let pool_span = msp_tests::operator::in_reconcile_span(&lines, "my-new-pool");
     assert!(
         pool_span,
         "no log line in the reconcile span of my-new-pool:\n{logs}"

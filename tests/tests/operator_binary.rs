@@ -127,18 +127,8 @@ async fn runs_with_json_logs_and_stops_on_sigterm() -> anyhow::Result<()> {
     assert!(status.success(), "exit {status:?}; logs:\n{logs}");
 
     // Every line is JSON; a reconcile line carries the pool's name in its span.
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("a log line is not JSON ({e}):\n{logs}"))?;
-    let pool_span = lines.iter().any(|l| {
-        l["spans"].as_array().is_some_and(|spans| {
-            spans
-                .iter()
-                .any(|s| s["name"] == "reconcile" && s["pool"] == "logged")
-        })
-    });
+    let lines = msp_tests::operator::json_log_lines(&logs)?;
+    let pool_span = msp_tests::operator::in_reconcile_span(&lines, "logged");
     assert!(
         pool_span,
         "no log line in the reconcile span of pool \"logged\":\n{logs}"

@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -58,8 +58,6 @@ impl Refusal {
 #[derive(Clone)]
 pub struct Admission {
     nodes: Store<Node>,
-    /// Set once the Node cache holds its first complete list.
-    synced: Arc<AtomicBool>,
     settings: AdmissionSettings,
     /// When each node's last refusal Event was published (rate limit).
     last_event: Arc<Mutex<HashMap<String, Instant>>>,
@@ -70,10 +68,9 @@ pub struct Admission {
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Admission {
-    pub fn new(nodes: Store<Node>, synced: Arc<AtomicBool>, settings: AdmissionSettings) -> Self {
+    pub fn new(nodes: Store<Node>, settings: AdmissionSettings) -> Self {
         Admission {
             nodes,
-            synced,
             settings,
             last_event: Arc::default(),
         }
@@ -85,7 +82,8 @@ impl Admission {
         if !self.settings.check_endpoint && !self.settings.require_peer {
             return Ok(());
         }
-        if !self.synced.load(Ordering::Acquire) {
+        // Until the first complete list, a missing Node proves nothing.
+        if !matches!(self.nodes.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return Err(Refusal {
                 kind: "not_ready",
                 message: "the operator has not listed the Kubernetes Nodes yet; retry".into(),
@@ -225,20 +223,30 @@ mod tests {
         }
     }
 
-    fn admission(settings: AdmissionSettings, synced: bool) -> Admission {
+    /// The check over a Node cache holding node1 and node2, its first list
+    /// complete when `synced`. The writer is returned: while it lives, the
+    /// cache is a live one.
+    fn admission(
+        settings: AdmissionSettings,
+        synced: bool,
+    ) -> (Admission, reflector::store::Writer<Node>) {
         let (store, mut writer) = reflector::store::<Node>();
+        writer.apply_watcher_event(&watcher::Event::Init);
         for n in [
             node("node1", &["10.0.0.1", "node1.example"]),
             node("node2", &["10.0.0.2"]),
         ] {
-            writer.apply_watcher_event(&watcher::Event::Apply(n));
+            writer.apply_watcher_event(&watcher::Event::InitApply(n));
         }
-        Admission::new(store, Arc::new(AtomicBool::new(synced)), settings)
+        if synced {
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        (Admission::new(store, settings), writer)
     }
 
     #[test]
     fn only_an_endpoint_on_the_named_node_is_accepted() {
-        let a = admission(AdmissionSettings::default(), true);
+        let (a, _w) = admission(AdmissionSettings::default(), true);
         assert_eq!(a.check("node1", "10.0.0.1:10124", None), Ok(()));
         assert_eq!(a.check("node1", "node1.example:10124", None), Ok(()));
         assert_eq!(a.check("node1", "[::ffff:10.0.0.1]:10124", None), Ok(()));
@@ -261,7 +269,7 @@ mod tests {
 
     #[test]
     fn before_the_node_list_the_caller_is_told_to_retry() {
-        let a = admission(AdmissionSettings::default(), false);
+        let (a, _w) = admission(AdmissionSettings::default(), false);
         let refused = a
             .check("node1", "10.0.0.1:10124", None)
             .expect_err("not synced");
@@ -271,9 +279,9 @@ mod tests {
     #[test]
     fn the_peer_is_checked_only_when_asked_and_the_check_can_be_turned_off() {
         let peer = Some("192.168.9.9".parse().expect("ip"));
-        let a = admission(AdmissionSettings::default(), true);
+        let (a, _w) = admission(AdmissionSettings::default(), true);
         assert_eq!(a.check("node1", "10.0.0.1:1", peer), Ok(()));
-        let strict = admission(
+        let (strict, _ws) = admission(
             AdmissionSettings {
                 check_endpoint: true,
                 require_peer: true,
@@ -290,7 +298,7 @@ mod tests {
             strict.check("node1", "10.0.0.1:1", Some("10.0.0.1".parse().expect("ip"))),
             Ok(())
         );
-        let off = admission(
+        let (off, _wo) = admission(
             AdmissionSettings {
                 check_endpoint: false,
                 require_peer: false,
@@ -302,7 +310,7 @@ mod tests {
 
     #[test]
     fn refusal_events_are_rate_limited_per_node() {
-        let a = admission(AdmissionSettings::default(), true);
+        let (a, _w) = admission(AdmissionSettings::default(), true);
         assert!(a.event_due("node1").is_some());
         assert!(a.event_due("node1").is_none());
         assert!(a.event_due("node2").is_some());

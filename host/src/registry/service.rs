@@ -90,8 +90,7 @@ impl Registration for RegistrationService {
         let req = request.get_ref();
         self.admit(req, peer).await?;
         if self.registry.register(req)? {
-            tracing::info!(node = %req.id, peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
-                "registration accepted");
+            tracing::info!(node = %req.id, peer = ?peer, "registration accepted");
         }
         Ok(tonic::Response::new(()))
     }

@@ -33,15 +33,7 @@ struct Args {}
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let Args {} = clap::Parser::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,msp_tests=info,kube_client=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    msp_tests::init_logging("warn,msp_tests=info,kube_client=off");
     anyhow::ensure!(
         LoopDevice::available(),
         "the cluster demo runs as root (kubelet, containerd, a network namespace, a loop device)"

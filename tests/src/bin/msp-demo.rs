@@ -159,15 +159,7 @@ async fn main() -> anyhow::Result<()> {
             "--io-engine needs what the line above names"
         );
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,msp_operator=info,kube_client=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    msp_tests::init_logging("warn,msp_operator=info,kube_client=off");
     // Registered first, so a Ctrl-C during the start still stops cleanly.
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
 
