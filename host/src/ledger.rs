@@ -11,15 +11,25 @@
 //! applies under the operator's field manager, so removing a key is applying
 //! the map without it. The operator is the only writer: the in-memory copy
 //! loaded at start is authoritative between writes.
+//!
+//! Writes are group commits per node: changes for one node that arrive while
+//! a write of its ConfigMap is in flight go into the next write together, and
+//! each caller is answered once the write holding its change is durable.
+//! Nodes never wait on each other (each has its own writer). A ConfigMap
+//! holds at most 1 MiB: an entry that would take a node's ledger past that is
+//! refused with [`LedgerError::Full`] (its pool is then not created), never
+//! dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 /// Field manager of every write of the operator.
 pub const FIELD_MANAGER: &str = "msp-operator";
@@ -27,6 +37,13 @@ pub const FIELD_MANAGER: &str = "msp-operator";
 pub const LEDGER_LABEL: &str = "msp.openebs.io/ledger";
 /// Annotation with the node a ledger ConfigMap is for.
 pub const NODE_ANNOTATION: &str = "msp.openebs.io/node";
+/// The most a ConfigMap's values may hold together (the API server's limit,
+/// the same as a Secret's; keys do not count).
+pub const CONFIGMAP_DATA_LIMIT: usize = 1024 * 1024;
+/// How long the first change of an idle node waits for changes its caller
+/// said are coming (pools of the same node created together), so that they
+/// share one write.
+pub const DEFAULT_GROUP_WINDOW: Duration = Duration::from_millis(20);
 
 /// One pool the operator created.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -42,22 +59,73 @@ pub struct LedgerEntry {
     pub disks: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Errors are shared by every caller of one group write, hence the `Arc`s.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger ConfigMap {name}: {source}")]
-    Kube { name: String, source: kube::Error },
+    Kube {
+        name: String,
+        source: Arc<kube::Error>,
+    },
     #[error("serialising a ledger entry: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(Arc<serde_json::Error>),
+    #[error(
+        "the ledger of node {node} is full: recording pool {pool} would make its ConfigMap \
+         {bytes} bytes, over the API server's limit of {limit} bytes; delete pools on this \
+         node (or pools whose resources are gone) before creating more"
+    )]
+    Full {
+        node: String,
+        pool: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("the ledger writer of node {0} stopped before answering")]
+    WriterGone(String),
+}
+
+impl From<serde_json::Error> for LedgerError {
+    fn from(err: serde_json::Error) -> Self {
+        LedgerError::Json(Arc::new(err))
+    }
 }
 
 type Entries = HashMap<String, BTreeMap<String, LedgerEntry>>;
 
+/// One change to a node's ledger.
+enum Change {
+    Record(LedgerEntry),
+    Remove(String),
+}
+
+/// A change waiting for its node's next write, and who to answer.
+struct Waiting {
+    change: Change,
+    /// How many more changes the caller expects for this node soon.
+    coming: usize,
+    done: oneshot::Sender<Result<(), LedgerError>>,
+}
+
+/// Changes of one node waiting for a write; present while its writer runs.
+#[derive(Default)]
+struct Queue(Vec<Waiting>);
+
 /// The ledger, loaded from and written through to the API server.
+/// Cloning shares it.
+#[derive(Clone)]
 pub struct Ledger {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     api: Api<ConfigMap>,
+    /// What the API server holds (updated after each write succeeds).
     entries: RwLock<Entries>,
-    /// Serialises writes, so two pools on one node never race on its ConfigMap.
-    write: tokio::sync::Mutex<()>,
+    /// Per node with a writer running: its changes not yet written.
+    queues: Mutex<HashMap<String, Queue>>,
+    /// Wakes a writer lingering for changes its first caller said were coming.
+    arrived: tokio::sync::Notify,
+    group_window: Duration,
 }
 
 /// Name of the ledger ConfigMap of `node` (a hash when the name would be too long).
@@ -92,16 +160,32 @@ pub fn entries_of(cm: &ConfigMap) -> Vec<LedgerEntry> {
         .collect()
 }
 
+/// The ConfigMap data of `entries`: pool name → entry as JSON.
+fn data_of(
+    entries: &BTreeMap<String, LedgerEntry>,
+) -> Result<BTreeMap<String, String>, serde_json::Error> {
+    entries
+        .iter()
+        .map(|(pool, entry)| Ok((pool.clone(), serde_json::to_string(entry)?)))
+        .collect()
+}
+
+/// What the API server counts against [`CONFIGMAP_DATA_LIMIT`]: the values
+/// (keys are not counted).
+fn data_bytes(data: &BTreeMap<String, String>) -> usize {
+    data.values().map(String::len).sum()
+}
+
 /// The ConfigMap holding `entries` for `node`.
 pub fn configmap_of(
     node: &str,
     entries: &BTreeMap<String, LedgerEntry>,
 ) -> Result<ConfigMap, serde_json::Error> {
-    let mut data = BTreeMap::new();
-    for (pool, entry) in entries {
-        data.insert(pool.clone(), serde_json::to_string(entry)?);
-    }
-    Ok(ConfigMap {
+    Ok(configmap_with(node, data_of(entries)?))
+}
+
+fn configmap_with(node: &str, data: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
         metadata: ObjectMeta {
             name: Some(configmap_name(node)),
             labels: Some(BTreeMap::from([
@@ -119,7 +203,76 @@ pub fn configmap_of(
         },
         data: Some(data),
         ..Default::default()
-    })
+    }
+}
+
+/// A node's ledger with a batch of changes applied.
+struct Applied {
+    entries: BTreeMap<String, LedgerEntry>,
+    /// The ConfigMap data of `entries`.
+    data: Result<BTreeMap<String, String>, LedgerError>,
+    /// Each change's own answer (an entry that does not fit is refused alone).
+    answers: Vec<Result<(), LedgerError>>,
+}
+
+/// `current` with `batch` applied in order.
+fn apply_batch(node: &str, current: &BTreeMap<String, LedgerEntry>, batch: &[Change]) -> Applied {
+    let mut entries = current.clone();
+    let mut data = match data_of(current) {
+        Ok(data) => data,
+        Err(err) => {
+            let err = LedgerError::from(err);
+            let answers = batch.iter().map(|_| Err(err.clone())).collect();
+            return Applied {
+                entries,
+                data: Err(err),
+                answers,
+            };
+        }
+    };
+    let mut bytes = data_bytes(&data);
+    let mut answers = Vec::with_capacity(batch.len());
+    for change in batch {
+        match change {
+            Change::Record(entry) => {
+                let value = match serde_json::to_string(entry) {
+                    Ok(value) => value,
+                    Err(err) => {
+                        answers.push(Err(err.into()));
+                        continue;
+                    }
+                };
+                let key = &entry.pool;
+                let before = data.get(key).map_or(0, String::len);
+                let after = bytes - before + value.len();
+                if after > CONFIGMAP_DATA_LIMIT {
+                    answers.push(Err(LedgerError::Full {
+                        node: node.to_string(),
+                        pool: key.clone(),
+                        bytes: after,
+                        limit: CONFIGMAP_DATA_LIMIT,
+                    }));
+                    continue;
+                }
+                bytes = after;
+                data.insert(key.clone(), value);
+                entries.insert(key.clone(), entry.clone());
+                answers.push(Ok(()));
+            }
+            Change::Remove(pool) => {
+                if let Some(v) = data.remove(pool) {
+                    bytes -= v.len();
+                }
+                entries.remove(pool);
+                answers.push(Ok(()));
+            }
+        }
+    }
+    Applied {
+        entries,
+        data: Ok(data),
+        answers,
+    }
 }
 
 impl Ledger {
@@ -131,7 +284,7 @@ impl Ledger {
             .await
             .map_err(|source| LedgerError::Kube {
                 name: format!("{namespace}/*"),
-                source,
+                source: Arc::new(source),
             })?;
         let mut entries: Entries = HashMap::new();
         for cm in &list.items {
@@ -144,29 +297,36 @@ impl Ledger {
         }
         let count: usize = entries.values().map(BTreeMap::len).sum();
         tracing::info!(%namespace, pools = count, "ledger loaded");
-        Ok(Ledger {
-            api,
-            entries: RwLock::new(entries),
-            write: tokio::sync::Mutex::new(()),
-        })
+        Ok(Ledger::with_entries(api, entries))
     }
 
-    /// An empty ledger in `namespace` that was never loaded (unit tests).
-    #[cfg(test)]
-    pub(crate) fn empty(client: Client, namespace: &str) -> Ledger {
+    /// An empty ledger in `namespace` that was never loaded (unit tests, and
+    /// tests of the ledger itself).
+    pub fn empty(client: Client, namespace: &str) -> Ledger {
+        Ledger::with_entries(Api::namespaced(client, namespace), HashMap::new())
+    }
+
+    fn with_entries(api: Api<ConfigMap>, entries: Entries) -> Ledger {
         Ledger {
-            api: Api::namespaced(client, namespace),
-            entries: RwLock::new(HashMap::new()),
-            write: tokio::sync::Mutex::new(()),
+            shared: Arc::new(Shared {
+                api,
+                entries: RwLock::new(entries),
+                queues: Mutex::new(HashMap::new()),
+                arrived: tokio::sync::Notify::new(),
+                group_window: DEFAULT_GROUP_WINDOW,
+            }),
         }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         // Updated only by whole-map replacement of one node: never half-written.
-        self.entries.read().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry of pool `pool` on `node`.
+    /// The entry of pool `pool` on `node` (durable ones only).
     pub fn get(&self, node: &str, pool: &str) -> Option<LedgerEntry> {
         self.read().get(node).and_then(|m| m.get(pool)).cloned()
     }
@@ -179,53 +339,146 @@ impl Ledger {
             .collect()
     }
 
-    /// Records `entry` (durably, before the caller creates the pool).
-    pub async fn record(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
-        let _guard = self.write.lock().await;
+    /// Records `entry`, durably: it returns once the API server holds it (the
+    /// caller creates the pool only then). `coming` is how many more entries
+    /// of the same node the caller knows are about to be recorded: an idle
+    /// node's write waits a moment for them, so that they share it.
+    pub async fn record(&self, entry: LedgerEntry, coming: usize) -> Result<(), LedgerError> {
         if self.get(&entry.node, &entry.pool).as_ref() == Some(&entry) {
             return Ok(());
         }
         let node = entry.node.clone();
-        let mut map = self.read().get(&node).cloned().unwrap_or_default();
-        map.insert(entry.pool.clone(), entry);
-        self.apply(&node, map).await
+        self.submit(node, Change::Record(entry), coming).await
     }
 
     /// Forgets pool `pool` on `node` (after it was destroyed or retained).
     pub async fn remove(&self, node: &str, pool: &str) -> Result<(), LedgerError> {
-        let _guard = self.write.lock().await;
-        let mut map = self.read().get(node).cloned().unwrap_or_default();
-        if map.remove(pool).is_none() {
+        if self.get(node, pool).is_none() && !self.queued(node) {
             return Ok(());
         }
-        self.apply(node, map).await
+        self.submit(node.to_string(), Change::Remove(pool.to_string()), 0)
+            .await
     }
 
-    async fn apply(
-        &self,
-        node: &str,
-        map: BTreeMap<String, LedgerEntry>,
-    ) -> Result<(), LedgerError> {
-        let cm = configmap_of(node, &map)?;
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
+        self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queued(&self, node: &str) -> bool {
+        self.queues().contains_key(node)
+    }
+
+    /// Queues `change` for `node`'s next write, starting its writer when none
+    /// runs, and waits for the answer. The writer is a task of its own, so a
+    /// caller that gives up waiting never strands the others of its group.
+    async fn submit(&self, node: String, change: Change, coming: usize) -> Result<(), LedgerError> {
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut queues = self.queues();
+            let start = !queues.contains_key(&node);
+            queues.entry(node.clone()).or_default().0.push(Waiting {
+                change,
+                coming,
+                done,
+            });
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().write_loop(node.clone()));
+        } else {
+            self.shared.arrived.notify_waiters();
+        }
+        answer.await.map_err(|_| LedgerError::WriterGone(node))?
+    }
+
+    /// `node`'s writer: writes what is queued, answers, and goes on while more
+    /// arrived meanwhile; ends (removing the queue) when there is none.
+    async fn write_loop(self, node: String) {
+        self.linger(&node).await;
+        loop {
+            let batch = {
+                let mut queues = self.queues();
+                let Some(queue) = queues.get_mut(&node) else {
+                    return;
+                };
+                if queue.0.is_empty() {
+                    queues.remove(&node);
+                    return;
+                }
+                std::mem::take(&mut queue.0)
+            };
+            let (changes, answers): (Vec<Change>, Vec<_>) =
+                batch.into_iter().map(|w| (w.change, w.done)).unzip();
+            let results = self.write(&node, &changes).await;
+            for (done, result) in answers.into_iter().zip(results) {
+                let _ = done.send(result);
+            }
+        }
+    }
+
+    /// Waits up to the group window while the first caller expects more
+    /// changes for `node` than are queued.
+    async fn linger(&self, node: &str) {
+        let deadline = tokio::time::Instant::now() + self.shared.group_window;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let missing = {
+                let queues = self.queues();
+                queues.get(node).is_some_and(|q| {
+                    let expected = q.0.first().map_or(0, |w| w.coming) + 1;
+                    q.0.len() < expected
+                })
+            };
+            if !missing || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One write of `node`'s ConfigMap with `changes` applied; each change's
+    /// answer. Nothing is written when nothing changes.
+    async fn write(&self, node: &str, changes: &[Change]) -> Vec<Result<(), LedgerError>> {
+        let current = self.read().get(node).cloned().unwrap_or_default();
+        let Applied {
+            entries,
+            data,
+            answers,
+        } = apply_batch(node, &current, changes);
+        if entries == current {
+            return answers;
+        }
+        let data = match data {
+            Ok(data) => data,
+            Err(err) => return answers.into_iter().map(|_| Err(err.clone())).collect(),
+        };
         let name = configmap_name(node);
-        self.api
+        let written = self
+            .shared
+            .api
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&cm),
+                &Patch::Apply(&configmap_with(node, data)),
             )
-            .await
-            .map_err(|source| LedgerError::Kube {
-                name: name.clone(),
-                source,
-            })?;
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if map.is_empty() {
-            entries.remove(node);
-        } else {
-            entries.insert(node.to_string(), map);
+            .await;
+        if let Err(source) = written {
+            let err = LedgerError::Kube {
+                name,
+                source: Arc::new(source),
+            };
+            return answers.into_iter().map(|_| Err(err.clone())).collect();
         }
-        Ok(())
+        let mut all = self
+            .shared
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if entries.is_empty() {
+            all.remove(node);
+        } else {
+            all.insert(node.to_string(), entries);
+        }
+        answers
     }
 }
 
@@ -264,6 +517,56 @@ mod tests {
             serde_json::to_string(&entry("d")).expect("json"),
         );
         assert_eq!(entries_of(&cm), vec![entry("a")]);
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_and_refuses_only_what_does_not_fit() {
+        let current = BTreeMap::from([("a".to_string(), entry("a"))]);
+        let mut big = entry("big");
+        big.disks = vec![format!("/dev/{}", "x".repeat(CONFIGMAP_DATA_LIMIT))];
+        let batch = [
+            Change::Record(entry("b")),
+            Change::Record(big),
+            Change::Remove("a".into()),
+            Change::Record(entry("c")),
+            Change::Remove("c".into()),
+        ];
+        let Applied {
+            entries,
+            data,
+            answers,
+        } = apply_batch("node1", &current, &batch);
+        assert_eq!(entries.keys().collect::<Vec<_>>(), vec!["b"]);
+        let data = data.expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec!["b"]);
+        assert!(answers[0].is_ok() && answers[2].is_ok() && answers[3].is_ok());
+        match &answers[1] {
+            Err(LedgerError::Full {
+                pool, bytes, limit, ..
+            }) => {
+                assert_eq!(pool, "big");
+                assert!(*bytes > *limit && *limit == CONFIGMAP_DATA_LIMIT);
+            }
+            other => panic!("expected Full, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_size_counted_is_what_the_api_server_counts() {
+        let map = BTreeMap::from([("a".to_string(), entry("a")), ("b".to_string(), entry("b"))]);
+        let data = data_of(&map).expect("data");
+        let expected: usize = data.values().map(String::len).sum();
+        assert_eq!(data_bytes(&data), expected);
+        // One entry of exactly the room left fits; one byte more does not.
+        let fill = CONFIGMAP_DATA_LIMIT - expected;
+        let mut last = entry("z");
+        let base = serde_json::to_string(&last).expect("json").len();
+        last.uid = "u".repeat(fill - base + last.uid.len());
+        let answers = apply_batch("node1", &map, &[Change::Record(last.clone())]).answers;
+        assert!(answers[0].is_ok(), "{:?}", answers[0]);
+        last.uid.push('u');
+        let answers = apply_batch("node1", &map, &[Change::Record(last)]).answers;
+        assert!(matches!(answers[0], Err(LedgerError::Full { .. })));
     }
 
     #[test]

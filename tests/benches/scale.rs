@@ -40,6 +40,7 @@ use kube::{Api, Client, Resource};
 use msp_operator::crd::{
     DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
 };
+use msp_tests::control_plane::requests::writes_so_far;
 use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
 use msp_tests::operator::{Operator, create_node_at, ensure_namespace, wait_for};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
@@ -277,40 +278,6 @@ async fn states(client: &Client) -> anyhow::Result<Vec<(String, usize)>> {
     Ok(by)
 }
 
-/// The API server's write requests so far, by verb, resource and
-/// subresource (from its own `apiserver_request_total`).
-async fn apiserver_writes(client: &Client) -> anyhow::Result<HashMap<String, f64>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut writes: HashMap<String, f64> = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |key: &str| {
-            labels
-                .split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let verb = label("verb");
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
-            continue;
-        }
-        let resource = match label("subresource").as_str() {
-            "" => label("resource"),
-            sub => format!("{}/{sub}", label("resource")),
-        };
-        *writes.entry(format!("{verb} {resource}")).or_default() += value.parse().unwrap_or(0.0);
-    }
-    Ok(writes)
-}
-
 /// Prints the writes between two snapshots, per pool.
 fn print_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, pools: usize) {
     let mut rows: Vec<(String, f64)> = after
@@ -474,7 +441,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 4. The pools, through the operator.
-    let writes_before = apiserver_writes(&admin).await?;
+    let writes_before = writes_so_far(&admin).await?;
     let (online, watch) = watch_online(&admin);
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), NAMESPACE);
     let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -516,7 +483,7 @@ async fn main() -> anyhow::Result<()> {
         rate(sizes.pools(), creates_took)
     );
     print_operator_metrics(&op).await;
-    match apiserver_writes(&admin).await {
+    match writes_so_far(&admin).await {
         Ok(after) => print_writes(&writes_before, &after, sizes.pools()),
         Err(err) => println!("  API server metrics unavailable: {err}"),
     }

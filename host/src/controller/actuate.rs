@@ -18,7 +18,7 @@ use super::error::Error;
 use crate::crd::MayastorPool;
 use crate::disk_safety;
 use crate::idempotent::{self, Load};
-use crate::ledger::LedgerEntry;
+use crate::ledger::{LedgerEntry, LedgerError};
 use crate::node_client::{NodeClient, NodeError};
 use crate::registry::PoolUpdate;
 
@@ -140,15 +140,20 @@ pub async fn live(
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
             let started = std::time::Instant::now();
-            ctx.ledger
-                .record(LedgerEntry {
-                    pool: name.clone(),
-                    namespace: pool.namespace().unwrap_or_default(),
-                    uid: uid.clone(),
-                    node: node.clone(),
-                    disks: disks.clone(),
-                })
-                .await?;
+            let entry = LedgerEntry {
+                pool: name.clone(),
+                namespace: pool.namespace().unwrap_or_default(),
+                uid: uid.clone(),
+                node: node.clone(),
+                disks: disks.clone(),
+            };
+            match ctx.ledger.record(entry, coming_to_ledger(ctx, &node, &uid)).await {
+                Ok(()) => {}
+                Err(full @ LedgerError::Full { .. }) => {
+                    return Ok(Outcome::Refused(action, full.to_string()));
+                }
+                Err(err) => return Err(err.into()),
+            }
             let recorded = started.elapsed();
             let load = match action {
                 Action::Create => Load::Create,
@@ -181,6 +186,22 @@ pub async fn live(
             }
         }
     }
+}
+
+/// How many other pools of `node` are new (never reconciled to a status) and
+/// not in the ledger yet: their entries are about to follow this one, so the
+/// ledger lets them share its write.
+fn coming_to_ledger(ctx: &Context, node: &str, uid: &str) -> usize {
+    ctx.pools
+        .state()
+        .iter()
+        .filter(|p| {
+            p.status.is_none()
+                && p.effective_node() == node
+                && p.uid().as_deref() != Some(uid)
+                && ctx.ledger.get(node, &p.name_any()).is_none()
+        })
+        .count()
 }
 
 /// Why destroying the pool of `entry` must not happen, if it must not.

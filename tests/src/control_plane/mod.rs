@@ -38,6 +38,7 @@
 pub(crate) mod assets;
 pub(crate) mod pki;
 pub(crate) mod process;
+pub mod requests;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
