@@ -3,7 +3,8 @@
 //! of Kubernetes or of the operator: bytes in, decisions out.
 //!
 //! Start with [`PolicyEngine`]: cheap to clone, `decide` runs the active
-//! policy off the async worker threads, `load` checks a new module and swaps
+//! policy (on the caller's worker under a small fuel budget, on the blocking
+//! pool for a policy that needs more), `load` checks a new module and swaps
 //! it in atomically (a bad one leaves the running policy). The rooms, in the
 //! order a module goes through them:
 //! - [`bundled`]: the default policy, built by `build.rs` and embedded;
@@ -21,7 +22,7 @@ pub mod sandbox;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,18 @@ pub fn decide_with(
     Ok(decision)
 }
 
+/// One decision with the full limits on tokio's blocking pool.
+async fn decide_on_blocking_pool(
+    loaded: Arc<Loaded>,
+    obs: bindings::wit::Observation,
+    limits: Limits,
+) -> Result<Decision, PolicyError> {
+    tokio::task::spawn_blocking(move || loaded.compiled.decide(&obs, &limits))
+        .await
+        .map_err(|e| PolicyError::Engine(format!("policy task: {e}")))
+        .and_then(|r| r)
+}
+
 /// Counts the metrics module reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyCounters {
@@ -127,9 +140,28 @@ pub struct PolicyCounters {
     pub load_failures: BTreeMap<&'static str, u64>,
 }
 
+/// Fuel a decision gets on the caller's async worker: far more than the
+/// default policy needs, and little enough (well under a millisecond of wasm)
+/// that a module spinning in a loop holds the worker no longer than that
+/// before its decisions move to the blocking pool.
+pub const INLINE_FUEL: u64 = 200_000;
+
 struct Loaded {
     compiled: Arc<CompiledPolicy>,
     active: ActivePolicy,
+    /// Set once a decision needed more than [`INLINE_FUEL`]: this policy's
+    /// decisions run on tokio's blocking pool from then on.
+    heavy: AtomicBool,
+}
+
+impl Loaded {
+    fn new(compiled: Arc<CompiledPolicy>, active: ActivePolicy) -> Loaded {
+        Loaded {
+            compiled,
+            active,
+            heavy: AtomicBool::new(false),
+        }
+    }
 }
 
 struct Inner {
@@ -160,10 +192,7 @@ impl PolicyEngine {
     /// Loads and self-tests the bundled default policy.
     pub fn new(limits: Limits) -> Result<Self, PolicyError> {
         let report = check(bundled::DEFAULT_COMPONENT, PolicySource::Bundled, &limits)?;
-        let bundled = Arc::new(Loaded {
-            compiled: report.compiled,
-            active: report.policy,
-        });
+        let bundled = Arc::new(Loaded::new(report.compiled, report.policy));
         tracing::info!(
             policy = %bundled.active.name, version = %bundled.active.version,
             sha256 = %bundled.active.sha256, "bundled policy loaded"
@@ -181,19 +210,42 @@ impl PolicyEngine {
         })
     }
 
-    /// Decides about one pool with the active policy, on tokio's blocking
-    /// pool. A swap while the call runs does not affect it.
+    /// Decides about one pool with the active policy. The call runs on the
+    /// caller's worker with [`INLINE_FUEL`] (a hand-off to another thread
+    /// costs more than the decision); a policy that needs more is given its
+    /// full limits on tokio's blocking pool, then and for every later call.
+    /// A swap while the call runs does not affect it.
     pub async fn decide(&self, obs: &Observation) -> Result<Decision, PolicyError> {
         let loaded = self.current();
         let limits = self.inner.limits;
         let wit_obs = bindings::observation_to_wit(obs);
-        let result = tokio::task::spawn_blocking(move || loaded.compiled.decide(&wit_obs, &limits))
-            .await
-            .map_err(|e| PolicyError::Engine(format!("policy task: {e}")))
-            .and_then(|r| r)
-            .and_then(|d| validate::check_decision(obs, &d).map(|()| d));
+        let inline = Limits {
+            fuel: limits.fuel.min(INLINE_FUEL),
+            ..limits
+        };
+        let result = match loaded.heavy.load(Ordering::Relaxed) {
+            false => match loaded.compiled.decide(&wit_obs, &inline) {
+                Err(PolicyError::FuelExhausted { .. }) if limits.fuel > INLINE_FUEL => {
+                    loaded.heavy.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        policy = %loaded.active.name, inline_fuel = INLINE_FUEL,
+                        "policy needs more fuel than a decision on the async worker gets: its decisions run on the blocking pool from now on"
+                    );
+                    decide_on_blocking_pool(loaded, wit_obs, limits).await
+                }
+                other => other,
+            },
+            true => decide_on_blocking_pool(loaded, wit_obs, limits).await,
+        }
+        .and_then(|d| validate::check_decision(obs, &d).map(|()| d));
         self.count_decision(&result);
         result
+    }
+
+    /// Whether the active policy's decisions run on the caller's worker
+    /// (false once one needed more than [`INLINE_FUEL`]).
+    pub fn decides_inline(&self) -> bool {
+        !self.current().heavy.load(Ordering::Relaxed)
     }
 
     /// `decide` for callers that are not async (CLI, benchmarks, tests).
@@ -222,10 +274,7 @@ impl PolicyEngine {
     pub fn load(&self, bytes: &[u8], source: PolicySource) -> Result<ActivePolicy, PolicyError> {
         match check(bytes, source, &self.inner.limits) {
             Ok(report) => {
-                let loaded = Arc::new(Loaded {
-                    compiled: report.compiled,
-                    active: report.policy,
-                });
+                let loaded = Arc::new(Loaded::new(report.compiled, report.policy));
                 let active = loaded.active.clone();
                 *self
                     .inner

@@ -9,7 +9,8 @@
 //! a policy keeps in its memory cannot drift far.
 //!
 //! Calls here are synchronous and may take up to the deadline: the engine
-//! runs them on tokio's blocking pool, never on an async worker thread.
+//! runs them on an async worker only under a small fuel budget
+//! ([`crate::INLINE_FUEL`]), and with the full limits on tokio's blocking pool.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

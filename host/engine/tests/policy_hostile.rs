@@ -128,16 +128,53 @@ fn absurd_decisions_are_nonsense() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_decide_contains_a_hostile_call_too() {
     let (engine, active) = hostile_engine(Limits::default());
+    assert!(engine.decides_inline());
+    // The loop exhausts the worker's small budget, then the full one on the
+    // blocking pool, which is what it is charged with.
     let err = engine.decide(&named("hostile-loop")).await;
+    let full = Limits::default().fuel;
     assert!(
-        matches!(err, Err(PolicyError::FuelExhausted { .. })),
+        matches!(err, Err(PolicyError::FuelExhausted { budget }) if budget == full),
         "{err:?}"
+    );
+    assert!(
+        !engine.decides_inline(),
+        "a heavy policy moves off the worker"
     );
     assert_eq!(
         engine.decide(&new_pool()).await,
         Ok(msp_policy::decide(&new_pool()))
     );
     assert_eq!(engine.active(), active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_decide_of_an_endless_loop_with_unlimited_fuel_ends_at_the_deadline() {
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let (engine, _) = hostile_engine(limits);
+    let err = engine.decide(&named("hostile-loop")).await;
+    assert!(
+        matches!(err, Err(PolicyError::Deadline { ms: 50 })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_policy_decides_on_the_worker() {
+    let engine = PolicyEngine::new(Limits::default()).unwrap_or_else(|e| panic!("engine: {e}"));
+    let mut rng = msp_policy_engine::sample::Rng::new(7);
+    for _ in 0..2_000 {
+        let obs = msp_policy_engine::sample::observation(&mut rng);
+        assert_eq!(engine.decide(&obs).await, Ok(msp_policy::decide(&obs)));
+    }
+    assert!(
+        engine.decides_inline(),
+        "the default policy needed more than the inline fuel budget"
+    );
 }
 
 /// Each refused module: the error, and the running policy stays.
