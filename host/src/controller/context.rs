@@ -89,6 +89,10 @@ pub struct Context {
     /// The state last reported per resource uid: the watch cache may not
     /// show our own status write yet, and a transition is announced once.
     reported: Mutex<HashMap<String, PoolState>>,
+    /// The status last written per resource uid, as (resourceVersion of the
+    /// copy it was written over, [`report::status_digest`]): a reconcile that
+    /// still sees that copy has nothing newer to act on.
+    written: Mutex<HashMap<String, (String, u64)>>,
     started: Instant,
 }
 
@@ -119,6 +123,7 @@ impl Context {
             errors: Streaks::default(),
             refusals: Streaks::default(),
             reported: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -165,9 +170,32 @@ impl Context {
             .insert(uid.to_string(), state)
     }
 
-    /// Forgets what was reported for resources `keep` rejects (gone ones).
+    /// Whether a status of `digest` was written for `uid` over the copy at
+    /// `version` (so a reconcile still seeing that copy would repeat it).
+    pub(super) fn wrote_over(&self, uid: &str, version: &str, digest: u64) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .is_some_and(|(v, d)| v == version && *d == digest)
+    }
+
+    /// Records a status of `digest` written for `uid` over the copy at `version`.
+    pub(super) fn record_written(&self, uid: &str, version: &str, digest: u64) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), (version.to_string(), digest));
+    }
+
+    /// Forgets what was reported and written for resources `keep` rejects
+    /// (gone ones).
     pub(super) fn retain_reported(&self, keep: impl Fn(&str) -> bool) {
         self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+        self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| keep(uid));
