@@ -65,9 +65,15 @@ struct Args {
     #[arg(long, default_value = "127.0.1.1")]
     virtual_base: Ipv4Addr,
 
-    /// Virtual node names are this prefix followed by 1, 2, ...
+    /// Virtual node names are this prefix followed by a number counting up
+    /// from `--virtual-first-number`.
     #[arg(long, default_value = "vnode-")]
     virtual_name_prefix: String,
+
+    /// Number in the first virtual node's name (several processes can share
+    /// one naming: the second starts where the first ends).
+    #[arg(long, default_value_t = 1)]
+    virtual_first_number: u32,
 }
 
 #[tokio::main]
@@ -100,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
                     bail!("virtual node address {ip} is outside 127.0.0.0/8");
                 }
                 Ok(NodeConfig {
-                    node_name: format!("{}{}", args.virtual_name_prefix, i + 1),
+                    node_name: format!(
+                        "{}{}",
+                        args.virtual_name_prefix,
+                        u64::from(args.virtual_first_number) + u64::from(i)
+                    ),
                     listen: SocketAddr::new(IpAddr::V4(ip), args.grpc_endpoint.port()),
                     allowed_prefixes: Vec::new(),
                     advertise_address: None,
