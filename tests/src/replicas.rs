@@ -38,6 +38,17 @@ pub fn operator_binary() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
+/// `defaults`, less those `flags` name again, then `flags` (later ones win).
+fn with_overrides(defaults: &[&str], flags: &[&str]) -> Vec<String> {
+    let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
+    defaults
+        .iter()
+        .filter(|d| flags.iter().all(|f| name(f) != name(d)))
+        .chain(flags)
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// One operator process, restartable under the same identity and ports.
 pub struct Replica {
     name: String,
@@ -67,11 +78,7 @@ impl Replica {
             name: name.to_string(),
             binary: binary.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
-            flags: FAST_FLAGS
-                .iter()
-                .chain(flags)
-                .map(|f| f.to_string())
-                .collect(),
+            flags: with_overrides(FAST_FLAGS, flags),
             log_dir: log_dir.to_path_buf(),
             registration: loopback(ports[0]),
             metrics: loopback(ports[1]),
@@ -200,6 +207,27 @@ impl Replica {
             http_get(self.metrics, "/metrics"),
         );
         matches!(get.await, Ok(Ok((200, body))) if body.lines().any(|l| l == "msp_leader 1"))
+    }
+
+    /// Waits until it says it leads; how long that took.
+    pub async fn wait_leading(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        while !self.is_leader().await {
+            if start.elapsed() > timeout {
+                anyhow::bail!("{} did not lead within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Waits until its `/readyz` answers 200 (a leader with synced caches,
+    /// or a standby that knows the leader).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        crate::operator::wait_for(&format!("/readyz of {}", self.name), timeout, || async {
+            matches!(http_get(self.metrics, "/readyz").await, Ok((200, _)))
+        })
+        .await
     }
 
     /// A counter or gauge without labels from its `/metrics`.

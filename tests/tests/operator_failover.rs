@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::DeleteParams;
@@ -41,9 +41,12 @@ fn can_run() -> Option<PathBuf> {
     ok.then_some(bin)?
 }
 
+/// A resource's name and the states it has shown, in order.
+type Shown = (String, Vec<PoolState>);
+
 /// Every state each resource (by uid) has shown, in order, from a watch.
 #[derive(Clone, Default)]
-struct States(Arc<Mutex<BTreeMap<String, (String, Vec<PoolState>)>>>);
+struct States(Arc<Mutex<BTreeMap<String, Shown>>>);
 
 impl States {
     fn watch(client: &Client) -> (States, tokio::task::JoinHandle<()>) {
@@ -115,14 +118,7 @@ impl Pair {
 
     /// Waits until replica `i` answers /readyz 200 (a standby that knows the leader).
     async fn wait_standby_ready(&self, i: usize) -> anyhow::Result<()> {
-        let metrics = self.replicas[i].addrs().1;
-        wait_for("the standby's /readyz", WAIT, || async {
-            matches!(
-                msp_tests::operator::http_get(metrics, "/readyz").await,
-                Ok((200, _))
-            )
-        })
-        .await
+        self.replicas[i].wait_ready(WAIT).await
     }
 
     async fn leader(&self, timeout: Duration) -> anyhow::Result<usize> {
@@ -136,18 +132,6 @@ impl Pair {
             .map(|r| format!("--- {} ---\n{}", r.name(), r.logs()))
             .collect()
     }
-}
-
-/// Waits until replica `i` says it leads; how long that took.
-async fn time_to_lead(replica: &Replica, timeout: Duration) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    while !replica.is_leader().await {
-        if start.elapsed() > timeout {
-            anyhow::bail!("{} did not lead within {timeout:?}", replica.name());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(start.elapsed())
 }
 
 async fn live_pools(admin: &Client) -> anyhow::Result<BTreeSet<String>> {
@@ -185,7 +169,13 @@ async fn kill_the_leader_ten_times_under_churn() -> anyhow::Result<()> {
         .map(|_| LoopDevice::create(16 * MIB))
         .collect::<Result<_, _>>()?;
     let name = |i: usize| format!("r{i:02}");
-    let node = |i: usize| if i % 2 == 0 { "node1" } else { "node2" };
+    let node = |i: usize| {
+        if i.is_multiple_of(2) {
+            "node1"
+        } else {
+            "node2"
+        }
+    };
     for (i, disk) in disks.iter().enumerate() {
         create_pool(&admin, &name(i), node(i), &[disk.path_str()]).await?;
     }
@@ -261,7 +251,8 @@ async fn kill_the_leader_ten_times_under_churn() -> anyhow::Result<()> {
         // Let the churn reach the leader before it dies.
         tokio::time::sleep(Duration::from_millis(700)).await;
         pair.replicas[leader].kill();
-        let took = time_to_lead(&pair.replicas[other], Duration::from_secs(15))
+        let took = pair.replicas[other]
+            .wait_leading(Duration::from_secs(15))
             .await
             .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", pair.logs()))?;
         takeovers.push(took);
@@ -353,7 +344,9 @@ async fn a_frozen_leader_resumed_writes_nothing() -> anyhow::Result<()> {
     let frozen_log_len = pair.replicas[leader].logs().len();
 
     // While it is frozen: the other takes over and does the work.
-    let took = time_to_lead(&pair.replicas[other], Duration::from_secs(15)).await?;
+    let took = pair.replicas[other]
+        .wait_leading(Duration::from_secs(15))
+        .await?;
     for (i, disk) in disks.iter().enumerate().skip(3) {
         create_pool(&admin, &format!("p{i}"), "node1", &[disk.path_str()]).await?;
     }
@@ -432,7 +425,8 @@ async fn sigterm_hands_over_within_two_seconds() -> anyhow::Result<()> {
         let leader = pair.leader(WAIT).await?;
         let other = 1 - leader;
         pair.replicas[leader].terminate()?;
-        let took = time_to_lead(&pair.replicas[other], Duration::from_secs(2))
+        let took = pair.replicas[other]
+            .wait_leading(Duration::from_secs(2))
             .await
             .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", pair.logs()))?;
         eprintln!("round {round}: the standby led {took:?} after SIGTERM");
