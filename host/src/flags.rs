@@ -210,4 +210,27 @@ mod tests {
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("-1s").is_err());
     }
+
+    #[test]
+    fn the_renew_deadline_must_be_shorter_than_the_lease() {
+        let addr: SocketAddr = "10.0.0.5:50051".parse().expect("addr");
+        let args = RunArgs::from_flags(["--identity=op-0"]).expect("defaults");
+        let election = args.election_settings(addr).expect("defaults are valid");
+        assert_eq!(
+            (
+                election.lease_duration,
+                election.renew_deadline,
+                election.retry_period
+            ),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(election.identity, "op-0");
+        let args = RunArgs::from_flags(["--lease-duration=5s", "--renew-deadline=5s"])
+            .expect("flags parse");
+        assert!(args.election_settings(addr).is_err());
+    }
 }

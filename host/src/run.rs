@@ -122,7 +122,12 @@ pub async fn run_until(
         }
     });
     let mut elector = Elector::new(client.clone(), election, fence.clone());
-    tasks.spawn(show_role(elector.holder(), ready.clone(), metrics.clone()));
+    tasks.spawn(show_role(
+        elector.holder(),
+        ready.clone(),
+        metrics.clone(),
+        shutdown.wait(),
+    ));
 
     // The Node cache comes first: the registration check reads it.
     let (nodes, node_stream) = cache::watch_nodes(Api::all(client.clone()));
@@ -155,15 +160,17 @@ pub async fn run_until(
     }
     tracing::info!("leading: starting the controller");
     // Renewing; on shutdown the fence closes first, then the lease is
-    // released so that the standby takes over at once.
+    // released so that the standby takes over at once. A future of this
+    // one (not a task): dropping `run_until` ends it too.
     let stop = shutdown.wait();
-    let mut keeper = tokio::spawn(async move {
+    let keeper = async move {
         let lost = elector.keep(stop).await;
         if lost == Lost::Stopped {
             elector.release().await;
         }
         lost
-    });
+    };
+    tokio::pin!(keeper);
     let leading = lead(
         &args,
         Leading {
@@ -179,32 +186,28 @@ pub async fn run_until(
         &mut tasks,
         &shutdown,
     );
-    tokio::select! {
+    let lost = tokio::select! {
         result = leading => {
-            result?;
-            // The controller stopped (shutdown, or its watch ended): stop the rest.
+            // The controller stopped (shutdown, its watch ended, or it could
+            // not start): stop the rest, releasing the lease.
             shutdown.trigger();
-            if let Err(err) = keeper.await {
-                tracing::warn!(error = %err, "the lease keeper failed");
-            }
+            (&mut keeper).await;
             while tasks.join_next().await.is_some() {}
-            tracing::info!("msp-operator stopped");
-            Ok(())
+            result?;
+            Lost::Stopped
         }
-        lost = &mut keeper => {
-            if matches!(lost, Ok(Lost::Stopped)) {
-                // Shutdown released the lease first; the controller drains.
-                shutdown.trigger();
-                while tasks.join_next().await.is_some() {}
-                tracing::info!("msp-operator stopped");
-                return Ok(());
-            }
-            // Stop acting at once: drop the controller, abort the rest.
-            shutdown.trigger();
-            tasks.abort_all();
-            anyhow::bail!("lost the leader lease; exiting so that a restart comes back as a standby")
-        }
+        // The controller future is dropped here: on shutdown its writes would
+        // be fenced anyway, and a lost lease must stop it at once.
+        lost = &mut keeper => lost,
+    };
+    shutdown.trigger();
+    if lost == Lost::Lost {
+        tasks.abort_all();
+        anyhow::bail!("lost the leader lease; exiting so that a restart comes back as a standby");
     }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("msp-operator stopped");
+    Ok(())
 }
 
 /// Keeps `/readyz` and `msp_leader` in step with the lease holder.
@@ -212,7 +215,9 @@ async fn show_role(
     mut holder: tokio::sync::watch::Receiver<crate::leader::Holder>,
     ready: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
     loop {
         let now = holder.borrow_and_update().clone();
         metrics.set_leader(now.me);
@@ -223,8 +228,9 @@ async fn show_role(
                 leader: now.identity,
             }
         });
-        if holder.changed().await.is_err() {
-            return;
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = holder.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The v1 `Registration` gRPC service storage nodes call (as the io-engine
-//! calls the Mayastor control plane): each call is checked by the
-//! [`Admission`] gate, then goes to the [`NodeRegistry`].
+//! calls the Mayastor control plane): on the leader each call is checked by
+//! the [`Admission`] gate, then goes to the [`NodeRegistry`]; a standby
+//! forwards it to the leader's endpoint from the Lease ([`Leadership`]), so
+//! a node reaches the leader whichever replica the Service picked.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
