@@ -14,6 +14,10 @@
 //!
 //! The registration endpoint of the holder is kept in an annotation of the
 //! Lease, so that a standby can forward storage nodes' registrations to it.
+//!
+//! A replica that restarts under the same identity (its container restarted
+//! in the same pod) renews its own lease at once instead of waiting for it to
+//! end: only one process per pod runs, so the old one is gone.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -233,7 +237,8 @@ impl Elector {
         tokio::pin!(stop);
         let config = watcher::Config::default()
             .fields(&format!("metadata.name={}", self.settings.lease_name));
-        let changes = watcher::watcher(self.api.clone(), config);
+        // Backoff: a watch that keeps failing (RBAC, API down) must not spin.
+        let changes = watcher::watcher(self.api.clone(), config).default_backoff();
         tokio::pin!(changes);
         loop {
             let wait = match self.try_acquire_or_renew().await {

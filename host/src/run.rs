@@ -160,17 +160,17 @@ pub async fn run_until(
     }
     tracing::info!("leading: starting the controller");
     // Renewing; on shutdown the fence closes first, then the lease is
-    // released so that the standby takes over at once. A future of this
-    // one (not a task): dropping `run_until` ends it too.
+    // released so that the standby takes over at once. A task of its own:
+    // the controller runs every reconcile in one task, and a busy one must
+    // not delay a renew; aborted when `run_until` is dropped.
     let stop = shutdown.wait();
-    let keeper = async move {
+    let mut keeper = AbortOnDrop(tokio::spawn(async move {
         let lost = elector.keep(stop).await;
         if lost == Lost::Stopped {
             elector.release().await;
         }
         lost
-    };
-    tokio::pin!(keeper);
+    }));
     let leading = lead(
         &args,
         Leading {
@@ -191,14 +191,15 @@ pub async fn run_until(
             // The controller stopped (shutdown, its watch ended, or it could
             // not start): stop the rest, releasing the lease.
             shutdown.trigger();
-            (&mut keeper).await;
+            let _ = (&mut keeper.0).await;
             while tasks.join_next().await.is_some() {}
             result?;
             Lost::Stopped
         }
         // The controller future is dropped here: on shutdown its writes would
-        // be fenced anyway, and a lost lease must stop it at once.
-        lost = &mut keeper => lost,
+        // be fenced anyway, and a lost lease must stop it at once. A keeper
+        // that panicked counts as lost.
+        lost = &mut keeper.0 => lost.unwrap_or(Lost::Lost),
     };
     shutdown.trigger();
     if lost == Lost::Lost {
@@ -208,6 +209,15 @@ pub async fn run_until(
     while tasks.join_next().await.is_some() {}
     tracing::info!("msp-operator stopped");
     Ok(())
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Keeps `/readyz` and `msp_leader` in step with the lease holder.

@@ -23,10 +23,11 @@ use crate::control_plane::process::free_ports;
 use crate::operator::{FAST_FLAGS, http_get};
 
 /// A short lease so that a test's failovers take seconds (the defaults are
-/// 15 s / 10 s / 2 s): a killed leader's lease ends 4 s after its last renew.
+/// 15 s / 10 s / 2 s): a killed leader's lease ends 5 s after its last
+/// renew; a renew may take 4 s on a loaded machine before the leader gives up.
 pub const ELECTION_FLAGS: &[&str] = &[
-    "--lease-duration=4s",
-    "--renew-deadline=3s",
+    "--lease-duration=5s",
+    "--renew-deadline=4s",
     "--retry-period=500ms",
 ];
 

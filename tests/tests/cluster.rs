@@ -32,13 +32,6 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
-/// The operator binary, built next to this test's binary by `cargo test --workspace`.
-fn operator_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("msp-operator");
-    path.exists().then_some(path)
-}
-
 /// The seed example's pool manifest with its disk replaced by `disk`.
 fn seed_pool_on(disk: &str) -> anyhow::Result<String> {
     let manifest = std::fs::read_to_string(repo("deploy/overlays/seed-example/pool.yaml"))?;
@@ -98,7 +91,7 @@ async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Re
     if !require_loop_devices() {
         return Ok(());
     }
-    let operator = operator_binary();
+    let operator = msp_tests::replicas::operator_binary();
     if !msp_tests::require(
         "the msp-operator binary (cargo build -p msp-operator)",
         operator.is_some(),

@@ -32,6 +32,10 @@ use msp_tests::storage_node::process::StorageNodeProcess;
 
 const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
 
+/// One scenario at a time: each runs a control plane, two operators and
+/// storage nodes, and the timing it checks must not suffer from the others.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn can_run() -> Option<PathBuf> {
     let bin = operator_binary();
     let ok = msp_tests::require(
@@ -157,6 +161,7 @@ async fn pools_on_nodes(nodes: &[&StorageNodeProcess]) -> anyhow::Result<BTreeSe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_leader_ten_times_under_churn() -> anyhow::Result<()> {
     let Some(bin) = can_run() else { return Ok(()) };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (cp, admin) = start_cluster().await?;
     let (states, watch) = States::watch(&admin);
     for node in ["node1", "node2"] {
@@ -308,6 +313,7 @@ async fn kill_the_leader_ten_times_under_churn() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_resumed_writes_nothing() -> anyhow::Result<()> {
     let Some(bin) = can_run() else { return Ok(()) };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (cp, admin) = start_cluster().await?;
     create_node(&admin, "node1", true).await?;
     let mut pair = Pair::start(&bin, &cp, ELECTION_FLAGS).await?;
@@ -365,7 +371,7 @@ async fn a_frozen_leader_resumed_writes_nothing() -> anyhow::Result<()> {
         })
         .await?;
     }
-    // Frozen for well over the lease (4 s) in all.
+    // Frozen for well over the lease (5 s) in all.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     pair.replicas[leader].resume()?;
@@ -409,6 +415,7 @@ async fn a_frozen_leader_resumed_writes_nothing() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_over_within_two_seconds() -> anyhow::Result<()> {
     let Some(bin) = can_run() else { return Ok(()) };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (cp, admin) = start_cluster().await?;
     create_node(&admin, "node1", true).await?;
     // The default lease (15 s): without the release the standby would wait for it.
