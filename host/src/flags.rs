@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::controller::ControllerSettings;
+use crate::leader::ElectionSettings;
 use crate::registry::RegistrySettings;
 use crate::registry::admission::AdmissionSettings;
 use crate::telemetry::LogFormat;
@@ -92,6 +93,28 @@ pub struct RunArgs {
     /// not the node's own address.
     #[arg(long, env = "MSP_REQUIRE_REGISTRATION_PEER")]
     pub require_registration_peer: bool,
+    /// Name of the Lease (in the operator namespace) the replicas elect a leader on.
+    #[arg(long, default_value = "msp-operator")]
+    pub lease_name: String,
+    /// Holder identity in the Lease: the pod name (downward API), else the
+    /// host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long the lease is valid for the other replicas after a renew.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// The leader stops acting when it could not renew for this long
+    /// (shorter than the lease duration).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby tries to take the lease.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub retry_period: Duration,
+    /// The Registration endpoint a standby forwards storage nodes to while
+    /// this replica leads ("ip:port"): by default `$POD_IP` and the port of
+    /// --registration-addr, else that address when it names a host.
+    #[arg(long, env = "MSP_REGISTRATION_ADVERTISE")]
+    pub registration_advertise: Option<String>,
 }
 
 impl RunArgs {
@@ -121,6 +144,39 @@ impl RunArgs {
             startup_grace: self.startup_grace,
             ..Default::default()
         }
+    }
+
+    /// The leader election's settings; `registration` is the bound
+    /// Registration address (its port when --registration-addr asked for 0).
+    pub fn election_settings(&self, registration: SocketAddr) -> Result<ElectionSettings, String> {
+        if self.renew_deadline >= self.lease_duration {
+            return Err(format!(
+                "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?}): the leader must stop acting before another may take the lease",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        let endpoint =
+            self.registration_advertise
+                .clone()
+                .or_else(|| match std::env::var("POD_IP") {
+                    Ok(ip) if !ip.is_empty() => {
+                        Some(SocketAddr::new(ip.parse().ok()?, registration.port()).to_string())
+                    }
+                    _ => (!registration.ip().is_unspecified()).then(|| registration.to_string()),
+                });
+        Ok(ElectionSettings {
+            lease_name: self.lease_name.clone(),
+            namespace: self.operator_namespace.clone(),
+            identity: self
+                .identity
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(crate::leader::default_identity),
+            endpoint,
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        })
     }
 
     /// The defaults, with `flags` as on the command line (for tests and the demo).
@@ -153,5 +209,28 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_renew_deadline_must_be_shorter_than_the_lease() {
+        let addr: SocketAddr = "10.0.0.5:50051".parse().expect("addr");
+        let args = RunArgs::from_flags(["--identity=op-0"]).expect("defaults");
+        let election = args.election_settings(addr).expect("defaults are valid");
+        assert_eq!(
+            (
+                election.lease_duration,
+                election.renew_deadline,
+                election.retry_period
+            ),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(election.identity, "op-0");
+        let args = RunArgs::from_flags(["--lease-duration=5s", "--renew-deadline=5s"])
+            .expect("flags parse");
+        assert!(args.election_settings(addr).is_err());
     }
 }

@@ -1,9 +1,15 @@
 //! The operations endpoint (axum): `/metrics` in Prometheus text format,
-//! `/healthz` (the process serves), `/readyz` (the watch caches are synced).
+//! `/healthz` (the process serves), `/readyz` (this replica can serve
+//! storage nodes: the leader once its watch caches are synced, or a standby
+//! that knows the leader it forwards registrations to).
+//!
+//! A standby counts as ready on purpose: with readiness = "is the leader", a
+//! rolling update (maxUnavailable 0) would wait forever for the new pod, and
+//! a PodDisruptionBudget would count the standby as down.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -13,10 +19,56 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// What `/readyz` answers from.
+#[derive(Default)]
+pub struct Readiness {
+    /// The leader's watch caches are synced.
+    synced: AtomicBool,
+    /// None: no election (always the leader); else the holder as last seen.
+    role: Mutex<Option<Role>>,
+}
+
+/// This replica's part in the election, for the probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Standby { leader: Option<String> },
+}
+
+impl Readiness {
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
+    }
+
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(|e| e.into_inner()) = Some(role);
+    }
+
+    /// (ready, what it means).
+    pub fn answer(&self) -> (bool, String) {
+        let role = self.role.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let synced = self.synced.load(Ordering::Acquire);
+        match role {
+            None | Some(Role::Leader) if synced => (true, "ready: leader".into()),
+            None | Some(Role::Leader) => (false, "leader: caches not synced".into()),
+            Some(Role::Standby {
+                leader: Some(leader),
+            }) => (
+                true,
+                format!("ready: standby: leader is {leader} (registrations are forwarded to it)"),
+            ),
+            Some(Role::Standby { leader: None }) => (
+                false,
+                "standby: no leader yet (the lease is free or expiring)".into(),
+            ),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Probes {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 }
 
 async fn metrics(State(p): State<Probes>) -> impl IntoResponse {
@@ -39,15 +91,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(p): State<Probes>) -> impl IntoResponse {
-    if p.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    match p.ready.answer() {
+        (true, body) => (StatusCode::OK, body),
+        (false, body) => (StatusCode::SERVICE_UNAVAILABLE, body),
     }
 }
 
 /// The router, for serving and for tests.
-pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn router(metrics: Arc<Metrics>, ready: Arc<Readiness>) -> Router {
     Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(healthz))
@@ -64,7 +115,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(metrics, ready))
@@ -90,7 +141,7 @@ mod tests {
     #[tokio::test]
     async fn probes_and_metrics() {
         let metrics = Arc::new(Metrics::new());
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(Readiness::default());
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
@@ -99,8 +150,16 @@ mod tests {
         let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), stop.wait()));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 503"));
-        ready.store(true, Ordering::Release);
+        ready.set_synced(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 200"));
+        ready.set_role(Role::Standby { leader: None });
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 503"));
+        ready.set_role(Role::Standby {
+            leader: Some("op-0".into()),
+        });
+        let standby = get(addr, "/readyz").await;
+        assert!(standby.starts_with("HTTP/1.0 200"), "{standby}");
+        assert!(standby.contains("standby: leader is op-0"), "{standby}");
         drop(metrics.reconcile_timer());
         assert!(
             get(addr, "/metrics")

@@ -69,6 +69,7 @@ pub struct Metrics {
     status_writes: Counter,
     policy_reloads: Family<ErrorLabels, Counter>,
     registrations_refused: Family<KindLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -95,6 +96,7 @@ impl Metrics {
             status_writes: Counter::default(),
             policy_reloads: Family::default(),
             registrations_refused: Family::default(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile", "Reconciles run", m.reconciles.clone());
@@ -158,7 +160,17 @@ impl Metrics {
             "Storage node registrations refused, by why (endpoint_not_on_node, unknown_node, peer_not_on_node, not_ready)",
             m.registrations_refused.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (only the leader acts), else 0",
+            m.leader.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use futures::{StreamExt, stream};
@@ -19,15 +18,18 @@ use tokio::sync::Notify;
 use crate::cache::{self, pools_on, wait_synced};
 use crate::controller::{Context, Parts, on_error, reconcile, sweep};
 use crate::crd::MayastorPool;
+use crate::fence::Fence;
+use crate::health::{Readiness, Role};
+use crate::leader::{Elector, Lost};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy_reload::PolicyReloadReporter;
 use crate::policy_watch;
 use crate::registry::NodeRegistry;
 use crate::registry::admission::Admission;
-use crate::registry::service::{Gate, RegistrationService};
+use crate::registry::service::{Gate, Leadership, RegistrationService};
 use crate::shutdown::Shutdown;
-use crate::{events, health, registry};
+use crate::{events, fence, health, registry};
 
 pub use crate::flags::RunArgs;
 
@@ -73,7 +75,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     run_until(args, client, listeners, shutdown).await
 }
 
-/// Runs until `shutdown` is triggered.
+/// Runs until `shutdown` is triggered, or fails when the lease is lost.
+///
+/// A standby serves the probes and forwards registrations to the leader;
+/// everything else (ledger, watch caches, controller, sweep, policy watch,
+/// node monitor) starts once this replica holds the lease, with a kube
+/// client and node clients whose every write or call checks the fence.
+/// Losing the lease ends the process with an error: what was built as the
+/// leader (registry, last operations, reported states) is then stale, and
+/// a restart rebuilds it from the API server as a standby, the way a
+/// container restart does (client-go's leaderelection exits too).
 pub async fn run_until(
     args: RunArgs,
     client: Client,
@@ -87,16 +98,20 @@ pub async fn run_until(
             args.namespace
         );
     }
-    let ledger = Ledger::load(client.clone(), &args.operator_namespace)
-        .await
-        .context("loading the ledger")?;
-    let registry = NodeRegistry::new(args.registry_settings());
+    let election = args
+        .election_settings(listeners.registration_addr()?)
+        .map_err(anyhow::Error::msg)?;
+    let fence = Fence::closed();
+    let registry = NodeRegistry::fenced(args.registry_settings(), fence.clone());
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::default());
+    ready.set_role(Role::Standby { leader: None });
     tracing::info!(
         registration = %listeners.registration_addr()?,
         metrics = %listeners.metrics_addr()?,
         namespace = %args.namespace,
+        identity = %election.identity,
+        lease = %format!("{}/{}", election.namespace, election.lease_name),
         "msp-operator starting"
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -106,21 +121,165 @@ pub async fn run_until(
             tracing::error!(error = %err, "metrics endpoint failed");
         }
     });
+    let mut elector = Elector::new(client.clone(), election, fence.clone());
+    tasks.spawn(show_role(
+        elector.holder(),
+        ready.clone(),
+        metrics.clone(),
+        shutdown.wait(),
+    ));
+
     // The Node cache comes first: the registration check reads it.
     let (nodes, node_stream) = cache::watch_nodes(Api::all(client.clone()));
+    // Writes through this client pass only while the fence is open; the
+    // elector keeps the unfenced one (it writes before it leads).
+    let client = fence::client(client, fence.clone());
     let recorder = events::recorder(client.clone());
     let gate = Gate {
         admission: Admission::new(nodes.clone(), args.admission_settings()),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     };
-    let service = RegistrationService::new(registry.clone(), Some(gate));
+    let service =
+        RegistrationService::new(registry.clone(), Some(gate)).with_leadership(Leadership {
+            fence: fence.clone(),
+            holder: elector.holder(),
+        });
     let stop = shutdown.wait();
     tasks.spawn(async move {
         if let Err(err) = registry::service::serve(listeners.registration, service, stop).await {
             tracing::error!(error = %err, "registration server failed");
         }
     });
+
+    // Standby until the lease is ours.
+    if !elector.acquire(shutdown.wait()).await {
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("msp-operator stopped (was standby)");
+        return Ok(());
+    }
+    tracing::info!("leading: starting the controller");
+    // Renewing; on shutdown the fence closes first, then the lease is
+    // released so that the standby takes over at once. A task of its own:
+    // the controller runs every reconcile in one task, and a busy one must
+    // not delay a renew; aborted when `run_until` is dropped.
+    let stop = shutdown.wait();
+    let mut keeper = AbortOnDrop(tokio::spawn(async move {
+        let lost = elector.keep(stop).await;
+        if lost == Lost::Stopped {
+            elector.release().await;
+        }
+        lost
+    }));
+    let leading = lead(
+        &args,
+        Leading {
+            client,
+            pools_api,
+            registry,
+            nodes,
+            node_stream: node_stream.boxed(),
+            recorder,
+            metrics,
+            ready,
+        },
+        &mut tasks,
+        &shutdown,
+    );
+    let lost = tokio::select! {
+        result = leading => {
+            // The controller stopped (shutdown, its watch ended, or it could
+            // not start): stop the rest, releasing the lease.
+            shutdown.trigger();
+            let _ = (&mut keeper.0).await;
+            while tasks.join_next().await.is_some() {}
+            result?;
+            Lost::Stopped
+        }
+        // The controller future is dropped here: on shutdown its writes would
+        // be fenced anyway, and a lost lease must stop it at once. A keeper
+        // that panicked counts as lost.
+        lost = &mut keeper.0 => lost.unwrap_or(Lost::Lost),
+    };
+    shutdown.trigger();
+    if lost == Lost::Lost {
+        tasks.abort_all();
+        anyhow::bail!("lost the leader lease; exiting so that a restart comes back as a standby");
+    }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("msp-operator stopped");
+    Ok(())
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps `/readyz` and `msp_leader` in step with the lease holder.
+async fn show_role(
+    mut holder: tokio::sync::watch::Receiver<crate::leader::Holder>,
+    ready: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let now = holder.borrow_and_update().clone();
+        metrics.set_leader(now.me);
+        ready.set_role(if now.me {
+            Role::Leader
+        } else {
+            Role::Standby {
+                leader: now.identity,
+            }
+        });
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = holder.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// What the leader starts from: the fenced client and the parts made while
+/// standing by.
+struct Leading {
+    client: Client,
+    pools_api: Api<MayastorPool>,
+    registry: NodeRegistry,
+    nodes: kube::runtime::reflector::Store<Node>,
+    node_stream: futures::stream::BoxStream<'static, Result<Node, kube::runtime::watcher::Error>>,
+    recorder: kube::runtime::events::Recorder,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+/// The leader's work: ledger, caches, policy, sweep and the controller,
+/// until the controller stops. Built after the lease was taken, so the
+/// startup grace of the context counts from becoming the leader.
+async fn lead(
+    args: &RunArgs,
+    parts: Leading,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let Leading {
+        client,
+        pools_api,
+        registry,
+        nodes,
+        node_stream,
+        recorder,
+        metrics,
+        ready,
+    } = parts;
+    let ledger = Ledger::load(client.clone(), &args.operator_namespace)
+        .await
+        .context("loading the ledger")?;
     tasks.spawn(registry.clone().run(shutdown.wait()));
 
     // The policy: the bundled one until the ConfigMap brings another; each
@@ -173,7 +332,7 @@ pub async fn run_until(
     let (p, n) = (pools.clone(), nodes.clone());
     tasks.spawn(async move {
         if wait_synced(&p).await && wait_synced(&n).await {
-            ready.store(true, Ordering::Release);
+            ready.set_synced(true);
             tracing::info!("caches synced: ready");
         }
     });
@@ -201,10 +360,5 @@ pub async fn run_until(
             }
         })
         .await;
-
-    // The controller stopped (shutdown, or its watch ended): stop the rest.
-    shutdown.trigger();
-    while tasks.join_next().await.is_some() {}
-    tracing::info!("msp-operator stopped");
     Ok(())
 }

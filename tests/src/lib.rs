@@ -7,6 +7,7 @@ pub mod io_engine;
 pub mod leftovers;
 pub mod loopdev;
 pub mod operator;
+pub mod replicas;
 pub mod storage_node;
 
 /// Gate for a test that needs something this machine may lack (root, loop

@@ -32,13 +32,6 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
-/// The operator binary, built next to this test's binary by `cargo test --workspace`.
-fn operator_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("msp-operator");
-    path.exists().then_some(path)
-}
-
 /// The seed example's pool manifest with its disk replaced by `disk`.
 fn seed_pool_on(disk: &str) -> anyhow::Result<String> {
     let manifest = std::fs::read_to_string(repo("deploy/overlays/seed-example/pool.yaml"))?;
@@ -98,7 +91,7 @@ async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Re
     if !require_loop_devices() {
         return Ok(());
     }
-    let operator = operator_binary();
+    let operator = msp_tests::replicas::operator_binary();
     if !msp_tests::require(
         "the msp-operator binary (cargo build -p msp-operator)",
         operator.is_some(),
@@ -130,6 +123,7 @@ async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Re
     logs_are_json_with_the_pool_name(&cluster).await?;
     metrics_through_the_service_from_a_pod(&cluster).await?;
     operator_pod_replaced(&cluster, &node).await?;
+    operator_rollout_restart_under_churn(&cluster, &node).await?;
     storage_node_pod_replaced(&cluster, &node).await?;
     custom_policy_overlay_retains(&cluster, &node).await?;
 
@@ -281,10 +275,45 @@ async fn operator_logs(cluster: &Cluster, pod: &str) -> anyhow::Result<String> {
         .await?)
 }
 
+/// The holder of the operator's Lease, as `kubectl get lease` shows it.
+async fn lease_holder(cluster: &Cluster) -> Option<String> {
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "lease", "msp-operator", "-o"])
+                .arg("jsonpath={.spec.holderIdentity}");
+        })
+        .await
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Waits until the Lease holder is a ready operator pod other than `not`;
+/// its name (the holder identity is the pod name).
+async fn leader_pod(cluster: &Cluster, not: Option<&str>) -> anyhow::Result<String> {
+    let name = std::cell::RefCell::new(String::new());
+    wait_for("an operator pod holding the Lease", WAIT, || async {
+        let Some(holder) = lease_holder(cluster).await else {
+            return false;
+        };
+        let ready = pods(cluster, "msp-operator")
+            .await
+            .iter()
+            .any(|(pod, ready)| *pod == holder && *ready);
+        let found = ready && Some(holder.as_str()) != not;
+        if found {
+            *name.borrow_mut() = holder;
+        }
+        found
+    })
+    .await?;
+    Ok(name.into_inner())
+}
+
 /// `kubectl logs` of the operator pod: every line JSON, the reconcile span of
 /// a pool carrying its name (the seed's pool, created just before).
 async fn logs_are_json_with_the_pool_name(cluster: &Cluster) -> anyhow::Result<()> {
-    let pod = only_pod(cluster, "msp-operator").await?;
+    let pod = leader_pod(cluster, None).await?;
     let logs = operator_logs(cluster, &pod).await?;
     let lines = msp_tests::operator::json_log_lines(&logs)?;
     let pool_span = msp_tests::operator::in_reconcile_span(&lines, "my-new-pool");
@@ -342,8 +371,10 @@ spec:
     Ok(())
 }
 
-/// `kubectl delete pod` of the operator: the Deployment's new pod takes over,
-/// the storage node registers with it, and an online pool stays online.
+/// `kubectl delete pod` of the leader: the standby takes over (the leader
+/// releases the Lease on SIGTERM), the storage node registers with it, an
+/// online pool stays online without a status write, and the Deployment's new
+/// pod joins as the standby.
 async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
     let admin = cluster.client().await?;
     let disk = LoopDevice::create(64 * MIB)?;
@@ -352,15 +383,30 @@ async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(2)).await;
     let version = msp_field(cluster, "survives-operator", "{.metadata.resourceVersion}").await;
     anyhow::ensure!(version.is_some(), "no resourceVersion read");
-    let old = only_pod(cluster, "msp-operator").await?;
+    let old = leader_pod(cluster, None).await?;
+    let standby: Vec<String> = pods(cluster, "msp-operator")
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| *p != old)
+        .collect();
+    let deleted = Instant::now();
     cluster
         .kubectl_ok(|k| {
-            k.args(["-n", NS, "delete", "pod", &old]);
+            k.args(["-n", NS, "delete", "pod", &old, "--wait=false"]);
         })
         .await?;
-    let new = wait_replaced(cluster, "msp-operator", &old).await?;
+    let new = leader_pod(cluster, Some(&old)).await?;
+    eprintln!(
+        "cluster: leader pod deleted -> {new} leads in {:.1}s",
+        deleted.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        standby.contains(&new),
+        "the new leader {new} is not the standby {standby:?}"
+    );
     wait_for(
-        "the storage node registered with the new operator",
+        "the storage node registered with the new leader",
         WAIT,
         || async {
             operator_logs(cluster, &new)
@@ -370,7 +416,7 @@ async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Res
     )
     .await?;
     // Past the startup grace (10 s by default) and a node sync: the new
-    // operator has looked at the pool and found nothing to write.
+    // leader has looked at the pool and found nothing to write.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let status = pool_status(&admin, "survives-operator").await?;
     assert_eq!(status.state, Some(PoolState::Online));
@@ -379,9 +425,116 @@ async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Res
     let after = msp_field(cluster, "survives-operator", "{.metadata.resourceVersion}").await;
     assert_eq!(
         version, after,
-        "the new operator wrote the status of an online pool"
+        "the new leader wrote the status of an online pool"
     );
+    // The Deployment's replacement joins as the standby.
+    wait_for("two ready operator pods", WAIT, || async {
+        let pods = pods(cluster, "msp-operator").await;
+        pods.len() == 2 && pods.iter().all(|(p, ready)| *ready && *p != old)
+    })
+    .await?;
+    assert_eq!(lease_holder(cluster).await.as_deref(), Some(new.as_str()));
     delete_pool(cluster, node, "survives-operator").await
+}
+
+/// `kubectl rollout restart` of the operator while pools are created and
+/// deleted: both pods are replaced one at a time (a new one up before an old
+/// one goes), a leader is there throughout, every pool converges, and the
+/// pool that was online before is never written to.
+async fn operator_rollout_restart_under_churn(
+    cluster: &Cluster,
+    node: &NodeApi,
+) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let disks: Vec<LoopDevice> = (0..3)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    create_online(cluster, &admin, "survives-rollout", &disks[0]).await?;
+    create_online(cluster, &admin, "churn-deleted", &disks[1]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let version = msp_field(cluster, "survives-rollout", "{.metadata.resourceVersion}").await;
+    anyhow::ensure!(version.is_some(), "no resourceVersion read");
+    let old: Vec<String> = pods(cluster, "msp-operator")
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let restarted = Instant::now();
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "rollout", "restart", "deployment/msp-operator"]);
+        })
+        .await?;
+    // Churn while the pods are replaced; and a leader at every look.
+    kubectl_apply(
+        cluster,
+        &pool_manifest("churn-created", &disks[2].path_str()),
+    )
+    .await?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "msp", "churn-deleted", "--wait=false"]);
+        })
+        .await?;
+    let mut leaderless = Duration::ZERO;
+    let mut last_leader = Instant::now();
+    let new = loop {
+        let holder = lease_holder(cluster).await;
+        let live = pods(cluster, "msp-operator").await;
+        if holder
+            .as_ref()
+            .is_some_and(|h| live.iter().any(|(p, ready)| p == h && *ready))
+        {
+            last_leader = Instant::now();
+        } else {
+            leaderless = leaderless.max(last_leader.elapsed());
+        }
+        if live.len() == 2 && live.iter().all(|(p, ready)| *ready && !old.contains(p)) {
+            break live.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        }
+        anyhow::ensure!(
+            restarted.elapsed() < Duration::from_secs(180),
+            "the rollout did not finish within 180 s: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let leader = leader_pod(cluster, None).await?;
+    eprintln!(
+        "cluster: rollout restart -> two new pods in {:.1}s, {leader} leads; longest look without a ready leader {:.1}s",
+        restarted.elapsed().as_secs_f64(),
+        leaderless.as_secs_f64()
+    );
+    anyhow::ensure!(
+        new.contains(&leader),
+        "the leader {leader} is not a new pod {new:?}"
+    );
+    // Leaderless at most the lease duration (15 s) plus a look.
+    anyhow::ensure!(
+        leaderless < Duration::from_secs(17),
+        "no ready leader for {leaderless:?} during the rollout"
+    );
+    wait_pool(&admin, "churn-created", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    wait_for("churn-deleted destroyed on the node", WAIT, || async {
+        node.pools()
+            .await
+            .is_ok_and(|p| !p.iter().any(|n| n == "churn-deleted"))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        pool_status(&admin, "survives-rollout").await?.state,
+        Some(PoolState::Online)
+    );
+    let after = msp_field(cluster, "survives-rollout", "{.metadata.resourceVersion}").await;
+    assert_eq!(
+        version, after,
+        "an operator wrote the status of an online pool during the rollout"
+    );
+    delete_pool(cluster, node, "churn-created").await?;
+    delete_pool(cluster, node, "survives-rollout").await
 }
 
 /// Deleting the storage node's pod: its pools go offline within 15 s; the

@@ -15,6 +15,7 @@ use std::process::Stdio;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -180,13 +181,42 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         .ok_or_else(|| anyhow::anyhow!("Deployment without spec"))?;
     assert_eq!(
         spec.replicas,
-        Some(1),
-        "one operator: it is the only status writer"
+        Some(2),
+        "two operators: a leader and a standby"
+    );
+    let strategy = spec.strategy.clone().unwrap_or_default();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap_or_default();
+    assert_eq!(
+        (rolling.max_unavailable, rolling.max_surge),
+        (Some(IntOrString::Int(0)), Some(IntOrString::Int(1))),
+        "a rollout brings a new replica up before an old one goes"
     );
     let pod = spec
         .template
         .spec
         .ok_or_else(|| anyhow::anyhow!("Deployment without pod spec"))?;
+    let anti = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        anti.iter()
+            .any(|t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"),
+        "replicas spread over nodes where possible: {anti:?}"
+    );
+    let pdb = Api::<PodDisruptionBudget>::namespaced(admin.clone(), NS)
+        .get("msp-operator")
+        .await?;
+    let pdb_spec = pdb.spec.unwrap_or_default();
+    assert_eq!(pdb_spec.min_available, Some(IntOrString::Int(1)));
+    assert!(pdb_spec.selector.is_some());
     assert_eq!(pod.service_account_name.as_deref(), Some("msp-operator"));
     let pod_security = pod.security_context.clone().unwrap_or_default();
     assert_eq!(pod_security.run_as_non_root, Some(true));
@@ -244,6 +274,22 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     let run_args = RunArgs::from_flags(&args[1..])
         .map_err(|e| anyhow::anyhow!("Deployment args {args:?}: {e}"))?;
     assert_eq!(run_args.namespace, NS);
+    // The Lease holder is the pod's name, from the downward API.
+    let field = |name: &str| {
+        op.env
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| {
+                v.value_from
+                    .as_ref()?
+                    .field_ref
+                    .as_ref()
+                    .map(|f| f.field_path.clone())
+            })
+    };
+    assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
+    assert_eq!(field("POD_IP").as_deref(), Some("status.podIP"));
     assert_eq!(run_args.policy_configmap, policy_watch::DEFAULT_NAME);
     assert_eq!(
         container_port(op, "registration"),
@@ -417,6 +463,28 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
     assert!(
         !can_i_in(&cp, &operator, "kube-system", "list", "configmaps").await?,
         "operator may read ConfigMaps of other namespaces"
+    );
+    // The leader Lease, also only in its own namespace.
+    for verb in ["get", "create", "update", "watch"] {
+        assert!(
+            can_i(&cp, &operator, verb, "leases.coordination.k8s.io").await?,
+            "operator cannot {verb} its Lease"
+        );
+        assert!(
+            !can_i_in(
+                &cp,
+                &operator,
+                "kube-system",
+                verb,
+                "leases.coordination.k8s.io"
+            )
+            .await?,
+            "operator may {verb} Leases of other namespaces"
+        );
+    }
+    assert!(
+        !can_i(&cp, &operator, "delete", "leases.coordination.k8s.io").await?,
+        "operator may delete Leases"
     );
     let storage_node = cp.service_account(NS, "msp-storage-node")?;
     assert!(!can_i(&cp, &storage_node, "get", "mayastorpools.openebs.io").await?);

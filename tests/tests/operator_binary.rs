@@ -13,15 +13,8 @@ use msp_tests::operator::{create_pool, http_get, start_cluster, wait_for, wait_p
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The operator binary, built next to this test's binary by `cargo test --workspace`.
-fn binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("msp-operator");
-    path.exists().then_some(path)
-}
-
 fn can_run() -> Option<PathBuf> {
-    let bin = binary();
+    let bin = msp_tests::replicas::operator_binary();
     msp_tests::require(
         "the msp-operator binary (cargo build -p msp-operator)",
         bin.is_some(),

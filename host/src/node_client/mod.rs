@@ -20,6 +20,7 @@ mod v1;
 
 use msp_policy::model::{ErrorKind, OperationError, ReportedPool};
 
+use crate::fence::{Fence, Fenced};
 use api::PoolApi;
 pub use api::{BlockDeviceInfo, disk_path};
 use tonic::transport::{Channel, Endpoint};
@@ -62,6 +63,8 @@ pub enum NodeError {
     },
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
 }
 
 impl NodeError {
@@ -70,6 +73,7 @@ impl NodeError {
         use tonic::Code;
         match self {
             NodeError::Endpoint { .. } => ErrorKind::InvalidArgument,
+            NodeError::Fenced(_) => ErrorKind::Unavailable,
             NodeError::Rpc(status) => match status.code() {
                 Code::InvalidArgument => ErrorKind::InvalidArgument,
                 Code::FailedPrecondition => ErrorKind::FailedPrecondition,
@@ -103,6 +107,8 @@ pub struct NodeClient {
     endpoint: String,
     api: ApiVersion,
     channel: Channel,
+    /// Checked before every call: only the leader calls storage nodes.
+    fence: Fence,
 }
 
 impl NodeClient {
@@ -133,7 +139,13 @@ impl NodeClient {
             endpoint: endpoint.to_string(),
             api,
             channel,
+            fence: Fence::open(),
         })
+    }
+
+    /// The client, each call checked against `fence` first.
+    pub fn fenced(self, fence: Fence) -> NodeClient {
+        NodeClient { fence, ..self }
     }
 
     pub fn endpoint(&self) -> &str {
@@ -146,6 +158,7 @@ impl NodeClient {
 
     /// All pools the node has loaded.
     pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
+        self.fence.check()?;
         Ok(on_api!(self, list_pools(timeout))?)
     }
 
@@ -155,6 +168,7 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
+        self.fence.check()?;
         Ok(on_api!(self, create_pool(name, disks))?)
     }
 
@@ -164,11 +178,13 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
+        self.fence.check()?;
         Ok(on_api!(self, import_pool(name, disks))?)
     }
 
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
+        self.fence.check()?;
         Ok(on_api!(self, destroy_pool(name))?)
     }
 
@@ -177,6 +193,7 @@ impl NodeClient {
         &self,
         timeout: Duration,
     ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
+        self.fence.check()?;
         let channel = self.channel.clone();
         Ok(match self.api {
             ApiVersion::V1 => v1::list_block_devices(channel, timeout).await?,

@@ -30,6 +30,7 @@ use msp_policy::model::ReportedPool;
 use msp_proto::v1::RegisterRequest;
 use tokio::sync::broadcast;
 
+use crate::fence::Fence;
 use crate::node_client::{ApiVersion, NodeClient, NodeError};
 use state::{Liveness, NodeEntry};
 
@@ -89,6 +90,8 @@ pub struct NodeRegistry {
 
 struct Inner {
     settings: RegistrySettings,
+    /// Given to every node's client: only the leader calls storage nodes.
+    fence: Fence,
     nodes: RwLock<HashMap<String, NodeEntry>>,
     changes: broadcast::Sender<NodeChange>,
 }
@@ -104,10 +107,16 @@ pub enum RegistryError {
 
 impl NodeRegistry {
     pub fn new(settings: RegistrySettings) -> NodeRegistry {
+        NodeRegistry::fenced(settings, Fence::open())
+    }
+
+    /// A registry whose node clients call only while `fence` is open.
+    pub fn fenced(settings: RegistrySettings, fence: Fence) -> NodeRegistry {
         let (changes, _) = broadcast::channel(1024);
         NodeRegistry {
             inner: Arc::new(Inner {
                 settings,
+                fence,
                 nodes: RwLock::new(HashMap::new()),
                 changes,
             }),
@@ -169,7 +178,8 @@ impl NodeRegistry {
                         self.inner.settings.connect_timeout,
                         self.inner.settings.rpc_timeout,
                     )
-                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+                    .fenced(self.inner.fence.clone());
                     let epoch = existing.map(|e| e.epoch + 1).unwrap_or(0);
                     tracing::info!(node = %req.id, endpoint = %req.grpc_endpoint, ?api,
                         instance = req.instance_uuid.as_deref().unwrap_or(""), "storage node registered");

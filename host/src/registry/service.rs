@@ -1,17 +1,25 @@
 //! The v1 `Registration` gRPC service storage nodes call (as the io-engine
-//! calls the Mayastor control plane): each call is checked by the
-//! [`Admission`] gate, then goes to the [`NodeRegistry`].
+//! calls the Mayastor control plane): on the leader each call is checked by
+//! the [`Admission`] gate, then goes to the [`NodeRegistry`]; a standby
+//! forwards it to the leader's endpoint from the Lease ([`Leadership`]), so
+//! a node reaches the leader whichever replica the Service picked.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::runtime::events::Recorder;
+use msp_proto::v1::registration_client::RegistrationClient;
 use msp_proto::v1::registration_server::{Registration, RegistrationServer};
 use msp_proto::v1::{DeregisterRequest, RegisterRequest};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
 
 use super::NodeRegistry;
 use super::admission::Admission;
 use crate::events;
+use crate::fence::Fence;
+use crate::leader::Holder;
 use crate::metrics::Metrics;
 
 /// The registration check and where its refusals are reported.
@@ -22,16 +30,82 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
 }
 
+/// Whether this replica leads, and who does: a standby forwards each call
+/// to the leader's endpoint (from the Lease), so a storage node that reached
+/// either replica through the Service reaches the leader.
+#[derive(Clone)]
+pub struct Leadership {
+    pub fence: Fence,
+    pub holder: watch::Receiver<Holder>,
+}
+
 /// The v1 `Registration` service, backed by the registry.
 pub struct RegistrationService {
     registry: NodeRegistry,
     /// None: every registration is accepted (the registry's own tests).
     gate: Option<Gate>,
+    /// None: always the leader (no election).
+    leadership: Option<Leadership>,
+    /// The client of the leader's endpoint last forwarded to.
+    forward: Mutex<Option<(String, RegistrationClient<Channel>)>>,
 }
+
+/// Deadline of a call forwarded to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RegistrationService {
     pub fn new(registry: NodeRegistry, gate: Option<Gate>) -> Self {
-        RegistrationService { registry, gate }
+        RegistrationService {
+            registry,
+            gate,
+            leadership: None,
+            forward: Mutex::new(None),
+        }
+    }
+
+    /// The service of a replica that may be a standby.
+    pub fn with_leadership(self, leadership: Leadership) -> Self {
+        RegistrationService {
+            leadership: Some(leadership),
+            ..self
+        }
+    }
+
+    /// The leader's client when this replica does not lead (Ok(None) when it does).
+    fn leader_client(&self) -> Result<Option<RegistrationClient<Channel>>, tonic::Status> {
+        let Some(leadership) = &self.leadership else {
+            return Ok(None);
+        };
+        if leadership.fence.is_open() {
+            return Ok(None);
+        }
+        let holder = leadership.holder.borrow().clone();
+        let (Some(leader), Some(endpoint), false) = (holder.identity, holder.endpoint, holder.me)
+        else {
+            return Err(tonic::Status::unavailable(
+                "not the leader, and no other leader is known yet",
+            ));
+        };
+        let mut cached = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, client)) = cached.as_ref()
+            && *at == endpoint
+        {
+            return Ok(Some(client.clone()));
+        }
+        let uri = format!("http://{endpoint}");
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| {
+                tonic::Status::unavailable(format!(
+                    "not the leader; leader {leader} has a bad endpoint {endpoint:?}: {e}"
+                ))
+            })?
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT)
+            .connect_lazy();
+        let client = RegistrationClient::new(channel);
+        tracing::info!(%leader, %endpoint, "standby: forwarding registrations to the leader");
+        *cached = Some((endpoint, client.clone()));
+        Ok(Some(client))
     }
 
     /// Refuses a registration that fails the check, with a log line, a
@@ -86,6 +160,9 @@ impl Registration for RegistrationService {
         &self,
         request: tonic::Request<RegisterRequest>,
     ) -> Result<tonic::Response<()>, tonic::Status> {
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.register(request.into_inner()).await;
+        }
         let peer = request.remote_addr();
         let req = request.get_ref();
         self.admit(req, peer).await?;
@@ -99,6 +176,9 @@ impl Registration for RegistrationService {
         &self,
         request: tonic::Request<DeregisterRequest>,
     ) -> Result<tonic::Response<()>, tonic::Status> {
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.deregister(request.into_inner()).await;
+        }
         self.registry.deregister(&request.get_ref().id);
         Ok(tonic::Response::new(()))
     }
