@@ -108,6 +108,7 @@ async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_not
         heartbeat_timeout: Duration::from_secs(1),
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: true,
+        create_reply_delay: Duration::ZERO,
     })
     .await?;
     wait_pool(&admin, "pool-2", WAIT, "online on node2", |s| {

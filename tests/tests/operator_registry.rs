@@ -27,6 +27,7 @@ fn node_config(name: &str, registration: Option<String>) -> NodeConfig {
         heartbeat_timeout: Duration::from_secs(1),
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: false,
+        create_reply_delay: Duration::ZERO,
     }
 }
 

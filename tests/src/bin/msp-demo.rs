@@ -109,6 +109,7 @@ impl StorageNode {
             heartbeat_timeout: Duration::from_secs(1),
             allowed_prefixes: vec!["/dev".into()],
             use_blkid: true,
+            create_reply_delay: Duration::ZERO,
         })
         .await
         .context("starting the storage node")?;

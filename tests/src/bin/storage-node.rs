@@ -55,6 +55,11 @@ struct Args {
     #[arg(long)]
     no_blkid: bool,
 
+    /// Fault injection (tests): answer each CreatePool this many milliseconds
+    /// after the pool was made, as a slow node would.
+    #[arg(long, default_value_t = 0)]
+    create_reply_delay_ms: u64,
+
     /// Scale mode: run this many virtual nodes in this process, each on its
     /// own 127.0.x.y address with in-memory (malloc://) disks only, each
     /// registering on its own.
@@ -94,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             .chain(args.allow_path_prefix.iter().cloned())
             .collect(),
         use_blkid: !args.no_blkid,
+        create_reply_delay: Duration::from_millis(args.create_reply_delay_ms),
     };
     let configs = if args.virtual_nodes == 0 {
         vec![base]

@@ -41,11 +41,28 @@ async fn blocking<T: Send + 'static>(
 #[derive(Debug, Clone)]
 pub struct PoolService {
     pools: Arc<Pools>,
+    create_reply_delay: std::time::Duration,
 }
 
 impl PoolService {
     pub fn new(pools: Arc<Pools>) -> Self {
-        Self { pools }
+        Self {
+            pools,
+            create_reply_delay: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Fault injection: CreatePool answers `delay` after the pool was made
+    /// (a test kills the operator in that window).
+    pub fn with_create_reply_delay(mut self, delay: std::time::Duration) -> Self {
+        self.create_reply_delay = delay;
+        self
+    }
+
+    async fn reply_delay(&self) {
+        if !self.create_reply_delay.is_zero() {
+            tokio::time::sleep(self.create_reply_delay).await;
+        }
     }
 }
 
@@ -172,6 +189,7 @@ impl v0::mayastor_server::Mayastor for PoolService {
             p.create(&r.name, None, &r.disks, Mode::CreateOrImport)
         })
         .await?;
+        self.reply_delay().await;
         Ok(Response::new(v0_pool(p)))
     }
 
@@ -232,6 +250,7 @@ impl v1::pool_rpc_server::PoolRpc for PoolService {
             p.create(&r.name, r.uuid.as_deref(), &r.disks, Mode::CreateOrImport)
         })
         .await?;
+        self.reply_delay().await;
         Ok(Response::new(v1_pool(p)))
     }
 

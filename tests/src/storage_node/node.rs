@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub allowed_prefixes: Vec<PathBuf>,
     /// Also ask `blkid -p` before writing to a blank-looking disk.
     pub use_blkid: bool,
+    /// Fault injection: how long after making a pool CreatePool answers.
+    pub create_reply_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +80,8 @@ impl RunningNode {
         let service = PoolService::new(Arc::new(Pools::new(
             config.allowed_prefixes.clone(),
             config.use_blkid,
-        )));
+        )))
+        .with_create_reply_delay(config.create_reply_delay);
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()

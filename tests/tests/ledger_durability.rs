@@ -1,0 +1,222 @@
+//! The ledger's promise across a crash, with the operator binary and real
+//! storage nodes on loop devices:
+//! - every pool of a batch that exists on its node has a durable ledger
+//!   entry; kill -9 the operator after the ledger write and before CreatePool
+//!   returns, delete the resources while it is down, start it: their pools
+//!   are destroyed, the one still alive comes online;
+//! - while the API server refuses ledger writes, no CreatePool is sent for
+//!   any pool of a batch; once it takes them again, all come online.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::DeleteParams;
+use msp_operator::crd::{MayastorPool, PoolState};
+use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
+use msp_tests::operator::{
+    WAIT, create_node, create_pool, ledger_pools, node_pools, start_cluster, wait_for, wait_pool,
+};
+use msp_tests::replicas::{Replica, operator_binary, wait_leader};
+use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
+
+const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
+
+fn can_run() -> Option<std::path::PathBuf> {
+    let bin = operator_binary();
+    let ok = msp_tests::require(
+        "the msp-operator binary (cargo build -p msp-operator)",
+        bin.is_some(),
+    ) && require_loop_devices();
+    ok.then_some(bin)?
+}
+
+/// A storage node for `node` registering with `replica`, its CreatePool
+/// answering `delay` after the pool is made.
+fn storage_node(
+    node: &str,
+    replica: &Replica,
+    delay: Duration,
+) -> anyhow::Result<StorageNodeProcess> {
+    let mut options = StorageNodeOptions::new(node);
+    options.registration_endpoint = Some(format!("http://{}", replica.addrs().0));
+    options.heartbeat_secs = 1;
+    options.extra_args = vec![format!("--create-reply-delay-ms={}", delay.as_millis())];
+    Ok(StorageNodeProcess::start(STORAGE_NODE, options)?)
+}
+
+async fn online(admin: &kube::Client, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_pool(admin, name, timeout, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await
+    .map(drop)
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_ledger_write_and_create_reply_loses_no_pool() -> anyhow::Result<()> {
+    let Some(bin) = can_run() else {
+        return Ok(());
+    };
+    let (cp, admin) = start_cluster().await?;
+    create_node(&admin, "node1", true).await?;
+    let logs = tempfile::tempdir()?;
+    let mut op = Replica::start(&bin, cp.kubeconfig(), "op-a", &[], logs.path())?;
+    wait_leader(&[&op], WAIT).await?;
+    // Replies come a minute after the pool is made: the kill lands in between.
+    let sn = storage_node("node1", &op, Duration::from_secs(60))?;
+    let disks: Vec<LoopDevice> = (0..3)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    let names = ["batch-0", "batch-1", "batch-2"];
+    for (name, disk) in names.iter().zip(&disks) {
+        create_pool(&admin, name, "node1", &[disk.path_str()]).await?;
+    }
+    wait_for("all three pools made on the node", WAIT, || async {
+        node_pools(sn.endpoint()).await.is_ok_and(|p| p.len() == 3)
+    })
+    .await?;
+    // Each pool on the node has its entry on the API server already.
+    assert_eq!(sorted(ledger_pools(&admin, "node1").await?), names);
+    op.kill();
+
+    // Two resources deleted while the operator is down.
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
+    for name in &names[..2] {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    op.restart()?;
+    wait_for("the deleted resources' pools destroyed", WAIT, || async {
+        node_pools(sn.endpoint())
+            .await
+            .is_ok_and(|p| p == vec!["batch-2".to_string()])
+    })
+    .await?;
+    wait_for("their ledger entries gone", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|p| p == vec!["batch-2".to_string()])
+    })
+    .await?;
+    online(&admin, "batch-2", WAIT).await?;
+    Ok(())
+}
+
+/// A ValidatingAdmissionPolicy that refuses every write of a ledger ConfigMap.
+const DENY_LEDGER: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: deny-ledger-writes
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "!has(object.metadata.labels) || !('msp.openebs.io/ledger' in object.metadata.labels)"
+    message: "ledger writes refused by the test"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: deny-ledger-writes
+spec:
+  policyName: deny-ledger-writes
+  validationActions: [Deny]
+"#;
+
+async fn kubectl(
+    cp: &msp_tests::control_plane::ControlPlane,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut cmd = cp.kubectl();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("kubectl stdin"))?
+        .write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pool_of_a_batch_is_created_while_its_ledger_write_fails() -> anyhow::Result<()> {
+    let Some(bin) = can_run() else {
+        return Ok(());
+    };
+    let (cp, admin) = start_cluster().await?;
+    create_node(&admin, "node2", true).await?;
+    kubectl(&cp, &["apply", "-f", "-"], DENY_LEDGER).await?;
+    // The policy is in force once a ledger-labelled ConfigMap is refused.
+    let probe = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), "mayastor");
+    wait_for("the API server refusing ledger writes", WAIT, || async {
+        let cm = msp_operator::ledger::configmap_of("probe-node", &Default::default());
+        match cm {
+            Ok(cm) => probe
+                .create(&Default::default(), &cm)
+                .await
+                .is_err_and(|e| e.to_string().contains("ledger writes refused by the test")),
+            Err(_) => false,
+        }
+    })
+    .await?;
+
+    let logs = tempfile::tempdir()?;
+    let op = Replica::start(&bin, cp.kubeconfig(), "op-a", &[], logs.path())?;
+    wait_leader(&[&op], WAIT).await?;
+    let sn = storage_node("node2", &op, Duration::ZERO)?;
+    let disks: Vec<LoopDevice> = (0..3)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    let names = ["refused-0", "refused-1", "refused-2"];
+    for (name, disk) in names.iter().zip(&disks) {
+        create_pool(&admin, name, "node2", &[disk.path_str()]).await?;
+    }
+    // The operator tries (and fails) to record them ...
+    wait_for("ledger write failures", WAIT, || async {
+        op.metric("msp_reconcile_errors_total{error=\"ledger\"}")
+            .await
+            .is_some_and(|n| n >= 3.0)
+    })
+    .await?;
+    // ... and, for as long as it fails, the node makes no pool.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let pools = node_pools(sn.endpoint()).await?;
+        assert!(
+            pools.is_empty(),
+            "CreatePool without a durable entry: {pools:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ledger_pools(&admin, "node2").await?.is_empty());
+
+    kubectl(&cp, &["delete", "-f", "-"], DENY_LEDGER).await?;
+    for name in names {
+        online(&admin, name, Duration::from_secs(90)).await?;
+    }
+    assert_eq!(sorted(ledger_pools(&admin, "node2").await?), names);
+    assert_eq!(sorted(node_pools(sn.endpoint()).await?), names);
+    Ok(())
+}
