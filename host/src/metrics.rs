@@ -5,7 +5,7 @@
 //! Names follow controller-runtime where it has one (`reconcile_total`,
 //! `reconcile_errors_total`, `reconcile_time_seconds`), prefixed `msp_`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +27,11 @@ pub struct PoolStateLabels {
     pub namespace: String,
     pub name: String,
     pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +64,7 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
+    reconcile_steps: Family<StepLabels, Histogram, fn() -> Histogram>,
     pool_capacity: Family<PoolLabels, Gauge>,
     pool_used: Family<PoolLabels, Gauge>,
     pool_state: Family<PoolStateLabels, Gauge>,
@@ -86,6 +92,10 @@ impl Metrics {
             reconcile_errors: Family::default(),
             // 1 ms … ~16 s
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 0.1 ms … ~3 s
+            reconcile_steps: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
             pool_capacity: Family::default(),
             pool_used: Family::default(),
             pool_state: Family::default(),
@@ -109,6 +119,11 @@ impl Metrics {
             "reconcile_time_seconds",
             "Duration of a reconcile",
             m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_step_seconds",
+            "Time a reconcile spent in each step (decide: the policy; ledger: the durable record before a create or import; node: the pool call; status: the status write)",
+            m.reconcile_steps.clone(),
         );
         registry.register(
             "pool_capacity_bytes",
@@ -178,6 +193,13 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Observes the time one step of a reconcile took.
+    pub fn reconcile_step(&self, step: &'static str, took: Duration) {
+        self.reconcile_steps
+            .get_or_create(&StepLabels { step })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a reconcile and observes its duration when the guard drops.

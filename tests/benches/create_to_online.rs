@@ -47,17 +47,27 @@ async fn main() -> anyhow::Result<()> {
         .map(|_| LoopDevice::create(16 * MIB))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // Online times as the watch sees them.
+    // When the watch first sees each pool, and sees it online.
+    let added: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let online: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let seen = Arc::new(Notify::new());
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
     let watch = tokio::spawn({
-        let (online, seen) = (online.clone(), seen.clone());
+        let (added, online, seen) = (added.clone(), online.clone(), seen.clone());
         watcher(api.clone(), watcher::Config::default())
             .applied_objects()
             .for_each(move |pool| {
-                let (online, seen) = (online.clone(), seen.clone());
+                let (added, online, seen) = (added.clone(), online.clone(), seen.clone());
                 async move {
+                    if let Ok(pool) = &pool
+                        && let Some(name) = &pool.metadata.name
+                    {
+                        added
+                            .lock()
+                            .expect("lock")
+                            .entry(name.clone())
+                            .or_insert_with(Instant::now);
+                    }
                     if let Ok(pool) = pool
                         && pool.status.as_ref().and_then(|s| s.state) == Some(PoolState::Online)
                         && let Some(name) = pool.metadata.name
@@ -77,15 +87,26 @@ async fn main() -> anyhow::Result<()> {
     create_pool(&admin, "warm-up", "node1", &[warm.path_str()]).await?;
     wait_online(&online, &seen, "warm-up").await?;
 
+    let steps_before = op.http_get("/metrics").await?.1;
     let mut latencies = Vec::with_capacity(n);
+    // (name, create -> the watch sees it, seen -> online)
+    let mut splits = Vec::with_capacity(n);
     for (i, disk) in disks.iter().enumerate() {
         let name = format!("bench-{i:03}");
         let start = Instant::now();
         create_pool(&admin, &name, "node1", &[disk.path_str()]).await?;
         let at = wait_online(&online, &seen, &name).await?;
         latencies.push(at.duration_since(start));
+        let first = added
+            .lock()
+            .expect("lock")
+            .get(&name)
+            .copied()
+            .unwrap_or(at);
+        splits.push((name, first.duration_since(start), at.duration_since(first)));
     }
     watch.abort();
+    let steps_after = op.http_get("/metrics").await?.1;
     let mut sorted = latencies.clone();
     sorted.sort();
     let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
@@ -101,8 +122,112 @@ async fn main() -> anyhow::Result<()> {
         sorted[sorted.len() - 1].as_secs_f64() * 1e3,
         mean.as_secs_f64() * 1e3,
     );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut watch_delay: Vec<Duration> = splits.iter().map(|s| s.1).collect();
+    let mut rest: Vec<Duration> = splits.iter().map(|s| s.2).collect();
+    watch_delay.sort();
+    rest.sort();
+    println!(
+        "  split, p50 / p99: create -> the watch sees it {:.1} / {:.1} ms; seen -> online {:.1} / {:.1} ms",
+        ms(percentile(&watch_delay, 50.0)),
+        ms(percentile(&watch_delay, 99.0)),
+        ms(percentile(&rest, 50.0)),
+        ms(percentile(&rest, 99.0)),
+    );
+    println!(
+        "  the operator's steps (its reconcile_step_seconds over the run; p50 / p99 are bucket bounds):"
+    );
+    for (step, line) in step_split(&steps_before, &steps_after) {
+        println!("    {step:<7} {line}");
+    }
+    splits.sort_by_key(|s| std::cmp::Reverse(s.1 + s.2));
+    for (name, seen_after, online_after) in splits.iter().take(3) {
+        println!(
+            "  slowest: {name}: {:.1} ms = watch {:.1} ms + seen -> online {:.1} ms",
+            ms(*seen_after + *online_after),
+            ms(*seen_after),
+            ms(*online_after)
+        );
+    }
     op.stop().await?;
     Ok(())
+}
+
+/// Per step of `msp_reconcile_step_seconds`, between two scrapes: count,
+/// mean, and the p50 and p99 bucket bounds.
+fn step_split(before: &str, after: &str) -> Vec<(String, String)> {
+    // (step, le) -> cumulative count; step -> (sum, count)
+    let parse = |text: &str| {
+        let mut buckets: HashMap<(String, String), f64> = HashMap::new();
+        let mut totals: HashMap<(String, &'static str), f64> = HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("msp_reconcile_step_seconds"))
+        {
+            let Some((head, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            let label = |key: &str| {
+                head.split(&format!("{key}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let step = label("step");
+            if head.starts_with("msp_reconcile_step_seconds_bucket") {
+                buckets.insert((step, label("le")), value);
+            } else if head.starts_with("msp_reconcile_step_seconds_sum") {
+                totals.insert((step, "sum"), value);
+            } else if head.starts_with("msp_reconcile_step_seconds_count") {
+                totals.insert((step, "count"), value);
+            }
+        }
+        (buckets, totals)
+    };
+    let (b0, t0) = parse(before);
+    let (b1, t1) = parse(after);
+    let mut steps: Vec<String> = t1.keys().map(|(s, _)| s.clone()).collect();
+    steps.sort();
+    steps.dedup();
+    steps
+        .into_iter()
+        .map(|step| {
+            let grown = |m1: &HashMap<(String, &'static str), f64>,
+                         m0: &HashMap<(String, &'static str), f64>,
+                         k: &'static str| {
+                m1.get(&(step.clone(), k)).copied().unwrap_or(0.0)
+                    - m0.get(&(step.clone(), k)).copied().unwrap_or(0.0)
+            };
+            let count = grown(&t1, &t0, "count");
+            let sum = grown(&t1, &t0, "sum");
+            let mut bounds: Vec<(f64, f64)> = b1
+                .iter()
+                .filter(|((s, _), _)| *s == step)
+                .map(|((s, le), n)| {
+                    let before = b0.get(&(s.clone(), le.clone())).copied().unwrap_or(0.0);
+                    (le.parse::<f64>().unwrap_or(f64::INFINITY), n - before)
+                })
+                .collect();
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let at = |q: f64| {
+                bounds
+                    .iter()
+                    .find(|(_, n)| *n >= q * count)
+                    .map_or(f64::INFINITY, |(le, _)| *le)
+            };
+            (
+                step,
+                format!(
+                    "n {count:>4.0}   mean {:>7.2} ms   p50 <= {:.2} ms   p99 <= {:.2} ms",
+                    1e3 * sum / count.max(1.0),
+                    1e3 * at(0.5),
+                    1e3 * at(0.99)
+                ),
+            )
+        })
+        .collect()
 }
 
 async fn wait_online(

@@ -161,6 +161,9 @@ pub async fn live(
             };
             let timeout = ctx.registry.settings().probe_timeout;
             let result = idempotent::load_pool(&client, load, &name, &disks, timeout).await;
+            ctx.metrics.reconcile_step("ledger", recorded);
+            ctx.metrics
+                .reconcile_step("node", started.elapsed().saturating_sub(recorded));
             tracing::debug!(
                 ledger_ms = recorded.as_millis() as u64,
                 node_ms = (started.elapsed() - recorded).as_millis() as u64,

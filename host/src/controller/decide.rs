@@ -79,7 +79,9 @@ pub async fn decide(
     metrics: &Metrics,
     obs: &Observation,
 ) -> Result<Decision, DecideError> {
+    let started = std::time::Instant::now();
     let result = decider.decide(obs).await;
+    metrics.reconcile_step("decide", started.elapsed());
     if let Err(err) = &result {
         metrics.policy_failure(err.kind);
         tracing::warn!(policy = %decider.active(), error = %err, deleted = obs.pool.deleted, "policy decision failed");

@@ -127,6 +127,7 @@ pub async fn write_status(
         "kind": MayastorPool::kind(&()),
         "status": status,
     });
+    let started = std::time::Instant::now();
     api.patch_status(
         &pool.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -134,6 +135,7 @@ pub async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
+    ctx.metrics.reconcile_step("status", started.elapsed());
     ctx.record_written(&uid, &version, digest);
     ctx.metrics.status_write();
     Ok(true)
