@@ -122,7 +122,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_step_seconds",
-            "Time a reconcile spent in each step (decide: the policy; ledger: the durable record before a create or import; node: the pool call; status: the status write)",
+            "Time a reconcile spent in each step (decide: the policy; disks: asking the node what its disks hold before a call that may format them; ledger: the durable record before a create or import; node: the pool call; status: the status write)",
             m.reconcile_steps.clone(),
         );
         registry.register(

@@ -129,7 +129,10 @@ pub async fn live(
                 action == Action::Create || client.api() == crate::node_client::ApiVersion::V0;
             if may_format && disk_safety::needs_check(&disks) {
                 let timeout = ctx.registry.settings().rpc_timeout;
-                let refusal = match client.list_block_devices(timeout).await {
+                let asked = std::time::Instant::now();
+                let listed = client.list_block_devices(timeout).await;
+                ctx.metrics.reconcile_step("disks", asked.elapsed());
+                let refusal = match listed {
                     Ok(devices) => disk_safety::refusal(&disks, &devices),
                     Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
                 };

@@ -49,6 +49,7 @@ pub fn list(allowed: &[PathBuf]) -> Vec<BlockDevice> {
     let mounts = mounts();
     let links = devlinks();
     let mut devices: Vec<BlockDevice> = Vec::new();
+    let mut to_probe: Vec<usize> = Vec::new();
     let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
         return devices;
     };
@@ -77,14 +78,13 @@ pub fn list(allowed: &[PathBuf]) -> Vec<BlockDevice> {
         let holders = std::fs::read_dir(sys.join("holders"))
             .map(|d| d.count())
             .unwrap_or(0);
-        let found = if size > 0 {
-            probe(Path::new(&devname))
-        } else {
-            None
-        };
         let mountpoints = mounts.get(&devname).cloned().unwrap_or_default();
+        if size > 0 {
+            to_probe.push(devices.len());
+        }
         devices.push(BlockDevice {
-            available: size > 0 && holders == 0 && found.is_none() && mountpoints.is_empty(),
+            // And nothing found on it: see the probes below.
+            available: size > 0 && holders == 0 && mountpoints.is_empty(),
             devtype: if is_partition { "partition" } else { "disk" }.into(),
             major,
             minor,
@@ -99,10 +99,24 @@ pub fn list(allowed: &[PathBuf]) -> Vec<BlockDevice> {
             partition_number: read_trimmed(&sys.join("partition"))
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            fstype: found.as_ref().and_then(|s| s.fstype).map(str::to_string),
+            fstype: None,
             mountpoints,
             devname,
         });
+    }
+    // Reading each device's head goes through its driver (a loop device's
+    // worker reads the backing file afresh after every last close): done one
+    // after the other, 60 loop devices took 75 ms; side by side, a few.
+    let heads = probe_all(
+        to_probe
+            .iter()
+            .map(|&i| devices[i].devname.clone())
+            .collect(),
+    );
+    for (i, found) in to_probe.into_iter().zip(heads) {
+        let d = &mut devices[i];
+        d.available &= found.is_none();
+        d.fstype = found.and_then(|s| s.fstype).map(str::to_string);
     }
     // A disk with partitions is in use by them.
     let parents: Vec<String> = devices.iter().filter_map(|d| d.parent.clone()).collect();
@@ -137,6 +151,30 @@ pub fn list(allowed: &[PathBuf]) -> Vec<BlockDevice> {
     }
     devices.sort_by(|a, b| a.devname.cmp(&b.devname));
     devices
+}
+
+/// [`probe`] of each path, on up to 16 threads at once; in the order given.
+fn probe_all(paths: Vec<String>) -> Vec<Option<Signature>> {
+    let per_thread = paths.len().div_ceil(16).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| probe(Path::new(p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker's panic is the caller's (never a shorter list whose
+            // answers would land on the wrong devices).
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// The foreign signature at the start of `path`, if any; nothing when it
