@@ -204,8 +204,11 @@ fn coming_to_ledger(ctx: &Context, node: &str, uid: &str) -> usize {
         .filter(|p| {
             p.status.is_none()
                 && p.effective_node() == node
-                && p.uid().as_deref() != Some(uid)
-                && ctx.ledger.get(node, &p.name_any()).is_none()
+                && p.metadata.uid.as_deref() != Some(uid)
+                && p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| ctx.ledger.get(node, name).is_none())
         })
         .count()
 }

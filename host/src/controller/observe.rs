@@ -156,7 +156,8 @@ pub fn conflicts(
     let mine = precedence(pool);
     let mut out = BTreeSet::new();
     for other in all {
-        if other.uid().unwrap_or_default() == uid || other.effective_node() != node {
+        // Borrowed compares: this runs over every pool for every reconcile.
+        if other.effective_node() != node || other.metadata.uid.as_deref() == Some(uid.as_str()) {
             continue;
         }
         if !overlaps(disks, other.effective_disks()) {
@@ -215,7 +216,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         pools_known: pools.is_some(),
         in_ledger: src.ledger.get(&node, &name).is_some_and(|e| e.uid == uid),
         last_operation: src.operations.get(&uid),
-        conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.all()),
+        conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
     }
 }
