@@ -14,6 +14,7 @@ pub mod flags;
 pub mod health;
 pub mod idempotent;
 pub mod leader;
+pub mod leading;
 pub mod ledger;
 pub mod metrics;
 pub mod node_client;

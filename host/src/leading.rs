@@ -1,0 +1,144 @@
+//! The leader's work, started once the lease is ours: the ledger, the
+//! policy engine and its ConfigMap watch, the MayastorPool cache, the sweep
+//! and the controller, until the controller stops.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::controller::{self, Controller};
+use kube::{Api, Client, ResourceExt};
+use msp_policy_engine::{Limits, PolicyEngine};
+use tokio::sync::Notify;
+
+use crate::cache::{self, pools_on, wait_synced};
+use crate::controller::{Context, Parts, on_error, reconcile, sweep};
+use crate::crd::MayastorPool;
+use crate::flags::RunArgs;
+use crate::health::Readiness;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::policy_reload::PolicyReloadReporter;
+use crate::policy_watch;
+use crate::registry::NodeRegistry;
+use crate::shutdown::Shutdown;
+
+/// What the leader starts from: the fenced client and the parts made while
+/// standing by.
+pub(crate) struct Leading {
+    pub(crate) client: Client,
+    pub(crate) pools_api: Api<MayastorPool>,
+    pub(crate) registry: NodeRegistry,
+    pub(crate) nodes: kube::runtime::reflector::Store<Node>,
+    pub(crate) node_stream:
+        futures::stream::BoxStream<'static, Result<Node, kube::runtime::watcher::Error>>,
+    pub(crate) recorder: kube::runtime::events::Recorder,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ready: Arc<Readiness>,
+}
+
+/// The leader's work: ledger, caches, policy, sweep and the controller,
+/// until the controller stops. Built after the lease was taken, so the
+/// startup grace of the context counts from becoming the leader.
+pub(crate) async fn lead(
+    args: &RunArgs,
+    parts: Leading,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let Leading {
+        client,
+        pools_api,
+        registry,
+        nodes,
+        node_stream,
+        recorder,
+        metrics,
+        ready,
+    } = parts;
+    let ledger = Ledger::load(client.clone(), &args.operator_namespace)
+        .await
+        .context("loading the ledger")?;
+    tasks.spawn(registry.clone().run(shutdown.wait()));
+
+    // The policy: the bundled one until the ConfigMap brings another; each
+    // reload wakes every pool.
+    let engine = PolicyEngine::new(Limits::default()).context("loading the bundled policy")?;
+    let active = engine.active();
+    metrics.set_policy(&active.name, &active.version, &active.sha256);
+    let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let reporter = PolicyReloadReporter::new(
+        metrics.clone(),
+        recorder.clone(),
+        &args.operator_namespace,
+        &args.policy_configmap,
+        policy_changed,
+    );
+    let watch = policy_watch::watch(
+        client.clone(),
+        args.operator_namespace.clone(),
+        args.policy_configmap.clone(),
+        args.policy_key.clone(),
+        engine.clone(),
+        reporter,
+    );
+    let stop = shutdown.wait();
+    tasks.spawn(async move {
+        tokio::select! { _ = stop => {} _ = watch => {} }
+    });
+
+    // One watch of MayastorPools feeds the cache, the controller and the
+    // sweep (woken on each deletion).
+    let sweep_wake = Arc::new(Notify::new());
+    let (wake, m) = (sweep_wake.clone(), metrics.clone());
+    let (pools, pool_stream) = cache::watch_pools(pools_api, move |pool| {
+        m.forget_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
+        wake.notify_one();
+    });
+
+    let parts = Parts {
+        recorder,
+        client,
+        pools: pools.clone(),
+        nodes: nodes.clone(),
+        registry: registry.clone(),
+        ledger: Arc::new(ledger),
+        decider: Arc::new(engine),
+        metrics,
+    };
+    let ctx = Arc::new(Context::new(parts, args.controller_settings()));
+
+    let (p, n) = (pools.clone(), nodes.clone());
+    tasks.spawn(async move {
+        if wait_synced(&p).await && wait_synced(&n).await {
+            ready.set_synced(true);
+            tracing::info!("caches synced: ready");
+        }
+    });
+    tasks.spawn(sweep::run(
+        ctx.clone(),
+        sweep_wake,
+        args.sweep_period,
+        shutdown.wait(),
+    ));
+
+    let reader = pools.clone();
+    let node_mapper = move |node: Node| pools_on(&reader, Some(&node.name_any()));
+    Controller::for_stream(pool_stream, pools.clone())
+        .watches_stream(node_stream, node_mapper)
+        .reconcile_on(cache::node_triggers(&registry, pools))
+        .reconcile_all_on(stream::unfold(policy_changes, |mut rx| async move {
+            rx.recv().await.map(|()| ((), rx))
+        }))
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown.wait())
+        .run(reconcile, on_error, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "controller event");
+            }
+        })
+        .await;
+    Ok(())
+}
