@@ -16,6 +16,7 @@ use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use msp_operator::crd::{MayastorPool, PoolState};
+use msp_tests::control_plane::requests::label;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{Operator, create_node, create_pool, start_cluster, start_storage_node};
 use tokio::sync::Notify;
@@ -168,13 +169,7 @@ fn step_split(before: &str, after: &str) -> Vec<(String, String)> {
                 continue;
             };
             let value: f64 = value.parse().unwrap_or(0.0);
-            let label = |key: &str| {
-                head.split(&format!("{key}=\""))
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("")
-                    .to_string()
-            };
+            let label = |key: &str| label(head, key).to_string();
             let step = label("step");
             if head.starts_with("msp_reconcile_step_seconds_bucket") {
                 buckets.insert((step, label("le")), value);

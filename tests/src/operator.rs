@@ -450,3 +450,31 @@ pub fn in_reconcile_span(lines: &[serde_json::Value], pool: &str) -> bool {
         })
     })
 }
+
+/// kubectl as admin with `args` and `input` on standard input; its stdout.
+pub fn kubectl_stdin(
+    cp: &crate::control_plane::ControlPlane,
+    args: &[&str],
+    input: &str,
+) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut kubectl = cp.kubectl();
+    kubectl
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = kubectl.spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("kubectl has no stdin"))?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

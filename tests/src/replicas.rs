@@ -39,6 +39,17 @@ pub fn operator_binary() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
+/// [`operator_binary`], gated by [`crate::require`]: under CI a missing
+/// binary fails the test.
+pub fn require_operator_binary() -> Option<PathBuf> {
+    let bin = operator_binary();
+    crate::require(
+        "the msp-operator binary (cargo build -p msp-operator)",
+        bin.is_some(),
+    )
+    .then_some(bin)?
+}
+
 /// `defaults`, less those `flags` name again, then `flags` (later ones win).
 fn with_overrides(defaults: &[&str], flags: &[&str]) -> Vec<String> {
     let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();

@@ -9,9 +9,7 @@
 //! node when its resource is deleted.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service};
@@ -26,7 +24,9 @@ use msp_operator::run::RunArgs;
 use msp_policy_engine::bundled;
 use msp_tests::control_plane::{ControlPlane, Identity, run};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
-use msp_tests::operator::{Scene, WAIT, ledger_pools, node_pools, wait_for, wait_pool};
+use msp_tests::operator::{
+    Scene, WAIT, kubectl_stdin, ledger_pools, node_pools, wait_for, wait_pool,
+};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -589,29 +589,6 @@ fn walk_kustomizations(dir: &Path) -> std::io::Result<BTreeSet<String>> {
         }
     }
     Ok(found)
-}
-
-/// kubectl as admin with `args` and `input` on standard input; its stdout.
-fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> anyhow::Result<String> {
-    let mut kubectl = cp.kubectl();
-    kubectl
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = kubectl.spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("kubectl has no stdin"))?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `kubectl create -f -` with `manifest`, as admin.

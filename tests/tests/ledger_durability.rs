@@ -7,7 +7,6 @@
 //! - while the API server refuses ledger writes, no CreatePool is sent for
 //!   any pool of a batch; once it takes them again, all come online.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kube::Api;
@@ -15,20 +14,16 @@ use kube::api::DeleteParams;
 use msp_operator::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
-    WAIT, create_node, create_pool, ledger_pools, node_pools, start_cluster, wait_for, wait_pool,
+    WAIT, create_node, create_pool, kubectl_stdin, ledger_pools, node_pools, start_cluster,
+    wait_for, wait_pool,
 };
-use msp_tests::replicas::{Replica, operator_binary, wait_leader};
+use msp_tests::replicas::{Replica, require_operator_binary, wait_leader};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
 const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
 
 fn can_run() -> Option<std::path::PathBuf> {
-    let bin = operator_binary();
-    let ok = msp_tests::require(
-        "the msp-operator binary (cargo build -p msp-operator)",
-        bin.is_some(),
-    ) && require_loop_devices();
-    ok.then_some(bin)?
+    require_operator_binary().filter(|_| require_loop_devices())
 }
 
 /// A storage node for `node` registering with `replica`, its CreatePool
@@ -134,32 +129,6 @@ spec:
   validationActions: [Deny]
 "#;
 
-async fn kubectl(
-    cp: &msp_tests::control_plane::ControlPlane,
-    args: &[&str],
-    stdin: &str,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut cmd = cp.kubectl();
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("kubectl stdin"))?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_pool_of_a_batch_is_created_while_its_ledger_write_fails() -> anyhow::Result<()> {
     let Some(bin) = can_run() else {
@@ -167,7 +136,7 @@ async fn no_pool_of_a_batch_is_created_while_its_ledger_write_fails() -> anyhow:
     };
     let (cp, admin) = start_cluster().await?;
     create_node(&admin, "node2", true).await?;
-    kubectl(&cp, &["apply", "-f", "-"], DENY_LEDGER).await?;
+    kubectl_stdin(&cp, &["apply", "-f", "-"], DENY_LEDGER)?;
     // The policy is in force once a ledger-labelled ConfigMap is refused.
     let probe = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), "mayastor");
     wait_for("the API server refusing ledger writes", WAIT, || async {
@@ -212,7 +181,7 @@ async fn no_pool_of_a_batch_is_created_while_its_ledger_write_fails() -> anyhow:
     }
     assert!(ledger_pools(&admin, "node2").await?.is_empty());
 
-    kubectl(&cp, &["delete", "-f", "-"], DENY_LEDGER).await?;
+    kubectl_stdin(&cp, &["delete", "-f", "-"], DENY_LEDGER)?;
     for name in names {
         online(&admin, name, Duration::from_secs(90)).await?;
     }

@@ -14,12 +14,7 @@ use msp_tests::operator::{create_pool, http_get, start_cluster, wait_for, wait_p
 const WAIT: Duration = Duration::from_secs(30);
 
 fn can_run() -> Option<PathBuf> {
-    let bin = msp_tests::replicas::operator_binary();
-    msp_tests::require(
-        "the msp-operator binary (cargo build -p msp-operator)",
-        bin.is_some(),
-    )
-    .then_some(bin)?
+    msp_tests::replicas::require_operator_binary()
 }
 
 fn free_port() -> anyhow::Result<u16> {

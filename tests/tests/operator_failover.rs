@@ -26,7 +26,7 @@ use msp_tests::operator::{
     wait_for, wait_pool,
 };
 use msp_tests::replicas::{
-    ELECTION_FLAGS, Replica, ServiceProxy, operator_binary, wait_leader, writes_sent,
+    ELECTION_FLAGS, Replica, ServiceProxy, require_operator_binary, wait_leader, writes_sent,
 };
 use msp_tests::storage_node::process::StorageNodeProcess;
 
@@ -37,12 +37,7 @@ const STORAGE_NODE: &str = env!("CARGO_BIN_EXE_storage-node");
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn can_run() -> Option<PathBuf> {
-    let bin = operator_binary();
-    let ok = msp_tests::require(
-        "the msp-operator binary (cargo build -p msp-operator)",
-        bin.is_some(),
-    ) && require_loop_devices();
-    ok.then_some(bin)?
+    require_operator_binary().filter(|_| require_loop_devices())
 }
 
 /// A resource's name and the states it has shown, in order.

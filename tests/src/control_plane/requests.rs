@@ -18,14 +18,7 @@ pub async fn writes_so_far(client: &Client) -> anyhow::Result<HashMap<String, f6
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let label = |key: &str| {
-            labels
-                .split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
+        let label = |key: &str| label(labels, key).to_string();
         let verb = label("verb");
         if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
             continue;
@@ -39,7 +32,32 @@ pub async fn writes_so_far(client: &Client) -> anyhow::Result<HashMap<String, f6
     Ok(writes)
 }
 
+/// The value of label `key` in a Prometheus text line's `name{labels}` part
+/// ("" without it). Matched after `{` or `,`, so `resource` is not found
+/// inside `subresource`.
+pub fn label<'a>(head: &'a str, key: &str) -> &'a str {
+    ['{', ',']
+        .iter()
+        .find_map(|sep| head.split_once(&format!("{sep}{key}=\"")))
+        .and_then(|(_, rest)| rest.split('"').next())
+        .unwrap_or("")
+}
+
 /// How many writes `key` (e.g. `APPLY configmaps`) grew by from `before` to `after`.
 pub fn grown(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) -> f64 {
     after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn labels_are_found_by_their_whole_key() {
+        let head = r#"apiserver_request_total{subresource="status",resource="mayastorpools",verb="APPLY"}"#;
+        assert_eq!(label(head, "resource"), "mayastorpools");
+        assert_eq!(label(head, "subresource"), "status");
+        assert_eq!(label(head, "verb"), "APPLY");
+        assert_eq!(label(head, "scope"), "");
+    }
 }
