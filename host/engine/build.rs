@@ -55,6 +55,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for p in [
         "wit",
         "policy/src",
+        "policy/sdk",
         "policy/Cargo.toml",
         "policy/examples",
         "policy/hostile",

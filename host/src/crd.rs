@@ -60,7 +60,7 @@ impl MayastorPool {
 
     /// True once node and disks are cached in status: the operator's first
     /// create or import of this pool succeeded and was reported. (The
-    /// policy's [`msp_policy::model::Observation::was_created`] asks whether
+    /// policy's [`msp_policy_sdk::model::Observation::was_created`] asks whether
     /// the pool exists on its node; a pool is created a moment before its
     /// placement is cached, so the two are kept apart.)
     pub fn placement_cached(&self) -> bool {
@@ -171,9 +171,9 @@ impl PoolState {
     }
 }
 
-impl From<PoolState> for msp_policy::model::PoolState {
+impl From<PoolState> for msp_policy_sdk::model::PoolState {
     fn from(state: PoolState) -> Self {
-        use msp_policy::model::PoolState as Model;
+        use msp_policy_sdk::model::PoolState as Model;
         match state {
             PoolState::Pending => Model::Pending,
             PoolState::Online => Model::Online,
@@ -184,9 +184,9 @@ impl From<PoolState> for msp_policy::model::PoolState {
     }
 }
 
-impl From<msp_policy::model::PoolState> for PoolState {
-    fn from(state: msp_policy::model::PoolState) -> Self {
-        use msp_policy::model::PoolState as Model;
+impl From<msp_policy_sdk::model::PoolState> for PoolState {
+    fn from(state: msp_policy_sdk::model::PoolState) -> Self {
+        use msp_policy_sdk::model::PoolState as Model;
         match state {
             Model::Pending => PoolState::Pending,
             Model::Online => PoolState::Online,
@@ -271,7 +271,10 @@ mod tests {
     #[test]
     fn model_states_round_trip() {
         for s in PoolState::ALL {
-            assert_eq!(PoolState::from(msp_policy::model::PoolState::from(s)), s);
+            assert_eq!(
+                PoolState::from(msp_policy_sdk::model::PoolState::from(s)),
+                s
+            );
         }
     }
 

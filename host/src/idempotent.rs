@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use msp_policy::model::{ErrorKind, ReportedPool};
+use msp_policy_sdk::model::{ErrorKind, ReportedPool};
 
 use crate::node_client::{ApiVersion, NodeClient, NodeError, disk_path};
 

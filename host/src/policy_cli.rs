@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use msp_policy::model::Observation;
+use msp_policy_sdk::model::Observation;
 
 use msp_policy_engine::{Limits, PolicySource, bindings, check, decide_with};
 

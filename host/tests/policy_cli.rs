@@ -73,7 +73,7 @@ fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let decision: msp_policy::model::Decision = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(decision.action, msp_policy::model::Action::Retain);
+    let decision: msp_policy_sdk::model::Decision = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(decision.action, msp_policy_sdk::model::Action::Retain);
     Ok(())
 }

@@ -21,7 +21,7 @@
 //! Pending reasons before creation (node missing, not labelled, disk conflict)
 //! are checked before the storage node, because they are what the admin fixes.
 
-use crate::model::{
+use msp_policy_sdk::model::{
     Action, Decision, ErrorKind, Event, Observation, PolicyInfo, PoolState, ReportedState,
 };
 

@@ -1,13 +1,13 @@
 //! The default MayastorPool policy: decides state transitions from an observation.
 //!
-//! `model` mirrors the WIT contract in plain Rust so that the decision logic is
-//! unit-tested natively; `decide` is that logic; `wasm` is the export glue,
-//! built only for wasm32, that makes this crate (or an example policy reusing
-//! it) a component.
+//! `decide` is the logic, written against the SDK's `model` and unit-tested
+//! natively. With the `export-default` feature (the host's build turns it on)
+//! the wasm build exports it as a component; example policies reuse this
+//! crate without the feature and export their own.
 
 pub mod decide;
-pub mod model;
-#[cfg(target_arch = "wasm32")]
-pub mod wasm;
 
 pub use decide::{decide, info};
+
+#[cfg(all(target_arch = "wasm32", feature = "export-default"))]
+msp_policy_sdk::export_policy!(crate::decide::info, crate::decide::decide);

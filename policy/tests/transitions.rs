@@ -2,7 +2,7 @@
 //! starting point and each event that moves it, checked natively.
 
 use msp_policy::decide::{self, BACKOFF_MAX_MS, decide};
-use msp_policy::model::*;
+use msp_policy_sdk::model::*;
 
 const NOW: u64 = 1_800_000_000_000;
 

@@ -11,7 +11,7 @@ use msp_operator::idempotent::{self, Load};
 use msp_operator::node_client::{ApiVersion, NodeClient};
 use msp_operator::registry::{self, NodeRegistry, RegistrySettings};
 use msp_operator::shutdown::Shutdown;
-use msp_policy::model::{ErrorKind, ReportedState};
+use msp_policy_sdk::model::{ErrorKind, ReportedState};
 use msp_tests::operator::wait_for;
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 

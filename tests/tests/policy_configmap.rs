@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use msp_operator::policy_watch::{self, ReloadOutcome};
-use msp_policy::model::{Action, Observation};
 use msp_policy_engine::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
+use msp_policy_sdk::model::{Action, Observation};
 use msp_tests::control_plane::ControlPlane;
 use tokio::sync::mpsc;
 

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use msp_policy::model::Observation;
 use msp_policy_engine::sample::{self, Rng};
 use msp_policy_engine::{Limits, PolicyEngine, bundled, sandbox};
+use msp_policy_sdk::model::Observation;
 
 const CALLS: usize = 10_000;
 

@@ -1,7 +1,7 @@
 //! Host-side bindings of the WIT contract and conversions to and from the
-//! plain Rust `msp_policy::model` types the rest of the operator uses.
+//! plain Rust `msp_policy_sdk::model` types the rest of the operator uses.
 
-use msp_policy::model;
+use msp_policy_sdk::model;
 
 wasmtime::component::bindgen!({
     world: "policy",

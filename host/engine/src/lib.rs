@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use msp_policy::model::{Decision, Observation};
+use msp_policy_sdk::model::{Decision, Observation};
 
 pub use error::PolicyError;
 pub use sandbox::{CompiledPolicy, Limits};

@@ -5,7 +5,7 @@
 //! reached often; a tiny SplitMix64 keeps it deterministic without a
 //! dependency.
 
-use msp_policy::model::{
+use msp_policy_sdk::model::{
     Action, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PoolResource,
     PoolState, ReportedPool, ReportedState, StorageNode,
 };

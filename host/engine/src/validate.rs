@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use msp_policy::model::{
+use msp_policy_sdk::model::{
     Action, Decision, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PolicyInfo,
     PoolResource, PoolState, ReportedPool, ReportedState, StorageNode,
 };

@@ -2,9 +2,9 @@
 //! nothing, decides exactly like the native build on 10,000 generated
 //! observations, and custom policies load, swap and reset atomically.
 
-use msp_policy::model::{Action, Observation};
 use msp_policy_engine::sample::{self, Rng};
 use msp_policy_engine::{Limits, PolicyEngine, PolicySource, bundled, sandbox};
+use msp_policy_sdk::model::{Action, Observation};
 use wasmtime::component::Component;
 
 fn example(name: &str) -> Vec<u8> {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use msp_policy::model::Observation;
 use msp_policy_engine::{
     Limits, PolicyEngine, PolicyError, PolicySource, bundled, sandbox, validate,
 };
+use msp_policy_sdk::model::Observation;
 
 fn component(name: &str) -> Vec<u8> {
     let path = bundled::built_component(name);
@@ -77,11 +77,13 @@ fn infinite_loop_with_unlimited_fuel_hits_the_epoch_deadline() {
 
 #[test]
 fn unbounded_allocation_hits_the_memory_limit() {
-    // Fuel is unlimited here: filling megabytes costs fuel, and the memory
-    // limit is what must stop it.
+    // Fuel and time are ample here: filling megabytes costs fuel, and on a
+    // loaded machine more than the default 100 ms; the memory limit is what
+    // must stop it.
     let (engine, active) = hostile_engine(Limits {
         memory_bytes: 8 << 20,
         fuel: u64::MAX / 2,
+        deadline: std::time::Duration::from_secs(10),
         ..Limits::default()
     });
     let err = engine.decide_blocking(&named("hostile-alloc"));

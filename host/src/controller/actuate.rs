@@ -11,7 +11,7 @@
 //!   leaves a record, never an untracked pool.
 
 use kube::ResourceExt;
-use msp_policy::model::{Action, Decision, ErrorKind, Observation, OperationError};
+use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationError};
 
 use super::context::Context;
 use super::error::Error;

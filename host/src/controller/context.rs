@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
-use msp_policy::model::Decision;
+use msp_policy_sdk::model::Decision;
 
 use super::decide::Decider;
 use super::observe::{Operations, Sources};

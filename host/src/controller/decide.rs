@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use msp_policy::model::{Decision, Observation};
+use msp_policy_sdk::model::{Decision, Observation};
 
 use crate::metrics::Metrics;
 use msp_policy_engine::PolicyEngine;
@@ -33,8 +33,10 @@ pub trait Decider: Send + Sync + 'static {
 }
 
 /// The default policy called as plain Rust.
+#[cfg(test)]
 pub struct NativePolicy;
 
+#[cfg(test)]
 impl Decider for NativePolicy {
     fn decide<'a>(
         &'a self,
@@ -97,7 +99,7 @@ mod tests {
     async fn native_policy_decides() {
         let obs = Observation::default();
         let d = NativePolicy.decide(&obs).await.expect("decision");
-        assert_eq!(d.state, msp_policy::model::PoolState::Pending);
+        assert_eq!(d.state, msp_policy_sdk::model::PoolState::Pending);
         assert!(!d.reason.is_empty());
         assert!(NativePolicy.active().starts_with("msp-default@"));
     }

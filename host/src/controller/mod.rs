@@ -26,14 +26,16 @@ use std::time::Duration;
 use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use msp_policy::model::{Action, Decision, Observation};
+use msp_policy_sdk::model::{Action, Decision, Observation};
 use tracing::Instrument;
 
 use crate::crd::MayastorPool;
 use actuate::{Outcome, action_name};
 
 pub use context::{Context, ControllerSettings, Parts, bounded_requeue};
-pub use decide::{DecideError, Decider, NativePolicy};
+#[cfg(test)]
+pub use decide::NativePolicy;
+pub use decide::{DecideError, Decider};
 pub use error::{Error, backoff};
 
 /// Reconciles one MayastorPool.
@@ -190,7 +192,7 @@ pub fn on_error(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requ
 mod tests {
     use std::time::Duration;
 
-    use msp_policy::model::PoolState;
+    use msp_policy_sdk::model::PoolState;
 
     use super::context::Fixture;
     use super::*;

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use msp_policy::model::{
+use msp_policy_sdk::model::{
     Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, ReportedPool,
     StorageNode,
 };
@@ -290,7 +290,7 @@ mod tests {
         let ops = Operations::default();
         let err = || {
             Some(OperationError {
-                kind: msp_policy::model::ErrorKind::Internal,
+                kind: msp_policy_sdk::model::ErrorKind::Internal,
                 message: "x".into(),
             })
         };
@@ -326,7 +326,7 @@ mod tests {
         let listed = ReportedPool {
             name: "foreign".into(),
             disks: vec!["/dev/loop1".into()],
-            state: msp_policy::model::ReportedState::Online,
+            state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 0,
             used: 0,
         };

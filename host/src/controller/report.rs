@@ -6,7 +6,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use msp_policy::model::{Decision, Observation};
+use msp_policy_sdk::model::{Decision, Observation};
 
 use super::context::Context;
 use super::decide::DecideError;
@@ -408,13 +408,13 @@ mod tests {
         }
     }
     use crate::crd::MayastorPoolSpec;
-    use msp_policy::model::{Action, ReportedPool, ReportedState};
+    use msp_policy_sdk::model::{Action, ReportedPool, ReportedState};
 
     fn t(s: i64) -> Time {
         Time(jiff::Timestamp::from_second(s).expect("ts"))
     }
 
-    fn decision(state: msp_policy::model::PoolState, reason: &str) -> Decision {
+    fn decision(state: msp_policy_sdk::model::PoolState, reason: &str) -> Decision {
         Decision {
             action: Action::None,
             state,
@@ -440,7 +440,7 @@ mod tests {
     fn caches_node_and_disks_once() {
         let mut pool = resource();
         let obs = Observation::default();
-        let d = decision(msp_policy::model::PoolState::Pending, "creating");
+        let d = decision(msp_policy_sdk::model::PoolState::Pending, "creating");
         let s = desired_status(&pool, &obs, &d, "msp-default@0.1.0", None, t(1));
         assert_eq!(s.node, None);
         let s = desired_status(
@@ -480,7 +480,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let online = decision(msp_policy::model::PoolState::Online, "");
+        let online = decision(msp_policy_sdk::model::PoolState::Online, "");
         let s = desired_status(&pool, &obs, &online, "x", None, t(10));
         let c = &s.conditions[0];
         assert_eq!(
@@ -501,7 +501,7 @@ mod tests {
         let off = desired_status(
             &pool,
             &obs,
-            &decision(msp_policy::model::PoolState::Offline, "down"),
+            &decision(msp_policy_sdk::model::PoolState::Offline, "down"),
             "x",
             None,
             t(30),
@@ -522,7 +522,7 @@ mod tests {
         let status = desired_status(
             &pool,
             &obs,
-            &decision(msp_policy::model::PoolState::Online, ""),
+            &decision(msp_policy_sdk::model::PoolState::Online, ""),
             "p@1",
             None,
             t(100),
@@ -535,7 +535,7 @@ mod tests {
         let again = desired_status(
             &pool,
             &obs,
-            &decision(msp_policy::model::PoolState::Online, ""),
+            &decision(msp_policy_sdk::model::PoolState::Online, ""),
             "p@1",
             None,
             t(105),
@@ -545,7 +545,7 @@ mod tests {
         let other = desired_status(
             &pool,
             &obs,
-            &decision(msp_policy::model::PoolState::Online, "x"),
+            &decision(msp_policy_sdk::model::PoolState::Online, "x"),
             "p@1",
             None,
             t(105),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use msp_policy::model::{ReportedPool, ReportedState};
+use msp_policy_sdk::model::{ReportedPool, ReportedState};
 
 /// The pool API as both versions offer it; `v0` and `v1` implement it on
 /// their generated clients and differ only where the APIs do.

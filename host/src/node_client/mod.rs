@@ -18,7 +18,7 @@ mod api;
 mod v0;
 mod v1;
 
-use msp_policy::model::{ErrorKind, OperationError, ReportedPool};
+use msp_policy_sdk::model::{ErrorKind, OperationError, ReportedPool};
 
 use crate::fence::{Fence, Fenced};
 use api::PoolApi;
@@ -206,7 +206,7 @@ impl NodeClient {
 mod tests {
     use super::api::reported_state;
     use super::*;
-    use msp_policy::model::ReportedState;
+    use msp_policy_sdk::model::ReportedState;
 
     #[test]
     fn disk_uris_become_paths() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use msp_policy::model::ReportedPool;
+use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;

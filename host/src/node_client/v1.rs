@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use msp_policy::model::ReportedPool;
+use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v1::pool_rpc_client::PoolRpcClient;
 use msp_proto::v1::{
     CreatePoolRequest, DestroyPoolRequest, ImportPoolRequest, ListPoolOptions, Pool,

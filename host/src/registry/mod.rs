@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use msp_policy::model::ReportedPool;
+use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v1::RegisterRequest;
 use tokio::sync::broadcast;
 
@@ -315,7 +315,7 @@ mod tests {
         let pool = |name: &str, used: u64| ReportedPool {
             name: name.into(),
             disks: vec![],
-            state: msp_policy::model::ReportedState::Online,
+            state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 10,
             used,
         };
@@ -335,7 +335,7 @@ mod tests {
         let pool = ReportedPool {
             name: "p".into(),
             disks: vec!["/dev/loop0".into()],
-            state: msp_policy::model::ReportedState::Online,
+            state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 10,
             used: 0,
         };

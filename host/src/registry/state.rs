@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use msp_policy::model::ReportedPool;
+use msp_policy_sdk::model::ReportedPool;
 
 use crate::node_client::{ApiVersion, NodeClient};
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use msp_policy::model::ReportedPool;
+use msp_policy_sdk::model::ReportedPool;
 
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};

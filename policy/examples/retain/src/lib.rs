@@ -2,7 +2,7 @@
 //! MayastorPool resource is deleted is kept on its node (action retain) rather
 //! than destroyed. Everything else is `msp_policy::decide`.
 
-use msp_policy::model::{Action, Decision, Observation, PolicyInfo};
+use msp_policy_sdk::model::{Action, Decision, Observation, PolicyInfo};
 
 pub const NAME: &str = "msp-retain";
 
@@ -31,7 +31,7 @@ pub fn decide(obs: &Observation) -> Decision {
 }
 
 #[cfg(target_arch = "wasm32")]
-msp_policy::export_policy!(crate::info, crate::decide);
+msp_policy_sdk::export_policy!(crate::info, crate::decide);
 
 #[cfg(test)]
 mod tests {

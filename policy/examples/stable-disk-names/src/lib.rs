@@ -4,7 +4,7 @@
 //! of a stable one (/dev/disk/by-id/…, by-path, by-uuid …). Pools already
 //! created are left to the default policy: renaming cannot move them.
 
-use msp_policy::model::{Decision, Observation, PolicyInfo};
+use msp_policy_sdk::model::{Decision, Observation, PolicyInfo};
 
 pub const NAME: &str = "msp-stable-disk-names";
 
@@ -53,12 +53,12 @@ pub fn decide(obs: &Observation) -> Decision {
 }
 
 #[cfg(target_arch = "wasm32")]
-msp_policy::export_policy!(crate::info, crate::decide);
+msp_policy_sdk::export_policy!(crate::info, crate::decide);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msp_policy::model::*;
+    use msp_policy_sdk::model::*;
 
     #[test]
     fn kernel_names_are_unstable_and_by_id_is_not() {

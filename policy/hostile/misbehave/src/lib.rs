@@ -3,7 +3,7 @@
 //! conformance self-test (which never uses these names), so tests can load it
 //! and then provoke each failure at decision time.
 
-use msp_policy::model::{Decision, Observation, PolicyInfo};
+use msp_policy_sdk::model::{Decision, Observation, PolicyInfo};
 
 pub fn info() -> PolicyInfo {
     PolicyInfo {
@@ -47,7 +47,7 @@ pub fn decide(obs: &Observation) -> Decision {
             ..msp_policy::decide(obs)
         },
         "hostile-destroy" => Decision {
-            action: msp_policy::model::Action::Destroy,
+            action: msp_policy_sdk::model::Action::Destroy,
             ..msp_policy::decide(obs)
         },
         _ => msp_policy::decide(obs),
@@ -55,4 +55,4 @@ pub fn decide(obs: &Observation) -> Decision {
 }
 
 #[cfg(target_arch = "wasm32")]
-msp_policy::export_policy!(crate::info, crate::decide);
+msp_policy_sdk::export_policy!(crate::info, crate::decide);

@@ -1,16 +1,15 @@
 //! The wasm export glue: generated WIT bindings and the conversions between
 //! them and `model`. Built only for wasm32; a policy crate exports itself with
-//! `msp_policy::export_policy!(info_fn, decide_fn)` (the default policy does so
-//! under the `export-default` feature, which example policies turn off).
+//! `msp_policy_sdk::export_policy!(info_fn, decide_fn)`.
 
 use crate::model;
 
 wit_bindgen::generate!({
     world: "policy",
-    path: "../wit",
+    path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_policy_bindings",
-    default_bindings_module: "msp_policy::wasm",
+    default_bindings_module: "msp_policy_sdk::wasm",
 });
 
 pub use exports::openebs::msp_policy::decider as wit;
@@ -32,9 +31,6 @@ macro_rules! export_policy {
         $crate::wasm::export_policy_bindings!(MspPolicyExport with_types_in $crate::wasm);
     };
 }
-
-#[cfg(feature = "export-default")]
-export_policy!(crate::decide::info, crate::decide::decide);
 
 pub fn info_to_wit(i: model::PolicyInfo) -> wit::PolicyInfo {
     wit::PolicyInfo {
