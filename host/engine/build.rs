@@ -16,6 +16,7 @@ use std::process::Command;
 
 /// Crates built in the second cargo call, and the names tests know them by.
 const EXTRA: &[(&str, &str)] = &[
+    ("msp-policy-first", "FIRST"),
     ("msp-policy-retain", "RETAIN"),
     ("msp-policy-stable-disk-names", "STABLE_DISK_NAMES"),
     ("msp-hostile-misbehave", "HOSTILE_MISBEHAVE"),

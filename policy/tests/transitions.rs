@@ -3,69 +3,12 @@
 
 use msp_policy::decide::{self, BACKOFF_MAX_MS, decide};
 use msp_policy_sdk::model::*;
+use msp_policy_sdk::testing::{self, NOW_MS, observation as base, reported};
 
-const NOW: u64 = 1_800_000_000_000;
-
-/// A healthy pool as it would be observed once created: labelled node,
-/// registered storage node, pool listed online, in the ledger.
-fn base(state: Option<PoolState>) -> Observation {
-    let created = matches!(
-        state,
-        Some(PoolState::Online | PoolState::Degraded | PoolState::Faulted | PoolState::Offline)
-    );
-    Observation {
-        now_ms: NOW,
-        pool: PoolResource {
-            name: "pool-a".into(),
-            namespace: "mayastor".into(),
-            uid: "uid-a".into(),
-            generation: 1,
-            spec_node: "node1".into(),
-            spec_disks: vec!["/dev/disk/by-id/disk-a".into()],
-            status_state: state,
-            status_node: created.then(|| "node1".into()),
-            status_disks: created.then(|| vec!["/dev/disk/by-id/disk-a".into()]),
-            status_reason: None,
-            deleted: false,
-        },
-        node: K8sNode {
-            exists: true,
-            mayastor_enabled: true,
-        },
-        storage_node: StorageNode {
-            registered: true,
-            heartbeat_age_ms: Some(1_000),
-            reachable: true,
-            endpoint: "10.0.0.1:10124".into(),
-        },
-        pools_known: true,
-        reported: created.then(|| reported(ReportedState::Online)),
-        in_ledger: created,
-        last_operation: None,
-        conflicts: vec![],
-    }
-}
-
-fn reported(state: ReportedState) -> ReportedPool {
-    ReportedPool {
-        name: "pool-a".into(),
-        disks: vec!["aio:///dev/disk/by-id/disk-a?uuid=1".into()],
-        state,
-        capacity: 1 << 30,
-        used: 0,
-    }
-}
+const NOW: u64 = NOW_MS;
 
 fn failed(action: Action, kind: ErrorKind, failures: u32, ago_ms: u64) -> Option<LastOperation> {
-    Some(LastOperation {
-        action,
-        error: Some(OperationError {
-            kind,
-            message: "boom".into(),
-        }),
-        failures,
-        at_ms: NOW - ago_ms,
-    })
+    Some(testing::failed(action, kind, failures, ago_ms))
 }
 
 const ALL: [Option<PoolState>; 6] = [

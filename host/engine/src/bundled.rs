@@ -14,6 +14,7 @@ pub const DEFAULT_COMPONENT: &[u8] =
 /// prebuilt default (`MSP_POLICY_WASM`) and built no examples.
 pub fn built_component(name: &str) -> Option<PathBuf> {
     let path = match name {
+        "first" => env!("MSP_POLICY_COMPONENT_FIRST"),
         "retain" => env!("MSP_POLICY_COMPONENT_RETAIN"),
         "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
         "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),

@@ -74,6 +74,23 @@ fn wasm_and_native_decide_identically_on_10000_generated_observations() -> anyho
     Ok(())
 }
 
+#[test]
+fn sdk_only_example_loads_and_decides_like_its_native_build() -> anyhow::Result<()> {
+    // `first` depends on the SDK alone: what a new author's crate looks like.
+    let engine = PolicyEngine::new(Limits::default())?;
+    let active = engine.load(&example("first"), PolicySource::ConfigMap)?;
+    assert_eq!(active.name, msp_policy_first::NAME);
+    let mut rng = Rng::new(0x5eed_0002);
+    for i in 0..2_000 {
+        let obs = sample::observation(&mut rng);
+        let wasm = engine
+            .decide_blocking(&obs)
+            .map_err(|e| anyhow::anyhow!("observation {i}: {e}\n{obs:#?}"))?;
+        assert_eq!(wasm, msp_policy_first::decide(&obs), "observation {i}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_decide_runs_and_concurrent_calls_agree() -> anyhow::Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
