@@ -20,6 +20,7 @@ const EXTRA: &[(&str, &str)] = &[
     ("msp-policy-retain", "RETAIN"),
     ("msp-policy-stable-disk-names", "STABLE_DISK_NAMES"),
     ("msp-hostile-misbehave", "HOSTILE_MISBEHAVE"),
+    ("msp-hostile-fails-self-test", "HOSTILE_FAILS_SELF_TEST"),
     ("msp-hostile-wrong-version", "HOSTILE_WRONG_VERSION"),
     ("msp-hostile-wrong-world", "HOSTILE_WRONG_WORLD"),
     ("msp-hostile-imports-wasi", "HOSTILE_IMPORTS_WASI"),

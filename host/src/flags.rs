@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// Key of the policy module in that ConfigMap.
     #[arg(long, default_value = "policy.wasm")]
     pub policy_key: String,
+    /// Largest policy module accepted, in bytes (a ConfigMap holds at most
+    /// 1 MiB, so only a lower value refuses a module that fits one).
+    #[arg(long, default_value_t = msp_policy_engine::Limits::default().module_bytes)]
+    pub policy_max_bytes: usize,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

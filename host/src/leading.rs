@@ -64,7 +64,11 @@ pub(crate) async fn lead(
 
     // The policy: the bundled one until the ConfigMap brings another; each
     // reload wakes every pool.
-    let engine = PolicyEngine::new(Limits::default()).context("loading the bundled policy")?;
+    let limits = Limits {
+        module_bytes: args.policy_max_bytes,
+        ..Limits::default()
+    };
+    let engine = PolicyEngine::new(limits).context("loading the bundled policy")?;
     let active = engine.active();
     metrics.set_policy(&active.name, &active.version, &active.sha256);
     let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();

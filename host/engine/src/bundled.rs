@@ -18,6 +18,7 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
         "retain" => env!("MSP_POLICY_COMPONENT_RETAIN"),
         "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
         "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),
+        "hostile-fails-self-test" => env!("MSP_POLICY_COMPONENT_HOSTILE_FAILS_SELF_TEST"),
         "hostile-wrong-version" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_VERSION"),
         "hostile-wrong-world" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_WORLD"),
         "hostile-imports-wasi" => env!("MSP_POLICY_COMPONENT_HOSTILE_IMPORTS_WASI"),
