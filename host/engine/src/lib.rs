@@ -12,10 +12,12 @@
 //! - [`bindings`]: the WIT contract on the engine side and the model conversions;
 //! - [`validate`]: decision sanity and the conformance self-test a module must pass;
 //! - [`error`]: why a module or a decision was refused;
-//! - [`sample`]: generated observations for tests and benchmarks.
+//! - [`sample`]: generated observations for tests and benchmarks;
+//! - [`componentize`]: an author's core module wrapped as a component.
 
 pub mod bindings;
 pub mod bundled;
+pub mod componentize;
 pub mod error;
 pub mod sample;
 pub mod sandbox;
