@@ -50,6 +50,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::copy(&prebuilt, &bundled)?;
         for (_, name) in EXTRA {
             println!("cargo:rustc-env=MSP_POLICY_COMPONENT_{name}=");
+            println!("cargo:rustc-env=MSP_POLICY_CORE_{name}=");
         }
         return Ok(());
     }
@@ -92,6 +93,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "cargo:rustc-env=MSP_POLICY_COMPONENT_{name}={}",
             dest.display()
+        );
+        // The core module too, for the test of `policy componentize`.
+        println!(
+            "cargo:rustc-env=MSP_POLICY_CORE_{name}={}",
+            core.join(&file).display()
         );
     }
     Ok(())

@@ -20,6 +20,15 @@ pub enum PolicyCommand {
         /// The policy component (.wasm).
         file: PathBuf,
     },
+    /// Wrap the core module a policy crate builds for wasm32-unknown-unknown
+    /// into the component the operator loads, then check it as `check` does.
+    Componentize {
+        /// The core module (target/wasm32-unknown-unknown/release/<crate>.wasm).
+        core: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Run one decision and print it as JSON.
     Eval {
         /// The policy component (.wasm).
@@ -77,6 +86,26 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     d.reason
                 );
             }
+        }
+        PolicyCommand::Componentize { core, output } => {
+            let component = msp_policy_engine::componentize::componentize(&read_module(&core)?)
+                .with_context(|| format!("FAIL {}", core.display()))?;
+            let report = check(&component, PolicySource::File, &limits).with_context(|| {
+                format!(
+                    "FAIL {}: the operator would refuse the component",
+                    core.display()
+                )
+            })?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "wrote {} ({} bytes): {} {}, sha256 {}",
+                output.display(),
+                component.len(),
+                report.policy.name,
+                report.policy.version,
+                report.policy.sha256
+            );
         }
         PolicyCommand::Eval { file, observation } => {
             let bytes = read_module(&file)?;

@@ -26,3 +26,13 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
     };
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
+
+/// The core module (before `componentize`) of example `name`, where it is
+/// kept for the test of `policy componentize`.
+pub fn built_core(name: &str) -> Option<PathBuf> {
+    let path = match name {
+        "first" => env!("MSP_POLICY_CORE_FIRST"),
+        _ => return None,
+    };
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
