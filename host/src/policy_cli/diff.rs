@@ -119,7 +119,7 @@ pub fn run(
             continue;
         };
         differing += 1;
-        let distance = partial::differing_leaves(&start_json, &serde_json::to_value(&obs)?).len();
+        let distance = partial::distance(&start_json, &serde_json::to_value(&obs)?);
         let group = groups.entry(label.clone()).or_insert_with(|| Group {
             label,
             count: 0,
@@ -171,9 +171,10 @@ pub fn run(
         writeln!(out)?;
         writeln!(
             out,
-            "group {n}: {} ({} observations, {:.1}%)",
+            "group {n}: {} ({} observation{}, {:.1}%)",
             g.label,
             g.count,
+            if g.count == 1 { "" } else { "s" },
             percent(g.count, count)
         )?;
         if !g.also.is_empty() {
@@ -220,8 +221,10 @@ pub fn run(
     })
 }
 
-/// Resets one field at a time of `obs` to the start's value, keeping each
-/// reset that leaves the observation in the same group, until none does.
+/// Brings `obs` toward the start field by field ([`partial::steps`]),
+/// keeping each change that leaves it in the same group, until a whole pass
+/// changes nothing. A number the start's value does not do for is bisected
+/// to the closest that does (a threshold shows as itself).
 fn shrink(
     from: &Side,
     to: &Side,
@@ -230,28 +233,53 @@ fn shrink(
     start: &Value,
     limits: &Limits,
 ) -> anyhow::Result<Observation> {
-    let same_group = |o: &Observation| {
-        difference(&outcome(from, o, limits), &outcome(to, o, limits))
-            .is_some_and(|(l, _)| l == label)
+    let same_group = |v: &Value| {
+        serde_json::from_value::<Observation>(v.clone()).is_ok_and(|o| {
+            difference(&outcome(from, &o, limits), &outcome(to, &o, limits))
+                .is_some_and(|(l, _)| l == label)
+        })
     };
     let mut current = serde_json::to_value(obs)?;
-    loop {
+    for _ in 0..MAX_SHRINK_PASSES {
         let mut progressed = false;
-        for leaf in partial::differing_leaves(start, &current) {
-            let mut candidate = current.clone();
-            partial::reset_leaf(&mut candidate, start, &leaf);
-            if let Ok(o) = serde_json::from_value::<Observation>(candidate.clone())
-                && same_group(&o)
+        for step in partial::steps(start, &current) {
+            let tried = step
+                .tries
+                .into_iter()
+                .find_map(|v| partial::with(&current, &step.path, v).filter(|c| same_group(c)));
+            if let Some(simpler) = tried {
+                current = simpler;
+                progressed = true;
+                continue;
+            }
+            let Some((mut fails, mut keeps)) = step.between else {
+                continue;
+            };
+            let was = keeps;
+            while fails.abs_diff(keeps) > 1 {
+                let mid = fails + (keeps - fails) / 2;
+                match partial::with(&current, &step.path, mid.into()) {
+                    Some(c) if same_group(&c) => keeps = mid,
+                    _ => fails = mid,
+                }
+            }
+            if keeps != was
+                && let Some(c) = partial::with(&current, &step.path, keeps.into())
             {
-                current = candidate;
+                current = c;
                 progressed = true;
             }
         }
         if !progressed {
-            return Ok(serde_json::from_value(current)?);
+            break;
         }
     }
+    Ok(serde_json::from_value(current)?)
 }
+
+/// Passes over the fields per example; a pass that changes nothing ends
+/// shrinking sooner.
+const MAX_SHRINK_PASSES: usize = 20;
 
 fn show(o: &Outcome) -> String {
     match o {

@@ -131,33 +131,121 @@ pub fn apply(base: &Observation, patch: &Value) -> Result<Observation, PartialEr
 }
 
 /// The smallest patch that turns `base` into `obs`: `apply(base, &changes(base, obs))`
-/// gives `obs` back.
+/// gives `obs` back. A part absent from `base` is compared with its template.
 pub fn changes(base: &Observation, obs: &Observation) -> Result<Value, PartialError> {
     let base = serde_json::to_value(base)?;
     let obs = serde_json::to_value(obs)?;
-    Ok(diff_value(&base, &obs).unwrap_or_else(|| Value::Object(Map::new())))
+    let reference = reference(&base, &obs);
+    let mut patch = diff_value(&reference, &obs).unwrap_or_else(|| Value::Object(Map::new()));
+    // A part equal to its template still has to be named to exist.
+    for path in templated(&base, &obs) {
+        let mut at = &mut patch;
+        for key in path.split('.') {
+            let Value::Object(fields) = at else { break };
+            at = fields
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    Ok(patch)
 }
 
-/// Paths (dot-separated) of the leaves where `obs` differs from `base`; a
-/// list or an optional part absent on one side is one leaf.
-pub fn differing_leaves(base: &Value, obs: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    collect_leaves(base, obs, "", &mut out);
+/// How far `obs` is from `base`: the number of fields that differ (a part
+/// absent from `base` counts one, plus its differences from the template).
+pub fn distance(base: &Value, obs: &Value) -> usize {
+    let mut leaves = Vec::new();
+    collect_leaves(&reference(base, obs), obs, "", &mut leaves);
+    leaves.len() + templated(base, obs).len()
+}
+
+/// One way to bring a field of an observation closer to the start.
+#[derive(Debug)]
+pub struct Step {
+    /// Dot-separated path of the field.
+    pub path: String,
+    /// Values to try in order: the part removed, or the start's (template's)
+    /// value, then lists with one item less.
+    pub tries: Vec<Value>,
+    /// For a number: (the start's value, the current one), to search between
+    /// when the start's value itself does not do.
+    pub between: Option<(i64, i64)>,
+}
+
+/// The ways to bring `obs` closer to `base`, optional parts first.
+pub fn steps(base: &Value, obs: &Value) -> Vec<Step> {
+    let mut out: Vec<Step> = templated(base, obs)
+        .into_iter()
+        .map(|path| Step {
+            path,
+            tries: vec![Value::Null],
+            between: None,
+        })
+        .collect();
+    let reference = reference(base, obs);
+    let mut leaves = Vec::new();
+    collect_leaves(&reference, obs, "", &mut leaves);
+    for path in leaves {
+        let (Some(from), Some(to)) = (pointer(&reference, &path), pointer(obs, &path)) else {
+            continue;
+        };
+        let mut tries = vec![from.clone()];
+        if let Value::Array(items) = to {
+            for i in 0..items.len() {
+                let mut fewer = items.clone();
+                fewer.remove(i);
+                tries.push(Value::Array(fewer));
+            }
+        }
+        let between = from.as_i64().zip(to.as_i64());
+        out.push(Step {
+            path,
+            tries,
+            between,
+        });
+    }
     out
 }
 
-/// `value` with the leaf at `path` replaced by the one in `from`.
-pub fn reset_leaf(value: &mut Value, from: &Value, path: &str) {
-    let mut target = value;
-    let mut source = from;
-    for key in path.split('.') {
-        let (Some(t), Some(s)) = (target.get_mut(key), source.get(key)) else {
-            return;
-        };
-        target = t;
-        source = s;
+/// `value` with the field at `path` set to `to`; None when it has no such field.
+pub fn with(value: &Value, path: &str, to: Value) -> Option<Value> {
+    let mut v = value.clone();
+    *pointer_mut(&mut v, path)? = to;
+    Some(v)
+}
+
+/// `base` with each part it lacks and `obs` has replaced by its template.
+fn reference(base: &Value, obs: &Value) -> Value {
+    let mut reference = base.clone();
+    for path in templated(base, obs) {
+        if let (Some(t), Some(slot)) = (template(&path, obs), pointer_mut(&mut reference, &path)) {
+            *slot = t;
+        }
     }
-    *target = source.clone();
+    reference
+}
+
+/// The template paths absent (null) from `base` and present in `obs`,
+/// outer ones first.
+fn templated(base: &Value, obs: &Value) -> Vec<String> {
+    TEMPLATES
+        .iter()
+        .map(|(path, _)| path.to_string())
+        .filter(|path| {
+            let outer_absent = path
+                .rsplit_once('.')
+                .is_some_and(|(outer, _)| pointer(base, outer).is_none_or(Value::is_null));
+            let absent = outer_absent || pointer(base, path).is_none_or(Value::is_null);
+            absent && pointer(obs, path).is_some_and(Value::is_object)
+        })
+        .collect()
+}
+
+fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    v.pointer(&format!("/{}", path.replace('.', "/")))
+}
+
+fn pointer_mut<'a>(v: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    v.pointer_mut(&format!("/{}", path.replace('.', "/")))
 }
 
 fn take_ago_ms(patch: &mut Value) -> Result<Option<u64>, PartialError> {
@@ -336,6 +424,27 @@ mod tests {
             op.and_then(|o| o.error.as_ref()).map(|e| e.kind),
             Some(ErrorKind::Internal)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn steps_lead_toward_the_start() -> Result<(), PartialError> {
+        let base = serde_json::to_value(start("new")?)?;
+        let obs = serde_json::to_value(apply(
+            &start("new")?,
+            &json!({"pool": {"specDisks": ["/dev/a", "/dev/b"]}, "reported": {"used": 7}}),
+        )?)?;
+        assert_eq!(distance(&base, &obs), 3);
+        let steps = steps(&base, &obs);
+        let tried =
+            |path: &str, v: Value| steps.iter().any(|s| s.path == path && s.tries.contains(&v));
+        assert!(tried("reported", Value::Null));
+        assert!(tried("reported.used", json!(0)));
+        assert!(tried("pool.specDisks", json!(["/dev/b"])));
+        let used = steps.iter().find(|s| s.path == "reported.used");
+        assert_eq!(used.and_then(|s| s.between), Some((0, 7)));
+        let fewer = with(&obs, "reported", Value::Null).map(|v| distance(&base, &v));
+        assert_eq!(fewer, Some(1));
         Ok(())
     }
 
