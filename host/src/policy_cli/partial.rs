@@ -311,14 +311,30 @@ fn merge(target: &mut Value, patch: &Value, path: &str, whole: &Value) -> Result
             got: kind(target),
         });
     };
+    // A map (labels, annotations …) takes any key; a struct only its fields.
+    let map = is_map(path);
     for (key, value) in fields {
         let sub = join(path, key);
-        let Some(slot) = existing.get_mut(key) else {
-            return Err(PartialError::UnknownField(sub));
+        let slot = match existing.get_mut(key) {
+            Some(slot) => slot,
+            None if map => existing.entry(key.clone()).or_insert(Value::Null),
+            None => return Err(PartialError::UnknownField(sub)),
         };
         merge(slot, value, &sub, whole)?;
     }
     Ok(())
+}
+
+/// True for a map field: an object that is empty in the zero observation
+/// (a struct always has its fields there; a part absent there is no map).
+fn is_map(path: &str) -> bool {
+    let zero = serde_json::to_value(Observation::default()).unwrap_or(Value::Null);
+    let at = if path.is_empty() {
+        Some(&zero)
+    } else {
+        pointer(&zero, path)
+    };
+    at.and_then(Value::as_object).is_some_and(Map::is_empty)
 }
 
 fn diff_value(base: &Value, obs: &Value) -> Option<Value> {
@@ -425,6 +441,15 @@ mod tests {
             Some(ErrorKind::Internal)
         );
         Ok(())
+    }
+
+    #[test]
+    fn only_an_object_empty_in_the_zero_observation_is_a_map() {
+        assert!(!is_map(""));
+        assert!(!is_map("pool"));
+        assert!(!is_map("storageNode"));
+        assert!(!is_map("reported"));
+        assert!(!is_map("pool.name"));
     }
 
     #[test]
