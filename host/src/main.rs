@@ -2,6 +2,7 @@
 //! and wires the library's parts together.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -19,7 +20,8 @@ enum Command {
     /// registration, make pools real on storage nodes.
     // Boxed: the flags dwarf the other variants.
     Run(Box<msp_operator::flags::RunArgs>),
-    /// Tools for policy authors: check a policy component, evaluate a decision.
+    /// Tools for policy authors: check a policy component, evaluate a
+    /// decision, run test cases, diff two policies, benchmark one.
     Policy {
         #[command(subcommand)]
         command: msp_operator::policy_cli::PolicyCommand,
@@ -32,14 +34,14 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(msp_operator::run::run(*args))?;
         }
-        Command::Policy { command } => msp_operator::policy_cli::run(command)?,
+        Command::Policy { command } => return Ok(msp_operator::policy_cli::run(command)),
         Command::Crdgen { output } => {
             let yaml = msp_operator::crd::crd_yaml().context("rendering the CRD")?;
             match output {
@@ -49,5 +51,5 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

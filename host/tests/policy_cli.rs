@@ -1,4 +1,4 @@
-//! `msp-operator policy check|eval` as a policy author runs them.
+//! `msp-operator policy check|eval|test|diff|bench` as a policy author runs them.
 
 use std::process::Command;
 
@@ -75,5 +75,241 @@ fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
     );
     let decision: msp_policy_sdk::model::Decision = serde_json::from_slice(&out.stdout)?;
     assert_eq!(decision.action, msp_policy_sdk::model::Action::Retain);
+    Ok(())
+}
+
+/// The repository file `path` (from the workspace root).
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = bin().args(args).output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+#[test]
+fn test_passes_the_shipped_cases_of_the_default_and_of_retain() -> anyhow::Result<()> {
+    let retain = built("retain");
+    for (policy, cases) in [
+        (os("bundled"), repo_file("policy/tests/cases/default.yaml")),
+        (
+            retain.as_os_str(),
+            repo_file("policy/examples/retain/cases.yaml"),
+        ),
+    ] {
+        let (code, stdout, stderr) = run(&[os("policy"), os("test"), policy, cases.as_os_str()])?;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let summary = stdout.lines().last().unwrap_or_default();
+        assert!(
+            summary.ends_with("passed, 0 failed") && !stdout.contains("FAIL"),
+            "{stdout}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn test_fails_naming_the_case_with_expected_and_got() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n\
+         \x20 - name: new pool is created\n\
+         \x20   expect: {action: create}\n\
+         \x20 - name: deleted pool is wrongly expected kept\n\
+         \x20   start: online\n\
+         \x20   observation: {pool: {deleted: true}}\n\
+         \x20   expect: {action: retain, reasonContains: kept}\n",
+    )?;
+    let (code, stdout, _) = run(&[os("policy"), os("test"), os("bundled"), cases.as_os_str()])?;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("  ok    new pool is created"), "{stdout}");
+    assert!(
+        stdout.contains("  FAIL  deleted pool is wrongly expected kept"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("action: expected retain, got destroy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reason: expected to contain \"kept\", got \"resource deleted; destroying"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 cases: 1 passed, 1 failed"), "{stdout}");
+
+    // Could not run: exit 2 and a message that says why.
+    std::fs::write(
+        &cases,
+        "cases: [{name: x, observation: {inLedgr: true}, expect: {action: none}}]",
+    )?;
+    let (code, _, stderr) = run(&[os("policy"), os("test"), os("bundled"), cases.as_os_str()])?;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("inLedgr"), "{stderr}");
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, stderr) = run(&[os("policy"), os("test"), os("bundled"), missing.as_os_str()])?;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("missing.yaml"), "{stderr}");
+    let refused = built("hostile-wrong-version");
+    let (code, _, stderr) = run(&[
+        os("policy"),
+        os("test"),
+        refused.as_os_str(),
+        repo_file("policy/tests/cases/default.yaml").as_os_str(),
+    ])?;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("would refuse"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn diff_of_default_and_retain_finds_only_deleted_ledger_pools_kept() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let retain = built("retain");
+    let (code, stdout, stderr) = run(&[
+        os("policy"),
+        os("diff"),
+        os("bundled"),
+        retain.as_os_str(),
+        os("--count"),
+        os("3000"),
+        os("--examples"),
+        dir.path().as_os_str(),
+    ])?;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let groups: Vec<&str> = stdout.lines().filter(|l| l.starts_with("group ")).collect();
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.contains(": action: destroy → retain (")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ran in "), "{stdout}");
+    for (i, group) in groups.iter().enumerate() {
+        // Every difference is a deleted pool in the ledger kept instead of
+        // whatever the default did with it.
+        assert!(group.contains(" → retain ("), "{group}\n{stdout}");
+        let example = dir.path().join(format!("{}.json", i + 1));
+        let obs: msp_policy_sdk::model::Observation =
+            serde_json::from_slice(&std::fs::read(&example)?)?;
+        assert!(obs.pool.deleted && obs.in_ledger, "{group}: {obs:?}");
+        let mut actions = Vec::new();
+        for policy in [os("bundled"), retain.as_os_str()] {
+            let out = bin()
+                .args([
+                    os("policy"),
+                    os("eval"),
+                    policy,
+                    os("--observation"),
+                    example.as_os_str(),
+                ])
+                .output()?;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let d: msp_policy_sdk::model::Decision = serde_json::from_slice(&out.stdout)?;
+            actions.push(d.action);
+        }
+        if group.contains("action: destroy → retain") {
+            assert_eq!(
+                actions,
+                [
+                    msp_policy_sdk::model::Action::Destroy,
+                    msp_policy_sdk::model::Action::Retain
+                ]
+            );
+        }
+        assert_ne!(actions[0], actions[1], "{group}");
+    }
+    Ok(())
+}
+
+#[test]
+fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Result<()> {
+    let retain = built("retain");
+    let (code, stdout, _) = run(&[
+        os("policy"),
+        os("diff"),
+        retain.as_os_str(),
+        retain.as_os_str(),
+        os("--count"),
+        os("1000"),
+    ])?;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("1000 generated observations (seed 1): no differences"),
+        "{stdout}"
+    );
+    let stable = built("stable-disk-names");
+    let diff = |seed: &str| {
+        run(&[
+            os("policy"),
+            os("diff"),
+            stable.as_os_str(),
+            os("--against"),
+            os("bundled"),
+            os("--count"),
+            os("1500"),
+            os("--seed"),
+            os(seed),
+        ])
+    };
+    // The report without its last line, the run time.
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("ran in "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (code, first, _) = diff("7")?;
+    assert_eq!(code, Some(1), "{first}");
+    assert!(first.contains("group 1: "), "{first}");
+    let (_, again, _) = diff("7")?;
+    assert_eq!(body(&first), body(&again));
+    let (_, other, _) = diff("8")?;
+    assert_ne!(body(&first), body(&other));
+    Ok(())
+}
+
+#[test]
+fn bench_prints_percentiles() -> anyhow::Result<()> {
+    let (code, stdout, stderr) = run(&[
+        os("policy"),
+        os("bench"),
+        os("bundled"),
+        os("--iterations"),
+        os("500"),
+    ])?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for label in ["p50", "p99", "mean"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_default();
+        let micros: f64 = line
+            .trim_start()
+            .trim_start_matches(label)
+            .trim()
+            .trim_end_matches("µs")
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{label} in {stdout:?}: {e}"))?;
+        assert!(micros > 0.0, "{stdout}");
+    }
+    assert!(stdout.contains("failed decisions: none"), "{stdout}");
     Ok(())
 }
