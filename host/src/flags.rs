@@ -78,6 +78,18 @@ pub struct RunArgs {
     /// Key of the policy module in that ConfigMap.
     #[arg(long, default_value = "policy.wasm")]
     pub policy_key: String,
+    /// ConfigMap (in the operator namespace) holding a candidate policy that
+    /// decides beside the live one and is never acted upon (shadow mode);
+    /// empty: no shadow mode.
+    #[arg(long, default_value = "msp-policy-shadow")]
+    pub policy_shadow_configmap: String,
+    /// Key of the candidate module in that ConfigMap (default: --policy-key).
+    #[arg(long)]
+    pub policy_shadow_key: Option<String>,
+    /// How often the candidate's decisions are summarised in an Event on its
+    /// ConfigMap (when it decided anything since the last summary).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub policy_shadow_summary: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
