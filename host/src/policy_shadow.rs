@@ -78,11 +78,19 @@ fn identity(policy: &ActivePolicy) -> String {
     format!("{}@{} ({short})", policy.name, policy.version)
 }
 
-/// One outcome for a log line or an Event: the decision as JSON, or the failure.
+/// One outcome for a log line or an Event: the decision as JSON, or the
+/// failure (a trap's wasm backtrace cut to its first and last lines).
 fn outcome<E: std::fmt::Display>(result: &Result<Decision, E>) -> String {
     match result {
         Ok(decision) => serde_json::to_string(decision).unwrap_or_else(|e| format!("{e}")),
-        Err(e) => format!("failed ({e})"),
+        Err(e) => {
+            let e = e.to_string();
+            let mut lines = e.lines().map(str::trim);
+            match (lines.next(), lines.next_back()) {
+                (Some(first), Some(last)) => format!("failed ({first} … {last})"),
+                _ => format!("failed ({e})"),
+            }
+        }
     }
 }
 
@@ -189,8 +197,9 @@ struct LogLimit {
 }
 
 impl LogLimit {
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
+    /// `force`: let it through all the same (a new candidate's first).
+    fn allow(&mut self, now: Instant, force: bool) -> Option<u64> {
+        if !force && self.next.is_some_and(|next| now < next) {
             self.held += 1;
             return None;
         }
@@ -244,15 +253,16 @@ fn sink(
             return;
         }
         let live = identity(&live.active());
-        if let Some(held) = limit.allow(Instant::now()) {
+        let first = lock(&tally).record(&verdict, &live);
+        if let Some(held) = limit.allow(Instant::now(), first.is_some()) {
             tracing::info!(
                 pool = %verdict.obs.pool.name, namespace = %verdict.obs.pool.namespace,
-                differs = %fields(&verdict.differs), live = %outcome(&verdict.live),
-                candidate = %outcome(&verdict.candidate), policy = %identity(&verdict.policy),
+                differs = %fields(&verdict.differs), %live, live_decided = %outcome(&verdict.live),
+                candidate = %identity(&verdict.policy), candidate_decided = %outcome(&verdict.candidate),
                 held_back = held, "shadow policy disagrees with the live policy"
             );
         }
-        if let Some(note) = lock(&tally).record(&verdict, &live) {
+        if let Some(note) = first {
             tell(&client, &configmap, true, FIRST_REASON, note);
         }
     }
@@ -442,6 +452,17 @@ mod tests {
     }
 
     #[test]
+    fn a_trap_backtrace_is_cut_to_its_first_and_last_lines() {
+        let trap: Result<Decision, PolicyError> = Err(PolicyError::Trap(
+            "error while executing at wasm backtrace:\n    0: 0x5e53 - abort\n    1: 0x44de - panic\nwasm trap: wasm `unreachable` instruction executed".into(),
+        ));
+        assert_eq!(
+            outcome(&trap),
+            "failed (the policy trapped: error while executing at wasm backtrace: … wasm trap: wasm `unreachable` instruction executed)"
+        );
+    }
+
+    #[test]
     fn log_lines_are_rate_limited_and_say_what_they_held_back() {
         let start = Instant::now();
         let mut limit = LogLimit {
@@ -449,10 +470,14 @@ mod tests {
             next: None,
             held: 0,
         };
-        assert_eq!(limit.allow(start), Some(0));
-        assert_eq!(limit.allow(start + Duration::from_secs(1)), None);
-        assert_eq!(limit.allow(start + Duration::from_secs(9)), None);
-        assert_eq!(limit.allow(start + Duration::from_secs(10)), Some(2));
-        assert_eq!(limit.allow(start + Duration::from_secs(11)), None);
+        let at = |s| start + Duration::from_secs(s);
+        assert_eq!(limit.allow(at(0), false), Some(0));
+        assert_eq!(limit.allow(at(1), false), None);
+        assert_eq!(limit.allow(at(9), false), None);
+        assert_eq!(limit.allow(at(10), false), Some(2));
+        assert_eq!(limit.allow(at(11), false), None);
+        // A new candidate's first disagreement is always logged.
+        assert_eq!(limit.allow(at(12), true), Some(1));
+        assert_eq!(limit.allow(at(13), false), None);
     }
 }
