@@ -306,6 +306,10 @@ pub fn start(
     if name.is_empty() {
         return Ok(Arc::new(live));
     }
+    anyhow::ensure!(
+        !args.policy_shadow_summary.is_zero(),
+        "--policy-shadow-summary must be longer than 0 (it is how often the candidate's decisions are summarised)"
+    );
     let namespace = args.operator_namespace.as_str();
     let key = args
         .policy_shadow_key

@@ -41,7 +41,7 @@ pub struct Verdict {
 /// What became of an offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// No candidate loaded.
+    /// No candidate loaded, or the task stopped.
     Off,
     Queued,
     /// The queue was full.
@@ -132,10 +132,12 @@ impl Shadow {
         };
         match self.inner.queue.try_send(job) {
             Ok(()) => Offer::Queued,
-            Err(_) => {
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 Offer::Dropped
             }
+            // The task was stopped (shutdown): nobody to ask.
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Off,
         }
     }
 
