@@ -82,6 +82,18 @@ pub struct RunArgs {
     /// 1 MiB, so only a lower value refuses a module that fits one).
     #[arg(long, default_value_t = msp_policy_engine::Limits::default().module_bytes)]
     pub policy_max_bytes: usize,
+    /// ConfigMap (in the operator namespace) holding a candidate policy that
+    /// decides beside the live one and is never acted upon (shadow mode);
+    /// empty: no shadow mode.
+    #[arg(long, default_value = "msp-policy-shadow")]
+    pub policy_shadow_configmap: String,
+    /// Key of the candidate module in that ConfigMap (default: --policy-key).
+    #[arg(long)]
+    pub policy_shadow_key: Option<String>,
+    /// How often the candidate's decisions are summarised in an Event on its
+    /// ConfigMap (when it decided anything since the last summary).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub policy_shadow_summary: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -1,6 +1,7 @@
 //! The leader's work, started once the lease is ours: the ledger, the
-//! policy engine and its ConfigMap watch, the MayastorPool cache, the sweep
-//! and the controller, until the controller stops.
+//! policy engine and its ConfigMap watch (and the shadow candidate's), the
+//! MayastorPool cache, the sweep and the controller, until the controller
+//! stops.
 
 use std::sync::Arc;
 
@@ -20,9 +21,9 @@ use crate::health::Readiness;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy_reload::PolicyReloadReporter;
-use crate::policy_watch;
 use crate::registry::NodeRegistry;
 use crate::shutdown::Shutdown;
+use crate::{policy_shadow, policy_watch};
 
 /// What the leader starts from: the fenced client and the parts made while
 /// standing by.
@@ -91,6 +92,9 @@ pub(crate) async fn lead(
     tasks.spawn(async move {
         tokio::select! { _ = stop => {} _ = watch => {} }
     });
+    // Shadow mode: every decision also goes to the candidate, if any.
+    let decider =
+        policy_shadow::start(args, &client, &recorder, &metrics, engine, tasks, shutdown)?;
 
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweep (woken on each deletion).
@@ -108,7 +112,7 @@ pub(crate) async fn lead(
         nodes: nodes.clone(),
         registry: registry.clone(),
         ledger: Arc::new(ledger),
-        decider: Arc::new(engine),
+        decider,
         metrics,
     };
     let ctx = Arc::new(Context::new(parts, args.controller_settings()));

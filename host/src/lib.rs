@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node_client;
 pub mod policy_cli;
 pub mod policy_reload;
+pub mod policy_shadow;
 pub mod policy_watch;
 pub mod registry;
 pub mod run;

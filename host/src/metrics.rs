@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use msp_policy_engine::compare::Field;
+
 use crate::crd::PoolState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +78,8 @@ pub struct Metrics {
     policy_reloads: Family<ErrorLabels, Counter>,
     registrations_refused: Family<KindLabels, Counter>,
     leader: Gauge,
+    /// Shadow mode's metrics.
+    pub shadow: ShadowMetrics,
 }
 
 impl Default for Metrics {
@@ -107,6 +111,7 @@ impl Metrics {
             policy_reloads: Family::default(),
             registrations_refused: Family::default(),
             leader: Gauge::default(),
+            shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile", "Reconciles run", m.reconciles.clone());
@@ -180,6 +185,7 @@ impl Metrics {
             "1 while this replica holds the leader Lease (only the leader acts), else 0",
             m.leader.clone(),
         );
+        m.shadow.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -229,16 +235,7 @@ impl Metrics {
     }
 
     pub fn set_policy(&self, name: &str, version: &str, sha256: &str) {
-        let labels = PolicyLabels {
-            name: name.to_string(),
-            version: version.to_string(),
-            sha256: sha256.chars().take(12).collect(),
-        };
-        if self.policy_info.get(&labels).is_some_and(|g| g.get() == 1) {
-            return;
-        }
-        self.policy_info.clear();
-        self.policy_info.get_or_create(&labels).set(1);
+        set_info(&self.policy_info, Some((name, version, sha256)));
     }
 
     pub fn rail_refusal(&self, action: &str, rail: &str) {
@@ -338,6 +335,107 @@ impl Metrics {
     }
 }
 
+/// Makes `policy` the one series of an info gauge (none: no series).
+fn set_info(family: &Family<PolicyLabels, Gauge>, policy: Option<(&str, &str, &str)>) {
+    let labels = policy.map(|(name, version, sha256)| PolicyLabels {
+        name: name.to_string(),
+        version: version.to_string(),
+        sha256: sha256.chars().take(12).collect(),
+    });
+    if let Some(labels) = &labels
+        && family.get(labels).is_some_and(|g| g.get() == 1)
+    {
+        return;
+    }
+    family.clear();
+    if let Some(labels) = labels {
+        family.get_or_create(&labels).set(1);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub field: &'static str,
+}
+
+/// Shadow mode: the candidate's decisions beside the live ones (see
+/// [`crate::policy_shadow`]).
+#[derive(Default)]
+pub struct ShadowMetrics {
+    decisions: Counter,
+    disagreements: Family<FieldLabels, Counter>,
+    dropped: Counter,
+    reloads: Family<ErrorLabels, Counter>,
+    info: Family<PolicyLabels, Gauge>,
+}
+
+impl ShadowMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "policy_shadow_decisions",
+            "Live decisions the shadow candidate also decided",
+            self.decisions.clone(),
+        );
+        registry.register(
+            "policy_shadow_disagreements",
+            "Shadow decisions that differ from the live one, by field (action, state, reason, requeue, event; error: one of the two failed)",
+            self.disagreements.clone(),
+        );
+        registry.register(
+            "policy_shadow_dropped",
+            "Live decisions not offered to the candidate because its queue was full",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "policy_shadow_reloads",
+            "Shadow ConfigMap changes, by outcome (loaded, bundled: no candidate) or the cause of a refusal, as msp_policy_reloads_total",
+            self.reloads.clone(),
+        );
+        registry.register(
+            "policy_shadow_info",
+            "The shadow candidate (value 1); no series while shadow mode is off",
+            self.info.clone(),
+        );
+        // Every field from the start, so a rate over a field that never
+        // disagreed is 0 rather than absent.
+        for field in Field::ALL {
+            let _ = self.disagreements.get_or_create(&FieldLabels {
+                field: field.as_str(),
+            });
+        }
+    }
+
+    /// One candidate decision and the fields it disagreed on.
+    pub fn decision(&self, differs: &[Field]) {
+        self.decisions.inc();
+        for field in differs {
+            self.disagreements
+                .get_or_create(&FieldLabels {
+                    field: field.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn dropped(&self) {
+        self.dropped.inc();
+    }
+
+    /// A change of the shadow ConfigMap, as [`Metrics::policy_reload`].
+    pub fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&ErrorLabels {
+                error: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The candidate now shadowing (none: shadow mode off).
+    pub fn set_candidate(&self, candidate: Option<(&str, &str, &str)>) {
+        set_info(&self.info, candidate);
+    }
+}
+
 /// Observes a reconcile's duration on drop.
 pub struct ReconcileTimer<'a> {
     start: Instant,
@@ -397,5 +495,37 @@ mod tests {
         m.forget_pool("mayastor", "p1");
         let text = m.encode().expect("encode");
         assert!(!text.contains("name=\"p1\""), "{text}");
+    }
+
+    #[test]
+    fn shadow_metrics_count_by_field_and_name_the_candidate() {
+        let m = Metrics::new();
+        let text = m.encode().expect("encode");
+        assert!(
+            text.contains("msp_policy_shadow_disagreements_total{field=\"action\"} 0"),
+            "every field is there from the start: {text}"
+        );
+        assert!(!text.contains("msp_policy_shadow_info{"), "{text}");
+        m.shadow.decision(&[]);
+        m.shadow.decision(&[Field::Action, Field::Reason]);
+        m.shadow.dropped();
+        m.shadow.reload("key-under-data");
+        m.shadow
+            .set_candidate(Some(("msp-retain", "0.1.0", "0123456789abcdef")));
+        let text = m.encode().expect("encode");
+        for line in [
+            "msp_policy_shadow_decisions_total 2",
+            "msp_policy_shadow_disagreements_total{field=\"action\"} 1",
+            "msp_policy_shadow_disagreements_total{field=\"reason\"} 1",
+            "msp_policy_shadow_disagreements_total{field=\"state\"} 0",
+            "msp_policy_shadow_dropped_total 1",
+            "msp_policy_shadow_reloads_total{error=\"key-under-data\"} 1",
+            "msp_policy_shadow_info{name=\"msp-retain\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.shadow.set_candidate(None);
+        let text = m.encode().expect("encode");
+        assert!(!text.contains("msp_policy_shadow_info{"), "{text}");
     }
 }

@@ -2,22 +2,45 @@
 //! ([`ReloadOutcome`]): a log line, a metric, the policy info metric on a
 //! swap, an Event on the ConfigMap when a module was loaded or refused, and a
 //! signal that makes the controller look at every pool under the new policy.
+//! The shadow candidate's ConfigMap is reported the same way, under its own
+//! metrics, and its outcome turns shadow mode on or off instead.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::Recorder;
+use msp_policy_engine::shadow::Shadow;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::events;
 use crate::metrics::Metrics;
 use crate::policy_watch::{ReloadOutcome, ReloadReporter};
+use msp_policy_engine::{ActivePolicy, PolicySource};
 
 /// Reports policy reloads (see the module doc).
 pub struct PolicyReloadReporter {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     configmap: ObjectReference,
-    changed: UnboundedSender<()>,
+    role: Role,
+}
+
+/// Which policy a ConfigMap holds.
+enum Role {
+    /// The live one: `changed` gets a `()` after every outcome.
+    Live { changed: UnboundedSender<()> },
+    /// The shadow candidate: every outcome turns the shadow on or off.
+    Shadow(Shadow),
+}
+
+/// A ConfigMap in the operator's namespace, as Events refer to it.
+pub fn configmap_ref(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
 }
 
 impl PolicyReloadReporter {
@@ -33,14 +56,25 @@ impl PolicyReloadReporter {
         PolicyReloadReporter {
             metrics,
             recorder,
-            configmap: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("ConfigMap".into()),
-                namespace: Some(namespace.into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            changed,
+            configmap: configmap_ref(namespace, name),
+            role: Role::Live { changed },
+        }
+    }
+
+    /// A reporter for the shadow candidate's ConfigMap `namespace/name`,
+    /// whose watch loads into `shadow`'s candidate engine.
+    pub fn shadow(
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        namespace: &str,
+        name: &str,
+        shadow: Shadow,
+    ) -> PolicyReloadReporter {
+        PolicyReloadReporter {
+            metrics,
+            recorder,
+            configmap: configmap_ref(namespace, name),
+            role: Role::Shadow(shadow),
         }
     }
 }
@@ -57,15 +91,35 @@ struct Report {
     note: String,
 }
 
-fn describe(outcome: &ReloadOutcome) -> Report {
+fn describe(outcome: &ReloadOutcome, shadow: bool) -> Report {
+    // What decides now (for the candidate engine: what shadows).
+    let who = |active: &ActivePolicy, refused: bool| match (shadow, active.source) {
+        (false, PolicySource::Bundled) if !refused => {
+            format!("bundled policy {}@{} decides", active.name, active.version)
+        }
+        (false, _) => format!("{}@{} keeps deciding", active.name, active.version),
+        (true, PolicySource::Bundled) => "no candidate: shadow mode off".to_string(),
+        (true, _) => format!(
+            "candidate {}@{} keeps shadowing the live policy",
+            active.name, active.version
+        ),
+    };
     match outcome {
         ReloadOutcome::Loaded(active) => Report {
             label: "loaded",
             warning: false,
             reason: Some("PolicyLoaded".into()),
             note: format!(
-                "policy {}@{} ({}) loaded",
-                active.name, active.version, active.sha256
+                "{} {}@{} ({}) loaded{}",
+                if shadow { "candidate policy" } else { "policy" },
+                active.name,
+                active.version,
+                active.sha256,
+                if shadow {
+                    ": it decides beside the live policy and is never acted upon"
+                } else {
+                    ""
+                }
             ),
         },
         ReloadOutcome::Refused { error, kept } => Report {
@@ -73,27 +127,22 @@ fn describe(outcome: &ReloadOutcome) -> Report {
             warning: true,
             reason: Some(event_reason(error.kind())),
             note: format!(
-                "policy module refused, {}@{} keeps deciding: {error}",
-                kept.name, kept.version
+                "{} module refused, {}: {error}",
+                if shadow { "candidate" } else { "policy" },
+                who(kept, true)
             ),
         },
         ReloadOutcome::Unusable { cause, why, active } => Report {
             label: cause,
             warning: true,
             reason: Some(event_reason(cause)),
-            note: format!(
-                "{why}: bundled policy {}@{} decides",
-                active.name, active.version
-            ),
+            note: format!("{why}: {}", who(active, false)),
         },
         ReloadOutcome::Bundled { active, why } => Report {
             label: "bundled",
             warning: false,
             reason: None,
-            note: format!(
-                "{why}: bundled policy {}@{} decides",
-                active.name, active.version
-            ),
+            note: format!("{why}: {}", who(active, false)),
         },
     }
 }
@@ -118,22 +167,38 @@ impl ReloadReporter for PolicyReloadReporter {
             warning,
             reason,
             note,
-        } = describe(outcome);
+        } = describe(outcome, matches!(self.role, Role::Shadow(_)));
+        let configmap = self.configmap.name.as_deref().unwrap_or_default();
         if warning {
-            tracing::warn!(%note, "policy reload");
+            tracing::warn!(%note, %configmap, "policy reload");
         } else {
-            tracing::info!(%note, "policy reload");
+            tracing::info!(%note, %configmap, "policy reload");
         }
-        self.metrics.policy_reload(label);
-        if let ReloadOutcome::Loaded(active)
-        | ReloadOutcome::Bundled { active, .. }
-        | ReloadOutcome::Unusable { active, .. } = outcome
-        {
-            self.metrics
-                .set_policy(&active.name, &active.version, &active.sha256);
+        match &self.role {
+            Role::Live { changed } => {
+                self.metrics.policy_reload(label);
+                if let ReloadOutcome::Loaded(active)
+                | ReloadOutcome::Bundled { active, .. }
+                | ReloadOutcome::Unusable { active, .. } = outcome
+                {
+                    self.metrics
+                        .set_policy(&active.name, &active.version, &active.sha256);
+                }
+                // A closed receiver means the controller stopped: nothing to wake.
+                let _ = changed.send(());
+            }
+            // No pool is woken: the candidate sees each pool at its next
+            // reconcile, and the live path does no extra work for it.
+            Role::Shadow(shadow) => {
+                self.metrics.shadow.reload(label);
+                let candidate = shadow.candidate().active();
+                self.metrics.shadow.set_candidate(shadow.sync().then_some((
+                    candidate.name.as_str(),
+                    candidate.version.as_str(),
+                    candidate.sha256.as_str(),
+                )));
+            }
         }
-        // A closed receiver means the controller stopped: nothing to wake.
-        let _ = self.changed.send(());
         // A return to the bundled default has nothing to tell about the ConfigMap.
         let Some(reason) = reason else {
             return;
@@ -182,7 +247,7 @@ mod tests {
                 kept: active.clone(),
             },
         ];
-        let reports: Vec<Report> = outcomes.iter().map(describe).collect();
+        let reports: Vec<Report> = outcomes.iter().map(|o| describe(o, false)).collect();
         let reasons: Vec<&str> = reports.iter().filter_map(|r| r.reason.as_deref()).collect();
         assert_eq!(
             reasons,
@@ -201,10 +266,30 @@ mod tests {
             reports[0]
         );
         assert!(reports[4].note.contains("0.9.0"), "{:?}", reports[4]);
-        let bundled = describe(&ReloadOutcome::Bundled {
+        let deleted = ReloadOutcome::Bundled {
             active,
             why: "ConfigMap deleted".into(),
-        });
+        };
+        let bundled = describe(&deleted, false);
+        assert!(
+            bundled.note.contains("bundled policy msp-default@"),
+            "{bundled:?}"
+        );
         assert_eq!((bundled.label, bundled.reason), ("bundled", None));
+        // The same outcomes of the shadow ConfigMap: the same labels and
+        // reasons, and notes that speak of the candidate.
+        let shadow: Vec<Report> = outcomes.iter().map(|o| describe(o, true)).collect();
+        for (live, shadow) in reports.iter().zip(&shadow) {
+            assert_eq!((live.label, &live.reason), (shadow.label, &shadow.reason));
+            assert!(
+                shadow.note.contains("no candidate: shadow mode off"),
+                "{shadow:?}"
+            );
+        }
+        let off = describe(&deleted, true);
+        assert!(
+            off.note.ends_with("no candidate: shadow mode off"),
+            "{off:?}"
+        );
     }
 }

@@ -178,8 +178,14 @@ async fn apply(
         return;
     };
     // A resync or an edit of another key: nothing to do for the same module.
+    // The bundled default's bytes from the ConfigMap are loaded all the same:
+    // the ConfigMap, not the binary, decides then (and a shadow candidate
+    // may well be the bundled default).
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    if sha256 == engine.active().sha256 || last_problem.as_deref() == Some(sha256.as_str()) {
+    let active = engine.active();
+    if (sha256 == active.sha256 && active.source != PolicySource::Bundled)
+        || last_problem.as_deref() == Some(sha256.as_str())
+    {
         return;
     }
     let loader = engine.clone();

@@ -109,6 +109,13 @@ impl Operator {
         http_get(self.metrics, path).await
     }
 
+    /// The value of one series (`name` or `name{labels}`, as exposed) on
+    /// `/metrics`; `None` when absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics").await.ok()?;
+        metric_value(&body, series)
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let waited = wait_for("operator /readyz", timeout, || async {
@@ -133,6 +140,18 @@ impl Drop for Operator {
             task.abort();
         }
     }
+}
+
+/// The value of `series` (`name` or `name{labels}`, exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// A minimal HTTP/1.0 GET (the operations endpoint is plain HTTP).

@@ -245,8 +245,7 @@ impl Replica {
     /// A counter or gauge without labels from its `/metrics`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = http_get(self.metrics, "/metrics").await.ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        crate::operator::metric_value(&body, name)
     }
 }
 

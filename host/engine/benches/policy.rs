@@ -1,12 +1,17 @@
 //! Policy decision cost: wasm vs native in the same run, instantiate cost,
-//! compile time per module. Prints numbers; run with
+//! compile time per module, and what a shadow candidate adds to the live
+//! decision (none, the candidate awaited inline, or handed to the shadow's
+//! queue as the operator does). Prints numbers; run with
 //! `cargo bench -p msp-policy-engine --bench policy`. Target: `engine.decide`
 //! (what every reconcile pays) p50 ≤ 10 µs.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use msp_policy_engine::sample::{self, Rng};
-use msp_policy_engine::{Limits, PolicyEngine, bundled, sandbox};
+use msp_policy_engine::shadow::{self, Shadow};
+use msp_policy_engine::{Limits, PolicyEngine, PolicySource, bundled, sandbox};
 use msp_policy_sdk::model::Observation;
 
 const CALLS: usize = 10_000;
@@ -37,23 +42,48 @@ fn measure(
     (percentile(&times, 0.50), percentile(&times, 0.99), mean)
 }
 
-/// `measure` for `engine.decide`, awaited in the runtime it runs on.
+/// What is attached to the live decision.
+#[derive(Clone, Copy)]
+enum Attached<'a> {
+    Nothing,
+    /// The candidate decides right after the live engine, awaited.
+    Inline(&'a PolicyEngine),
+    /// The live decision is offered to the shadow's queue (what the operator does).
+    Queued(&'a Shadow),
+}
+
+/// One live decision and what is attached to it.
+async fn decide_once(obs: &Observation, engine: &PolicyEngine, attached: Attached<'_>) {
+    let decision = match engine.decide(obs).await {
+        Ok(d) => d,
+        Err(e) => panic!("engine.decide failed: {e}"),
+    };
+    match attached {
+        Attached::Nothing => {}
+        Attached::Inline(candidate) => {
+            std::hint::black_box(candidate.decide(obs).await.ok());
+        }
+        Attached::Queued(shadow) => {
+            std::hint::black_box(shadow.offer(obs, Ok(&decision)));
+        }
+    }
+}
+
+/// `measure` for `engine.decide` (and what is attached to it), awaited in
+/// the runtime it runs on.
 async fn measure_async(
     observations: &[Observation],
     engine: &PolicyEngine,
+    attached: Attached<'_>,
 ) -> (Duration, Duration, Duration) {
     for obs in observations.iter().take(200) {
-        if let Err(e) = engine.decide(obs).await {
-            panic!("engine.decide failed: {e}");
-        }
+        decide_once(obs, engine, attached).await;
     }
     let mut times = Vec::with_capacity(observations.len());
     let started = Instant::now();
     for obs in observations {
         let t = Instant::now();
-        if let Err(e) = engine.decide(obs).await {
-            panic!("engine.decide failed: {e}");
-        }
+        decide_once(obs, engine, attached).await;
         times.push(t.elapsed());
     }
     let mean = started.elapsed() / observations.len() as u32;
@@ -72,6 +102,70 @@ fn row(name: &str, (p50, p99, mean): (Duration, Duration, Duration)) {
         us(p99),
         us(mean)
     );
+}
+
+/// The live decision with a shadow candidate (`retain` when built, else the
+/// default's bytes loaded as a candidate) inline and queued, against `alone`.
+fn shadow_cost(
+    runtime: &tokio::runtime::Runtime,
+    observations: &[Observation],
+    engine: &PolicyEngine,
+    limits: Limits,
+    alone: (Duration, Duration, Duration),
+) -> anyhow::Result<()> {
+    let candidate_bytes = match bundled::built_component("retain") {
+        Some(path) => std::fs::read(path)?,
+        None => bundled::DEFAULT_COMPONENT.to_vec(),
+    };
+    let candidate = PolicyEngine::new(limits)?;
+    let policy = candidate.load(&candidate_bytes, PolicySource::File)?;
+    println!(
+        "shadow candidate {}@{}: the live engine.decide path with and without it",
+        policy.name, policy.version
+    );
+    row("live engine.decide alone", alone);
+    let inline = runtime.block_on(measure_async(
+        observations,
+        engine,
+        Attached::Inline(&candidate),
+    ));
+    row("live + candidate awaited inline", inline);
+    let verdicts = Arc::new(AtomicU64::new(0));
+    let counted = verdicts.clone();
+    let (shadow, task) = runtime.block_on(async {
+        let (shadow, decide) = Shadow::new(candidate.clone(), shadow::QUEUE, move |_verdict| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        (shadow, tokio::spawn(decide))
+    });
+    anyhow::ensure!(shadow.armed(), "the candidate did not arm the shadow");
+    let queued = runtime.block_on(measure_async(
+        observations,
+        engine,
+        Attached::Queued(&shadow),
+    ));
+    row("live + offer to the shadow queue", queued);
+    let offered = observations.len() as u64 + 200;
+    let dropped = shadow.dropped();
+    drop(shadow);
+    runtime.block_on(task)?;
+    println!(
+        "  queued: the candidate decided {} of {offered} offers (dropped, queue full: {dropped})",
+        verdicts.load(Ordering::Relaxed)
+    );
+    let ratio = |with: (Duration, Duration, Duration)| {
+        format!(
+            "p50 {:.2}x  p99 {:.2}x",
+            with.0.as_secs_f64() / alone.0.as_secs_f64().max(1e-9),
+            with.1.as_secs_f64() / alone.1.as_secs_f64().max(1e-9)
+        )
+    };
+    println!(
+        "  ratio to the live decision alone: inline {}   queued {}",
+        ratio(inline),
+        ratio(queued)
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,12 +194,14 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let wasm_async = runtime.block_on(measure_async(&observations, &engine));
+    let wasm_async = runtime.block_on(measure_async(&observations, &engine, Attached::Nothing));
     row("engine.decide (what each reconcile pays)", wasm_async);
     anyhow::ensure!(
         engine.decides_inline(),
         "the bundled policy needed more than the inline fuel budget"
     );
+
+    shadow_cost(&runtime, &observations, &engine, limits, wasm_async)?;
 
     let compiled = sandbox::compile(bundled::DEFAULT_COMPONENT, &limits)?;
     let fresh_obs = &observations[..2_000];

@@ -13,14 +13,18 @@
 //! - [`validate`]: decision sanity and the conformance self-test a module must pass;
 //! - [`error`]: why a module or a decision was refused;
 //! - [`sample`]: generated observations for tests and benchmarks;
-//! - [`componentize`]: an author's core module wrapped as a component.
+//! - [`componentize`]: an author's core module wrapped as a component;
+//! - [`compare`]: two outcomes on one observation, field by field;
+//! - [`shadow`]: a candidate policy deciding beside the live one, off its path.
 
 pub mod bindings;
 pub mod bundled;
+pub mod compare;
 pub mod componentize;
 pub mod error;
 pub mod sample;
 pub mod sandbox;
+pub mod shadow;
 pub mod validate;
 
 use std::collections::BTreeMap;
