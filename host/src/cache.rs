@@ -102,8 +102,16 @@ pub fn node_triggers(
         async move {
             use tokio::sync::broadcast::error::RecvError;
             match rx.recv().await {
-                Ok(change) => Some((pools_for(&pools, &change), rx)),
-                Err(RecvError::Lagged(_)) => Some((pools_on(&pools, None), rx)),
+                Ok(change) => {
+                    let woken = pools_for(&pools, &change);
+                    tracing::debug!(node = %change.node, pools = woken.len(), "registry change wakes pools");
+                    Some((woken, rx))
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let woken = pools_on(&pools, None);
+                    tracing::warn!(missed, pools = woken.len(), "registry changes missed: waking every pool");
+                    Some((woken, rx))
+                }
                 Err(RecvError::Closed) => None,
             }
         }

@@ -12,6 +12,17 @@
 //! the map without it. The operator is the only writer: the in-memory copy
 //! loaded at start is authoritative between writes.
 //!
+//! An entry says "CreatePool may have been sent for this resource, on disks
+//! the node reported holding nothing": it is written after the disk check
+//! and before CreatePool. The reconcile that records the first new pool of a
+//! node records, in the same write, the node's other new pools that passed
+//! the same check (known in the watch cache, not listed by the node, no
+//! conflict, no entry yet: see `controller::actuate`), so a node's new pools
+//! cost one write; each one's own reconcile then finds its entry durable and
+//! writes nothing. Such an entry is no claim that the pool exists: a deleted
+//! resource's pool is destroyed only as far as the node holds one of that
+//! name on those disks (`idempotent::destroy_pool`), and nothing else.
+//!
 //! Writes are group commits per node: changes for one node that arrive while
 //! a write of its ConfigMap is in flight go into the next write together, and
 //! each caller is answered once the write holding its change is durable.
@@ -353,11 +364,33 @@ impl Ledger {
     /// of the same node the caller knows are about to be recorded: an idle
     /// node's write waits a moment for them, so that they share it.
     pub async fn record(&self, entry: LedgerEntry, coming: usize) -> Result<(), LedgerError> {
+        self.record_with(entry, Vec::new(), coming).await
+    }
+
+    /// Records `entry` as [`Ledger::record`] does, and `ahead` (entries of
+    /// other pools of the same node, which their own reconciles are about to
+    /// record) in the same write, so that a node's new pools cost it one
+    /// write rather than one each. Only `entry`'s answer is awaited: an entry
+    /// of `ahead` that does not fit (or is of another node) is left out, and
+    /// its own reconcile meets the refusal. Entries already held are not
+    /// written again.
+    pub async fn record_with(
+        &self,
+        entry: LedgerEntry,
+        ahead: Vec<LedgerEntry>,
+        coming: usize,
+    ) -> Result<(), LedgerError> {
         if self.get(&entry.node, &entry.pool).as_ref() == Some(&entry) {
             return Ok(());
         }
         let node = entry.node.clone();
-        self.submit(node, Change::Record(entry), coming).await
+        let ahead: Vec<Change> = ahead
+            .into_iter()
+            .filter(|e| e.node == node && self.get(&e.node, &e.pool).as_ref() != Some(e))
+            .map(Change::Record)
+            .collect();
+        self.submit(node, Change::Record(entry), ahead, coming)
+            .await
     }
 
     /// Forgets pool `pool` on `node` (after it was destroyed or retained).
@@ -365,8 +398,13 @@ impl Ledger {
         if self.get(node, pool).is_none() && !self.queued(node) {
             return Ok(());
         }
-        self.submit(node.to_string(), Change::Remove(pool.to_string()), 0)
-            .await
+        self.submit(
+            node.to_string(),
+            Change::Remove(pool.to_string()),
+            Vec::new(),
+            0,
+        )
+        .await
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
@@ -377,19 +415,39 @@ impl Ledger {
         self.queues().contains_key(node)
     }
 
-    /// Queues `change` for `node`'s next write, starting its writer when none
-    /// runs, and waits for the answer. The writer is a task of its own, so a
-    /// caller that gives up waiting never strands the others of its group.
-    async fn submit(&self, node: String, change: Change, coming: usize) -> Result<(), LedgerError> {
+    /// Queues `change` and then `ahead` for `node`'s next write, starting its
+    /// writer when none runs, and waits for `change`'s answer. The writer is
+    /// a task of its own, so a caller that gives up waiting never strands the
+    /// others of its group.
+    async fn submit(
+        &self,
+        node: String,
+        change: Change,
+        ahead: Vec<Change>,
+        coming: usize,
+    ) -> Result<(), LedgerError> {
         let (done, answer) = oneshot::channel();
         let start = {
             let mut queues = self.queues();
             let start = !queues.contains_key(&node);
-            queues.entry(node.clone()).or_default().0.push(Waiting {
+            let queue = &mut queues.entry(node.clone()).or_default().0;
+            // Ahead entries count as arrived: the linger waits only for what
+            // is still missing.
+            let expected = coming + ahead.len();
+            queue.push(Waiting {
                 change,
-                coming,
+                coming: expected,
                 done,
             });
+            for change in ahead {
+                // Nobody waits for these answers (a dropped receiver is fine).
+                let (done, _) = oneshot::channel();
+                queue.push(Waiting {
+                    change,
+                    coming: 0,
+                    done,
+                });
+            }
             start
         };
         if start {

@@ -381,12 +381,15 @@ pub fn storage_node_down(obs: &Observation) -> Option<String> {
             "the storage node on \"{node}\" is not registered (is the io-engine running there?)"
         ));
     }
-    if let Some(age) = sn.heartbeat_age_ms
-        && age > HEARTBEAT_DEADLINE_MS
+    // The deadline, not the age: a reason that ticks with every look would
+    // make each reconcile of an offline pool a new status write.
+    if sn
+        .heartbeat_age_ms
+        .is_some_and(|age| age > HEARTBEAT_DEADLINE_MS)
     {
         return Some(format!(
-            "no heartbeat from the storage node on \"{node}\" for {}s",
-            age / 1000
+            "no heartbeat from the storage node on \"{node}\" for over {}s",
+            HEARTBEAT_DEADLINE_MS / 1000
         ));
     }
     if !sn.reachable {

@@ -63,6 +63,13 @@ fn storage_node_down_is_pending_before_creation_and_offline_after() {
             let mut o = base(start);
             apply(&mut o);
             let d = decide(&o);
+            // What a later look says is the same (no status write per look).
+            let mut later = o.clone();
+            later.now_ms += 5_000;
+            if let Some(age) = &mut later.storage_node.heartbeat_age_ms {
+                *age += 5_000;
+            }
+            assert_eq!(decide(&later).reason, d.reason, "{needle}");
             let want = if is_created(start) {
                 PoolState::Offline
             } else {

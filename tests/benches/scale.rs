@@ -12,8 +12,11 @@
 //!    of their own, then patch each one's status subresource to online the way
 //!    the operator does (server-side apply, forced, a status of the same
 //!    shape), `CONCURRENCY` requests at a time, as fast as possible → writes/s;
-//! 2. **operator**: the operator in-process (`--concurrency=CONCURRENCY`,
-//!    production periods) and two `storage-node` processes running the
+//! 2. **operator**: the `msp-operator` binary as a child process when it is
+//!    built next to the bench (`cargo build --profile bench -p msp-operator`;
+//!    its memory and CPU are then read from its own /proc entry), else the
+//!    operator in this process (`--concurrency=CONCURRENCY`, production
+//!    periods either way), and two `storage-node` processes running the
 //!    virtual nodes (127.0.1.1, 127.0.1.2, …, in-memory disks), the last tenth
 //!    in the second; Node objects labelled for Mayastor; once every node
 //!    listens and has had a heartbeat, the pools are created (`CONCURRENCY` at
@@ -41,7 +44,9 @@
 //! `MSP_BENCH_POOLS_PER_NODE` (5), `MSP_BENCH_CONCURRENCY` (64),
 //! `MSP_BENCH_STOP_NODES` (a tenth of the nodes),
 //! `MSP_BENCH_TIMEOUT_SECS` (600: the whole run; on expiry it prints how far
-//! it got and fails); `RUST_LOG` (default `warn`) for the operator's logs.
+//! it got and fails); `RUST_LOG` (default `warn`) for the operator's logs,
+//! `MSP_BENCH_LOG_DIR` to keep them (a child operator's); `MSP_BENCH_PERF=FILE`
+//! records the child operator's idle phase with `perf record -g`.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -58,7 +63,8 @@ use msp_operator::crd::{
 };
 use msp_tests::control_plane::requests::{grown, writes_so_far};
 use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
-use msp_tests::operator::{Operator, create_node_at, ensure_namespace, wait_for};
+use msp_tests::operator::{Operator, create_node_at, ensure_namespace, http_get, wait_for};
+use msp_tests::replicas::{Replica, operator_binary};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -337,31 +343,6 @@ async fn wait_state(
     .await
 }
 
-/// This process's resident memory (the operator runs in it).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// CPU time (user + system) this process has used so far.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a rusage for RUSAGE_SELF into the pointer.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Pools in `NAMESPACE` by state ("none" without one), for the timeout report.
 async fn states(client: &Client) -> anyhow::Result<Vec<(String, usize)>> {
     let api: Api<MayastorPool> = Api::namespaced(client.clone(), NAMESPACE);
@@ -416,9 +397,154 @@ fn status_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>) ->
     .sum()
 }
 
+/// The operator under test: the `msp-operator` binary as a child process
+/// when it is built next to this benchmark (its memory and CPU are then its
+/// own), else in this process.
+enum Op {
+    Process(Replica),
+    InProcess(Operator),
+}
+
+impl Op {
+    async fn start(
+        cp: &ControlPlane,
+        flags: &[&str],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Op> {
+        match operator_binary() {
+            Some(bin) => {
+                let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+                let replica = Replica::start_logging(
+                    &bin,
+                    cp.kubeconfig(),
+                    "msp-bench",
+                    flags,
+                    logs,
+                    &filter,
+                )?;
+                Ok(Op::Process(replica))
+            }
+            None => Ok(Op::InProcess(
+                Operator::start(cp.client().await?, flags).await?,
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Op::Process(r) => format!(
+                "the msp-operator binary, pid {}, log {}",
+                r.pid().unwrap_or(0),
+                r.log_path().display()
+            ),
+            Op::InProcess(_) => "in this process (no msp-operator binary next to the bench: \
+                                 cargo build --release -p msp-operator to measure it apart)"
+                .into(),
+        }
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        match self {
+            Op::Process(r) => r.wait_ready(timeout).await,
+            Op::InProcess(o) => o.wait_ready(timeout).await,
+        }
+    }
+
+    fn registration_endpoint(&self) -> String {
+        match self {
+            Op::Process(r) => format!("http://{}", r.addrs().0),
+            Op::InProcess(o) => o.registration_endpoint(),
+        }
+    }
+
+    fn metrics_addr(&self) -> SocketAddr {
+        match self {
+            Op::Process(r) => r.addrs().1,
+            Op::InProcess(o) => o.metrics_addr(),
+        }
+    }
+
+    /// Stops it gracefully and starts it again on the same ports.
+    async fn restart(self, cp: &ControlPlane, flags: &[&str]) -> anyhow::Result<Op> {
+        match self {
+            Op::Process(mut r) => {
+                r.terminate()?;
+                r.wait_exit(Duration::from_secs(30)).await?;
+                r.restart()?;
+                Ok(Op::Process(r))
+            }
+            Op::InProcess(o) => {
+                let registration = format!("--registration-addr={}", o.registration_addr());
+                o.stop().await?;
+                let flags: Vec<&str> = flags
+                    .iter()
+                    .copied()
+                    .chain([registration.as_str()])
+                    .collect();
+                Ok(Op::InProcess(
+                    Operator::start(cp.client().await?, &flags).await?,
+                ))
+            }
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Op::Process(mut r) => {
+                r.terminate()?;
+                r.wait_exit(Duration::from_secs(30)).await.map(drop)
+            }
+            Op::InProcess(o) => o.stop().await,
+        }
+    }
+
+    /// (resident now, its peak) in MiB and CPU time so far, of the operator
+    /// process (of this whole process when it runs in it).
+    fn usage(&self) -> (f64, f64, Duration) {
+        let pid = match self {
+            Op::Process(r) => r.pid().map_or("self".to_string(), |p| p.to_string()),
+            Op::InProcess(_) => "self".to_string(),
+        };
+        let (rss, hwm) = memory_mib(&pid);
+        (rss, hwm, cpu_time(&pid))
+    }
+}
+
+/// VmRSS and VmHWM of process `pid` ("self" for this one), in MiB.
+fn memory_mib(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) process `pid` ("self" for this one) has used.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
 /// The operator's metrics that say where its time went.
-async fn print_operator_metrics(op: &Operator) {
-    match op.http_get("/metrics").await {
+async fn print_operator_metrics(op: &Op) {
+    match http_get(op.metrics_addr(), "/metrics").await {
         Ok((200, body)) => {
             for line in body.lines().filter(|l| {
                 !l.starts_with('#')
@@ -497,9 +623,14 @@ async fn main() -> anyhow::Result<()> {
     let mut flags: Vec<String> = OPERATOR_FLAGS.iter().map(|f| f.to_string()).collect();
     flags.push(concurrency);
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut op = Operator::start(cp.client().await?, &flag_refs).await?;
+    // MSP_BENCH_LOG_DIR keeps the operator's logs; else they go with the run.
+    let temp_logs = tempfile::tempdir()?;
+    let logs = std::env::var_os("MSP_BENCH_LOG_DIR")
+        .map_or_else(|| temp_logs.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&logs)?;
+    let mut op = Op::start(&cp, &flag_refs, &logs).await?;
     op.wait_ready(Duration::from_secs(60)).await?;
-    let registration_addr = format!("--registration-addr={}", op.registration_addr());
+    println!("operator: {}", op.describe());
     let port = TcpListener::bind((VIRTUAL_BASE, 0))?.local_addr()?.port();
     let stop = env_or("MSP_BENCH_STOP_NODES", sizes.nodes / 10).min(sizes.nodes - 1);
     let running = sizes.nodes - stop;
@@ -668,9 +799,13 @@ async fn main() -> anyhow::Result<()> {
         100.0 * pools_per_s / raw_writes,
         verdict(pools_per_s >= 0.3 * raw_writes),
     );
+    let (rss, hwm, _) = op.usage();
+    let whose = match &op {
+        Op::Process(_) => "the operator process",
+        Op::InProcess(_) => "this process: the operator and the bench's own watch",
+    };
     println!(
-        "memory: {:.0} MiB resident with {} pools (bench process: the operator and the bench's own watch; target operator <= 100 MiB)",
-        rss_mib(),
+        "memory: {rss:.0} MiB resident with {} pools, peak {hwm:.0} MiB ({whose}; target operator <= 100 MiB)",
         sizes.pools()
     );
 
@@ -678,10 +813,29 @@ async fn main() -> anyhow::Result<()> {
     let idle = Duration::from_secs(env_or("MSP_BENCH_IDLE_SECS", 30) as u64);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (cpu_before, writes_before, idle_start) =
-        (cpu_time(), writes_so_far(&admin).await?, Instant::now());
+        (op.usage().2, writes_so_far(&admin).await?, Instant::now());
+    // MSP_BENCH_PERF=FILE: the operator process's idle profile, for `perf report -i FILE`.
+    let perf = match (&op, std::env::var("MSP_BENCH_PERF")) {
+        (Op::Process(r), Ok(file)) => r.pid().and_then(|pid| {
+            std::process::Command::new("perf")
+                .args(["record", "-g", "-F", "499", "-o", file.as_str(), "-p"])
+                .arg(pid.to_string())
+                .args(["--", "sleep"])
+                .arg(idle.as_secs().to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .inspect_err(|err| println!("  perf record: {err}"))
+                .ok()
+        }),
+        _ => None,
+    };
     tokio::time::sleep(idle).await;
+    if let Some(mut perf) = perf {
+        let _ = perf.wait();
+    }
     let cpu =
-        cpu_time().saturating_sub(cpu_before).as_secs_f64() / idle_start.elapsed().as_secs_f64();
+        op.usage().2.saturating_sub(cpu_before).as_secs_f64() / idle_start.elapsed().as_secs_f64();
     let idle_writes = writes_so_far(&admin).await?;
     println!(
         "idle ({:.0} s, {} nodes heartbeating every {HEARTBEAT_SECS} s): CPU {:.1} % of one core (target <= 5 %); {:.0} operator writes",
@@ -695,15 +849,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 6. Restart with everything online.
-    op.stop().await?;
     let writes_before = writes_so_far(&admin).await?;
     let restart_at = Instant::now();
-    let restart_flags: Vec<&str> = flag_refs
-        .iter()
-        .copied()
-        .chain([registration_addr.as_str()])
-        .collect();
-    let mut op = Operator::start(cp.client().await?, &restart_flags).await?;
+    let mut op = op.restart(&cp, &flag_refs).await?;
     op.wait_ready(Duration::from_secs(120)).await?;
     let ready_in = restart_at.elapsed();
     // The startup grace, a node sync period and a resync margin.

@@ -72,6 +72,8 @@ pub struct Replica {
     metrics: SocketAddr,
     starts: u32,
     child: Option<Child>,
+    /// `RUST_LOG` of the process.
+    log_filter: String,
 }
 
 impl Replica {
@@ -83,6 +85,26 @@ impl Replica {
         name: &str,
         flags: &[&str],
         log_dir: &Path,
+    ) -> anyhow::Result<Replica> {
+        Replica::start_logging(
+            binary,
+            kubeconfig,
+            name,
+            flags,
+            log_dir,
+            "info,msp_operator::fence=trace",
+        )
+    }
+
+    /// [`Replica::start`] logging by `filter` (a `RUST_LOG` value): a
+    /// benchmark's thousands of pools need less than every write at trace.
+    pub fn start_logging(
+        binary: &Path,
+        kubeconfig: &Path,
+        name: &str,
+        flags: &[&str],
+        log_dir: &Path,
+        filter: &str,
     ) -> anyhow::Result<Replica> {
         let ports = free_ports(2)?;
         let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -96,6 +118,7 @@ impl Replica {
             metrics: loopback(ports[1]),
             starts: 0,
             child: None,
+            log_filter: filter.to_string(),
         };
         replica.spawn()?;
         Ok(replica)
@@ -116,7 +139,7 @@ impl Replica {
             .arg(format!("--metrics-addr={}", self.metrics))
             .args(&self.flags)
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,msp_operator::fence=trace")
+            .env("RUST_LOG", &self.log_filter)
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -128,6 +151,11 @@ impl Replica {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The process id of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// (registration, metrics) addresses, the same across restarts.

@@ -1,5 +1,7 @@
 //! The ledger against a real API server: concurrent entries of one node share
 //! writes (group commit) and each is durable when its caller is answered;
+//! entries recorded ahead for a node's other new pools go in the first write
+//! and make their own records free;
 //! nodes do not wait on each other; a node's ledger is filled exactly to the
 //! API server's ConfigMap limit and the entry past it is refused, with
 //! nothing lost or truncated.
@@ -101,6 +103,50 @@ async fn entries_of_one_node_share_writes_and_each_is_durable_when_answered() ->
         .collect();
     expected.sort();
     assert_eq!(all, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_recorded_ahead_share_the_first_write_and_their_own_record_writes_nothing()
+-> anyhow::Result<()> {
+    let (_cp, admin) = start_cluster().await?;
+    let ledger = Ledger::empty(admin.clone(), NAMESPACE);
+
+    // The first new pool of a node records the other four ahead: one write,
+    // all five durable when it is answered; one of another node is left out.
+    let before = writes_so_far(&admin).await?;
+    let ahead: Vec<LedgerEntry> = (1..5)
+        .map(|i| entry("node-d", &format!("d{i}")))
+        .chain([entry("node-e", "e0")])
+        .collect();
+    ledger.record_with(entry("node-d", "d0"), ahead, 0).await?;
+    let after = writes_so_far(&admin).await?;
+    assert_eq!(grown(&before, &after, "APPLY configmaps"), 1.0);
+    let mut on_server = ledger_pools(&admin, "node-d").await?;
+    on_server.sort();
+    assert_eq!(on_server, ["d0", "d1", "d2", "d3", "d4"]);
+    assert!(ledger_pools(&admin, "node-e").await?.is_empty());
+
+    // Their own reconciles record the same entries: nothing is written; an
+    // entry that differs (the disks were edited before the create) is.
+    let before = writes_so_far(&admin).await?;
+    for i in 1..5 {
+        ledger.record(entry("node-d", &format!("d{i}")), 0).await?;
+    }
+    assert_eq!(
+        grown(&before, &writes_so_far(&admin).await?, "APPLY configmaps"),
+        0.0
+    );
+    let mut edited = entry("node-d", "d4");
+    edited.disks = vec!["/dev/disk/by-id/other".into()];
+    ledger.record(edited.clone(), 0).await?;
+    assert_eq!(
+        grown(&before, &writes_so_far(&admin).await?, "APPLY configmaps"),
+        1.0
+    );
+    let reloaded = Ledger::load(admin.clone(), NAMESPACE).await?;
+    assert_eq!(reloaded.get("node-d", "d4"), Some(edited));
+    assert_eq!(reloaded.on_node("node-d").len(), 5);
     Ok(())
 }
 

@@ -4,6 +4,10 @@
 //!   entry; kill -9 the operator after the ledger write and before CreatePool
 //!   returns, delete the resources while it is down, start it: their pools
 //!   are destroyed, the one still alive comes online;
+//! - entries recorded ahead (a node's other new pools, in the first pool's
+//!   write) survive a kill -9 before their CreatePool: after the restart the
+//!   pool whose resource is gone is never made and its entry goes, the live
+//!   one is created from its entry;
 //! - while the API server refuses ledger writes, no CreatePool is sent for
 //!   any pool of a batch; once it takes them again, all come online.
 
@@ -99,6 +103,71 @@ async fn a_crash_between_ledger_write_and_create_reply_loses_no_pool() -> anyhow
     })
     .await?;
     online(&admin, "batch-2", WAIT).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_recorded_ahead_survive_a_crash_and_a_deleted_ones_pool_is_never_made()
+-> anyhow::Result<()> {
+    let Some(bin) = can_run() else {
+        return Ok(());
+    };
+    let (cp, admin) = start_cluster().await?;
+    create_node(&admin, "node3", true).await?;
+    let logs = tempfile::tempdir()?;
+    // One reconcile at a time: while the first pool's CreatePool waits for
+    // its reply, the other two have entries (written ahead with the first's)
+    // and no CreatePool yet.
+    let mut op = Replica::start(
+        &bin,
+        cp.kubeconfig(),
+        "op-a",
+        &["--concurrency=1"],
+        logs.path(),
+    )?;
+    wait_leader(&[&op], WAIT).await?;
+    let disks: Vec<LoopDevice> = (0..3)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    let names = ["ahead-0", "ahead-1", "ahead-2"];
+    // All three known (pending: no storage node yet) before the node comes.
+    for (name, disk) in names.iter().zip(&disks) {
+        create_pool(&admin, name, "node3", &[disk.path_str()]).await?;
+    }
+    for name in names {
+        wait_pool(&admin, name, WAIT, "pending", |s| {
+            s.state == Some(PoolState::Pending)
+        })
+        .await?;
+    }
+    let sn = storage_node("node3", &op, Duration::from_secs(10))?;
+    wait_for("the first pool made on the node", WAIT, || async {
+        node_pools(sn.endpoint()).await.is_ok_and(|p| p.len() == 1)
+    })
+    .await?;
+    // One write holds all three entries, though only one CreatePool was sent.
+    assert_eq!(sorted(ledger_pools(&admin, "node3").await?), names);
+    let first = node_pools(sn.endpoint()).await?.remove(0);
+    op.kill();
+    let unmade: Vec<&str> = names.into_iter().filter(|n| **n != first).collect();
+    assert_eq!(unmade.len(), 2, "{first} is not one of {names:?}");
+
+    // One resource whose pool was never made is deleted while the operator
+    // is down; the other stays, its entry waiting for its CreatePool.
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
+    api.delete(unmade[0], &DeleteParams::default()).await?;
+    op.restart()?;
+    wait_for("the deleted resource's entry gone", WAIT, || async {
+        ledger_pools(&admin, "node3")
+            .await
+            .is_ok_and(|p| !p.iter().any(|n| n == unmade[0]))
+    })
+    .await?;
+    online(&admin, &first, WAIT).await?;
+    online(&admin, unmade[1], WAIT).await?;
+    let on_node = sorted(node_pools(sn.endpoint()).await?);
+    assert_eq!(on_node, sorted(vec![first.clone(), unmade[1].to_string()]));
+    assert_eq!(sorted(ledger_pools(&admin, "node3").await?), on_node);
     Ok(())
 }
 

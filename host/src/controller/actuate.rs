@@ -15,6 +15,7 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 
 use super::context::Context;
 use super::error::Error;
+use super::observe;
 use crate::crd::MayastorPool;
 use crate::disk_safety;
 use crate::idempotent::{self, Load};
@@ -127,13 +128,20 @@ pub async fn live(
             // CreatePool is what imports too): ask what they hold first.
             let may_format =
                 action == Action::Create || client.api() == crate::node_client::ApiVersion::V0;
+            // What the node said its devices hold, when asked: the check the
+            // entries recorded ahead for other pools of the node pass too.
+            let mut devices = None;
             if may_format && disk_safety::needs_check(&disks) {
                 let timeout = ctx.registry.settings().rpc_timeout;
                 let asked = std::time::Instant::now();
                 let listed = client.list_block_devices(timeout).await;
                 ctx.metrics.reconcile_step("disks", asked.elapsed());
                 let refusal = match listed {
-                    Ok(devices) => disk_safety::refusal(&disks, &devices),
+                    Ok(listed) => {
+                        let refusal = disk_safety::refusal(&disks, &listed);
+                        devices = Some(listed);
+                        refusal
+                    }
                     Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
                 };
                 if let Some(why) = refusal {
@@ -150,7 +158,12 @@ pub async fn live(
                 node: node.clone(),
                 disks: disks.clone(),
             };
-            match ctx.ledger.record(entry, coming_to_ledger(ctx, &node, &uid)).await {
+            let (ahead, coming) = if action == Action::Create {
+                new_on_node(ctx, pool, devices.as_deref())
+            } else {
+                (Vec::new(), 0)
+            };
+            match ctx.ledger.record_with(entry, ahead, coming).await {
                 Ok(()) => {}
                 Err(full @ LedgerError::Full { .. }) => {
                     return Ok(Outcome::Refused(action, full.to_string()));
@@ -194,23 +207,70 @@ pub async fn live(
     }
 }
 
-/// How many other pools of `node` are new (never reconciled to a status) and
-/// not in the ledger yet: their entries are about to follow this one, so the
-/// ledger lets them share its write.
-fn coming_to_ledger(ctx: &Context, node: &str, uid: &str) -> usize {
-    ctx.pools
-        .state()
-        .iter()
-        .filter(|p| {
-            p.status.is_none()
-                && p.effective_node() == node
-                && p.metadata.uid.as_deref() != Some(uid)
-                && p.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|name| ctx.ledger.get(node, name).is_none())
-        })
-        .count()
+/// The other new pools of `pool`'s node that its ledger write can record
+/// ahead of their own reconciles, and how many more new pools of the node
+/// are not among them (their entries are about to follow: the write lingers
+/// a moment for them). A pool is recorded ahead only when its own reconcile
+/// would record the very same entry after passing the same checks: not
+/// created (no cached placement) and not being deleted, no entry yet, its
+/// node's pool list known and without it, no disk conflict, and its disks
+/// exempt from the disk check or reported empty in `devices` (what this
+/// reconcile's check just listed). Its own reconcile still checks the disks
+/// again before its CreatePool.
+fn new_on_node(
+    ctx: &Context,
+    pool: &MayastorPool,
+    devices: Option<&[crate::node_client::BlockDeviceInfo]>,
+) -> (Vec<LedgerEntry>, usize) {
+    let node = pool.effective_node();
+    let all = ctx.pools.state();
+    let listed = ctx.registry.view(node).pools;
+    let entries = ctx.ledger.on_node(node);
+    let (mut ahead, mut coming) = (Vec::new(), 0);
+    for other in &all {
+        let reported_created = other
+            .status
+            .as_ref()
+            .and_then(|s| s.state)
+            .is_some_and(|s| !matches!(s, crate::crd::PoolState::Pending));
+        if other.placement_cached()
+            || reported_created
+            || other.effective_node() != node
+            || other.metadata.uid == pool.metadata.uid
+            || other.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let name = other.name_any();
+        if entries.iter().any(|e| e.pool == name) {
+            continue;
+        }
+        coming += 1;
+        let Some(listed) = listed.as_deref() else {
+            continue;
+        };
+        let disks = other.effective_disks();
+        let checked = if disk_safety::needs_check(disks) {
+            devices.is_some_and(|d| disk_safety::refusal(disks, d).is_none())
+        } else {
+            true
+        };
+        if !checked
+            || listed.iter().any(|p| p.name == name)
+            || !observe::conflicts(other, &all, Some(listed), &entries).is_empty()
+        {
+            continue;
+        }
+        coming -= 1;
+        ahead.push(LedgerEntry {
+            pool: name,
+            namespace: other.namespace().unwrap_or_default(),
+            uid: other.uid().unwrap_or_default(),
+            node: node.to_string(),
+            disks: disks.to_vec(),
+        });
+    }
+    (ahead, coming)
 }
 
 /// Why destroying the pool of `entry` must not happen, if it must not.

@@ -6,8 +6,9 @@
 //! Lifecycle of a node, as the Mayastor control plane does it:
 //! - `Register` (every heartbeat) makes it registered and online; a new
 //!   instance (restart) or endpoint gets a fresh client and an empty pool cache.
-//! - Heartbeats older than the deadline start a probe (ListPools); the node
-//!   goes offline only when the probe fails too.
+//! - Heartbeats older than the deadline start a probe (ListPools) and wake
+//!   the node's pools (the policy reports a node past its deadline down);
+//!   the node goes offline in the registry only when the probe fails too.
 //! - `Deregister` makes it unregistered at once.
 //!
 //! ListPools results are cached per node, refreshed after each operation

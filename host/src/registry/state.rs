@@ -27,6 +27,9 @@ pub(super) struct NodeEntry {
     /// before does not store a stale list.
     pub(super) epoch: u64,
     pub(super) syncing: bool,
+    /// The heartbeat deadline passed and the node's pools were told (the
+    /// policy calls such a node down before the probe says so).
+    pub(super) late: bool,
 }
 
 /// What the registry knows about one node, for an observation.
@@ -58,6 +61,7 @@ impl NodeEntry {
             last_sync: None,
             epoch,
             syncing: false,
+            late: false,
         }
     }
 
@@ -76,6 +80,7 @@ impl NodeEntry {
     /// blip: its pools are still loaded, but they are listed again).
     pub(super) fn heartbeat(&mut self, now: Instant) -> bool {
         self.last_heartbeat = now;
+        self.late = false;
         if self.liveness == Liveness::Online {
             return false;
         }

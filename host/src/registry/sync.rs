@@ -150,9 +150,11 @@ impl NodeRegistry {
     /// `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let s = &self.inner.settings;
+        // At most a second: a missed deadline is noticed within one.
         let tick = s
             .sync_period
             .min(s.deadline / 2)
+            .min(Duration::from_secs(1))
             .max(Duration::from_millis(50));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,6 +179,28 @@ impl NodeRegistry {
             };
             for node in due {
                 self.spawn_refresh(&node);
+            }
+            // Nodes whose deadline just passed: their pools are woken now
+            // (the policy reports a late node down), not only once the
+            // probe fails a probe timeout later.
+            let late: Vec<String> = {
+                let mut nodes = self.nodes_write();
+                nodes
+                    .iter_mut()
+                    .filter(|(_, e)| {
+                        e.liveness == Liveness::Online
+                            && !e.late
+                            && e.last_heartbeat.elapsed() > s.deadline
+                    })
+                    .map(|(name, e)| {
+                        e.late = true;
+                        name.clone()
+                    })
+                    .collect()
+            };
+            for node in late {
+                tracing::info!(%node, "storage node missed its heartbeat deadline; probing it");
+                self.notify(&node);
             }
         }
     }
