@@ -18,6 +18,8 @@ use std::process::Command;
 const EXTRA: &[(&str, &str)] = &[
     ("msp-policy-retain", "RETAIN"),
     ("msp-policy-stable-disk-names", "STABLE_DISK_NAMES"),
+    // Built against the frozen 0.1.0 WIT, not the SDK.
+    ("msp-policy-contract-0-1", "CONTRACT_0_1"),
     ("msp-hostile-misbehave", "HOSTILE_MISBEHAVE"),
     ("msp-hostile-wrong-version", "HOSTILE_WRONG_VERSION"),
     ("msp-hostile-wrong-world", "HOSTILE_WRONG_WORLD"),

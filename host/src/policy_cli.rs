@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use msp_policy_sdk::model::Observation;
 
-use msp_policy_engine::{Limits, PolicySource, bindings, check, decide_with};
+use msp_policy_engine::{Contract, Limits, PolicySource, check, decide_with};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
@@ -56,8 +56,9 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 report.compile_time.as_secs_f64() * 1000.0
             );
             println!(
-                "  contract:  {} (imports nothing)",
-                bindings::DECIDER_EXPORT
+                "  contract:  {} (this host runs {}; imports nothing)",
+                report.policy.contract,
+                Contract::accepted()
             );
             println!(
                 "  limits:    fuel {} / call, deadline {} ms, memory {} MiB",

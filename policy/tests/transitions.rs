@@ -27,6 +27,7 @@ fn base(state: Option<PoolState>) -> Observation {
             status_disks: created.then(|| vec!["/dev/disk/by-id/disk-a".into()]),
             status_reason: None,
             deleted: false,
+            ..PoolResource::default()
         },
         node: K8sNode {
             exists: true,
@@ -43,6 +44,7 @@ fn base(state: Option<PoolState>) -> Observation {
         in_ledger: created,
         last_operation: None,
         conflicts: vec![],
+        settings: HostSettings::default(),
     }
 }
 
@@ -133,6 +135,31 @@ fn storage_node_down_is_pending_before_creation_and_offline_after() {
             assert!(d.reason.contains(needle), "{start:?}: {}", d.reason);
         }
     }
+}
+
+#[test]
+fn the_hosts_heartbeat_deadline_decides_when_a_silent_node_is_offline() {
+    // 15 s without a heartbeat: late for the default 10 s deadline, not for
+    // a host running with --node-deadline=30s.
+    let mut o = base(Some(PoolState::Online));
+    o.storage_node.heartbeat_age_ms = Some(15_000);
+    o.settings.heartbeat_deadline_ms = 30_000;
+    let d = decide(&o);
+    assert_eq!(
+        (d.action, d.state),
+        (Action::None, PoolState::Online),
+        "{d:?}"
+    );
+
+    o.settings.heartbeat_deadline_ms = 10_000;
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::None, PoolState::Offline));
+    assert!(d.reason.contains("for 15s (deadline 10s)"), "{}", d.reason);
+
+    // Past the longer deadline too.
+    o.settings.heartbeat_deadline_ms = 30_000;
+    o.storage_node.heartbeat_age_ms = Some(31_000);
+    assert_eq!(decide(&o).state, PoolState::Offline);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn bundled_component_imports_nothing_and_exports_the_versioned_decider() -> anyh
     let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
     assert_eq!(
         exports,
-        vec!["openebs:msp-policy/decider@0.1.0".to_string()]
+        vec![msp_policy_engine::bindings::DECIDER_EXPORT.to_string()]
     );
     Ok(())
 }
@@ -41,6 +41,7 @@ fn bundled_policy_is_active_with_its_identity() -> anyhow::Result<()> {
     assert_eq!(active.version, msp_policy::decide::VERSION);
     assert_eq!(active.source, PolicySource::Bundled);
     assert_eq!(active.sha256.len(), 64);
+    assert_eq!(active.contract, "0.2.0");
     Ok(())
 }
 

@@ -196,7 +196,19 @@ fn wrong_contract_version_is_refused() {
     refused(
         &component("hostile-wrong-version"),
         Limits::default(),
-        |e| matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@0.2.0"),
+        |e| matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@1.0.0"),
+    );
+    let err = msp_policy_engine::check(
+        &component("hostile-wrong-version"),
+        PolicySource::File,
+        &Limits::default(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("decider@1.0.0") && err.contains("0.1.x, 0.2.x"),
+        "the refusal names what was found and what the host runs: {err}"
     );
 }
 
