@@ -7,8 +7,6 @@
 //! is read from a component's export name. A 0.1 component gets the model's
 //! observation without what 0.2 added; the decision has one shape in both.
 
-use msp_policy_sdk::model;
-
 /// The current contract (0.2.0).
 pub mod v0_2 {
     wasmtime::component::bindgen!({
@@ -27,7 +25,6 @@ pub mod v0_1 {
 
 /// The current contract's interface types (what `model` mirrors).
 pub use v0_2::exports::openebs::msp_policy::decider as wit;
-pub use v0_2::{Policy, PolicyPre};
 
 /// The current contract's export; carries the contract version.
 pub const DECIDER_EXPORT: &str = "openebs:msp-policy/decider@0.2.0";
@@ -97,21 +94,55 @@ impl std::fmt::Display for Contract {
     }
 }
 
-/// Conversions of the records and enums both versions share, generated into
-/// each version's module so that each speaks its own bindgen types.
-macro_rules! shared_conversions {
-    ($($wit:tt)+) => {
+/// The conversions, generated into each version's module so that each speaks
+/// its own bindgen types: the records both versions share, and the
+/// observation with the fields a version adds given as `pool { .. }` (on the
+/// pool resource) and `observation { .. }`, expressions over `$o`.
+macro_rules! conversions {
+    (
+        [$($wit:tt)+],
+        |$o:ident| pool { $($pf:ident: $pv:expr),* $(,)? } observation { $($f:ident: $v:expr),* $(,)? }
+    ) => {
         use msp_policy_sdk::model;
         use $($wit)+ as wit;
 
-        pub(super) fn k8s_node(n: &model::K8sNode) -> wit::K8sNode {
+        /// The model's observation in this version's shape.
+        pub fn observation_to_wit($o: &model::Observation) -> wit::Observation {
+            wit::Observation {
+                now_ms: $o.now_ms,
+                pool: wit::PoolResource {
+                    name: $o.pool.name.clone(),
+                    namespace: $o.pool.namespace.clone(),
+                    uid: $o.pool.uid.clone(),
+                    generation: $o.pool.generation,
+                    spec_node: $o.pool.spec_node.clone(),
+                    spec_disks: $o.pool.spec_disks.clone(),
+                    status_state: $o.pool.status_state.map(state_to_wit),
+                    status_node: $o.pool.status_node.clone(),
+                    status_disks: $o.pool.status_disks.clone(),
+                    status_reason: $o.pool.status_reason.clone(),
+                    deleted: $o.pool.deleted,
+                    $($pf: $pv,)*
+                },
+                node: k8s_node(&$o.node),
+                storage_node: storage_node(&$o.storage_node),
+                pools_known: $o.pools_known,
+                reported: $o.reported.as_ref().map(reported),
+                in_ledger: $o.in_ledger,
+                last_operation: $o.last_operation.as_ref().map(last_operation),
+                conflicts: $o.conflicts.clone(),
+                $($f: $v,)*
+            }
+        }
+
+        fn k8s_node(n: &model::K8sNode) -> wit::K8sNode {
             wit::K8sNode {
                 exists: n.exists,
                 mayastor_enabled: n.mayastor_enabled,
             }
         }
 
-        pub(super) fn storage_node(s: &model::StorageNode) -> wit::StorageNode {
+        fn storage_node(s: &model::StorageNode) -> wit::StorageNode {
             wit::StorageNode {
                 registered: s.registered,
                 heartbeat_age_ms: s.heartbeat_age_ms,
@@ -120,7 +151,7 @@ macro_rules! shared_conversions {
             }
         }
 
-        pub(super) fn reported(p: &model::ReportedPool) -> wit::ReportedPool {
+        fn reported(p: &model::ReportedPool) -> wit::ReportedPool {
             wit::ReportedPool {
                 name: p.name.clone(),
                 disks: p.disks.clone(),
@@ -135,7 +166,7 @@ macro_rules! shared_conversions {
             }
         }
 
-        pub(super) fn last_operation(l: &model::LastOperation) -> wit::LastOperation {
+        fn last_operation(l: &model::LastOperation) -> wit::LastOperation {
             wit::LastOperation {
                 action: action_to_wit(l.action),
                 error: l.error.as_ref().map(|e| wit::OperationError {
@@ -192,7 +223,7 @@ macro_rules! shared_conversions {
             }
         }
 
-        pub(super) fn state_to_wit(s: model::PoolState) -> wit::PoolState {
+        fn state_to_wit(s: model::PoolState) -> wit::PoolState {
             match s {
                 model::PoolState::Pending => wit::PoolState::Pending,
                 model::PoolState::Online => wit::PoolState::Online,
@@ -216,38 +247,17 @@ macro_rules! shared_conversions {
 
 /// The current contract: the model as it is.
 pub mod current {
-    shared_conversions!(super::v0_2::exports::openebs::msp_policy::decider);
-
-    pub fn observation_to_wit(o: &model::Observation) -> wit::Observation {
-        wit::Observation {
-            now_ms: o.now_ms,
-            pool: wit::PoolResource {
-                name: o.pool.name.clone(),
-                namespace: o.pool.namespace.clone(),
-                uid: o.pool.uid.clone(),
-                generation: o.pool.generation,
-                spec_node: o.pool.spec_node.clone(),
-                spec_disks: o.pool.spec_disks.clone(),
-                status_state: o.pool.status_state.map(state_to_wit),
-                status_node: o.pool.status_node.clone(),
-                status_disks: o.pool.status_disks.clone(),
-                status_reason: o.pool.status_reason.clone(),
-                deleted: o.pool.deleted,
-                labels: pairs(&o.pool.labels),
-                annotations: pairs(&o.pool.annotations),
-            },
-            node: k8s_node(&o.node),
-            storage_node: storage_node(&o.storage_node),
-            pools_known: o.pools_known,
-            reported: o.reported.as_ref().map(reported),
-            in_ledger: o.in_ledger,
-            last_operation: o.last_operation.as_ref().map(last_operation),
-            conflicts: o.conflicts.clone(),
+    conversions!(
+        [super::v0_2::exports::openebs::msp_policy::decider],
+        |o| pool {
+            labels: pairs(&o.pool.labels),
+            annotations: pairs(&o.pool.annotations),
+        } observation {
             settings: wit::HostSettings {
                 heartbeat_deadline_ms: o.settings.heartbeat_deadline_ms,
             },
         }
-    }
+    );
 
     fn pairs(map: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -257,43 +267,10 @@ pub mod current {
 /// Contract 0.1: the model without what 0.2 added (host settings, labels,
 /// annotations); a 0.1 policy decides on what it knew.
 pub mod adapt_v0_1 {
-    shared_conversions!(super::v0_1::exports::openebs::msp_policy::decider);
-
-    pub fn observation_to_wit(o: &model::Observation) -> wit::Observation {
-        wit::Observation {
-            now_ms: o.now_ms,
-            pool: wit::PoolResource {
-                name: o.pool.name.clone(),
-                namespace: o.pool.namespace.clone(),
-                uid: o.pool.uid.clone(),
-                generation: o.pool.generation,
-                spec_node: o.pool.spec_node.clone(),
-                spec_disks: o.pool.spec_disks.clone(),
-                status_state: o.pool.status_state.map(state_to_wit),
-                status_node: o.pool.status_node.clone(),
-                status_disks: o.pool.status_disks.clone(),
-                status_reason: o.pool.status_reason.clone(),
-                deleted: o.pool.deleted,
-            },
-            node: k8s_node(&o.node),
-            storage_node: storage_node(&o.storage_node),
-            pools_known: o.pools_known,
-            reported: o.reported.as_ref().map(reported),
-            in_ledger: o.in_ledger,
-            last_operation: o.last_operation.as_ref().map(last_operation),
-            conflicts: o.conflicts.clone(),
-        }
-    }
-}
-
-/// The current contract's observation (kept for callers of 0.1-era code).
-pub fn observation_to_wit(o: &model::Observation) -> wit::Observation {
-    current::observation_to_wit(o)
-}
-
-/// The current contract's decision as the model's.
-pub fn decision_from_wit(d: wit::Decision) -> model::Decision {
-    current::decision_from_wit(d)
+    conversions!(
+        [super::v0_1::exports::openebs::msp_policy::decider],
+        |o| pool {} observation {}
+    );
 }
 
 #[cfg(test)]
@@ -310,6 +287,7 @@ mod tests {
         // A minor above the newest known is breaking in 0.x: refused.
         assert_eq!(of("0.3.0"), Some(Err("0.3.0".into())));
         assert_eq!(of("1.0.0"), Some(Err("1.0.0".into())));
+        assert_eq!(of("1.2.0"), Some(Err("1.2.0".into())));
         assert_eq!(of("0.0.1"), Some(Err("0.0.1".into())));
         assert_eq!(of("0.2.0-rc1"), Some(Err("0.2.0-rc1".into())));
         assert_eq!(Contract::of_export("openebs:msp-policy/other@0.2.0"), None);

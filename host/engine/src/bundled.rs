@@ -25,3 +25,12 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
     };
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
+
+/// The bytes of a component [`built_component`] names, or why there are none
+/// (for tests and benchmarks).
+pub fn read_built(name: &str) -> Result<Vec<u8>, String> {
+    let path = built_component(name).ok_or_else(|| {
+        format!("component {name} was not built (unknown name, or MSP_POLICY_WASM set)")
+    })?;
+    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}

@@ -8,14 +8,7 @@ use msp_policy_sdk::model::{Action, Observation};
 use wasmtime::component::Component;
 
 fn example(name: &str) -> Vec<u8> {
-    let path = bundled::built_component(name);
-    // Examples are built by build.rs unless MSP_POLICY_WASM replaced the build.
-    assert!(
-        path.is_some(),
-        "component {name} was not built (MSP_POLICY_WASM set?)"
-    );
-    let path = path.unwrap_or_default();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    bundled::read_built(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -9,13 +9,7 @@ use msp_policy_engine::{
 use msp_policy_sdk::model::Observation;
 
 fn component(name: &str) -> Vec<u8> {
-    let path = bundled::built_component(name);
-    assert!(
-        path.is_some(),
-        "component {name} was not built (MSP_POLICY_WASM set?)"
-    );
-    let path = path.unwrap_or_default();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    bundled::read_built(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn new_pool() -> Observation {
