@@ -32,13 +32,21 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
     assert!(stdout.starts_with("PASS"), "{stdout}");
     assert!(stdout.contains("msp-default"), "{stdout}");
     assert!(stdout.contains("imports nothing"), "{stdout}");
+    assert!(stdout.contains("contract:  0.2.0"), "{stdout}");
+    let out = bin()
+        .args(["policy", "check"])
+        .arg(built("contract-0-1"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("contract:  0.1.0"), "{stdout}");
     Ok(())
 }
 
 #[test]
 fn check_fails_with_a_reason_for_a_refused_module() -> anyhow::Result<()> {
     for (name, needle) in [
-        ("hostile-wrong-version", "decider@0.2.0"),
+        ("hostile-wrong-version", "decider@1.0.0"),
         ("hostile-imports-wasi", "wasi:cli"),
     ] {
         let out = bin().args(["policy", "check"]).arg(built(name)).output()?;

@@ -10,7 +10,9 @@
 //!
 //! Order of questions, first match wins:
 //! 1. the resource is gone → destroy a pool the operator created (or nothing);
-//! 2. the storage node is down → offline if the pool was created, else pending;
+//! 2. the storage node is down (not registered, heartbeat older than the
+//!    host's deadline, or not answering) → offline if the pool was created,
+//!    else pending;
 //! 3. the pool is listed by the node → its reported health;
 //! 4. not listed → create (never created) or import (created before), with
 //!    exponential backoff after failures, never giving up. A created pool
@@ -30,9 +32,6 @@ pub const NAME: &str = "msp-default";
 /// The policy's version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A storage node whose last heartbeat is older than this is offline. Nodes
-/// send one every 5 s, so this tolerates one lost heartbeat.
-pub const HEARTBEAT_DEADLINE_MS: u64 = 10_000;
 /// First retry delay after a failed operation.
 pub const BACKOFF_MIN_MS: u64 = 1_000;
 /// Retry delay cap: failures keep being retried every 5 minutes at most.
@@ -381,15 +380,14 @@ pub fn storage_node_down(obs: &Observation) -> Option<String> {
             "the storage node on \"{node}\" is not registered (is the io-engine running there?)"
         ));
     }
-    // The deadline, not the age: a reason that ticks with every look would
-    // make each reconcile of an offline pool a new status write.
-    if sn
-        .heartbeat_age_ms
-        .is_some_and(|age| age > HEARTBEAT_DEADLINE_MS)
-    {
+    // The host's deadline, not one of our own (the admin's --node-deadline
+    // decides when a silent node's pools go offline), and the deadline, not
+    // the age: a reason that ticks with every look would make each
+    // reconcile of an offline pool a new status write.
+    if obs.heartbeat_late() {
         return Some(format!(
             "no heartbeat from the storage node on \"{node}\" for over {}s",
-            HEARTBEAT_DEADLINE_MS / 1000
+            obs.settings.heartbeat_deadline_ms / 1000
         ));
     }
     if !sn.reachable {

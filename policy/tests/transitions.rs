@@ -86,6 +86,31 @@ fn storage_node_down_is_pending_before_creation_and_offline_after() {
 }
 
 #[test]
+fn the_hosts_heartbeat_deadline_decides_when_a_silent_node_is_offline() {
+    // 15 s without a heartbeat: late for the default 10 s deadline, not for
+    // a host running with --node-deadline=30s.
+    let mut o = base(Some(PoolState::Online));
+    o.storage_node.heartbeat_age_ms = Some(15_000);
+    o.settings.heartbeat_deadline_ms = 30_000;
+    let d = decide(&o);
+    assert_eq!(
+        (d.action, d.state),
+        (Action::None, PoolState::Online),
+        "{d:?}"
+    );
+
+    o.settings.heartbeat_deadline_ms = 10_000;
+    let d = decide(&o);
+    assert_eq!((d.action, d.state), (Action::None, PoolState::Offline));
+    assert!(d.reason.contains("for 15s (deadline 10s)"), "{}", d.reason);
+
+    // Past the longer deadline too.
+    o.settings.heartbeat_deadline_ms = 30_000;
+    o.storage_node.heartbeat_age_ms = Some(31_000);
+    assert_eq!(decide(&o).state, PoolState::Offline);
+}
+
+#[test]
 fn new_pool_is_created_then_waits_for_the_list() {
     let o = base(None);
     let mut o = Observation {

@@ -201,6 +201,14 @@ fn main() -> anyhow::Result<()> {
         "the bundled policy needed more than the inline fuel budget"
     );
 
+    // A component of the first contract (0.1.0): the same call with the
+    // observation adapted to 0.1 bindings.
+    if let Some(path) = bundled::built_component("contract-0-1") {
+        let old = PolicyEngine::new(limits)?;
+        old.load(&std::fs::read(path)?, msp_policy_engine::PolicySource::File)?;
+        let old_async = runtime.block_on(measure_async(&observations, &old));
+        row("engine.decide, 0.1 component (contract-0-1)", old_async);
+    }
     shadow_cost(&runtime, &observations, &engine, limits, wasm_async)?;
 
     let compiled = sandbox::compile(bundled::DEFAULT_COMPONENT, &limits)?;
@@ -235,7 +243,7 @@ fn main() -> anyhow::Result<()> {
         "default (bundled)".into(),
         bundled::DEFAULT_COMPONENT.to_vec(),
     )];
-    for name in ["retain", "stable-disk-names"] {
+    for name in ["retain", "stable-disk-names", "contract-0-1"] {
         if let Some(path) = bundled::built_component(name) {
             modules.push((name.into(), std::fs::read(path)?));
         }

@@ -9,7 +9,7 @@ pub const DEFAULT_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
 
 /// Path of a component built with this crate: `retain`, `stable-disk-names`,
-/// `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
+/// `contract-0-1` (built against the 0.1.0 contract), `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
 /// `hostile-imports-wasi`. None for another name, or when the build used a
 /// prebuilt default (`MSP_POLICY_WASM`) and built no examples.
 pub fn built_component(name: &str) -> Option<PathBuf> {
@@ -17,6 +17,7 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
         "first" => env!("MSP_POLICY_COMPONENT_FIRST"),
         "retain" => env!("MSP_POLICY_COMPONENT_RETAIN"),
         "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
+        "contract-0-1" => env!("MSP_POLICY_COMPONENT_CONTRACT_0_1"),
         "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),
         "hostile-fails-self-test" => env!("MSP_POLICY_COMPONENT_HOSTILE_FAILS_SELF_TEST"),
         "hostile-wrong-version" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_VERSION"),
@@ -35,4 +36,13 @@ pub fn built_core(name: &str) -> Option<PathBuf> {
         _ => return None,
     };
     (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// The bytes of a component [`built_component`] names, or why there are none
+/// (for tests and benchmarks).
+pub fn read_built(name: &str) -> Result<Vec<u8>, String> {
+    let path = built_component(name).ok_or_else(|| {
+        format!("component {name} was not built (unknown name, or MSP_POLICY_WASM set)")
+    })?;
+    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
 }

@@ -20,7 +20,8 @@ pub enum PolicyError {
     Garbage(String),
     #[error("the module imports {0:?}: a policy must import nothing (no WASI, no host functions)")]
     Imports(Vec<String>),
-    #[error("the module implements contract {found}, this host speaks {expected}")]
+    /// `expected` lists the versions the host runs ("0.1.x, 0.2.x").
+    #[error("the module implements contract {found}; this host runs contract versions {expected}")]
     UnknownVersion { found: String, expected: String },
     #[error("the module is not a MayastorPool policy (exports {exports:?}): {detail}")]
     WrongWorld {

@@ -9,7 +9,8 @@
 //! order a module goes through them:
 //! - [`bundled`]: the default policy, built by `build.rs` and embedded;
 //! - [`sandbox`]: compile once per module, then a fresh, limited instance per call;
-//! - [`bindings`]: the WIT contract on the engine side and the model conversions;
+//! - [`bindings`]: each WIT contract version on the engine side (0.1 and the
+//!   current 0.2) and the model conversions;
 //! - [`validate`]: decision sanity and the conformance self-test a module must pass;
 //! - [`error`]: why a module or a decision was refused;
 //! - [`sample`]: generated observations for tests and benchmarks;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use msp_policy_sdk::model::{Decision, Observation};
 
+pub use bindings::Contract;
 pub use error::PolicyError;
 pub use sandbox::{CompiledPolicy, Limits};
 pub use validate::CaseResult;
@@ -67,6 +69,9 @@ pub struct ActivePolicy {
     /// Hex sha256 of the module's bytes.
     pub sha256: String,
     pub source: PolicySource,
+    /// The contract version the module implements, as its export names it
+    /// ("0.2.0"; "0.1.0" for a module built against the first contract).
+    pub contract: String,
 }
 
 /// The outcome of checking a module: what `load` swaps in and what
@@ -103,6 +108,7 @@ pub fn check(
             version: compiled.info.version.clone(),
             sha256: hex::encode(compiled.sha256),
             source,
+            contract: compiled.contract_version.clone(),
         },
         size: compiled.size,
         compile_time,
@@ -118,7 +124,7 @@ pub fn decide_with(
     obs: &Observation,
     limits: &Limits,
 ) -> Result<Decision, PolicyError> {
-    let decision = compiled.decide(&bindings::observation_to_wit(obs), limits)?;
+    let decision = compiled.decide(obs, limits)?;
     validate::check_decision(obs, &decision)?;
     Ok(decision)
 }
@@ -126,7 +132,7 @@ pub fn decide_with(
 /// One decision with the full limits on tokio's blocking pool.
 async fn decide_on_blocking_pool(
     loaded: Arc<Loaded>,
-    obs: bindings::wit::Observation,
+    obs: Observation,
     limits: Limits,
 ) -> Result<Decision, PolicyError> {
     tokio::task::spawn_blocking(move || loaded.compiled.decide(&obs, &limits))
@@ -201,7 +207,8 @@ impl PolicyEngine {
         let bundled = Arc::new(Loaded::new(report.compiled, report.policy));
         tracing::info!(
             policy = %bundled.active.name, version = %bundled.active.version,
-            sha256 = %bundled.active.sha256, "bundled policy loaded"
+            contract = %bundled.active.contract, sha256 = %bundled.active.sha256,
+            "bundled policy loaded"
         );
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
@@ -224,24 +231,23 @@ impl PolicyEngine {
     pub async fn decide(&self, obs: &Observation) -> Result<Decision, PolicyError> {
         let loaded = self.current();
         let limits = self.inner.limits;
-        let wit_obs = bindings::observation_to_wit(obs);
         let inline = Limits {
             fuel: limits.fuel.min(INLINE_FUEL),
             ..limits
         };
         let result = match loaded.heavy.load(Ordering::Relaxed) {
-            false => match loaded.compiled.decide(&wit_obs, &inline) {
+            false => match loaded.compiled.decide(obs, &inline) {
                 Err(PolicyError::FuelExhausted { .. }) if limits.fuel > INLINE_FUEL => {
                     loaded.heavy.store(true, Ordering::Relaxed);
                     tracing::info!(
                         policy = %loaded.active.name, inline_fuel = INLINE_FUEL,
                         "policy needs more fuel than a decision on the async worker gets: its decisions run on the blocking pool from now on"
                     );
-                    decide_on_blocking_pool(loaded, wit_obs, limits).await
+                    decide_on_blocking_pool(loaded, obs.clone(), limits).await
                 }
                 other => other,
             },
-            true => decide_on_blocking_pool(loaded, wit_obs, limits).await,
+            true => decide_on_blocking_pool(loaded, obs.clone(), limits).await,
         }
         .and_then(|d| validate::check_decision(obs, &d).map(|()| d));
         self.count_decision(&result);
@@ -290,7 +296,8 @@ impl PolicyEngine {
                 self.inner.loads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     policy = %active.name, version = %active.version, sha256 = %active.sha256,
-                    source = active.source.as_str(), "policy swapped in"
+                    contract = %active.contract, source = active.source.as_str(),
+                    "policy swapped in"
                 );
                 Ok(active)
             }

@@ -80,6 +80,9 @@ const REPORTED: [ReportedState; 4] = [
     ReportedState::Faulted,
 ];
 
+/// Heartbeat deadlines a host may run with (`--node-deadline`).
+const DEADLINES: [u64; 3] = [2_000, 10_000, 30_000];
+
 fn disks(rng: &mut Rng) -> Vec<String> {
     (0..1 + rng.below(3))
         .map(|_| rng.pick(&DISKS).to_string())
@@ -93,7 +96,7 @@ pub fn observation(rng: &mut Rng) -> Observation {
     let spec_disks = disks(rng);
     let cached = rng.chance(50);
     let name = format!("pool-{}", rng.below(50));
-    Observation {
+    let mut o = Observation {
         now_ms,
         pool: PoolResource {
             name: name.clone(),
@@ -119,6 +122,7 @@ pub fn observation(rng: &mut Rng) -> Observation {
             deleted: rng.chance(15),
             spec_node,
             spec_disks,
+            ..PoolResource::default()
         },
         node: K8sNode {
             exists: rng.chance(90),
@@ -169,5 +173,19 @@ pub fn observation(rng: &mut Rng) -> Observation {
         } else {
             vec![]
         },
+        ..Observation::default()
+    };
+    // What 0.2 added, drawn last so earlier fields stay as 0.1-era seeds made them.
+    o.settings.heartbeat_deadline_ms = *rng.pick(&DEADLINES);
+    if rng.chance(20) {
+        o.pool
+            .labels
+            .insert("team".into(), format!("team-{}", rng.below(3)));
     }
+    if rng.chance(20) {
+        o.pool
+            .annotations
+            .insert("example.com/retain".into(), "true".into());
+    }
+    o
 }

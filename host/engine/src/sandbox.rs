@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 
-use super::bindings::{self, DECIDER_EXPORT, DECIDER_UNVERSIONED, Policy, PolicyPre};
+use super::bindings::{Contract, DECIDER_UNVERSIONED, adapt_v0_1, current, v0_1, v0_2};
 use super::error::PolicyError;
 
 /// How often the epoch ticker advances the engine's epoch.
@@ -146,10 +146,22 @@ pub fn wasmtime_engine() -> Result<Engine, PolicyError> {
     Ok(sandbox()?.engine.clone())
 }
 
+/// A pre-instance with the bindings of the component's contract version.
+enum Pre {
+    V0_1(v0_1::PolicyPre<StoreData>),
+    V0_2(v0_2::PolicyPre<StoreData>),
+}
+
+/// An instance with the bindings of its contract version.
+enum Instance {
+    V0_1(v0_1::Policy),
+    V0_2(v0_2::Policy),
+}
+
 /// An instance ready to decide, and how often it did.
 struct Ready {
     store: Store<StoreData>,
-    policy: Policy,
+    policy: Instance,
     uses: u32,
 }
 
@@ -159,7 +171,11 @@ pub struct CompiledPolicy {
     pub sha256: [u8; 32],
     pub info: model::PolicyInfo,
     pub size: usize,
-    pre: PolicyPre<StoreData>,
+    /// The contract version the component implements (how it is called).
+    pub contract: Contract,
+    /// That version as the component's export names it, e.g. "0.1.0".
+    pub contract_version: String,
+    pre: Pre,
     idle: Mutex<Vec<Ready>>,
 }
 
@@ -168,6 +184,7 @@ impl std::fmt::Debug for CompiledPolicy {
         f.debug_struct("CompiledPolicy")
             .field("name", &self.info.name)
             .field("version", &self.info.version)
+            .field("contract", &self.contract_version)
             .field("sha256", &hex::encode(self.sha256))
             .finish()
     }
@@ -226,26 +243,26 @@ pub fn compile_uncached(bytes: &[u8], limits: &Limits) -> Result<CompiledPolicy,
         .exports(&sandbox.engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if !exports.iter().any(|e| e == DECIDER_EXPORT) {
-        if let Some(found) = exports.iter().find(|e| e.starts_with(DECIDER_UNVERSIONED)) {
-            return Err(PolicyError::UnknownVersion {
-                found: found.clone(),
-                expected: DECIDER_EXPORT.to_string(),
-            });
-        }
-        return Err(PolicyError::WrongWorld {
-            exports,
-            detail: format!("no export {DECIDER_EXPORT}"),
-        });
-    }
+    let (contract, export) = contract_of(&exports)?;
+    let contract_version = export
+        .rsplit_once('@')
+        .map_or_else(|| contract.as_str().to_string(), |(_, v)| v.to_string());
     let linker: Linker<StoreData> = Linker::new(&sandbox.engine);
-    let pre = linker
-        .instantiate_pre(&component)
-        .and_then(PolicyPre::new)
-        .map_err(|e| PolicyError::WrongWorld {
-            exports: exports.clone(),
-            detail: format!("{e:#}"),
-        })?;
+    let wrong_world = |e: wasmtime::Error| PolicyError::WrongWorld {
+        exports: exports.clone(),
+        detail: format!("{e:#}"),
+    };
+    let pre = match contract {
+        Contract::V0_1 => linker
+            .instantiate_pre(&component)
+            .and_then(v0_1::PolicyPre::new)
+            .map(Pre::V0_1),
+        Contract::V0_2 => linker
+            .instantiate_pre(&component)
+            .and_then(v0_2::PolicyPre::new)
+            .map(Pre::V0_2),
+    }
+    .map_err(wrong_world)?;
     let mut compiled = CompiledPolicy {
         sha256,
         info: model::PolicyInfo {
@@ -253,16 +270,52 @@ pub fn compile_uncached(bytes: &[u8], limits: &Limits) -> Result<CompiledPolicy,
             version: String::new(),
         },
         size: bytes.len(),
+        contract,
+        contract_version,
         pre,
         idle: Mutex::new(Vec::new()),
     };
-    compiled.info = compiled.call(limits, |policy, store| {
-        policy
+    compiled.info = compiled.call(limits, |policy, store| match policy {
+        Instance::V0_1(p) => p
             .openebs_msp_policy_decider()
             .call_info(store)
-            .map(bindings::info_from_wit)
+            .map(adapt_v0_1::info_from_wit),
+        Instance::V0_2(p) => p
+            .openebs_msp_policy_decider()
+            .call_info(store)
+            .map(current::info_from_wit),
     })?;
     Ok(compiled)
+}
+
+/// The contract a component implements, from its exports: the newest
+/// version the host runs among its decider exports (and that export's name).
+/// A decider of a version the host does not run is refused as unknown, one
+/// without any decider as not a policy.
+fn contract_of(exports: &[String]) -> Result<(Contract, String), PolicyError> {
+    let mut unknown = None;
+    let mut best: Option<(Contract, &String)> = None;
+    for export in exports {
+        match Contract::of_export(export) {
+            Some(Ok(c)) if best.is_none_or(|(b, _)| c > b) => best = Some((c, export)),
+            Some(Err(_)) => unknown = unknown.or(Some(export)),
+            _ => {}
+        }
+    }
+    match (best, unknown) {
+        (Some((c, export)), _) => Ok((c, export.clone())),
+        (None, Some(found)) => Err(PolicyError::UnknownVersion {
+            found: found.clone(),
+            expected: Contract::accepted(),
+        }),
+        (None, None) => Err(PolicyError::WrongWorld {
+            exports: exports.to_vec(),
+            detail: format!(
+                "no export {DECIDER_UNVERSIONED}@<version> (this host runs {})",
+                Contract::accepted()
+            ),
+        }),
+    }
 }
 
 /// Refuses precompiled code and core modules before any parsing.
@@ -280,17 +333,23 @@ fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
 }
 
 impl CompiledPolicy {
-    /// Runs one decision.
+    /// Runs one decision (not checked: see `validate::check_decision`). The
+    /// observation is given in the component's contract version: a 0.1
+    /// component gets it without what 0.2 added.
     pub fn decide(
         &self,
-        obs: &bindings::wit::Observation,
+        obs: &model::Observation,
         limits: &Limits,
     ) -> Result<model::Decision, PolicyError> {
-        self.call(limits, |policy, store| {
-            policy
+        self.call(limits, |policy, store| match policy {
+            Instance::V0_1(p) => p
                 .openebs_msp_policy_decider()
-                .call_decide(store, obs)
-                .map(bindings::decision_from_wit)
+                .call_decide(store, &adapt_v0_1::observation_to_wit(obs))
+                .map(adapt_v0_1::decision_from_wit),
+            Instance::V0_2(p) => p
+                .openebs_msp_policy_decider()
+                .call_decide(store, &current::observation_to_wit(obs))
+                .map(current::decision_from_wit),
         })
     }
 
@@ -307,10 +366,11 @@ impl CompiledPolicy {
         );
         store.limiter(|data| data);
         arm(&mut store, limits)?;
-        let policy = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, store.data(), limits))?;
+        let policy = match &self.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Instance::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Instance::V0_2),
+        }
+        .map_err(|e| classify(e, store.data(), limits))?;
         Ok(Ready {
             store,
             policy,
@@ -331,7 +391,7 @@ impl CompiledPolicy {
     fn call<T>(
         &self,
         limits: &Limits,
-        f: impl FnOnce(&Policy, &mut Store<StoreData>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&Instance, &mut Store<StoreData>) -> wasmtime::Result<T>,
     ) -> Result<T, PolicyError> {
         let idle = lock(&self.idle).pop();
         let mut ready = match idle {

@@ -12,7 +12,6 @@ use msp_policy_sdk::model::{
     PoolResource, PoolState, ReportedPool, ReportedState, StorageNode,
 };
 
-use super::bindings;
 use super::error::PolicyError;
 use super::sandbox::{CompiledPolicy, Limits};
 
@@ -99,7 +98,7 @@ pub fn self_test(policy: &CompiledPolicy, limits: &Limits) -> Result<Vec<CaseRes
     for (case, obs) in conformance_observations() {
         let started = Instant::now();
         let decided = policy
-            .decide(&bindings::observation_to_wit(&obs), limits)
+            .decide(&obs, limits)
             .and_then(|d| check_decision(&obs, &d).map(|()| d));
         match decided {
             Ok(decision) => results.push(CaseResult {

@@ -8,14 +8,7 @@ use msp_policy_sdk::model::{Action, Observation};
 use wasmtime::component::Component;
 
 fn example(name: &str) -> Vec<u8> {
-    let path = bundled::built_component(name);
-    // Examples are built by build.rs unless MSP_POLICY_WASM replaced the build.
-    assert!(
-        path.is_some(),
-        "component {name} was not built (MSP_POLICY_WASM set?)"
-    );
-    let path = path.unwrap_or_default();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    bundled::read_built(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -28,7 +21,7 @@ fn bundled_component_imports_nothing_and_exports_the_versioned_decider() -> anyh
     let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
     assert_eq!(
         exports,
-        vec!["openebs:msp-policy/decider@0.1.0".to_string()]
+        vec![msp_policy_engine::bindings::DECIDER_EXPORT.to_string()]
     );
     Ok(())
 }
@@ -41,6 +34,7 @@ fn bundled_policy_is_active_with_its_identity() -> anyhow::Result<()> {
     assert_eq!(active.version, msp_policy::decide::VERSION);
     assert_eq!(active.source, PolicySource::Bundled);
     assert_eq!(active.sha256.len(), 64);
+    assert_eq!(active.contract, "0.2.0");
     Ok(())
 }
 

@@ -9,13 +9,7 @@ use msp_policy_engine::{
 use msp_policy_sdk::model::Observation;
 
 fn component(name: &str) -> Vec<u8> {
-    let path = bundled::built_component(name);
-    assert!(
-        path.is_some(),
-        "component {name} was not built (MSP_POLICY_WASM set?)"
-    );
-    let path = path.unwrap_or_default();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    bundled::read_built(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn new_pool() -> Observation {
@@ -196,7 +190,19 @@ fn wrong_contract_version_is_refused() {
     refused(
         &component("hostile-wrong-version"),
         Limits::default(),
-        |e| matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@0.2.0"),
+        |e| matches!(e, PolicyError::UnknownVersion { found, .. } if found == "openebs:msp-policy/decider@1.0.0"),
+    );
+    let err = msp_policy_engine::check(
+        &component("hostile-wrong-version"),
+        PolicySource::File,
+        &Limits::default(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("decider@1.0.0") && err.contains("0.1.x, 0.2.x"),
+        "the refusal names what was found and what the host runs: {err}"
     );
 }
 

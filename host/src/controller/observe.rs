@@ -1,6 +1,8 @@
 //! Observe: gathers everything the policy may base a decision on into one
-//! [`Observation`]: the resource, its Kubernetes Node, the storage node's
-//! registration and pool list, the ledger, the last operation and conflicts.
+//! [`Observation`]: the resource (with its labels and annotations), its
+//! Kubernetes Node, the storage node's registration and pool list, the
+//! ledger, the last operation, conflicts, and the host's own settings (the
+//! heartbeat deadline).
 //!
 //! Pure reads of in-memory state (the watch caches, the registry, the ledger
 //! copy), so it is cheap and never fails.
@@ -13,8 +15,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
-    Action, K8sNode, LastOperation, Observation, OperationError, PoolResource, ReportedPool,
-    StorageNode,
+    Action, HostSettings, K8sNode, LastOperation, Observation, OperationError, PoolResource,
+    ReportedPool, StorageNode,
 };
 
 use crate::crd::MayastorPool;
@@ -23,6 +25,11 @@ use crate::registry::NodeRegistry;
 
 /// The label that enables Mayastor on a node.
 pub const ENGINE_LABEL: (&str, &str) = ("openebs.io/engine", "mayastor");
+
+/// kubectl's copy of the whole applied object: kept out of the policy's
+/// annotations (often kilobytes, copied into every decision, and nothing a
+/// policy needs that the spec does not say).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Milliseconds since the Unix epoch (the policy's clock arrives here).
 pub fn now_ms() -> u64 {
@@ -125,6 +132,25 @@ pub fn storage_node(
     (sn, view.pools)
 }
 
+/// How the host runs, as the policy sees it: the registry's heartbeat
+/// deadline (`--node-deadline`).
+pub fn host_settings(registry: &NodeRegistry) -> HostSettings {
+    HostSettings {
+        heartbeat_deadline_ms: u64::try_from(registry.settings().deadline.as_millis())
+            .unwrap_or(u64::MAX),
+    }
+}
+
+/// The resource's annotations as the policy sees them (without kubectl's
+/// last-applied copy).
+pub fn policy_annotations(pool: &MayastorPool) -> std::collections::BTreeMap<String, String> {
+    pool.annotations()
+        .iter()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 fn overlaps(a: &[String], b: &[String]) -> bool {
     a.iter().any(|d| b.contains(d))
 }
@@ -210,6 +236,8 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
             status_disks: status.disks,
             status_reason: status.reason,
             deleted: false,
+            labels: pool.labels().clone(),
+            annotations: policy_annotations(pool),
         },
         node: k8s_node(src.nodes, &node),
         storage_node: storage,
@@ -218,6 +246,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
+        settings: host_settings(src.registry),
     }
 }
 
@@ -241,6 +270,8 @@ pub fn observe_deleted(entry: &LedgerEntry, src: &Sources<'_>) -> Observation {
             status_disks: Some(entry.disks.clone()),
             status_reason: None,
             deleted: true,
+            // The ledger keeps no labels or annotations.
+            ..PoolResource::default()
         },
         node: k8s_node(src.nodes, &entry.node),
         storage_node: sn,
@@ -249,6 +280,7 @@ pub fn observe_deleted(entry: &LedgerEntry, src: &Sources<'_>) -> Observation {
         in_ledger: true,
         last_operation: src.operations.get(&entry.uid),
         conflicts: Vec::new(),
+        settings: host_settings(src.registry),
     }
 }
 
@@ -283,6 +315,29 @@ mod tests {
             });
         }
         std::sync::Arc::new(p)
+    }
+
+    #[test]
+    fn the_policy_gets_the_hosts_deadline_and_the_admins_annotations() {
+        let registry = NodeRegistry::new(crate::registry::RegistrySettings {
+            deadline: std::time::Duration::from_secs(30),
+            ..Default::default()
+        });
+        assert_eq!(host_settings(&registry).heartbeat_deadline_ms, 30_000);
+        let mut p = (*pool("a", "ua", &["/dev/loop0"], false, 0)).clone();
+        p.metadata.annotations = Some(
+            [
+                ("example.com/retain", "true"),
+                (LAST_APPLIED, "{\"apiVersion\": \"...\"}"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        assert_eq!(
+            policy_annotations(&p).into_iter().collect::<Vec<_>>(),
+            vec![("example.com/retain".to_string(), "true".to_string())]
+        );
     }
 
     #[test]

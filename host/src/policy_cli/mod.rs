@@ -24,7 +24,7 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use msp_policy_sdk::model::Observation;
 
-use msp_policy_engine::{CheckReport, Limits, PolicySource, bindings, bundled, check, decide_with};
+use msp_policy_engine::{CheckReport, Contract, Limits, PolicySource, bundled, check, decide_with};
 
 /// The word that names the default policy embedded in the binary wherever a
 /// policy file is expected (write `./bundled` for a file of that name).
@@ -352,8 +352,9 @@ fn print_check(file: &Path, report: &CheckReport, limits: &Limits) {
         report.compile_time.as_secs_f64() * 1000.0
     );
     println!(
-        "  contract:  {} (imports nothing)",
-        bindings::DECIDER_EXPORT
+        "  contract:  {} (this host runs {}; imports nothing)",
+        report.policy.contract,
+        Contract::accepted()
     );
     println!(
         "  limits:    fuel {} / call, deadline {} ms, memory {} MiB",

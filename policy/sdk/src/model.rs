@@ -1,11 +1,20 @@
-//! Plain Rust mirror of the WIT contract (`wit/policy.wit`).
+//! Plain Rust mirror of the current WIT contract (`wit/policy.wit`, 0.2.0).
 //!
 //! The default policy is written against these types so that it is tested
 //! natively; the wasm glue and the host's engine convert to and from the
 //! generated bindings. The types are serde-serializable (camelCase, enums in
 //! kebab-case as in the WIT) for `msp-operator policy eval --observation`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// The contract version these types mirror (the WIT package version).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The host's heartbeat deadline when an observation does not say (the
+/// host's `--node-deadline` default; also what 0.1 policies hard-coded).
+pub const DEFAULT_HEARTBEAT_DEADLINE_MS: u64 = 10_000;
 
 /// The five states of the seed document.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,6 +82,13 @@ pub struct PoolResource {
     pub status_reason: Option<String>,
     #[serde(default)]
     pub deleted: bool,
+    /// metadata.labels (0.2.0); empty for a deleted resource.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// metadata.annotations (0.2.0) without kubectl's last-applied copy;
+    /// empty for a deleted resource.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -120,6 +136,27 @@ pub struct LastOperation {
     pub at_ms: u64,
 }
 
+/// How the host runs (0.2.0): the same for every pool.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSettings {
+    /// The host's heartbeat deadline (`--node-deadline`).
+    #[serde(default = "default_heartbeat_deadline_ms")]
+    pub heartbeat_deadline_ms: u64,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            heartbeat_deadline_ms: DEFAULT_HEARTBEAT_DEADLINE_MS,
+        }
+    }
+}
+
+fn default_heartbeat_deadline_ms() -> u64 {
+    DEFAULT_HEARTBEAT_DEADLINE_MS
+}
+
 /// Everything the policy may base its decision on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -137,6 +174,9 @@ pub struct Observation {
     pub last_operation: Option<LastOperation>,
     #[serde(default)]
     pub conflicts: Vec<String>,
+    /// How the host runs (0.2.0); the defaults when absent.
+    #[serde(default)]
+    pub settings: HostSettings,
 }
 
 impl Observation {
@@ -167,6 +207,14 @@ impl Observation {
                 })
             )
     }
+
+    /// True when the storage node's last heartbeat is older than the host's
+    /// deadline (false when it never sent one: that is `registered`).
+    pub fn heartbeat_late(&self) -> bool {
+        self.storage_node
+            .heartbeat_age_ms
+            .is_some_and(|age| age > self.settings.heartbeat_deadline_ms)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -194,4 +242,46 @@ pub struct Decision {
 pub struct PolicyInfo {
     pub name: String,
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_observation_gets_the_defaults_of_what_0_2_added() {
+        let o: Observation = serde_json::from_str(
+            r#"{"nowMs": 1, "pool": {"name": "p", "namespace": "n", "uid": "u",
+                "generation": 1, "specNode": "a", "specDisks": ["/dev/x"]},
+                "node": {"exists": true, "mayastorEnabled": true},
+                "storageNode": {"registered": true, "reachable": true},
+                "poolsKnown": false}"#,
+        )
+        .expect("a 0.1-shaped observation parses");
+        assert_eq!(
+            o.settings.heartbeat_deadline_ms,
+            DEFAULT_HEARTBEAT_DEADLINE_MS
+        );
+        assert!(o.pool.labels.is_empty() && o.pool.annotations.is_empty());
+        let o: Observation = serde_json::from_str(
+            r#"{"nowMs": 1, "pool": {"name": "p", "namespace": "n", "uid": "u",
+                "generation": 1, "specNode": "a", "specDisks": [],
+                "annotations": {"example.com/retain": "true"}},
+                "node": {"exists": true, "mayastorEnabled": true},
+                "storageNode": {"registered": true, "reachable": true, "heartbeatAgeMs": 15000},
+                "poolsKnown": false, "settings": {"heartbeatDeadlineMs": 30000}}"#,
+        )
+        .expect("a 0.2 observation parses");
+        assert_eq!(
+            o.pool
+                .annotations
+                .get("example.com/retain")
+                .map(String::as_str),
+            Some("true")
+        );
+        assert!(!o.heartbeat_late());
+        let mut o = o;
+        o.settings = HostSettings::default();
+        assert!(o.heartbeat_late());
+    }
 }

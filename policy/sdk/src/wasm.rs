@@ -1,5 +1,6 @@
-//! The wasm export glue: generated WIT bindings and the conversions between
-//! them and `model`. Built only for wasm32; a policy crate exports itself with
+//! The wasm export glue: generated bindings of the current contract
+//! (`wit/policy.wit`, 0.2.0) and the conversions between them and `model`.
+//! Built only for wasm32; a policy crate exports itself with
 //! `msp_policy_sdk::export_policy!(info_fn, decide_fn)`.
 
 use crate::model;
@@ -54,6 +55,8 @@ pub fn observation_from_wit(o: wit::Observation) -> model::Observation {
             status_disks: o.pool.status_disks,
             status_reason: o.pool.status_reason,
             deleted: o.pool.deleted,
+            labels: o.pool.labels.into_iter().collect(),
+            annotations: o.pool.annotations.into_iter().collect(),
         },
         node: model::K8sNode {
             exists: o.node.exists,
@@ -99,6 +102,9 @@ pub fn observation_from_wit(o: wit::Observation) -> model::Observation {
             at_ms: l.at_ms,
         }),
         conflicts: o.conflicts,
+        settings: model::HostSettings {
+            heartbeat_deadline_ms: o.settings.heartbeat_deadline_ms,
+        },
     }
 }
 

@@ -1,11 +1,12 @@
 //! Hostile policy for the engine's tests: exports the decider interface of a
-//! future contract version (0.2.0), which the host must refuse as unknown.
+//! contract version the host does not run (1.0.0, another major), which it
+//! must refuse as unknown, naming the versions it runs.
 
 #[cfg(target_arch = "wasm32")]
 mod glue {
     wit_bindgen::generate!({
         inline: "
-            package openebs:msp-policy@0.2.0;
+            package openebs:msp-policy@1.0.0;
             interface decider {
                 record policy-info { name: string, version: string }
                 info: func() -> policy-info;
