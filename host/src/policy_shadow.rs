@@ -376,6 +376,7 @@ mod tests {
             version: "0.1.0".into(),
             sha256: sha256.into(),
             source: PolicySource::ConfigMap,
+            contract: "0.2.0".into(),
         }
     }
 

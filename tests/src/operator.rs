@@ -29,9 +29,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Settings that make tests fast: 1 s heartbeats (set on the storage node)
-/// against a 2 s deadline, pool lists refreshed every 300 ms, a sweep every second.
+/// against a 3 s deadline (the policy calls a node down past it too, so it
+/// tolerates two lost heartbeats on a loaded machine), pool lists refreshed every 300 ms, a sweep every second.
 pub const FAST_FLAGS: &[&str] = &[
-    "--node-deadline=2s",
+    "--node-deadline=3s",
     "--node-sync-period=300ms",
     "--probe-timeout=500ms",
     "--rpc-timeout=20s",

@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = bundled::built_component("contract-0-1") {
         let old = PolicyEngine::new(limits)?;
         old.load(&std::fs::read(path)?, msp_policy_engine::PolicySource::File)?;
-        let old_async = runtime.block_on(measure_async(&observations, &old));
+        let old_async = runtime.block_on(measure_async(&observations, &old, Attached::Nothing));
         row("engine.decide, 0.1 component (contract-0-1)", old_async);
     }
     shadow_cost(&runtime, &observations, &engine, limits, wasm_async)?;

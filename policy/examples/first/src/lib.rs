@@ -11,8 +11,6 @@
 use msp_policy_sdk::model::{Action, Decision, Observation, PolicyInfo, PoolState, ReportedState};
 
 pub const NAME: &str = "msp-first";
-/// A storage node silent for longer than this is down.
-pub const HEARTBEAT_DEADLINE_MS: u64 = 10_000;
 /// How soon to look again after a failure or while waiting.
 pub const RETRY_MS: u64 = 5_000;
 
@@ -56,9 +54,8 @@ pub fn decide(obs: &Observation) -> Decision {
         ));
     }
     let sn = &obs.storage_node;
-    let silent = sn
-        .heartbeat_age_ms
-        .is_some_and(|age| age > HEARTBEAT_DEADLINE_MS);
+    // The host's --node-deadline, which the observation carries.
+    let silent = obs.heartbeat_late();
     if !sn.registered || silent || !sn.reachable {
         let reason = format!("the storage node on \"{node}\" is down");
         let state = if created {
@@ -148,7 +145,7 @@ mod tests {
     #[test]
     fn a_silent_node_makes_created_pools_offline() {
         let o = ObservationBuilder::created(PoolState::Online)
-            .heartbeat_age_ms(HEARTBEAT_DEADLINE_MS + 1);
+            .heartbeat_age_ms(msp_policy_sdk::model::DEFAULT_HEARTBEAT_DEADLINE_MS + 1);
         assert_eq!(decide(&o.build()).state, PoolState::Offline);
     }
 
