@@ -30,7 +30,7 @@ async fn killed_node_goes_offline_and_comes_back_with_data() -> anyhow::Result<(
     let data = pattern(0x3C, MIB as usize);
     write_at(disk.path(), RESERVED_BYTES, &data)?;
 
-    // SIGKILL: heartbeats stop, the probe fails, offline (deadline 2 s).
+    // SIGKILL: heartbeats stop, the probe fails, offline (deadline 3 s).
     scene.sn.kill();
     let killed = Instant::now();
     let s = wait_pool(&admin, "pool-1", WAIT, "offline", |s| {
