@@ -24,9 +24,9 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::Recorder;
+use msp_policy_engine::PolicyEngine;
 use msp_policy_engine::compare::Field;
 use msp_policy_engine::shadow::{self, Offer, Shadow, Verdict};
-use msp_policy_engine::{ActivePolicy, PolicyEngine};
 use msp_policy_sdk::model::{Decision, Observation};
 
 use crate::controller::decide::{DecideError, Decider};
@@ -72,12 +72,6 @@ impl Decider for ShadowedPolicy {
     }
 }
 
-/// `name@version (sha256 prefix)`.
-fn identity(policy: &ActivePolicy) -> String {
-    let short: String = policy.sha256.chars().take(12).collect();
-    format!("{}@{} ({short})", policy.name, policy.version)
-}
-
 /// One outcome for a log line or an Event: the decision as JSON, or the
 /// failure (a trap's wasm backtrace cut to its first and last lines).
 fn outcome<E: std::fmt::Display>(result: &Result<Decision, E>) -> String {
@@ -110,7 +104,7 @@ pub fn describe(verdict: &Verdict, live: &str) -> String {
         verdict.obs.pool.name,
         fields(&verdict.differs),
         outcome(&verdict.live),
-        identity(&verdict.policy),
+        verdict.policy.identity(),
         outcome(&verdict.candidate),
     )
 }
@@ -138,7 +132,7 @@ impl Tally {
         if verdict.policy.sha256 != self.sha256 {
             *self = Tally {
                 sha256: verdict.policy.sha256.clone(),
-                candidate: identity(&verdict.policy),
+                candidate: verdict.policy.identity(),
                 ..Tally::default()
             };
         }
@@ -252,13 +246,13 @@ fn sink(
             lock(&tally).record(&verdict, "");
             return;
         }
-        let live = identity(&live.active());
+        let live = live.active().identity();
         let first = lock(&tally).record(&verdict, &live);
         if let Some(held) = limit.allow(Instant::now(), first.is_some()) {
             tracing::info!(
                 pool = %verdict.obs.pool.name, namespace = %verdict.obs.pool.namespace,
                 differs = %fields(&verdict.differs), %live, live_decided = %outcome(&verdict.live),
-                candidate = %identity(&verdict.policy), candidate_decided = %outcome(&verdict.candidate),
+                candidate = %verdict.policy.identity(), candidate_decided = %outcome(&verdict.candidate),
                 held_back = held, "shadow policy disagrees with the live policy"
             );
         }
@@ -367,7 +361,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msp_policy_engine::{PolicyError, PolicySource};
+    use msp_policy_engine::{ActivePolicy, PolicyError, PolicySource};
     use msp_policy_sdk::model::{Action, PoolState};
 
     fn policy(sha256: &str) -> ActivePolicy {

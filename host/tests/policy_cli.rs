@@ -63,10 +63,8 @@ fn check_fails_with_a_reason_for_a_refused_module() -> anyhow::Result<()> {
 #[test]
 fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_, mut obs) = validate::conformance_observations()
-        .into_iter()
-        .find(|(c, _)| *c == "deleted")
-        .ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
+    let mut obs =
+        validate::conformance_case("deleted").ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
     obs.in_ledger = true;
     let obs_file = dir.path().join("obs.json");
     std::fs::write(&obs_file, serde_json::to_vec(&obs)?)?;

@@ -15,12 +15,6 @@ use msp_policy_sdk::model::{Action, Observation};
 use msp_tests::control_plane::ControlPlane;
 use tokio::sync::mpsc;
 
-fn component(name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = bundled::built_component(name)
-        .ok_or_else(|| anyhow::anyhow!("component {name} was not built (MSP_POLICY_WASM set?)"))?;
-    Ok(std::fs::read(path)?)
-}
-
 fn config_map(name: &str, module: Vec<u8>) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
@@ -37,10 +31,8 @@ fn config_map(name: &str, module: Vec<u8>) -> ConfigMap {
 
 /// A deleted pool in the ledger: the default destroys it, `retain` keeps it.
 fn deleted_pool() -> anyhow::Result<Observation> {
-    let (_, mut obs) = validate::conformance_observations()
-        .into_iter()
-        .find(|(case, _)| *case == "deleted")
-        .ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
+    let mut obs =
+        validate::conformance_case("deleted").ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
     obs.in_ledger = true;
     Ok(obs)
 }
@@ -136,7 +128,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     );
     let other_key = serde_json::json!({
         "data": null,
-        "binaryData": { "module.wasm": ByteString(component("retain")?) },
+        "binaryData": { "module.wasm": ByteString(bundled::read_built("retain")?) },
     });
     cms.patch(
         policy_watch::DEFAULT_NAME,
@@ -156,7 +148,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // A new module: in effect within moments.
     cms.create(
         &PostParams::default(),
-        &config_map(policy_watch::DEFAULT_NAME, component("retain")?),
+        &config_map(policy_watch::DEFAULT_NAME, bundled::read_built("retain")?),
     )
     .await?;
     let took = until_decides(&engine, &obs, Action::Retain).await?;
@@ -173,7 +165,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     cms.patch(
         policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
-        &Patch::Merge(patch(component("hostile-wrong-version")?)),
+        &Patch::Merge(patch(bundled::read_built("hostile-wrong-version")?)),
     )
     .await?;
     let refused = next_outcome(&mut rx).await?;
@@ -224,7 +216,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     cms.patch(
         policy_watch::DEFAULT_NAME,
         &PatchParams::default(),
-        &Patch::Merge(patch(component("retain")?)),
+        &Patch::Merge(patch(bundled::read_built("retain")?)),
     )
     .await?;
     until_decides(&engine, &obs, Action::Retain).await?;
@@ -255,7 +247,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // initial list.
     cms.create(
         &PostParams::default(),
-        &config_map(policy_watch::DEFAULT_NAME, component("retain")?),
+        &config_map(policy_watch::DEFAULT_NAME, bundled::read_built("retain")?),
     )
     .await?;
     let late = PolicyEngine::new(Limits::default())?;

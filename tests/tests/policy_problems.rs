@@ -16,12 +16,6 @@ use msp_tests::operator::{Operator, WAIT, pool_events, start_cluster, wait_for};
 const NAME: &str = "msp-policy";
 const KEY: &str = "policy.wasm";
 
-fn component(name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = bundled::built_component(name)
-        .ok_or_else(|| anyhow::anyhow!("component {name} was not built"))?;
-    Ok(std::fs::read(path)?)
-}
-
 /// The policy ConfigMap with `binary` under binaryData and `text` under data.
 fn config_map(binary: &[(&str, Vec<u8>)], text: &[(&str, &str)]) -> ConfigMap {
     ConfigMap {
@@ -46,14 +40,9 @@ fn config_map(binary: &[(&str, Vec<u8>)], text: &[(&str, &str)]) -> ConfigMap {
 }
 
 /// The counter `msp_policy_reloads_total` for `cause`, 0 when absent.
-async fn reloads(op: &Operator, cause: &str) -> anyhow::Result<u64> {
-    let (_, body) = op.http_get("/metrics").await?;
-    let series = format!("msp_policy_reloads_total{{error=\"{cause}\"}} ");
-    Ok(body
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64))
+async fn reloads(op: &Operator, cause: &str) -> u64 {
+    let series = format!("msp_policy_reloads_total{{error=\"{cause}\"}}");
+    op.metric(&series).await.map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +51,7 @@ async fn each_configmap_problem_is_reported_as_itself() -> anyhow::Result<()> {
     // A module limit between the bundled policy's size and a larger
     // example's, so "too large" is reachable with a module that fits a
     // ConfigMap.
-    let big = component("stable-disk-names")?;
+    let big = bundled::read_built("stable-disk-names")?;
     let limit = (bundled::DEFAULT_COMPONENT.len() + big.len()) / 2;
     assert!(
         bundled::DEFAULT_COMPONENT.len() < limit && limit < big.len(),
@@ -81,7 +70,7 @@ async fn each_configmap_problem_is_reported_as_itself() -> anyhow::Result<()> {
         (
             "key-missing",
             "PolicyKeyMissing",
-            config_map(&[("module.wasm", component("retain")?)], &[]),
+            config_map(&[("module.wasm", bundled::read_built("retain")?)], &[]),
             "module.wasm",
         ),
         (
@@ -105,18 +94,21 @@ async fn each_configmap_problem_is_reported_as_itself() -> anyhow::Result<()> {
         (
             "unknown-version",
             "PolicyUnknownVersion",
-            config_map(&[(KEY, component("hostile-wrong-version")?)], &[]),
+            config_map(&[(KEY, bundled::read_built("hostile-wrong-version")?)], &[]),
             "contract",
         ),
         (
             "conformance",
             "PolicyConformance",
-            config_map(&[(KEY, component("hostile-fails-self-test")?)], &[]),
+            config_map(
+                &[(KEY, bundled::read_built("hostile-fails-self-test")?)],
+                &[],
+            ),
             "reason",
         ),
     ];
     for (cause, reason, cm, hint) in &cases {
-        let before = reloads(&op, cause).await?;
+        let before = reloads(&op, cause).await;
         // Each problem arrives as a new ConfigMap, as an admin's apply after
         // a delete would bring it.
         let _ = cms.delete(NAME, &DeleteParams::default()).await;
@@ -155,7 +147,7 @@ async fn each_configmap_problem_is_reported_as_itself() -> anyhow::Result<()> {
             }
         }
         wait_for(&format!("the {cause} reload counted"), WAIT, || async {
-            reloads(&op, cause).await.is_ok_and(|n| n > before)
+            reloads(&op, cause).await > before
         })
         .await?;
         let (_, metrics) = op.http_get("/metrics").await?;

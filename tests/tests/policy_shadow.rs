@@ -27,12 +27,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 const SHADOW: &str = "msp-policy-shadow";
 const KEY: &str = "policy.wasm";
 
-fn component(name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = bundled::built_component(name)
-        .ok_or_else(|| anyhow::anyhow!("component {name} was not built (MSP_POLICY_WASM set?)"))?;
-    Ok(std::fs::read(path)?)
-}
-
 /// Waits until series `series` on the operator's `/metrics` satisfies `ok`.
 async fn wait_metric(
     op: &Operator,
@@ -175,7 +169,7 @@ async fn shadow_candidate_is_compared_never_acted_upon_and_promoted() -> anyhow:
     cms.patch(
         SHADOW,
         &PatchParams::default(),
-        &binary_patch(component("hostile-misbehave")?),
+        &binary_patch(bundled::read_built("hostile-misbehave")?),
     )
     .await?;
     wait_metrics_text(
@@ -242,7 +236,7 @@ async fn shadow_candidate_is_compared_never_acted_upon_and_promoted() -> anyhow:
     cms.patch(
         SHADOW,
         &PatchParams::default(),
-        &binary_patch(component("retain")?),
+        &binary_patch(bundled::read_built("retain")?),
     )
     .await?;
     wait_metrics_text(
@@ -303,7 +297,7 @@ kubectl -n mayastor delete configmap msp-policy-shadow",
         live.binary_data
             .as_ref()
             .and_then(|d| d.get(KEY))
-            .is_some_and(|b| b.0 == component("retain").unwrap_or_default()),
+            .is_some_and(|b| b.0 == bundled::read_built("retain").unwrap_or_default()),
         "the live ConfigMap holds the candidate's bytes"
     );
     wait_metrics_text(&scene.op, "msp_policy_info{name=\"msp-retain\"", true).await?;

@@ -40,9 +40,13 @@ pub fn built_core(name: &str) -> Option<PathBuf> {
 
 /// The bytes of a component [`built_component`] names, or why there are none
 /// (for tests and benchmarks).
-pub fn read_built(name: &str) -> Result<Vec<u8>, String> {
+pub fn read_built(name: &str) -> std::io::Result<Vec<u8>> {
     let path = built_component(name).ok_or_else(|| {
-        format!("component {name} was not built (unknown name, or MSP_POLICY_WASM set)")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("component {name} was not built (unknown name, or MSP_POLICY_WASM set)"),
+        )
     })?;
-    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+    std::fs::read(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
 }

@@ -7,9 +7,10 @@ use crate::error::PolicyError;
 
 /// The component for core module `core` (validated as it is encoded).
 pub fn componentize(core: &[u8]) -> Result<Vec<u8>, PolicyError> {
-    if core.starts_with(b"\0asm") && core.get(4..8) != Some(&[1, 0, 0, 0][..]) {
+    // The host's own header check: a pass means it is a component already.
+    if crate::sandbox::check_header(core).is_ok() {
         return Err(PolicyError::Garbage(
-            "already a component (or not a core module): nothing to wrap".into(),
+            "already a component: nothing to wrap".into(),
         ));
     }
     wit_component::ComponentEncoder::default()

@@ -74,6 +74,14 @@ pub struct ActivePolicy {
     pub contract: String,
 }
 
+impl ActivePolicy {
+    /// `name@version (sha256 prefix)`: how status, logs and Events name it.
+    pub fn identity(&self) -> String {
+        let short: String = self.sha256.chars().take(12).collect();
+        format!("{}@{} ({short})", self.name, self.version)
+    }
+}
+
 /// The outcome of checking a module: what `load` swaps in and what
 /// `msp-operator policy check` prints.
 #[derive(Debug, Clone)]

@@ -319,7 +319,7 @@ fn contract_of(exports: &[String]) -> Result<(Contract, String), PolicyError> {
 }
 
 /// Refuses precompiled code and core modules before any parsing.
-fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
     if Engine::detect_precompiled(bytes).is_some() || bytes.starts_with(b"\x7fELF") {
         return Err(PolicyError::Precompiled);
     }

@@ -117,6 +117,14 @@ pub fn self_test(policy: &CompiledPolicy, limits: &Limits) -> Result<Vec<CaseRes
     Ok(results)
 }
 
+/// The conformance observation named `case`, for tests that start from one.
+pub fn conformance_case(case: &str) -> Option<Observation> {
+    conformance_observations()
+        .into_iter()
+        .find(|(name, _)| *name == case)
+        .map(|(_, obs)| obs)
+}
+
 /// Observations covering each state and event, named for the report.
 pub fn conformance_observations() -> Vec<(&'static str, Observation)> {
     const NOW: u64 = 1_700_000_000_000;

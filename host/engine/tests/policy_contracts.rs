@@ -14,11 +14,7 @@ fn component(name: &str) -> Vec<u8> {
 }
 
 fn case(name: &str) -> Observation {
-    validate::conformance_observations()
-        .into_iter()
-        .find(|(c, _)| *c == name)
-        .map(|(_, o)| o)
-        .unwrap_or_else(|| panic!("no conformance case {name}"))
+    validate::conformance_case(name).unwrap_or_else(|| panic!("no conformance case {name}"))
 }
 
 /// What the 0.1 component's documented rule says.

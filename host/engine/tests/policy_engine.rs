@@ -105,9 +105,7 @@ async fn async_decide_runs_and_concurrent_calls_agree() -> anyhow::Result<()> {
 fn retain_example_swaps_in_and_reset_returns_to_bundled() -> anyhow::Result<()> {
     let engine = PolicyEngine::new(Limits::default())?;
     let bundled = engine.active();
-    let (_, mut deleted) = msp_policy_engine::validate::conformance_observations()
-        .into_iter()
-        .find(|(case, _)| *case == "deleted")
+    let mut deleted = msp_policy_engine::validate::conformance_case("deleted")
         .ok_or_else(|| anyhow::anyhow!("no deleted case"))?;
     deleted.in_ledger = true;
     assert_eq!(engine.decide_blocking(&deleted)?.action, Action::Destroy);

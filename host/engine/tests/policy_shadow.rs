@@ -10,18 +10,8 @@ use msp_policy_engine::{Limits, PolicyEngine, PolicySource, bundled, validate};
 use msp_policy_sdk::model::{Action, Observation};
 use tokio::sync::mpsc;
 
-fn component(name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = bundled::built_component(name)
-        .ok_or_else(|| anyhow::anyhow!("component {name} was not built (MSP_POLICY_WASM set?)"))?;
-    Ok(std::fs::read(path)?)
-}
-
 fn case(name: &str) -> anyhow::Result<Observation> {
-    validate::conformance_observations()
-        .into_iter()
-        .find(|(case, _)| *case == name)
-        .map(|(_, obs)| obs)
-        .ok_or_else(|| anyhow::anyhow!("no conformance case {name}"))
+    validate::conformance_case(name).ok_or_else(|| anyhow::anyhow!("no conformance case {name}"))
 }
 
 /// A shadow whose verdicts arrive on a channel.
@@ -56,7 +46,7 @@ async fn candidate_disagreements_are_named_by_field() -> anyhow::Result<()> {
 
     shadow
         .candidate()
-        .load(&component("retain")?, PolicySource::ConfigMap)?;
+        .load(&bundled::read_built("retain")?, PolicySource::ConfigMap)?;
     assert!(shadow.sync());
     assert_eq!(shadow.offer(&deleted, Ok(&decision)), Offer::Queued);
     let verdict = next(&mut verdicts).await?;
@@ -93,9 +83,10 @@ async fn candidate_disagreements_are_named_by_field() -> anyhow::Result<()> {
 async fn a_failing_candidate_is_an_error_disagreement() -> anyhow::Result<()> {
     let live = PolicyEngine::new(Limits::default())?;
     let (shadow, mut verdicts) = shadow(16)?;
-    shadow
-        .candidate()
-        .load(&component("hostile-misbehave")?, PolicySource::ConfigMap)?;
+    shadow.candidate().load(
+        &bundled::read_built("hostile-misbehave")?,
+        PolicySource::ConfigMap,
+    )?;
     shadow.sync();
     for (name, kind) in [
         ("hostile-panic", "trap"),
@@ -123,7 +114,7 @@ async fn a_full_queue_drops_offers_instead_of_waiting() -> anyhow::Result<()> {
     let (shadow, mut verdicts) = shadow(2)?;
     shadow
         .candidate()
-        .load(&component("retain")?, PolicySource::ConfigMap)?;
+        .load(&bundled::read_built("retain")?, PolicySource::ConfigMap)?;
     shadow.sync();
     let obs = case("new pool")?;
     let decision = live.decide(&obs).await?;

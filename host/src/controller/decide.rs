@@ -68,9 +68,7 @@ impl Decider for PolicyEngine {
     }
 
     fn active(&self) -> String {
-        let active = PolicyEngine::active(self);
-        let short: String = active.sha256.chars().take(12).collect();
-        format!("{}@{} ({short})", active.name, active.version)
+        PolicyEngine::active(self).identity()
     }
 }
 
