@@ -539,9 +539,11 @@ pub(crate) async fn apiserver_healthy(client: &kube::Client) -> bool {
 }
 
 /// Removes temp dirs left by test processes that were killed outright (their
-/// children died with them through the death signal; the dirs did not).
+/// children die with them through the death signal; the dirs do not), and
+/// any etcd or kube-apiserver of theirs that outlived them all the same.
 fn sweep_dead_runs() {
     for dir in crate::leftovers::dead_run_dirs(TEMP_PREFIX) {
+        crate::leftovers::kill_processes_naming(&dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -102,8 +102,12 @@ impl StorageNodeProcess {
             Some(addr) => addr,
             None => free_port()?,
         };
+        let binary = binary.into();
+        if let Some(name) = binary.file_name().and_then(|n| n.to_str()) {
+            crate::leftovers::kill_orphans(name);
+        }
         let mut node = Self {
-            binary: binary.into(),
+            binary,
             options,
             endpoint,
             child: None,
