@@ -152,11 +152,19 @@ mod tests {
         let name = format!("msp-orphan-test-{}", std::process::id());
         let exe = dir.path().join(&name);
         std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
-        // A child of ours, which must survive.
-        let mut child = std::process::Command::new(&exe)
-            .arg("30")
-            .spawn()
-            .expect("child");
+        // A child of ours, which must survive. Another test's fork can hold
+        // the copy's write descriptor until its exec ("text file busy"):
+        // retry briefly, after which no one holds it.
+        let mut tries = 0;
+        let mut child = loop {
+            match std::process::Command::new(&exe).arg("30").spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.expect("child"),
+            }
+        };
         // An orphan: its shell exits at once and init adopts it.
         let out = std::process::Command::new("sh")
             .arg("-c")
