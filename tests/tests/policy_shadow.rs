@@ -256,7 +256,13 @@ async fn shadow_candidate_is_compared_never_acted_upon_and_promoted() -> anyhow:
             .is_ok_and(|p| p == ["hostile-panic"])
     })
     .await?;
-    assert_eq!(ledger_pools(&admin, "node1").await?, ["hostile-panic"]);
+    // The ledger entry goes after DestroyPool returns, in a write of its own.
+    wait_for("plain gone from the ledger", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l == ["hostile-panic"])
+    })
+    .await?;
     wait_metric(&scene.op, action, |v| v.is_some_and(|v| v >= 1.0)).await?;
     let decisions = scene.op.metric("msp_policy_shadow_decisions_total").await;
     assert!(decisions.is_some_and(|d| d >= 2.0), "{decisions:?}");
