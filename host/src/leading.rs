@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use msp_policy_engine::{Limits, PolicyEngine};
 use tokio::sync::Notify;
 
-use crate::cache::{self, pools_on, wait_synced};
+use crate::cache::{self, wait_synced};
 use crate::controller::{Context, Parts, on_error, reconcile, sweep};
 use crate::crd::MayastorPool;
 use crate::flags::RunArgs;
@@ -119,7 +119,7 @@ pub(crate) async fn lead(
 
     let (p, n) = (pools.clone(), nodes.clone());
     tasks.spawn(async move {
-        if wait_synced(&p).await && wait_synced(&n).await {
+        if wait_synced(p.store()).await && wait_synced(&n).await {
             ready.set_synced(true);
             tracing::info!("caches synced: ready");
         }
@@ -132,8 +132,8 @@ pub(crate) async fn lead(
     ));
 
     let reader = pools.clone();
-    let node_mapper = move |node: Node| pools_on(&reader, Some(&node.name_any()));
-    Controller::for_stream(pool_stream, pools.clone())
+    let node_mapper = move |node: Node| reader.refs_on(Some(&node.name_any()));
+    Controller::for_stream(pool_stream, pools.store().clone())
         .watches_stream(node_stream, node_mapper)
         .reconcile_on(cache::node_triggers(&registry, pools))
         .reconcile_all_on(stream::unfold(policy_changes, |mut rx| async move {

@@ -223,7 +223,7 @@ fn new_on_node(
     devices: Option<&[crate::node_client::BlockDeviceInfo]>,
 ) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
-    let all = ctx.pools.state();
+    let all = ctx.pools.on_node(node);
     let listed = ctx.registry.view(node).pools;
     let entries = ctx.ledger.on_node(node);
     let (mut ahead, mut coming) = (Vec::new(), 0);
@@ -321,7 +321,7 @@ pub async fn deleted(
             Ok(Outcome::Done(Action::Retain))
         }
         Action::Destroy => {
-            let live = ctx.pools.state();
+            let live = ctx.pools.all();
             let reported = obs.reported.as_ref().map(|p| p.disks.as_slice());
             if let Some(why) = destroy_refusal(entry, &live, reported) {
                 if obs.reported.is_some() && live.iter().all(|p| p.name_any() != entry.pool) {

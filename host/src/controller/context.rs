@@ -14,6 +14,7 @@ use msp_policy_sdk::model::Decision;
 
 use super::decide::Decider;
 use super::observe::{Operations, Sources};
+use crate::cache::PoolCache;
 use crate::crd::{MayastorPool, PoolState};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -61,7 +62,7 @@ impl Default for ControllerSettings {
 /// builds a [`Context`] (`run`, or a test fixture) says which is which.
 pub struct Parts {
     pub client: Client,
-    pub pools: Store<MayastorPool>,
+    pub pools: PoolCache,
     pub nodes: Store<Node>,
     pub registry: NodeRegistry,
     pub ledger: Arc<Ledger>,
@@ -73,7 +74,7 @@ pub struct Parts {
 /// Shared by every reconcile and the sweep.
 pub struct Context {
     pub(super) client: Client,
-    pub(super) pools: Store<MayastorPool>,
+    pub(super) pools: PoolCache,
     pub(super) nodes: Store<Node>,
     pub(super) registry: NodeRegistry,
     pub(super) ledger: Arc<Ledger>,
@@ -129,7 +130,7 @@ impl Context {
     }
 
     /// The MayastorPool cache the controller reconciles from.
-    pub fn pools(&self) -> &Store<MayastorPool> {
+    pub fn pools(&self) -> &PoolCache {
         &self.pools
     }
 
@@ -217,7 +218,7 @@ pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings)
 #[cfg(test)]
 pub(crate) struct Fixture {
     pub ctx: Context,
-    pub pools: kube::runtime::reflector::store::Writer<MayastorPool>,
+    pub pools: crate::cache::PoolCacheWriter,
     pub nodes: kube::runtime::reflector::store::Writer<Node>,
 }
 
@@ -227,7 +228,7 @@ impl Fixture {
         use kube::runtime::watcher::Event;
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
         let client = Client::try_from(config).expect("client");
-        let (pools, mut pool_writer) = kube::runtime::reflector::store();
+        let (pools, mut pool_writer) = crate::cache::pool_cache();
         let (nodes, mut node_writer) = kube::runtime::reflector::store();
         pool_writer.apply_watcher_event(&Event::Init);
         pool_writer.apply_watcher_event(&Event::InitDone);

@@ -19,6 +19,7 @@ use msp_policy_sdk::model::{
     ReportedPool, StorageNode,
 };
 
+use crate::cache::PoolCache;
 use crate::crd::MayastorPool;
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::registry::NodeRegistry;
@@ -96,7 +97,7 @@ impl Operations {
 
 /// What observe reads from.
 pub struct Sources<'a> {
-    pub pools: &'a Store<MayastorPool>,
+    pub pools: &'a PoolCache,
     pub nodes: &'a Store<Node>,
     pub registry: &'a NodeRegistry,
     pub ledger: &'a Ledger,
@@ -221,7 +222,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let reported = pools
         .as_ref()
         .and_then(|list| list.iter().find(|p| p.name == name).cloned());
-    let all = src.pools.state();
+    let on_node = src.pools.on_node(&node);
     Observation {
         now_ms: now_ms(),
         pool: PoolResource {
@@ -244,7 +245,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         pools_known: pools.is_some(),
         in_ledger: src.ledger.get(&node, &name).is_some_and(|e| e.uid == uid),
         last_operation: src.operations.get(&uid),
-        conflicts: conflicts(pool, &all, pools.as_deref(), &src.ledger.on_node(&node)),
+        conflicts: conflicts(pool, &on_node, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
         settings: host_settings(src.registry),
     }

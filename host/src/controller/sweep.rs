@@ -24,7 +24,7 @@ use crate::cache::wait_synced;
 
 /// One pass over the ledger.
 pub async fn sweep_once(ctx: &Context) {
-    let live: HashSet<String> = ctx.pools.state().iter().filter_map(|p| p.uid()).collect();
+    let live: HashSet<String> = ctx.pools.all().iter().filter_map(|p| p.uid()).collect();
     // Last operations of resources that are gone and have no ledger entry
     // left are of no further use.
     let ledgered: HashSet<String> = ctx.ledger.all().into_iter().map(|e| e.uid).collect();
@@ -63,7 +63,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return,
-        synced = wait_synced(&ctx.pools) => {
+        synced = wait_synced(ctx.pools.store()) => {
             if !synced {
                 tracing::error!("the MayastorPool cache was dropped before it synced; no sweeping");
                 return;
