@@ -42,7 +42,8 @@
 //! Run: `cargo bench -p msp-tests --bench scale` (add `--profile dev` to skip
 //! the release build). Environment: `MSP_BENCH_NODES` (default 1000),
 //! `MSP_BENCH_POOLS_PER_NODE` (5), `MSP_BENCH_CONCURRENCY` (64),
-//! `MSP_BENCH_STOP_NODES` (a tenth of the nodes),
+//! `MSP_BENCH_STOP_NODES` (a tenth of the nodes), `MSP_BENCH_SYNC_SECS` (5: the
+//! operator's `--node-sync-period`),
 //! `MSP_BENCH_TIMEOUT_SECS` (600: the whole run; on expiry it prints how far
 //! it got and fails); `RUST_LOG` (default `warn`) for the operator's logs,
 //! `MSP_BENCH_LOG_DIR` to keep them (a child operator's); `MSP_BENCH_PERF=FILE`
@@ -80,7 +81,6 @@ const BENCH_CREATES: &str = "POST mayastorpools";
 /// thousand: a 300 ms pool-list refresh per node would be 3,300 ListPools/s).
 const OPERATOR_FLAGS: &[&str] = &[
     "--node-deadline=10s",
-    "--node-sync-period=5s",
     "--probe-timeout=3s",
     "--rpc-timeout=60s",
     "--sweep-period=10s",
@@ -362,12 +362,7 @@ async fn states(client: &Client) -> anyhow::Result<Vec<(String, usize)>> {
 /// Prints the writes between two snapshots, per pool; returns the
 /// operator's (all but the bench's own creates of the resources).
 fn print_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, pools: usize) -> f64 {
-    let mut rows: Vec<(String, f64)> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d > 0.0)
-        .collect();
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let rows = write_deltas(before, after);
     let total: f64 = rows.iter().map(|r| r.1).sum();
     let operator: f64 = rows
         .iter()
@@ -383,6 +378,18 @@ fn print_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, poo
         println!("    {what}: {n:.0} ({:.2} per pool)", n / pools as f64);
     }
     operator
+}
+
+/// The writes of each kind between two snapshots, most first (none left out
+/// but the kinds that did not grow).
+fn write_deltas(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, f64)> = after
+        .keys()
+        .map(|k| (k.clone(), grown(before, after, k)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows
 }
 
 /// The writes in a snapshot pair that are status writes of MayastorPools.
@@ -620,8 +627,11 @@ async fn main() -> anyhow::Result<()> {
     // 3. Operator, virtual nodes (the last `stop` of them in a process of
     // their own, to stop them at once later), Node objects.
     let concurrency = format!("--concurrency={}", sizes.concurrency);
+    // The pool-list period is most of what the idle operator pays for.
+    let sync_secs = env_or("MSP_BENCH_SYNC_SECS", 5);
     let mut flags: Vec<String> = OPERATOR_FLAGS.iter().map(|f| f.to_string()).collect();
     flags.push(concurrency);
+    flags.push(format!("--node-sync-period={sync_secs}s"));
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
     // MSP_BENCH_LOG_DIR keeps the operator's logs; else they go with the run.
     let temp_logs = tempfile::tempdir()?;
@@ -837,15 +847,18 @@ async fn main() -> anyhow::Result<()> {
     let cpu =
         op.usage().2.saturating_sub(cpu_before).as_secs_f64() / idle_start.elapsed().as_secs_f64();
     let idle_writes = writes_so_far(&admin).await?;
+    let by_kind = write_deltas(&writes_before, &idle_writes);
     println!(
-        "idle ({:.0} s, {} nodes heartbeating every {HEARTBEAT_SECS} s): CPU {:.1} % of one core (target <= 5 %); {:.0} operator writes",
+        "idle ({:.0} s, {} nodes heartbeating every {HEARTBEAT_SECS} s, pool lists every {sync_secs} s): CPU {:.1} % of one core (target <= 5 %); {:.0} operator writes ({})",
         idle.as_secs_f64(),
         sizes.nodes,
         100.0 * cpu,
-        idle_writes
+        by_kind.iter().map(|(_, n)| n).sum::<f64>(),
+        by_kind
             .iter()
-            .map(|(k, v)| v - writes_before.get(k).copied().unwrap_or(0.0))
-            .sum::<f64>()
+            .map(|(k, n)| format!("{k}: {n:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     // 6. Restart with everything online.
