@@ -641,6 +641,9 @@ async fn main() -> anyhow::Result<()> {
     let mut op = Op::start(&cp, &flag_refs, &logs).await?;
     op.wait_ready(Duration::from_secs(60)).await?;
     println!("operator: {}", op.describe());
+    // Resident memory at each stage, to tell what the nodes cost from what
+    // the pools do.
+    let rss_ready = op.usage().0;
     let port = TcpListener::bind((VIRTUAL_BASE, 0))?.local_addr()?.port();
     let stop = env_or("MSP_BENCH_STOP_NODES", sizes.nodes / 10).min(sizes.nodes - 1);
     let running = sizes.nodes - stop;
@@ -710,6 +713,7 @@ async fn main() -> anyhow::Result<()> {
         sizes.nodes,
         nodes_start.elapsed().as_secs_f64()
     );
+    let rss_nodes = op.usage().0;
 
     // 4. The pools, through the operator.
     let writes_before = writes_so_far(&admin).await?;
@@ -817,6 +821,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "memory: {rss:.0} MiB resident with {} pools, peak {hwm:.0} MiB ({whose}; target operator <= 100 MiB)",
         sizes.pools()
+    );
+    println!(
+        "  resident when ready with no node {rss_ready:.0} MiB; with {} nodes registered and no pool {rss_nodes:.0} MiB (+{:.0} KiB a node); the pools +{:.0} KiB a pool",
+        sizes.nodes,
+        1024.0 * (rss_nodes - rss_ready) / sizes.nodes as f64,
+        1024.0 * (rss - rss_nodes) / sizes.pools() as f64
     );
 
     // 5. Nothing changing, every node heartbeating: CPU and writes.
