@@ -71,7 +71,7 @@ pub(crate) async fn lead(
     };
     let engine = PolicyEngine::new(limits).context("loading the bundled policy")?;
     let active = engine.active();
-    metrics.set_policy(&active.name, &active.version, &active.sha256);
+    metrics.set_policy(&active);
     let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
     let reporter = PolicyReloadReporter::new(
         metrics.clone(),

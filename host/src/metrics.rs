@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use msp_policy_engine::ActivePolicy;
 use msp_policy_engine::compare::Field;
 
 use crate::crd::PoolState;
@@ -53,6 +54,9 @@ pub struct PolicyLabels {
     pub version: String,
     /// First 12 hex digits of the module's sha256.
     pub sha256: String,
+    /// The contract version the module was built against: what an operator
+    /// upgrade must keep running.
+    pub contract: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,8 +238,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_policy(&self, name: &str, version: &str, sha256: &str) {
-        set_info(&self.policy_info, Some((name, version, sha256)));
+    pub fn set_policy(&self, active: &ActivePolicy) {
+        set_info(&self.policy_info, Some(active));
     }
 
     pub fn rail_refusal(&self, action: &str, rail: &str) {
@@ -336,11 +340,12 @@ impl Metrics {
 }
 
 /// Makes `policy` the one series of an info gauge (none: no series).
-fn set_info(family: &Family<PolicyLabels, Gauge>, policy: Option<(&str, &str, &str)>) {
-    let labels = policy.map(|(name, version, sha256)| PolicyLabels {
-        name: name.to_string(),
-        version: version.to_string(),
-        sha256: sha256.chars().take(12).collect(),
+fn set_info(family: &Family<PolicyLabels, Gauge>, policy: Option<&ActivePolicy>) {
+    let labels = policy.map(|active| PolicyLabels {
+        name: active.name.clone(),
+        version: active.version.clone(),
+        sha256: active.sha256.chars().take(12).collect(),
+        contract: active.contract.clone(),
     });
     if let Some(labels) = &labels
         && family.get(labels).is_some_and(|g| g.get() == 1)
@@ -431,7 +436,7 @@ impl ShadowMetrics {
     }
 
     /// The candidate now shadowing (none: shadow mode off).
-    pub fn set_candidate(&self, candidate: Option<(&str, &str, &str)>) {
+    pub fn set_candidate(&self, candidate: Option<&ActivePolicy>) {
         set_info(&self.info, candidate);
     }
 }
@@ -450,7 +455,19 @@ impl Drop for ReconcileTimer<'_> {
 
 #[cfg(test)]
 mod tests {
+    use msp_policy_engine::PolicySource;
+
     use super::*;
+
+    fn policy(name: &str, contract: &str) -> ActivePolicy {
+        ActivePolicy {
+            name: name.into(),
+            version: "0.1.0".into(),
+            sha256: "0123456789abcdef".into(),
+            source: PolicySource::ConfigMap,
+            contract: contract.into(),
+        }
+    }
 
     #[test]
     fn exposes_reconcile_and_pool_metrics() {
@@ -458,7 +475,7 @@ mod tests {
         drop(m.reconcile_timer());
         m.reconcile_failure("kube");
         m.set_pool("mayastor", "p1", PoolState::Online, Some(100), Some(10));
-        m.set_policy("msp-default", "0.1.0", "0123456789abcdef");
+        m.set_policy(&policy("msp-default", "0.2.0"));
         m.policy_failure("trap");
         let text = m.encode().expect("encode");
         assert!(text.contains("msp_reconcile_total 1"), "{text}");
@@ -484,7 +501,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1"
+                "msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\",contract=\"0.2.0\"} 1"
             ),
             "{text}"
         );
@@ -510,8 +527,7 @@ mod tests {
         m.shadow.decision(&[Field::Action, Field::Reason]);
         m.shadow.dropped();
         m.shadow.reload("key-under-data");
-        m.shadow
-            .set_candidate(Some(("msp-retain", "0.1.0", "0123456789abcdef")));
+        m.shadow.set_candidate(Some(&policy("msp-retain", "0.1.0")));
         let text = m.encode().expect("encode");
         for line in [
             "msp_policy_shadow_decisions_total 2",
@@ -520,7 +536,7 @@ mod tests {
             "msp_policy_shadow_disagreements_total{field=\"state\"} 0",
             "msp_policy_shadow_dropped_total 1",
             "msp_policy_shadow_reloads_total{error=\"key-under-data\"} 1",
-            "msp_policy_shadow_info{name=\"msp-retain\",version=\"0.1.0\",sha256=\"0123456789ab\"} 1",
+            "msp_policy_shadow_info{name=\"msp-retain\",version=\"0.1.0\",sha256=\"0123456789ab\",contract=\"0.1.0\"} 1",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -110,11 +110,12 @@ fn describe(outcome: &ReloadOutcome, shadow: bool) -> Report {
             warning: false,
             reason: Some("PolicyLoaded".into()),
             note: format!(
-                "{} {}@{} ({}) loaded{}",
+                "{} {}@{} ({}, contract {}) loaded{}",
                 if shadow { "candidate policy" } else { "policy" },
                 active.name,
                 active.version,
                 active.sha256,
+                active.contract,
                 if shadow {
                     ": it decides beside the live policy and is never acted upon"
                 } else {
@@ -181,8 +182,7 @@ impl ReloadReporter for PolicyReloadReporter {
                 | ReloadOutcome::Bundled { active, .. }
                 | ReloadOutcome::Unusable { active, .. } = outcome
                 {
-                    self.metrics
-                        .set_policy(&active.name, &active.version, &active.sha256);
+                    self.metrics.set_policy(active);
                 }
                 // A closed receiver means the controller stopped: nothing to wake.
                 let _ = changed.send(());
@@ -192,11 +192,9 @@ impl ReloadReporter for PolicyReloadReporter {
             Role::Shadow(shadow) => {
                 self.metrics.shadow.reload(label);
                 let candidate = shadow.candidate().active();
-                self.metrics.shadow.set_candidate(shadow.sync().then_some((
-                    candidate.name.as_str(),
-                    candidate.version.as_str(),
-                    candidate.sha256.as_str(),
-                )));
+                self.metrics
+                    .shadow
+                    .set_candidate(shadow.sync().then_some(&candidate));
             }
         }
         // A return to the bundled default has nothing to tell about the ConfigMap.

@@ -6,6 +6,7 @@
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use msp_operator::crd::{MayastorPool, PoolState};
+use msp_policy_engine::Contract;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};
 
@@ -131,6 +132,14 @@ async fn online_degraded_faulted_and_spec_edit_ignored() -> anyhow::Result<()> {
     ] {
         assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
     }
+    // The bundled default names the contract it was built against.
+    let contract = format!("contract=\"{}\"}} 1", Contract::CURRENT.as_str());
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("msp_policy_info{") && l.ends_with(&contract)),
+        "no msp_policy_info with {contract} in:\n{metrics}"
+    );
     assert!(metrics.contains("msp_reconcile_total"), "{metrics}");
     assert!(
         metrics.contains("msp_reconcile_time_seconds_bucket"),
