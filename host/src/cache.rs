@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Node;
+use kube::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 
 use crate::crd::MayastorPool;
 use crate::registry::{NodeChange, NodeRegistry};
@@ -103,17 +103,13 @@ impl PoolCache {
             .collect()
     }
 
-    /// The pools a registry change matters to.
+    /// The pools a registry change matters to: those it names, of its node.
     pub fn refs_for(&self, change: &NodeChange) -> Vec<ObjectRef<MayastorPool>> {
-        match &change.pools {
-            None => self.refs_on(Some(&change.node)),
-            Some(names) => self
-                .on_node(&change.node)
-                .iter()
-                .filter(|p| names.iter().any(|n| *n == p.name_any()))
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect(),
+        let mut refs = self.refs_on(Some(&change.node));
+        if let Some(names) = &change.pools {
+            refs.retain(|r| names.contains(&r.name));
         }
+        refs
     }
 }
 
@@ -266,6 +262,7 @@ pub fn node_triggers(
 
 #[cfg(test)]
 mod tests {
+    use kube::ResourceExt;
     use kube::runtime::watcher::Event;
 
     use super::*;
@@ -285,6 +282,17 @@ mod tests {
             ..Default::default()
         });
         p
+    }
+
+    /// A cache after a first list of `pools`.
+    fn listed(pools: impl IntoIterator<Item = MayastorPool>) -> (PoolCache, PoolCacheWriter) {
+        let (cache, mut writer) = pool_cache();
+        writer.apply_watcher_event(&Event::Init);
+        for p in pools {
+            writer.apply_watcher_event(&Event::InitApply(p));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        (cache, writer)
     }
 
     fn names(pools: Vec<Arc<MayastorPool>>) -> Vec<String> {
@@ -334,16 +342,11 @@ mod tests {
 
     #[test]
     fn a_registry_change_wakes_the_pools_it_names_on_its_node_only() {
-        let (cache, mut writer) = pool_cache();
-        writer.apply_watcher_event(&Event::Init);
-        for p in [
+        let (cache, _writer) = listed([
             pool("a", "n1", None),
             pool("b", "n1", None),
             pool("a2", "n2", None),
-        ] {
-            writer.apply_watcher_event(&Event::InitApply(p));
-        }
-        writer.apply_watcher_event(&Event::InitDone);
+        ]);
         let change = |pools: Option<Vec<&str>>| NodeChange {
             node: "n1".into(),
             pools: pools.map(|p| p.into_iter().map(String::from).collect()),

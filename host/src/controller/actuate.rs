@@ -223,11 +223,11 @@ fn new_on_node(
     devices: Option<&[crate::node_client::BlockDeviceInfo]>,
 ) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
-    let all = ctx.pools.on_node(node);
+    let pools = ctx.pools.on_node(node);
     let listed = ctx.registry.view(node).pools;
     let entries = ctx.ledger.on_node(node);
     let (mut ahead, mut coming) = (Vec::new(), 0);
-    for other in &all {
+    for other in &pools {
         let reported_created = other
             .status
             .as_ref()
@@ -235,7 +235,6 @@ fn new_on_node(
             .is_some_and(|s| !matches!(s, crate::crd::PoolState::Pending));
         if other.placement_cached()
             || reported_created
-            || other.effective_node() != node
             || other.metadata.uid == pool.metadata.uid
             || other.metadata.deletion_timestamp.is_some()
         {
@@ -257,7 +256,7 @@ fn new_on_node(
         };
         if !checked
             || listed.iter().any(|p| p.name == name)
-            || !observe::conflicts(other, &all, Some(listed), &entries).is_empty()
+            || !observe::conflicts(other, &pools, Some(listed), &entries).is_empty()
         {
             continue;
         }
