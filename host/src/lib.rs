@@ -3,26 +3,19 @@
 //!
 //! The seed's split of responsibilities holds throughout: the operator reads
 //! spec and metadata and writes only the status subresource.
+//!
+//! Newcomers start with [`controller::reconcile`]: one pool, observed,
+//! decided by the policy, acted on, reported. Around it:
+//! - [`controller`]: the reconcile and the sweep of deleted resources;
+//! - [`nodes`]: storage nodes, their registration and their pool API;
+//! - [`state`]: the resource type, watch caches, the ledger, Events;
+//! - [`policy`]: the policy ConfigMap watch and shadow mode;
+//! - [`lifecycle`]: flags, wiring, leader election, probes, shutdown;
+//! - [`metrics`]: what the operator exports to Prometheus.
 
-pub mod cache;
 pub mod controller;
-pub mod crd;
-pub mod disk_safety;
-pub mod events;
-pub mod fence;
-pub mod flags;
-pub mod health;
-pub mod idempotent;
-pub mod leader;
-pub mod leading;
-pub mod ledger;
+pub mod lifecycle;
 pub mod metrics;
-pub mod node_client;
-pub mod policy_cli;
-pub mod policy_reload;
-pub mod policy_shadow;
-pub mod policy_watch;
-pub mod registry;
-pub mod run;
-pub mod shutdown;
-pub mod telemetry;
+pub mod nodes;
+pub mod policy;
+pub mod state;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the operator, in a small typed struct whose methods
 //! the reconcile calls (after kube-rs controller-rs). Served as text on
-//! `/metrics` by [`crate::health`].
+//! `/metrics` by [`crate::lifecycle::http`].
 //!
 //! Names follow controller-runtime where it has one (`reconcile_total`,
 //! `reconcile_errors_total`, `reconcile_time_seconds`), prefixed `msp_`.
@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use msp_policy_engine::ActivePolicy;
 use msp_policy_engine::compare::Field;
 
-use crate::crd::PoolState;
+use crate::state::crd::PoolState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -364,7 +364,7 @@ pub struct FieldLabels {
 }
 
 /// Shadow mode: the candidate's decisions beside the live ones (see
-/// [`crate::policy_shadow`]).
+/// [`crate::policy::shadow`]).
 #[derive(Default)]
 pub struct ShadowMetrics {
     decisions: Counter,

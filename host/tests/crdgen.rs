@@ -8,7 +8,7 @@ fn committed_crd_matches_generated() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crd/mayastorpool.yaml");
     let committed = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let generated = msp_operator::crd::crd_yaml().expect("render CRD");
+    let generated = msp_operator::state::crd::crd_yaml().expect("render CRD");
     assert!(
         committed == generated,
         "deploy/crd/mayastorpool.yaml is stale; regenerate it with \
@@ -19,7 +19,7 @@ fn committed_crd_matches_generated() {
 #[test]
 fn crd_names_and_schema_follow_the_seed() {
     use kube::CustomResourceExt;
-    let crd = msp_operator::crd::MayastorPool::crd();
+    let crd = msp_operator::state::crd::MayastorPool::crd();
     assert_eq!(crd.spec.group, "openebs.io");
     assert_eq!(crd.spec.names.kind, "MayastorPool");
     assert_eq!(crd.spec.names.plural, "mayastorpools");
@@ -77,7 +77,7 @@ fn crd_names_and_schema_follow_the_seed() {
 
 #[test]
 fn disk_pattern_accepts_dev_paths_and_refuses_escapes() {
-    let re = regex_lite::Regex::new(msp_operator::crd::DISK_PATH_PATTERN).expect("pattern");
+    let re = regex_lite::Regex::new(msp_operator::state::crd::DISK_PATH_PATTERN).expect("pattern");
     for ok in [
         "/dev/loop0",
         "/dev/disk/by-id/nvme-Samsung_SSD_970_S1",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_tests::control_plane::requests::label;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{Operator, create_node, create_pool, start_cluster, start_storage_node};

@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::{create_node, create_pool, start_cluster, start_storage_node, wait_pool};
 use msp_tests::replicas::{Replica, ServiceProxy, operator_binary, wait_leader, writes_sent};

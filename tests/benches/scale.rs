@@ -59,7 +59,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use msp_operator::crd::{
+use msp_operator::state::crd::{
     DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
 };
 use msp_tests::control_plane::requests::{grown, writes_so_far};

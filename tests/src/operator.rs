@@ -2,7 +2,7 @@
 //! end-to-end tests share (nodes, pools, bounded waits).
 //!
 //! The operator runs **in-process**: [`Operator::start`] calls the same
-//! `msp_operator::run::run_until` the binary's `run` subcommand calls, with a
+//! `msp_operator::lifecycle::run::run_until` the binary's `run` subcommand calls, with a
 //! kube client for the test's own control plane (tests run in parallel, each
 //! against its own API server, so the process-wide KUBECONFIG cannot be used)
 //! and listeners on free loopback ports. Stopping it is the graceful shutdown
@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use msp_operator::crd::{MayastorPool, MayastorPoolSpec, MayastorPoolStatus};
-use msp_operator::run::{Listeners, RunArgs, run_until};
-use msp_operator::shutdown::Shutdown;
+use msp_operator::lifecycle::run::{Listeners, RunArgs, run_until};
+use msp_operator::lifecycle::shutdown::Shutdown;
+use msp_operator::state::crd::{MayastorPool, MayastorPoolSpec, MayastorPoolStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long an end-to-end test waits for one step (the operator ready, a
@@ -65,7 +65,9 @@ impl Operator {
         let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
         all.retain(|d| flags.iter().all(|f| name(f) != name(d)));
         all.extend(flags.iter().map(|s| s.to_string()));
-        msp_operator::telemetry::init(msp_operator::telemetry::LogFormat::Text);
+        msp_operator::lifecycle::telemetry::init(
+            msp_operator::lifecycle::telemetry::LogFormat::Text,
+        );
         let args = RunArgs::from_flags(all)?;
         let listeners = Listeners::bind(&args).await?;
         let registration = listeners.registration_addr()?;
@@ -444,7 +446,7 @@ pub async fn ledger_pools(client: &Client, node: &str) -> anyhow::Result<Vec<Str
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), "mayastor");
     Ok(api
-        .get_opt(&msp_operator::ledger::configmap_name(node))
+        .get_opt(&msp_operator::state::ledger::configmap_name(node))
         .await?
         .and_then(|cm| cm.data)
         .map(|d| d.into_keys().collect())

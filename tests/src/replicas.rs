@@ -6,7 +6,7 @@
 //! tests kill -9, SIGSTOP and SIGCONT the leader, which only a process allows.
 //! Each replica keeps its ports and identity across restarts (as a container
 //! restarting in its pod does) and logs JSON to a file per start, with every
-//! API write it sends or fences logged (`msp_operator::fence` at trace level).
+//! API write it sends or fences logged (`msp_operator::lifecycle::fence` at trace level).
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ impl Replica {
             name,
             flags,
             log_dir,
-            "info,msp_operator::fence=trace",
+            "info,msp_operator::lifecycle::fence=trace",
         )
     }
 

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::cluster::{Cluster, INSTALL_NAMESPACE as NS, NODE_IP, relative_path};
 use msp_tests::control_plane::run;
 use msp_tests::loopdev::pattern;

@@ -498,7 +498,7 @@ async fn restricted_identities_get_only_what_rbac_grants() -> anyhow::Result<()>
     // The service account form matches a RoleBinding to the ServiceAccount, through the kube client.
     let operator = cp.service_account("mayastor", "msp-operator")?;
     let client = operator.client().await?;
-    let pools: kube::Api<msp_operator::crd::MayastorPool> =
+    let pools: kube::Api<msp_operator::state::crd::MayastorPool> =
         kube::Api::namespaced(client, "mayastor");
     let listed = pools.list(&Default::default()).await?;
     assert_eq!(listed.items.len(), 1);
@@ -527,7 +527,7 @@ fn strip_rules(value: &mut serde_json::Value) {
 async fn resources_stored_before_the_rules_keep_working() -> anyhow::Result<()> {
     use kube::CustomResourceExt;
     use kube::api::{Api, Patch, PatchParams};
-    use msp_operator::crd::MayastorPool;
+    use msp_operator::state::crd::MayastorPool;
 
     let what = "etcd, kube-apiserver and kubectl (KUBEBUILDER_ASSETS, or Go to build them)";
     if !msp_tests::require(what, ControlPlane::binaries_available().await) {
@@ -583,7 +583,7 @@ async fn resources_stored_before_the_rules_keep_working() -> anyhow::Result<()> 
     assert_eq!(stored.spec.node, "Node1");
     assert_eq!(
         stored.status.and_then(|s| s.state),
-        Some(msp_operator::crd::PoolState::Pending)
+        Some(msp_operator::state::crd::PoolState::Pending)
     );
     Ok(())
 }

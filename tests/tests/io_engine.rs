@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::DeleteParams;
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_proto::v1;
 use msp_tests::io_engine::{EngineScene, IoEngine, host, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
@@ -52,7 +52,7 @@ async fn engine_pool_names(engine: &IoEngine) -> Vec<String> {
     names
 }
 
-fn online(s: &msp_operator::crd::MayastorPoolStatus) -> bool {
+fn online(s: &msp_operator::state::crd::MayastorPoolStatus) -> bool {
     s.state == Some(PoolState::Online)
 }
 

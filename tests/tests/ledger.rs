@@ -12,7 +12,7 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use msp_operator::ledger::{
+use msp_operator::state::ledger::{
     CONFIGMAP_DATA_LIMIT, FIELD_MANAGER, Ledger, LedgerEntry, LedgerError, configmap_name,
 };
 use msp_tests::control_plane::requests::{grown, writes_so_far};

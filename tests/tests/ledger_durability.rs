@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::DeleteParams;
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
     WAIT, create_node, create_pool, kubectl_stdin, ledger_pools, node_pools, start_cluster,
@@ -209,7 +209,7 @@ async fn no_pool_of_a_batch_is_created_while_its_ledger_write_fails() -> anyhow:
     // The policy is in force once a ledger-labelled ConfigMap is refused.
     let probe = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), "mayastor");
     wait_for("the API server refusing ledger writes", WAIT, || async {
-        let cm = msp_operator::ledger::configmap_of("probe-node", &Default::default());
+        let cm = msp_operator::state::ledger::configmap_of("probe-node", &Default::default());
         match cm {
             Ok(cm) => probe
                 .create(&Default::default(), &cm)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::control_plane::ControlPlane;
 use msp_tests::operator::{create_pool, http_get, start_cluster, wait_for, wait_pool};
 

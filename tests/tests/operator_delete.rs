@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use kube::Api;
 use kube::api::DeleteParams;
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
     Operator, Scene, WAIT, create_pool, ledger_pools, node_pools, wait_for, wait_pool,

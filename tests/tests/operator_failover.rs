@@ -19,7 +19,7 @@ use futures::StreamExt;
 use kube::api::DeleteParams;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
     WAIT, create_node, create_pool, ledger_pools, node_pools, start_cluster, start_storage_node,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, require_loop_devices, write_at};
 use msp_tests::operator::{
     Scene, WAIT, create_pool, node_pools, pool_events, wait_event, wait_pool,

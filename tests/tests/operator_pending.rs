@@ -2,7 +2,7 @@
 //! node is not in the cluster, is not labelled openebs.io/engine=mayastor,
 //! has no registered storage node, or the disk holds a filesystem.
 
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::{
     Scene, WAIT, create_node, create_pool, label_node, node_pools, start_storage_node, wait_pool,
@@ -24,7 +24,7 @@ fn which(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn pending_with(s: &msp_operator::crd::MayastorPoolStatus, needle: &str) -> bool {
+fn pending_with(s: &msp_operator::state::crd::MayastorPoolStatus, needle: &str) -> bool {
     s.state == Some(PoolState::Pending) && s.reason.as_deref().is_some_and(|r| r.contains(needle))
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_policy_engine::bundled;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use msp_operator::crd::{MayastorPool, MayastorPoolSpec, PoolState};
+use msp_operator::state::crd::{MayastorPool, MayastorPoolSpec, PoolState};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{
     Scene, WAIT, create_pool, ledger_pools, node_pools, start_cluster, wait_event, wait_for,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_proto::v1::RegisterRequest;
 use msp_proto::v1::registration_client::RegistrationClient;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use msp_operator::idempotent::{self, Load};
-use msp_operator::node_client::{ApiVersion, NodeClient};
-use msp_operator::registry::{self, NodeRegistry, RegistrySettings};
-use msp_operator::shutdown::Shutdown;
+use msp_operator::lifecycle::shutdown::Shutdown;
+use msp_operator::nodes::client::{ApiVersion, NodeClient};
+use msp_operator::nodes::pool_calls::{self, Load};
+use msp_operator::nodes::registry::{self, NodeRegistry, RegistrySettings};
 use msp_policy_sdk::model::{ErrorKind, ReportedState};
 use msp_tests::operator::wait_for;
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
@@ -51,12 +51,12 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
         let t = Duration::from_secs(2);
         for load in [Load::Create, Load::Import] {
-            let pool = idempotent::load_pool(&client, load, name, &disks, t).await?;
+            let pool = pool_calls::load_pool(&client, load, name, &disks, t).await?;
             assert_eq!(pool.name, name);
         }
         // Another pool's disks: still the error.
         let other = vec!["malloc:///elsewhere?size_mb=64".to_string()];
-        let err = idempotent::load_pool(&client, Load::Create, name, &other, t)
+        let err = pool_calls::load_pool(&client, Load::Create, name, &other, t)
             .await
             .expect_err("other disks");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -70,7 +70,7 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
         // Not loaded and not on its disk (malloc disks die with the pool):
         // gone, so the operator's destroy succeeds.
-        idempotent::destroy_pool(&client, name, &disks).await?;
+        pool_calls::destroy_pool(&client, name, &disks).await?;
         assert!(
             !client
                 .list_pools(Duration::from_secs(2))

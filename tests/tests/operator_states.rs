@@ -5,7 +5,7 @@
 
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_policy_engine::Contract;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{Scene, WAIT, create_pool, node_pools, wait_event, wait_pool};

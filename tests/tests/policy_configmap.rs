@@ -9,7 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use msp_operator::policy_watch::{self, ReloadOutcome};
+use msp_operator::policy::watch::{self, ReloadOutcome};
 use msp_policy_engine::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
 use msp_policy_sdk::model::{Action, Observation};
 use msp_tests::control_plane::ControlPlane;
@@ -22,7 +22,7 @@ fn config_map(name: &str, module: Vec<u8>) -> ConfigMap {
             ..ObjectMeta::default()
         },
         binary_data: Some(BTreeMap::from([(
-            policy_watch::DEFAULT_KEY.to_string(),
+            watch::DEFAULT_KEY.to_string(),
             ByteString(module),
         )])),
         ..ConfigMap::default()
@@ -96,11 +96,11 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     let engine = PolicyEngine::new(Limits::default())?;
     let bundled = engine.active();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _watch = AbortOnDrop(tokio::spawn(policy_watch::watch(
+    let _watch = AbortOnDrop(tokio::spawn(watch::watch(
         client.clone(),
         namespace,
-        policy_watch::DEFAULT_NAME,
-        policy_watch::DEFAULT_KEY,
+        watch::DEFAULT_NAME,
+        watch::DEFAULT_KEY,
         engine.clone(),
         tx,
     )));
@@ -110,15 +110,12 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // While the bundled default runs, a ConfigMap it cannot use is reported
     // all the same, each cause as itself: the module under data, then under
     // another key. (It used to be ignored without a word.)
-    let mut misplaced = config_map(policy_watch::DEFAULT_NAME, Vec::new());
+    let mut misplaced = config_map(watch::DEFAULT_NAME, Vec::new());
     misplaced.binary_data = None;
     misplaced.data = Some(
-        [(
-            policy_watch::DEFAULT_KEY.to_string(),
-            "AGFzbQ==".to_string(),
-        )]
-        .into_iter()
-        .collect(),
+        [(watch::DEFAULT_KEY.to_string(), "AGFzbQ==".to_string())]
+            .into_iter()
+            .collect(),
     );
     cms.create(&PostParams::default(), &misplaced).await?;
     let outcome = next_outcome(&mut rx).await?;
@@ -131,7 +128,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         "binaryData": { "module.wasm": ByteString(bundled::read_built("retain")?) },
     });
     cms.patch(
-        policy_watch::DEFAULT_NAME,
+        watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(other_key),
     )
@@ -142,13 +139,13 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         "{outcome:?}"
     );
     assert_eq!(engine.active(), bundled);
-    cms.delete(policy_watch::DEFAULT_NAME, &DeleteParams::default())
+    cms.delete(watch::DEFAULT_NAME, &DeleteParams::default())
         .await?;
 
     // A new module: in effect within moments.
     cms.create(
         &PostParams::default(),
-        &config_map(policy_watch::DEFAULT_NAME, bundled::read_built("retain")?),
+        &config_map(watch::DEFAULT_NAME, bundled::read_built("retain")?),
     )
     .await?;
     let took = until_decides(&engine, &obs, Action::Retain).await?;
@@ -161,9 +158,9 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     let retain = engine.active();
 
     // A bad module is refused and reported; the running policy stays.
-    let patch = |module: Vec<u8>| serde_json::json!({ "binaryData": { policy_watch::DEFAULT_KEY: ByteString(module) } });
+    let patch = |module: Vec<u8>| serde_json::json!({ "binaryData": { watch::DEFAULT_KEY: ByteString(module) } });
     cms.patch(
-        policy_watch::DEFAULT_NAME,
+        watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(bundled::read_built("hostile-wrong-version")?)),
     )
@@ -177,7 +174,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     assert_eq!(engine.decide(&obs).await?.action, Action::Retain);
     let garbage = b"not a wasm module".to_vec();
     cms.patch(
-        policy_watch::DEFAULT_NAME,
+        watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(garbage)),
     )
@@ -198,7 +195,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // Updating to another good module swaps again.
     let started = Instant::now();
     cms.patch(
-        policy_watch::DEFAULT_NAME,
+        watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(bundled::DEFAULT_COMPONENT.to_vec())),
     )
@@ -214,7 +211,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         "{outcome:?}"
     );
     cms.patch(
-        policy_watch::DEFAULT_NAME,
+        watch::DEFAULT_NAME,
         &PatchParams::default(),
         &Patch::Merge(patch(bundled::read_built("retain")?)),
     )
@@ -226,7 +223,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     ));
 
     // Deleting the ConfigMap returns to the bundled default.
-    cms.delete(policy_watch::DEFAULT_NAME, &DeleteParams::default())
+    cms.delete(watch::DEFAULT_NAME, &DeleteParams::default())
         .await?;
     let took = until_decides(&engine, &obs, Action::Destroy).await?;
     eprintln!("ConfigMap deleted -> bundled policy deciding after {took:?}");
@@ -247,15 +244,15 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
     // initial list.
     cms.create(
         &PostParams::default(),
-        &config_map(policy_watch::DEFAULT_NAME, bundled::read_built("retain")?),
+        &config_map(watch::DEFAULT_NAME, bundled::read_built("retain")?),
     )
     .await?;
     let late = PolicyEngine::new(Limits::default())?;
-    let _late_watch = AbortOnDrop(tokio::spawn(policy_watch::watch(
+    let _late_watch = AbortOnDrop(tokio::spawn(watch::watch(
         client.clone(),
         namespace,
-        policy_watch::DEFAULT_NAME,
-        policy_watch::DEFAULT_KEY,
+        watch::DEFAULT_NAME,
+        watch::DEFAULT_KEY,
         late.clone(),
         (),
     )));

@@ -15,7 +15,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use msp_operator::crd::{MayastorPool, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_policy_engine::bundled;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{

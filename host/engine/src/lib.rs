@@ -83,7 +83,7 @@ impl ActivePolicy {
 }
 
 /// The outcome of checking a module: what `load` swaps in and what
-/// `msp-operator policy check` prints.
+/// `msp-policy check` prints.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
     pub policy: ActivePolicy,

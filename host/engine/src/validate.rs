@@ -3,7 +3,7 @@
 //! [`check_decision`] runs on every decision (a policy that returns nonsense
 //! fails like one that traps). [`self_test`] runs a new module over built-in
 //! observations covering each state and event before it may replace the
-//! running policy; `msp-operator policy check` prints the same report.
+//! running policy; `msp-policy check` prints the same report.
 
 use std::time::Instant;
 

@@ -6,7 +6,7 @@
 //!   that name sits on other disks than the ledger recorded;
 //! - nothing is created or imported on a disk another pool claims;
 //! - nothing is created on a disk the node reports holding data, or one
-//!   it cannot tell about ([`crate::disk_safety`]);
+//!   it cannot tell about ([`crate::nodes::disk_safety`]);
 //! - the ledger entry is written before CreatePool, so a crash in between
 //!   leaves a record, never an untracked pool.
 
@@ -16,12 +16,12 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 use super::context::Context;
 use super::error::Error;
 use super::observe;
-use crate::crd::MayastorPool;
-use crate::disk_safety;
-use crate::idempotent::{self, Load};
-use crate::ledger::{LedgerEntry, LedgerError};
-use crate::node_client::{NodeClient, NodeError};
-use crate::registry::PoolUpdate;
+use crate::nodes::client::{NodeClient, NodeError};
+use crate::nodes::disk_safety;
+use crate::nodes::pool_calls::{self, Load};
+use crate::nodes::registry::PoolUpdate;
+use crate::state::crd::MayastorPool;
+use crate::state::ledger::{LedgerEntry, LedgerError};
 
 /// What actuation did.
 #[derive(Debug, PartialEq)]
@@ -127,7 +127,7 @@ pub async fn live(
             // A CreatePool may format the disks (v0 has no import: its
             // CreatePool is what imports too): ask what they hold first.
             let may_format =
-                action == Action::Create || client.api() == crate::node_client::ApiVersion::V0;
+                action == Action::Create || client.api() == crate::nodes::client::ApiVersion::V0;
             // What the node said its devices hold, when asked: the check the
             // entries recorded ahead for other pools of the node pass too.
             let mut devices = None;
@@ -176,7 +176,7 @@ pub async fn live(
                 _ => Load::Import,
             };
             let timeout = ctx.registry.settings().probe_timeout;
-            let result = idempotent::load_pool(&client, load, &name, &disks, timeout).await;
+            let result = pool_calls::load_pool(&client, load, &name, &disks, timeout).await;
             ctx.metrics.reconcile_step("ledger", recorded);
             ctx.metrics
                 .reconcile_step("node", started.elapsed().saturating_sub(recorded));
@@ -220,7 +220,7 @@ pub async fn live(
 fn new_on_node(
     ctx: &Context,
     pool: &MayastorPool,
-    devices: Option<&[crate::node_client::BlockDeviceInfo]>,
+    devices: Option<&[crate::nodes::client::BlockDeviceInfo]>,
 ) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
     let pools = ctx.pools.on_node(node);
@@ -232,7 +232,7 @@ fn new_on_node(
             .status
             .as_ref()
             .and_then(|s| s.state)
-            .is_some_and(|s| !matches!(s, crate::crd::PoolState::Pending));
+            .is_some_and(|s| !matches!(s, crate::state::crd::PoolState::Pending));
         if other.placement_cached()
             || reported_created
             || other.metadata.uid == pool.metadata.uid
@@ -333,7 +333,7 @@ pub async fn deleted(
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
-            let result = idempotent::destroy_pool(&client, &entry.pool, &entry.disks).await;
+            let result = pool_calls::destroy_pool(&client, &entry.pool, &entry.disks).await;
             ctx.metrics.node_operation("destroy", result.is_ok());
             update_cache(ctx, &entry.node, &result, |()| {
                 PoolUpdate::Gone(entry.pool.clone())
@@ -361,7 +361,7 @@ pub async fn deleted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::MayastorPoolSpec;
+    use crate::state::crd::MayastorPoolSpec;
 
     fn entry() -> LedgerEntry {
         LedgerEntry {

@@ -14,11 +14,11 @@ use msp_policy_sdk::model::Decision;
 
 use super::decide::Decider;
 use super::observe::{Operations, Sources};
-use crate::cache::PoolCache;
-use crate::crd::{MayastorPool, PoolState};
-use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::registry::NodeRegistry;
+use crate::nodes::registry::NodeRegistry;
+use crate::state::cache::PoolCache;
+use crate::state::crd::{MayastorPool, PoolState};
+use crate::state::ledger::Ledger;
 
 /// Timing of reconciles.
 #[derive(Clone, Debug)]
@@ -218,7 +218,7 @@ pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings)
 #[cfg(test)]
 pub(crate) struct Fixture {
     pub ctx: Context,
-    pub pools: crate::cache::PoolCacheWriter,
+    pub pools: crate::state::cache::PoolCacheWriter,
     pub nodes: kube::runtime::reflector::store::Writer<Node>,
 }
 
@@ -228,7 +228,7 @@ impl Fixture {
         use kube::runtime::watcher::Event;
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
         let client = Client::try_from(config).expect("client");
-        let (pools, mut pool_writer) = crate::cache::pool_cache();
+        let (pools, mut pool_writer) = crate::state::cache::pool_cache();
         let (nodes, mut node_writer) = kube::runtime::reflector::store();
         pool_writer.apply_watcher_event(&Event::Init);
         pool_writer.apply_watcher_event(&Event::InitDone);
@@ -246,7 +246,7 @@ impl Fixture {
             client,
             pools,
             nodes,
-            registry: NodeRegistry::new(crate::registry::RegistrySettings::default()),
+            registry: NodeRegistry::new(crate::nodes::registry::RegistrySettings::default()),
             decider: Arc::new(super::decide::NativePolicy),
             recorder,
             metrics: Arc::new(Metrics::new()),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::ledger::LedgerError;
+use crate::state::ledger::LedgerError;
 
 /// Errors that end a reconcile; it is retried with a per-resource backoff.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ use kube::runtime::controller::Action as Requeue;
 use msp_policy_sdk::model::{Action, Decision, Observation};
 use tracing::Instrument;
 
-use crate::crd::MayastorPool;
+use crate::state::crd::MayastorPool;
 use actuate::{Outcome, action_name};
 
 pub use context::{Context, ControllerSettings, Parts, bounded_requeue};
@@ -196,7 +196,7 @@ mod tests {
 
     use super::context::Fixture;
     use super::*;
-    use crate::crd::MayastorPoolSpec;
+    use crate::state::crd::MayastorPoolSpec;
 
     fn pool(node: &str) -> MayastorPool {
         let mut p = MayastorPool::new(

@@ -19,10 +19,10 @@ use msp_policy_sdk::model::{
     ReportedPool, StorageNode,
 };
 
-use crate::cache::PoolCache;
-use crate::crd::MayastorPool;
-use crate::ledger::{Ledger, LedgerEntry};
-use crate::registry::NodeRegistry;
+use crate::nodes::registry::NodeRegistry;
+use crate::state::cache::PoolCache;
+use crate::state::crd::MayastorPool;
+use crate::state::ledger::{Ledger, LedgerEntry};
 
 /// The label that enables Mayastor on a node.
 pub const ENGINE_LABEL: (&str, &str) = ("openebs.io/engine", "mayastor");
@@ -288,7 +288,7 @@ pub fn observe_deleted(entry: &LedgerEntry, src: &Sources<'_>) -> Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{MayastorPoolSpec, MayastorPoolStatus};
+    use crate::state::crd::{MayastorPoolSpec, MayastorPoolStatus};
 
     fn pool(
         name: &str,
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_policy_gets_the_hosts_deadline_and_the_admins_annotations() {
-        let registry = NodeRegistry::new(crate::registry::RegistrySettings {
+        let registry = NodeRegistry::new(crate::nodes::registry::RegistrySettings {
             deadline: std::time::Duration::from_secs(30),
             ..Default::default()
         });

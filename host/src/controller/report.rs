@@ -11,9 +11,9 @@ use msp_policy_sdk::model::{Decision, Observation};
 use super::context::Context;
 use super::decide::DecideError;
 use super::error::Error;
-use crate::crd::{MayastorPool, MayastorPoolStatus, PoolState};
-use crate::events::{self, truncate};
-use crate::ledger::FIELD_MANAGER;
+use crate::state::crd::{MayastorPool, MayastorPoolStatus, PoolState};
+use crate::state::events::{self, truncate};
+use crate::state::ledger::FIELD_MANAGER;
 
 /// Longest reason written to status (a policy's nonsense is cut here).
 pub const MAX_REASON: usize = 1024;
@@ -407,7 +407,7 @@ mod tests {
             );
         }
     }
-    use crate::crd::MayastorPoolSpec;
+    use crate::state::crd::MayastorPoolSpec;
     use msp_policy_sdk::model::{Action, ReportedPool, ReportedState};
 
     fn t(s: i64) -> Time {

@@ -20,7 +20,7 @@ use super::actuate::{self, Outcome};
 use super::context::Context;
 use super::decide;
 use super::observe::observe_deleted;
-use crate::cache::wait_synced;
+use crate::state::cache::wait_synced;
 
 /// One pass over the ledger.
 pub async fn sweep_once(ctx: &Context) {

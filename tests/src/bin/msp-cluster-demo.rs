@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::cluster::{Cluster, NODE_IP, NODE_NAME};
 use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::wait_pool;

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use msp_operator::crd::PoolState;
+use msp_operator::state::crd::PoolState;
 use msp_tests::control_plane::{self, ControlPlane};
 use msp_tests::io_engine::{IoEngine, IoEngineOptions};
 use msp_tests::loopdev::LoopDevice;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use msp_policy_sdk::model::{ErrorKind, ReportedPool};
 
-use crate::node_client::{ApiVersion, NodeClient, NodeError, disk_path};
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError, disk_path};
 
 /// Whether to create (or import) with CreatePool, or import only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `msp-operator policy bench`: what one decision of a policy costs on the
+//! `msp-policy bench`: what one decision of a policy costs on the
 //! operator's own path: the module loaded into a [`PolicyEngine`] and each
 //! decision made with `PolicyEngine::decide` on a tokio runtime like the
 //! operator's (conversion, sandboxed call, decision check).

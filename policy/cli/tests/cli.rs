@@ -1,11 +1,11 @@
-//! `msp-operator policy check|eval|test|diff|bench` as a policy author runs them.
+//! `msp-policy check|eval|test|diff|bench` as a policy author runs them.
 
 use std::process::Command;
 
 use msp_policy_engine::{bundled, validate};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_msp-operator"))
+    Command::new(env!("CARGO_BIN_EXE_msp-policy"))
 }
 
 fn built(name: &str) -> std::path::PathBuf {
@@ -22,7 +22,7 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("default.wasm");
     std::fs::write(&file, bundled::DEFAULT_COMPONENT)?;
-    let out = bin().args(["policy", "check"]).arg(&file).output()?;
+    let out = bin().args(["check"]).arg(&file).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -33,10 +33,7 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
     assert!(stdout.contains("msp-default"), "{stdout}");
     assert!(stdout.contains("imports nothing"), "{stdout}");
     assert!(stdout.contains("contract:  0.2.0"), "{stdout}");
-    let out = bin()
-        .args(["policy", "check"])
-        .arg(built("contract-0-1"))
-        .output()?;
+    let out = bin().args(["check"]).arg(built("contract-0-1")).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("contract:  0.1.0"), "{stdout}");
@@ -49,7 +46,7 @@ fn check_fails_with_a_reason_for_a_refused_module() -> anyhow::Result<()> {
         ("hostile-wrong-version", "decider@1.0.0"),
         ("hostile-imports-wasi", "wasi:cli"),
     ] {
-        let out = bin().args(["policy", "check"]).arg(built(name)).output()?;
+        let out = bin().args(["check"]).arg(built(name)).output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} passed");
         assert!(
@@ -69,7 +66,7 @@ fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
     let obs_file = dir.path().join("obs.json");
     std::fs::write(&obs_file, serde_json::to_vec(&obs)?)?;
     let out = bin()
-        .args(["policy", "eval"])
+        .args(["eval"])
         .arg(built("retain"))
         .arg("--observation")
         .arg(&obs_file)
@@ -87,7 +84,7 @@ fn eval_prints_the_decision_as_json() -> anyhow::Result<()> {
 /// The repository file `path` (from the workspace root).
 fn repo_file(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join(path)
 }
 
@@ -114,7 +111,7 @@ fn test_passes_the_shipped_cases_of_the_default_and_of_retain() -> anyhow::Resul
             repo_file("policy/examples/retain/cases.yaml"),
         ),
     ] {
-        let (code, stdout, stderr) = run(&[os("policy"), os("test"), policy, cases.as_os_str()])?;
+        let (code, stdout, stderr) = run(&[os("test"), policy, cases.as_os_str()])?;
         assert_eq!(code, Some(0), "{stdout}\n{stderr}");
         let summary = stdout.lines().last().unwrap_or_default();
         assert!(
@@ -139,7 +136,7 @@ fn test_fails_naming_the_case_with_expected_and_got() -> anyhow::Result<()> {
          \x20   observation: {pool: {deleted: true}}\n\
          \x20   expect: {action: retain, reasonContains: kept}\n",
     )?;
-    let (code, stdout, _) = run(&[os("policy"), os("test"), os("bundled"), cases.as_os_str()])?;
+    let (code, stdout, _) = run(&[os("test"), os("bundled"), cases.as_os_str()])?;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("  ok    new pool is created"), "{stdout}");
     assert!(
@@ -161,16 +158,15 @@ fn test_fails_naming_the_case_with_expected_and_got() -> anyhow::Result<()> {
         &cases,
         "cases: [{name: x, observation: {inLedgr: true}, expect: {action: none}}]",
     )?;
-    let (code, _, stderr) = run(&[os("policy"), os("test"), os("bundled"), cases.as_os_str()])?;
+    let (code, _, stderr) = run(&[os("test"), os("bundled"), cases.as_os_str()])?;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("inLedgr"), "{stderr}");
     let missing = dir.path().join("missing.yaml");
-    let (code, _, stderr) = run(&[os("policy"), os("test"), os("bundled"), missing.as_os_str()])?;
+    let (code, _, stderr) = run(&[os("test"), os("bundled"), missing.as_os_str()])?;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("missing.yaml"), "{stderr}");
     let refused = built("hostile-wrong-version");
     let (code, _, stderr) = run(&[
-        os("policy"),
         os("test"),
         refused.as_os_str(),
         repo_file("policy/tests/cases/default.yaml").as_os_str(),
@@ -185,7 +181,6 @@ fn diff_of_default_and_retain_finds_only_deleted_ledger_pools_kept() -> anyhow::
     let dir = tempfile::tempdir()?;
     let retain = built("retain");
     let (code, stdout, stderr) = run(&[
-        os("policy"),
         os("diff"),
         os("bundled"),
         retain.as_os_str(),
@@ -214,13 +209,7 @@ fn diff_of_default_and_retain_finds_only_deleted_ledger_pools_kept() -> anyhow::
         let mut actions = Vec::new();
         for policy in [os("bundled"), retain.as_os_str()] {
             let out = bin()
-                .args([
-                    os("policy"),
-                    os("eval"),
-                    policy,
-                    os("--observation"),
-                    example.as_os_str(),
-                ])
+                .args([os("eval"), policy, os("--observation"), example.as_os_str()])
                 .output()?;
             assert!(
                 out.status.success(),
@@ -248,7 +237,6 @@ fn diff_of_default_and_retain_finds_only_deleted_ledger_pools_kept() -> anyhow::
 fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Result<()> {
     let retain = built("retain");
     let (code, stdout, _) = run(&[
-        os("policy"),
         os("diff"),
         retain.as_os_str(),
         retain.as_os_str(),
@@ -263,7 +251,6 @@ fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Resu
     let stable = built("stable-disk-names");
     let diff = |seed: &str| {
         run(&[
-            os("policy"),
             os("diff"),
             stable.as_os_str(),
             os("--against"),
@@ -293,13 +280,7 @@ fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Resu
 
 #[test]
 fn bench_prints_percentiles() -> anyhow::Result<()> {
-    let (code, stdout, stderr) = run(&[
-        os("policy"),
-        os("bench"),
-        os("bundled"),
-        os("--iterations"),
-        os("500"),
-    ])?;
+    let (code, stdout, stderr) = run(&[os("bench"), os("bundled"), os("--iterations"), os("500")])?;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     for label in ["p50", "p99", "mean"] {
         let line = stdout

@@ -20,7 +20,7 @@ mod v1;
 
 use msp_policy_sdk::model::{ErrorKind, OperationError, ReportedPool};
 
-use crate::fence::{Fence, Fenced};
+use crate::lifecycle::fence::{Fence, Fenced};
 use api::PoolApi;
 pub use api::{BlockDeviceInfo, disk_path};
 use tonic::transport::{Channel, Endpoint};

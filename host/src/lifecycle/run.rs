@@ -11,20 +11,22 @@ use futures::StreamExt;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::cache;
-use crate::crd::MayastorPool;
-use crate::fence::Fence;
-use crate::health::{Readiness, Role};
-use crate::leader::{Elector, Lost};
-use crate::leading::{self, Leading};
+use crate::lifecycle::election::{Elector, Lost};
+use crate::lifecycle::fence::Fence;
+use crate::lifecycle::http::{Readiness, Role};
+use crate::lifecycle::leading::{self, Leading};
+use crate::lifecycle::shutdown::Shutdown;
+use crate::lifecycle::{fence, http};
 use crate::metrics::Metrics;
-use crate::registry::NodeRegistry;
-use crate::registry::admission::Admission;
-use crate::registry::service::{Gate, Leadership, RegistrationService};
-use crate::shutdown::Shutdown;
-use crate::{events, fence, health, registry};
+use crate::nodes::registry;
+use crate::nodes::registry::NodeRegistry;
+use crate::nodes::registry::admission::Admission;
+use crate::nodes::registry::service::{Gate, Leadership, RegistrationService};
+use crate::state::cache;
+use crate::state::crd::MayastorPool;
+use crate::state::events;
 
-pub use crate::flags::RunArgs;
+pub use crate::lifecycle::flags::RunArgs;
 
 /// The operator's two listening sockets, bound before it starts (so a caller
 /// asking for port 0 learns the real ports).
@@ -39,7 +41,7 @@ impl Listeners {
             registration: registry::service::bind(args.registration_addr)
                 .await
                 .with_context(|| format!("binding {}", args.registration_addr))?,
-            metrics: health::bind(args.metrics_addr)
+            metrics: http::bind(args.metrics_addr)
                 .await
                 .with_context(|| format!("binding {}", args.metrics_addr))?,
         })
@@ -56,7 +58,7 @@ impl Listeners {
 
 /// Runs until SIGTERM/SIGINT, with the client from KUBECONFIG or in-cluster.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(args.log_format);
+    crate::lifecycle::telemetry::init(args.log_format);
     let shutdown = Shutdown::new();
     shutdown
         .on_signals()
@@ -110,7 +112,7 @@ pub async fn run_until(
     let mut tasks = tokio::task::JoinSet::new();
     let (m, r, stop) = (metrics.clone(), ready.clone(), shutdown.wait());
     tasks.spawn(async move {
-        if let Err(err) = health::serve(listeners.metrics, m, r, stop).await {
+        if let Err(err) = http::serve(listeners.metrics, m, r, stop).await {
             tracing::error!(error = %err, "metrics endpoint failed");
         }
     });
@@ -215,7 +217,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Keeps `/readyz` and `msp_leader` in step with the lease holder.
 async fn show_role(
-    mut holder: tokio::sync::watch::Receiver<crate::leader::Holder>,
+    mut holder: tokio::sync::watch::Receiver<crate::lifecycle::election::Holder>,
     ready: Arc<Readiness>,
     metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()>,

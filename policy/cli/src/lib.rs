@@ -1,4 +1,4 @@
-//! `msp-operator policy …`: tools for policy authors (like kwctl for
+//! `msp-policy …`: tools for policy authors (like kwctl for
 //! Kubewarden). `check` runs exactly the validation the operator runs before
 //! swapping a module in; `eval` runs one decision on an observation; `test`
 //! runs a cases file; `diff` shows where two policies decide differently;

@@ -13,8 +13,8 @@ use kube::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::crd::MayastorPool;
-use crate::registry::{NodeChange, NodeRegistry};
+use crate::nodes::registry::{NodeChange, NodeRegistry};
+use crate::state::crd::MayastorPool;
 
 /// Waits until `store` has its first complete list. `Store::wait_until_ready`
 /// wakes only the last of several concurrent waiters (one shared oneshot
@@ -266,7 +266,7 @@ mod tests {
     use kube::runtime::watcher::Event;
 
     use super::*;
-    use crate::crd::{MayastorPoolSpec, MayastorPoolStatus};
+    use crate::state::crd::{MayastorPoolSpec, MayastorPoolStatus};
 
     fn pool(name: &str, spec_node: &str, cached_node: Option<&str>) -> MayastorPool {
         let mut p = MayastorPool::new(

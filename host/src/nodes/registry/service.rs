@@ -17,10 +17,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::NodeRegistry;
 use super::admission::Admission;
-use crate::events;
-use crate::fence::Fence;
-use crate::leader::Holder;
+use crate::lifecycle::election::Holder;
+use crate::lifecycle::fence::Fence;
 use crate::metrics::Metrics;
+use crate::state::events;
 
 /// The registration check and where its refusals are reported.
 #[derive(Clone)]

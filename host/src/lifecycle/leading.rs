@@ -13,17 +13,17 @@ use kube::{Api, Client, ResourceExt};
 use msp_policy_engine::{Limits, PolicyEngine};
 use tokio::sync::Notify;
 
-use crate::cache::{self, wait_synced};
 use crate::controller::{Context, Parts, on_error, reconcile, sweep};
-use crate::crd::MayastorPool;
-use crate::flags::RunArgs;
-use crate::health::Readiness;
-use crate::ledger::Ledger;
+use crate::lifecycle::flags::RunArgs;
+use crate::lifecycle::http::Readiness;
+use crate::lifecycle::shutdown::Shutdown;
 use crate::metrics::Metrics;
-use crate::policy_reload::PolicyReloadReporter;
-use crate::registry::NodeRegistry;
-use crate::shutdown::Shutdown;
-use crate::{policy_shadow, policy_watch};
+use crate::nodes::registry::NodeRegistry;
+use crate::policy;
+use crate::policy::reload::PolicyReloadReporter;
+use crate::state::cache::{self, wait_synced};
+use crate::state::crd::MayastorPool;
+use crate::state::ledger::Ledger;
 
 /// What the leader starts from: the fenced client and the parts made while
 /// standing by.
@@ -80,7 +80,7 @@ pub(crate) async fn lead(
         &args.policy_configmap,
         policy_changed,
     );
-    let watch = policy_watch::watch(
+    let watch = policy::watch::watch(
         client.clone(),
         args.operator_namespace.clone(),
         args.policy_configmap.clone(),
@@ -94,7 +94,7 @@ pub(crate) async fn lead(
     });
     // Shadow mode: every decision also goes to the candidate, if any.
     let decider =
-        policy_shadow::start(args, &client, &recorder, &metrics, engine, tasks, shutdown)?;
+        policy::shadow::start(args, &client, &recorder, &metrics, engine, tasks, shutdown)?;
 
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweep (woken on each deletion).

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::controller::ControllerSettings;
-use crate::leader::ElectionSettings;
-use crate::registry::RegistrySettings;
-use crate::registry::admission::AdmissionSettings;
-use crate::telemetry::LogFormat;
+use crate::lifecycle::election::ElectionSettings;
+use crate::lifecycle::telemetry::LogFormat;
+use crate::nodes::registry::RegistrySettings;
+use crate::nodes::registry::admission::AdmissionSettings;
 
 /// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -187,7 +187,7 @@ impl RunArgs {
                 .identity
                 .clone()
                 .filter(|i| !i.is_empty())
-                .unwrap_or_else(crate::leader::default_identity),
+                .unwrap_or_else(crate::lifecycle::election::default_identity),
             endpoint,
             lease_duration: self.lease_duration,
             renew_deadline: self.renew_deadline,

@@ -16,7 +16,7 @@
 //! `malloc:///` disks are memory the node makes up on the spot, and hold
 //! nothing to lose: they are not checked.
 
-use crate::node_client::{BlockDeviceInfo, disk_path};
+use crate::nodes::client::{BlockDeviceInfo, disk_path};
 
 /// What to tell the admin, appended to each refusal.
 const ADVICE: &str = "the operator never lets a node format a disk that holds data; if the data \

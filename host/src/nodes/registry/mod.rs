@@ -31,8 +31,8 @@ use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v1::RegisterRequest;
 use tokio::sync::broadcast;
 
-use crate::fence::Fence;
-use crate::node_client::{ApiVersion, NodeClient, NodeError};
+use crate::lifecycle::fence::Fence;
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError};
 use state::{Liveness, NodeEntry};
 
 pub use state::NodeView;

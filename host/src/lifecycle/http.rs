@@ -146,7 +146,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let stop = crate::shutdown::Shutdown::new();
+        let stop = crate::lifecycle::shutdown::Shutdown::new();
         let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), stop.wait()));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 503"));

@@ -29,7 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::fence::Fence;
+use crate::lifecycle::fence::Fence;
 
 /// Annotation of the Lease: where the holder serves Registration.
 pub const ENDPOINT_ANNOTATION: &str = "msp.openebs.io/registration-endpoint";

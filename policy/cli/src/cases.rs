@@ -1,4 +1,4 @@
-//! `msp-operator policy test`: a policy's decisions against the expectations
+//! `msp-policy test`: a policy's decisions against the expectations
 //! in a cases file (YAML).
 //!
 //! ```yaml

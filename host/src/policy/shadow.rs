@@ -3,7 +3,7 @@
 //! beside the live policy on the same observations and is never acted upon.
 //!
 //! The candidate's ConfigMap is watched, validated and reported exactly like
-//! the live one ([`policy_watch::watch`] with
+//! the live one ([`watch::watch`] with
 //! [`PolicyReloadReporter::shadow`]) into an engine of its own. Every live
 //! decision is offered to it after it was made ([`ShadowedPolicy`]: a copy
 //! into a bounded queue, see [`msp_policy_engine::shadow`]). What the
@@ -30,12 +30,12 @@ use msp_policy_engine::shadow::{self, Offer, Shadow, Verdict};
 use msp_policy_sdk::model::{Decision, Observation};
 
 use crate::controller::decide::{DecideError, Decider};
-use crate::events;
-use crate::flags::RunArgs;
+use crate::lifecycle::flags::RunArgs;
+use crate::lifecycle::shutdown::Shutdown;
 use crate::metrics::Metrics;
-use crate::policy_reload::{PolicyReloadReporter, configmap_ref};
-use crate::policy_watch;
-use crate::shutdown::Shutdown;
+use crate::policy::reload::{PolicyReloadReporter, configmap_ref};
+use crate::policy::watch;
+use crate::state::events;
 
 /// At most one disagreement log line this often (the others are counted in
 /// the next line).
@@ -330,7 +330,7 @@ pub fn start(
         name,
         shadow.clone(),
     );
-    let watch = policy_watch::watch(
+    let watch = watch::watch(
         client.clone(),
         namespace.to_string(),
         name.to_string(),

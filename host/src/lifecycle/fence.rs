@@ -4,7 +4,7 @@
 //! GC-like stall, a partition) makes no write after its lease may have passed
 //! to another, even before it has run a line of its election code again.
 //!
-//! [`crate::leader`] extends the fence after each successful renew to
+//! [`crate::lifecycle::election`] extends the fence after each successful renew to
 //! "when that renew was sent + the renew deadline", a monotonic instant
 //! (`CLOCK_MONOTONIC` keeps counting while the process is stopped). The
 //! renew deadline is shorter than the lease duration, so the fence closes

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use msp_policy_sdk::model::ReportedPool;
 
-use crate::node_client::{ApiVersion, NodeClient};
+use crate::nodes::client::{ApiVersion, NodeClient};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Liveness {

@@ -1,4 +1,4 @@
-//! `msp-operator policy componentize`: an author's core module becomes the
+//! `msp-policy componentize`: an author's core module becomes the
 //! component the operator loads, byte for byte what the project's own build
 //! makes of it.
 
@@ -17,8 +17,8 @@ fn the_core_module_of_the_sdk_example_becomes_its_component() -> anyhow::Result<
     let built = bundled::built_component("first").unwrap_or_default();
     let dir = tempfile::tempdir()?;
     let out_path = dir.path().join("first.wasm");
-    let out = Command::new(env!("CARGO_BIN_EXE_msp-operator"))
-        .args(["policy", "componentize"])
+    let out = Command::new(env!("CARGO_BIN_EXE_msp-policy"))
+        .args(["componentize"])
         .arg(&core)
         .arg("-o")
         .arg(&out_path)
@@ -33,8 +33,8 @@ fn the_core_module_of_the_sdk_example_becomes_its_component() -> anyhow::Result<
     assert_eq!(std::fs::read(&out_path)?, std::fs::read(built)?);
 
     // A component is not wrapped again: the author hears why.
-    let out = Command::new(env!("CARGO_BIN_EXE_msp-operator"))
-        .args(["policy", "componentize"])
+    let out = Command::new(env!("CARGO_BIN_EXE_msp-policy"))
+        .args(["componentize"])
         .arg(&out_path)
         .arg("-o")
         .arg(dir.path().join("twice.wasm"))

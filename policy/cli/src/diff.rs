@@ -1,4 +1,4 @@
-//! `msp-operator policy diff`: where two policies decide differently.
+//! `msp-policy diff`: where two policies decide differently.
 //!
 //! Both decide over the same generated observations (the engine's seeded
 //! [`sample`] generator, so a seed gives the same run). Each observation

@@ -11,9 +11,9 @@ use msp_policy_engine::shadow::Shadow;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::events;
 use crate::metrics::Metrics;
-use crate::policy_watch::{ReloadOutcome, ReloadReporter};
+use crate::policy::watch::{ReloadOutcome, ReloadReporter};
+use crate::state::events;
 use msp_policy_engine::{ActivePolicy, PolicySource};
 
 /// Reports policy reloads (see the module doc).

@@ -21,7 +21,7 @@
 //! cost one write; each one's own reconcile then finds its entry durable and
 //! writes nothing. Such an entry is no claim that the pool exists: a deleted
 //! resource's pool is destroyed only as far as the node holds one of that
-//! name on those disks (`idempotent::destroy_pool`), and nothing else.
+//! name on those disks (`pool_calls::destroy_pool`), and nothing else.
 //!
 //! Writes are group commits per node: changes for one node that arrive while
 //! a write of its ConfigMap is in flight go into the next write together, and
