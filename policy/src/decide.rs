@@ -24,7 +24,8 @@
 //! are checked before the storage node, because they are what the admin fixes.
 
 use msp_policy_sdk::model::{
-    Action, Decision, ErrorKind, Event, Observation, PolicyInfo, PoolState, ReportedState,
+    Action, Decision, ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, ErrorKind, Event, Observation,
+    PolicyInfo, PoolState, ReportedState,
 };
 
 /// The policy's name in `info()`, the status and metrics.
@@ -45,9 +46,6 @@ pub const WATCH_REQUEUE_MS: u64 = 5_000;
 /// After a successful create or import, how long a pool may stay unlisted
 /// before the operation is repeated (the list is refreshed after each operation).
 pub const SETTLE_MS: u64 = 5_000;
-
-/// The label a Kubernetes node needs before pools are made on it.
-pub const MAYASTOR_LABEL: &str = "openebs.io/engine=mayastor";
 
 /// Who this policy is.
 pub fn info() -> PolicyInfo {
@@ -94,7 +92,7 @@ fn decide_core(obs: &Observation) -> Decision {
         }
         if !obs.node.mayastor_enabled {
             return pending(format!(
-                "node \"{node}\" is not labelled {MAYASTOR_LABEL}: label it to run a storage node there"
+                "node \"{node}\" is not labelled {ENGINE_LABEL_KEY}={ENGINE_LABEL_VALUE}: label it to run a storage node there"
             ));
         }
         if !obs.conflicts.is_empty() {
@@ -476,7 +474,7 @@ fn node_gone_note(obs: &Observation) -> Option<String> {
     }
     if !obs.node.mayastor_enabled {
         return Some(format!(
-            "node \"{node}\" is no longer labelled {MAYASTOR_LABEL}: its storage node will be \
+            "node \"{node}\" is no longer labelled {ENGINE_LABEL_KEY}={ENGINE_LABEL_VALUE}: its storage node will be \
              stopped and this pool will go offline; label the node again to keep it"
         ));
     }

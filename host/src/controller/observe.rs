@@ -15,17 +15,14 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
-    Action, HostSettings, K8sNode, LastOperation, Observation, OperationError, PoolResource,
-    ReportedPool, StorageNode,
+    Action, ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LastOperation,
+    Observation, OperationError, PoolResource, ReportedPool, StorageNode,
 };
 
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::MayastorPool;
 use crate::state::ledger::{Ledger, LedgerEntry};
-
-/// The label that enables Mayastor on a node.
-pub const ENGINE_LABEL: (&str, &str) = ("openebs.io/engine", "mayastor");
 
 /// kubectl's copy of the whole applied object: kept out of the policy's
 /// annotations (often kilobytes, copied into every decision, and nothing a
@@ -110,8 +107,8 @@ pub fn k8s_node(nodes: &Store<Node>, name: &str) -> K8sNode {
         None => K8sNode::default(),
         Some(node) => K8sNode {
             exists: true,
-            mayastor_enabled: node.labels().get(ENGINE_LABEL.0).map(String::as_str)
-                == Some(ENGINE_LABEL.1),
+            mayastor_enabled: node.labels().get(ENGINE_LABEL_KEY).map(String::as_str)
+                == Some(ENGINE_LABEL_VALUE),
         },
     }
 }
@@ -232,7 +229,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
             generation: pool.metadata.generation.unwrap_or(0),
             spec_node: pool.spec.node.clone(),
             spec_disks: pool.spec.disks.clone(),
-            status_state: status.state.map(Into::into),
+            status_state: status.state,
             status_node: status.node,
             status_disks: status.disks,
             status_reason: status.reason,

@@ -18,16 +18,6 @@ use crate::state::ledger::FIELD_MANAGER;
 /// Longest reason written to status (a policy's nonsense is cut here).
 pub const MAX_REASON: usize = 1024;
 
-fn pascal(state: PoolState) -> &'static str {
-    match state {
-        PoolState::Pending => "Pending",
-        PoolState::Online => "Online",
-        PoolState::Degraded => "Degraded",
-        PoolState::Faulted => "Faulted",
-        PoolState::Offline => "Offline",
-    }
-}
-
 /// The `Ready` condition for `state`, keeping the transition time when the
 /// condition's status did not change.
 pub fn ready_condition(
@@ -47,7 +37,7 @@ pub fn ready_condition(
     Condition {
         type_: "Ready".into(),
         status: status.into(),
-        reason: pascal(state).into(),
+        reason: state.title().into(),
         message: message.to_string(),
         observed_generation: generation,
         last_transition_time,
@@ -65,7 +55,7 @@ pub fn desired_status(
     now: Time,
 ) -> MayastorPoolStatus {
     let old = pool.status.clone().unwrap_or_default();
-    let state = PoolState::from(decision.state);
+    let state = decision.state;
     let (node, disks) = match (old.node.clone(), old.disks.clone()) {
         (Some(n), Some(d)) => (Some(n), Some(d)),
         _ => match created {

@@ -3,7 +3,7 @@
 //! The default policy is written against these types so that it is tested
 //! natively; the wasm glue and the host's engine convert to and from the
 //! generated bindings. The types are serde-serializable (camelCase, enums in
-//! kebab-case as in the WIT) for `msp-operator policy eval --observation`.
+//! kebab-case as in the WIT) for `msp-policy eval --observation`.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,56 @@ pub enum PoolState {
     Faulted,
     Offline,
 }
+
+impl PoolState {
+    /// The five, in the seed's order.
+    pub const ALL: [PoolState; 5] = [
+        PoolState::Pending,
+        PoolState::Online,
+        PoolState::Degraded,
+        PoolState::Faulted,
+        PoolState::Offline,
+    ];
+
+    /// The word in `status.state` and in the WIT contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolState::Pending => "pending",
+            PoolState::Online => "online",
+            PoolState::Degraded => "degraded",
+            PoolState::Faulted => "faulted",
+            PoolState::Offline => "offline",
+        }
+    }
+
+    /// The word capitalised, as a Kubernetes condition's reason is written.
+    pub fn title(self) -> &'static str {
+        match self {
+            PoolState::Pending => "Pending",
+            PoolState::Online => "Online",
+            PoolState::Degraded => "Degraded",
+            PoolState::Faulted => "Faulted",
+            PoolState::Offline => "Offline",
+        }
+    }
+
+    /// The state named by `as_str`'s word, exactly.
+    pub fn parse(s: &str) -> Option<PoolState> {
+        PoolState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+impl core::fmt::Display for PoolState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The node label that says a node runs a Mayastor storage node
+/// (`openebs.io/engine=mayastor`), as Mayastor's own charts select on it.
+pub const ENGINE_LABEL_KEY: &str = "openebs.io/engine";
+/// The value of [`ENGINE_LABEL_KEY`].
+pub const ENGINE_LABEL_VALUE: &str = "mayastor";
 
 /// A pool's state as the storage node reports it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
