@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod docs;
 pub mod io_engine;
 pub mod leftovers;
 pub mod loopdev;
