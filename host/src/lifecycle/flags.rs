@@ -9,6 +9,7 @@ use crate::lifecycle::election::ElectionSettings;
 use crate::lifecycle::telemetry::LogFormat;
 use crate::nodes::registry::RegistrySettings;
 use crate::nodes::registry::admission::AdmissionSettings;
+use crate::policy::shadow::ShadowSettings;
 
 /// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -150,6 +151,19 @@ impl RunArgs {
         AdmissionSettings {
             check_endpoint: self.check_registration_endpoint,
             require_peer: self.require_registration_peer,
+        }
+    }
+
+    /// Shadow mode's candidate and summaries.
+    pub fn shadow_settings(&self) -> ShadowSettings {
+        ShadowSettings {
+            namespace: self.operator_namespace.clone(),
+            configmap: self.policy_shadow_configmap.clone(),
+            key: self
+                .policy_shadow_key
+                .clone()
+                .unwrap_or_else(|| self.policy_key.clone()),
+            summary: self.policy_shadow_summary,
         }
     }
 

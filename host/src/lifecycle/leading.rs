@@ -93,8 +93,15 @@ pub(crate) async fn lead(
         tokio::select! { _ = stop => {} _ = watch => {} }
     });
     // Shadow mode: every decision also goes to the candidate, if any.
-    let decider =
-        policy::shadow::start(args, &client, &recorder, &metrics, engine, tasks, shutdown)?;
+    let decider = policy::shadow::start(
+        args.shadow_settings(),
+        &client,
+        &recorder,
+        &metrics,
+        engine,
+        tasks,
+        shutdown,
+    )?;
 
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweep (woken on each deletion).

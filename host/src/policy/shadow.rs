@@ -30,7 +30,6 @@ use msp_policy_engine::shadow::{self, Offer, Shadow, Verdict};
 use msp_policy_sdk::model::{Decision, Observation};
 
 use crate::controller::decide::{DecideError, Decider};
-use crate::lifecycle::flags::RunArgs;
 use crate::lifecycle::shutdown::Shutdown;
 use crate::metrics::Metrics;
 use crate::policy::reload::{PolicyReloadReporter, configmap_ref};
@@ -284,11 +283,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Shadow mode as `args` set it up: the candidate ConfigMap's watch, the
+/// Where the shadow candidate comes from and how often it is summarised
+/// (`run`'s `--policy-shadow-*` flags, see `RunArgs::shadow_settings`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowSettings {
+    /// The operator's namespace, where the candidate's ConfigMap lives.
+    pub namespace: String,
+    /// The candidate's ConfigMap; empty turns shadow mode off.
+    pub configmap: String,
+    /// The ConfigMap key holding the module.
+    pub key: String,
+    /// How often the candidate's decisions are summarised in an Event.
+    pub summary: Duration,
+}
+
+/// Shadow mode as `settings` set it up: the candidate ConfigMap's watch, the
 /// shadow's task and the summaries spawned on `tasks` until `shutdown`, and
-/// the decider the controller uses (`live` itself when the flag is empty).
+/// the decider the controller uses (`live` itself when no ConfigMap is named).
 pub fn start(
-    args: &RunArgs,
+    settings: ShadowSettings,
     client: &Client,
     recorder: &Recorder,
     metrics: &Arc<Metrics>,
@@ -296,19 +309,20 @@ pub fn start(
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<dyn Decider>> {
-    let name = args.policy_shadow_configmap.as_str();
+    let ShadowSettings {
+        namespace,
+        configmap: name,
+        key,
+        summary,
+    } = settings;
     if name.is_empty() {
         return Ok(Arc::new(live));
     }
     anyhow::ensure!(
-        !args.policy_shadow_summary.is_zero(),
+        !summary.is_zero(),
         "--policy-shadow-summary must be longer than 0 (it is how often the candidate's decisions are summarised)"
     );
-    let namespace = args.operator_namespace.as_str();
-    let key = args
-        .policy_shadow_key
-        .clone()
-        .unwrap_or_else(|| args.policy_key.clone());
+    let (namespace, name) = (namespace.as_str(), name.as_str());
     let candidate = PolicyEngine::new(live.limits()).context("starting the shadow engine")?;
     let configmap = configmap_ref(namespace, name);
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -338,7 +352,7 @@ pub fn start(
         candidate,
         reporter,
     );
-    let summaries = summarise(tally, client.clone(), configmap, args.policy_shadow_summary);
+    let summaries = summarise(tally, client.clone(), configmap, summary);
     let stop = shutdown.wait();
     tasks.spawn(async move {
         tokio::select! { _ = stop => {} _ = watch => {} }
