@@ -211,54 +211,6 @@ pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings)
     }
 }
 
-/// A context for unit tests: the native default policy, caches that count as
-/// synced (their writers let a test add objects), no registered node, and a
-/// client whose every call fails (it points at a closed loopback port), so a
-/// test runs the decision path of a reconcile without a control plane.
-#[cfg(test)]
-pub(crate) struct Fixture {
-    pub ctx: Context,
-    pub pools: crate::state::cache::PoolCacheWriter,
-    pub nodes: kube::runtime::reflector::store::Writer<Node>,
-}
-
-#[cfg(test)]
-impl Fixture {
-    pub(crate) fn new() -> Fixture {
-        use kube::runtime::watcher::Event;
-        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
-        let client = Client::try_from(config).expect("client");
-        let (pools, mut pool_writer) = crate::state::cache::pool_cache();
-        let (nodes, mut node_writer) = kube::runtime::reflector::store();
-        pool_writer.apply_watcher_event(&Event::Init);
-        pool_writer.apply_watcher_event(&Event::InitDone);
-        node_writer.apply_watcher_event(&Event::Init);
-        node_writer.apply_watcher_event(&Event::InitDone);
-        let recorder = Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter {
-                controller: "msp-operator-test".into(),
-                instance: None,
-            },
-        );
-        let parts = Parts {
-            ledger: Arc::new(Ledger::empty(client.clone(), "mayastor")),
-            client,
-            pools,
-            nodes,
-            registry: NodeRegistry::new(crate::nodes::registry::RegistrySettings::default()),
-            decider: Arc::new(super::decide::NativePolicy),
-            recorder,
-            metrics: Arc::new(Metrics::new()),
-        };
-        Fixture {
-            ctx: Context::new(parts, ControllerSettings::default()),
-            pools: pool_writer,
-            nodes: node_writer,
-        }
-    }
-}
-
 /// Counts per resource uid of something that keeps happening in a row.
 #[derive(Default)]
 pub(super) struct Streaks(Mutex<HashMap<String, u32>>);

@@ -3,8 +3,7 @@
 //! logged; the live path also keeps the last good status, see
 //! [`super::report::policy_failed`]).
 
-use std::future::Future;
-use std::pin::Pin;
+use futures::future::BoxFuture;
 
 use msp_policy_sdk::model::{Decision, Observation};
 
@@ -24,10 +23,7 @@ pub struct DecideError {
 /// The operator runs the wasm engine behind it; unit tests use the default
 /// policy natively ([`NativePolicy`]).
 pub trait Decider: Send + Sync + 'static {
-    fn decide<'a>(
-        &'a self,
-        obs: &'a Observation,
-    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>>;
+    fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>>;
     /// `name@version` of the active policy, for status and logs.
     fn active(&self) -> String;
 }
@@ -38,10 +34,7 @@ pub struct NativePolicy;
 
 #[cfg(test)]
 impl Decider for NativePolicy {
-    fn decide<'a>(
-        &'a self,
-        obs: &'a Observation,
-    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+    fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>> {
         Box::pin(async move { Ok(msp_policy::decide(obs)) })
     }
 
@@ -53,10 +46,7 @@ impl Decider for NativePolicy {
 
 /// The real path: the sandboxed wasm engine (bundled policy or the ConfigMap's).
 impl Decider for PolicyEngine {
-    fn decide<'a>(
-        &'a self,
-        obs: &'a Observation,
-    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+    fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>> {
         Box::pin(async move {
             PolicyEngine::decide(self, obs)
                 .await

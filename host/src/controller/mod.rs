@@ -16,6 +16,8 @@ pub mod actuate;
 pub mod context;
 pub mod decide;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod observe;
 pub mod report;
 pub mod sweep;
@@ -194,22 +196,8 @@ mod tests {
 
     use msp_policy_sdk::model::PoolState;
 
-    use super::context::Fixture;
+    use super::fixtures::{Fixture, pool};
     use super::*;
-    use crate::state::crd::MayastorPoolSpec;
-
-    fn pool(node: &str) -> MayastorPool {
-        let mut p = MayastorPool::new(
-            "p",
-            MayastorPoolSpec {
-                node: node.into(),
-                disks: vec!["/dev/loop0".into()],
-            },
-        );
-        p.metadata.namespace = Some("mayastor".into());
-        p.metadata.uid = Some("u1".into());
-        p
-    }
 
     #[test]
     fn refused_pools_are_looked_at_less_and_less_often_up_to_the_cap() {
@@ -254,7 +242,7 @@ mod tests {
             plan.decision.reason
         );
         assert!(plan.created.is_none());
-        // The status write goes to the API server, which the fixture lacks:
+        // The status write goes to the API server, which this fixture lacks:
         // the reconcile fails there, and the backoff counts it.
         let (pool, ctx) = (Arc::new(pool), Arc::new(fx.ctx));
         let err = reconcile(pool.clone(), ctx.clone())
@@ -265,6 +253,90 @@ mod tests {
             on_error(pool, &err, ctx.clone()),
             Requeue::requeue(ctx.settings.error_backoff_min)
         );
+    }
+
+    #[tokio::test]
+    async fn a_pending_pool_gets_exactly_this_status_and_one_transition_event() {
+        let (fx, mut api) = Fixture::with_api_server();
+        let pool = Arc::new(pool("nowhere"));
+        let reconciled = tokio::spawn(reconcile(pool.clone(), Arc::new(fx.ctx)));
+        let status = api.next(serde_json::to_value(&*pool).expect("pool")).await;
+        assert_eq!(status.method, http::Method::PATCH);
+        assert_eq!(
+            status.path,
+            "/apis/openebs.io/v1alpha1/namespaces/mayastor/mayastorpools/p/status"
+        );
+        assert!(
+            status.query.contains("fieldManager=msp-operator"),
+            "{}",
+            status.query
+        );
+        assert!(status.query.contains("force=true"), "{}", status.query);
+        assert_eq!(status.body["apiVersion"], "openebs.io/v1alpha1");
+        assert_eq!(status.body["kind"], "MayastorPool");
+        let written = &status.body["status"];
+        assert_eq!(written["state"], "pending");
+        let reason = written["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("node \"nowhere\" does not exist"),
+            "{reason}"
+        );
+        // Nothing was created: no node or disks are cached yet.
+        assert!(written.get("node").is_none(), "{written}");
+        assert!(written.get("disks").is_none(), "{written}");
+        assert_eq!(written["conditions"][0]["type"], "Ready");
+        assert_eq!(written["conditions"][0]["status"], "False");
+        assert_eq!(written["conditions"][0]["reason"], "Pending");
+        let event = api.next(serde_json::json!({})).await;
+        assert_eq!(event.method, http::Method::POST);
+        assert_eq!(
+            event.path,
+            "/apis/events.k8s.io/v1/namespaces/mayastor/events"
+        );
+        assert_eq!(event.body["type"], "Normal");
+        assert_eq!(event.body["reason"], "Pending");
+        assert_eq!(event.body["regarding"]["kind"], "MayastorPool");
+        assert_eq!(event.body["regarding"]["name"], "p");
+        assert_eq!(event.body["regarding"]["uid"], "u1");
+        let note = event.body["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("waiting to create the pool on nowhere"),
+            "{note}"
+        );
+        let requeue = reconciled.await.expect("task").expect("reconciled");
+        assert_ne!(requeue, Requeue::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_failed_policy_keeps_the_last_status_and_says_so_in_a_warning() {
+        use super::fixtures::FailingPolicy;
+        let (fx, mut api) = Fixture::with_api_server_and(Arc::new(FailingPolicy));
+        let mut online = pool("n1");
+        online.status = Some(crate::state::crd::MayastorPoolStatus {
+            state: Some(PoolState::Online),
+            node: Some("n1".into()),
+            disks: Some(vec!["/dev/loop0".into()]),
+            ..Default::default()
+        });
+        let online = Arc::new(online);
+        let reconciled = tokio::spawn(reconcile(online.clone(), Arc::new(fx.ctx)));
+        let status = api
+            .next(serde_json::to_value(&*online).expect("pool"))
+            .await;
+        assert_eq!(status.method, http::Method::PATCH);
+        let written = &status.body["status"];
+        assert_eq!(written["state"], "online", "the last good state stays");
+        assert_eq!(written["node"], "n1");
+        let reason = written["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("policy failing@0.0.0 failed, last good status kept:"),
+            "{reason}"
+        );
+        let event = api.next(serde_json::json!({})).await;
+        assert_eq!(event.body["type"], "Warning");
+        assert_eq!(event.body["reason"], "PolicyFailed");
+        assert_eq!(event.body["regarding"]["name"], "p");
+        reconciled.await.expect("task").expect("reconciled");
     }
 
     #[tokio::test]

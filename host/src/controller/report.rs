@@ -503,7 +503,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_status_written_over_the_same_copy_is_not_written_again() {
-        let fixture = super::super::context::Fixture::new();
+        let fixture = super::super::fixtures::Fixture::new();
         let ctx = &fixture.ctx;
         let mut pool = resource();
         pool.metadata.uid = Some("u1".into());

@@ -15,12 +15,12 @@
 //! decided anything. Never an Event per decision.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::Recorder;
@@ -52,10 +52,7 @@ pub struct ShadowedPolicy {
 }
 
 impl Decider for ShadowedPolicy {
-    fn decide<'a>(
-        &'a self,
-        obs: &'a Observation,
-    ) -> Pin<Box<dyn Future<Output = Result<Decision, DecideError>> + Send + 'a>> {
+    fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>> {
         Box::pin(async move {
             let result = Decider::decide(&self.live, obs).await;
             // After the live decision, and only a copy into a queue.
