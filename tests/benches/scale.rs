@@ -404,7 +404,7 @@ fn status_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>) ->
 /// when it is built next to this benchmark (its memory and CPU are then its
 /// own), else in this process.
 enum Op {
-    Process(Replica),
+    Process(Box<Replica>),
     InProcess(Operator),
 }
 
@@ -425,7 +425,7 @@ impl Op {
                     logs,
                     &filter,
                 )?;
-                Ok(Op::Process(replica))
+                Ok(Op::Process(Box::new(replica)))
             }
             None => Ok(Op::InProcess(
                 Operator::start(cp.client().await?, flags).await?,

@@ -225,7 +225,7 @@ impl IoEngine {
             }
             if spawned.elapsed() > READY_TIMEOUT {
                 return Err(HarnessError::Unhealthy {
-                    name: "io-engine",
+                    name: "io-engine".into(),
                     waited: spawned.elapsed(),
                     log_tail: child.log_tail(),
                 });
