@@ -12,8 +12,9 @@
 # control plane's, so packages it compiled are not compiled again.
 #
 # The releases are the ones the committed wrapper modules pin
-# (../control-plane/modules/kubernetes, modules/coredns), and every downloaded
-# module is checked against their committed go.sum.
+# (modules/kubernetes, modules/coredns; ../control-plane/update-modules.sh
+# moves them), and every downloaded module is checked against their committed
+# go.sum.
 #
 #   MSP_CACHE_DIR    root of the cache (default /var/cache/msp-operator)
 #   K8S_VERSION      if set, must be the Kubernetes release the module pins
@@ -24,11 +25,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${MSP_CACHE_DIR:-/var/cache/msp-operator}
 # shellcheck source=../control-plane/k8s-module.sh
 . "$here/../control-plane/k8s-module.sh"
-K8S_VERSION=$(pinned_version K8S_VERSION "${K8S_VERSION:-}" "$K8S_MODULE" k8s.io/kubernetes)
+K8S_VERSION=$(pinned_version K8S_VERSION "${K8S_VERSION:-}" "$CLUSTER_K8S_MODULE" k8s.io/kubernetes)
 COREDNS_VERSION=$(pinned_version COREDNS_VERSION "${COREDNS_VERSION:-}" "$COREDNS_MODULE" github.com/coredns/coredns)
 OUT="$CACHE/cluster/k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
 BIN="$OUT/bin"
-COMPONENTS=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+COMPONENTS=("${CLUSTER_K8S_COMMANDS[@]}")
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 
@@ -36,7 +37,7 @@ log() { printf 'cluster: %s\n' "$*" >&2; }
 cached() {
   local b
   for b in "${COMPONENTS[@]}" coredns pause; do [ -x "$BIN/$b" ] || return 1; done
-  built_from "$K8S_MODULE" "$OUT/src/kubernetes" && built_from "$COREDNS_MODULE" "$OUT/src/coredns"
+  built_from "$CLUSTER_K8S_MODULE" "$OUT/src/kubernetes" && built_from "$COREDNS_MODULE" "$OUT/src/coredns"
 }
 if cached; then
   log "cached in $BIN"
@@ -60,7 +61,7 @@ mkdir -p "$STAGE" "$OUT/src"
 start=$(date +%s)
 
 k8s="$OUT/src/kubernetes"
-copy_module "$K8S_MODULE" "$k8s"
+copy_module "$CLUSTER_K8S_MODULE" "$k8s"
 pkgs=()
 for c in "${COMPONENTS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
 (

@@ -16,11 +16,15 @@ export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
 export GOCACHE=${GOCACHE:-$CACHE/go/build}
 
 _k8s_module_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# One k8s.io/kubernetes wrapper per build script, each resolved for the
+# commands it builds (resolved for all six, the module records other versions
+# of some staging modules and the binaries' embedded module lists differ).
 K8S_MODULE="$_k8s_module_here/modules/kubernetes"
+K8S_COMMANDS=(kube-apiserver kubectl)
 ETCD_MODULE="$_k8s_module_here/modules/etcd"
+CLUSTER_K8S_MODULE="$_k8s_module_here/../cluster/modules/kubernetes"
+CLUSTER_K8S_COMMANDS=(kubelet kube-controller-manager kube-scheduler kube-proxy)
 COREDNS_MODULE="$_k8s_module_here/../cluster/modules/coredns"
-# Every command built from K8S_MODULE (control plane and cluster).
-K8S_COMMANDS=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy)
 
 # module_version MODULE_DIR PATH: the version of PATH the committed go.mod requires.
 module_version() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the committed Go wrapper modules the build scripts build from: the
-# go.mod and go.sum of k8s.io/kubernetes (every command the control plane and
-# the cluster build), etcd and CoreDNS. Run it by hand to move to another
+# go.mod and go.sum of k8s.io/kubernetes (one for the control plane's
+# commands, one for the cluster's), etcd and CoreDNS. Run it by hand to move to another
 # release; the build scripts never resolve anything themselves, they build
 # with -mod=readonly against these sums and fail on a mismatch.
 #
@@ -39,9 +39,14 @@ write_module() {
   rm -rf "$tmp"
 }
 
-k8s_pkgs=()
-for c in "${K8S_COMMANDS[@]}"; do k8s_pkgs+=("k8s.io/kubernetes/cmd/$c@$k8s_version"); done
-write_module "$K8S_MODULE" msp-operator/kubernetes "${k8s_pkgs[@]}"
+commands() { # COMMAND...: their packages at the release
+  local c
+  for c in "$@"; do echo "k8s.io/kubernetes/cmd/$c@$k8s_version"; done
+}
+# shellcheck disable=SC2046 # one package per word
+write_module "$K8S_MODULE" msp-operator/kubernetes $(commands "${K8S_COMMANDS[@]}")
+# shellcheck disable=SC2046
+write_module "$CLUSTER_K8S_MODULE" msp-operator/kubernetes $(commands "${CLUSTER_K8S_COMMANDS[@]}")
 write_module "$ETCD_MODULE" msp-operator/control-plane/etcd "go.etcd.io/etcd/server/v3@$etcd_version"
 write_module "$COREDNS_MODULE" msp-operator/cluster/coredns "github.com/coredns/coredns@$coredns_version"
-echo "updated $K8S_MODULE, $ETCD_MODULE and $COREDNS_MODULE: commit go.mod and go.sum" >&2
+echo "updated $K8S_MODULE, $CLUSTER_K8S_MODULE, $ETCD_MODULE and $COREDNS_MODULE: commit go.mod and go.sum" >&2
