@@ -25,8 +25,8 @@ COPY prebuilt/storage-node /out/storage-node
 FROM ${BINARIES} AS binaries
 
 # It probes and labels raw block devices. Debian slim rather than distroless:
-# its util-linux brings `blkid`, the second opinion the node asks before it
-# writes a pool label on a disk (without it only the built-in probe runs).
+# its util-linux brings `wipefs` (libblkid), which the node asks before it
+# writes a pool label on a disk (without it the node refuses to write).
 FROM ${RUNTIME_IMAGE}
 COPY --from=binaries /out/storage-node /usr/local/bin/storage-node
 EXPOSE 10124

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use msp_policy_engine::percentile::percentile;
 use msp_tests::control_plane::ControlPlane;
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
@@ -12,7 +13,7 @@ fn summary(name: &str, mut samples: Vec<Duration>) {
     println!(
         "{name:<12} min {:>7.0} ms  median {:>7.0} ms  max {:>7.0} ms  ({} rounds)",
         ms(samples[0]),
-        ms(samples[samples.len() / 2]),
+        ms(percentile(&samples, 50.0).unwrap_or_default()),
         ms(samples[samples.len() - 1]),
         samples.len()
     );

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use msp_operator::state::crd::{MayastorPool, PoolState};
+use msp_policy_engine::percentile::percentile;
 use msp_tests::control_plane::requests::label;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::operator::{Operator, create_node, create_pool, start_cluster, start_storage_node};
@@ -23,11 +24,6 @@ use tokio::sync::Notify;
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 const MIB: u64 = 1024 * 1024;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -117,9 +113,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms   mean {:.1} ms   (target p50 <= 100 ms)",
-        percentile(&sorted, 50.0).as_secs_f64() * 1e3,
-        percentile(&sorted, 90.0).as_secs_f64() * 1e3,
-        percentile(&sorted, 99.0).as_secs_f64() * 1e3,
+        percentile(&sorted, 50.0).unwrap_or_default().as_secs_f64() * 1e3,
+        percentile(&sorted, 90.0).unwrap_or_default().as_secs_f64() * 1e3,
+        percentile(&sorted, 99.0).unwrap_or_default().as_secs_f64() * 1e3,
         sorted[sorted.len() - 1].as_secs_f64() * 1e3,
         mean.as_secs_f64() * 1e3,
     );
@@ -130,10 +126,10 @@ async fn main() -> anyhow::Result<()> {
     rest.sort();
     println!(
         "  split, p50 / p99: create -> the watch sees it {:.1} / {:.1} ms; seen -> online {:.1} / {:.1} ms",
-        ms(percentile(&watch_delay, 50.0)),
-        ms(percentile(&watch_delay, 99.0)),
-        ms(percentile(&rest, 50.0)),
-        ms(percentile(&rest, 99.0)),
+        ms(percentile(&watch_delay, 50.0).unwrap_or_default()),
+        ms(percentile(&watch_delay, 99.0).unwrap_or_default()),
+        ms(percentile(&rest, 50.0).unwrap_or_default()),
+        ms(percentile(&rest, 99.0).unwrap_or_default()),
     );
     println!(
         "  the operator's steps (its reconcile_step_seconds over the run; p50 / p99 are bucket bounds):"

@@ -23,6 +23,7 @@
 use std::time::{Duration, Instant};
 
 use msp_operator::state::crd::PoolState;
+use msp_policy_engine::percentile::percentile;
 use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::{create_node, create_pool, start_cluster, start_storage_node, wait_pool};
 use msp_tests::replicas::{Replica, ServiceProxy, operator_binary, wait_leader, writes_sent};
@@ -32,20 +33,15 @@ const WAIT: Duration = Duration::from_secs(60);
 /// How long after taking over the new leader's writes are counted.
 const SETTLE: Duration = Duration::from_secs(5);
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn summary(what: &str, times: &[Duration]) {
     let mut sorted = times.to_vec();
     sorted.sort();
     println!(
         "  {what}: n {}   p50 {:.2} s   max {:.2} s   min {:.2} s",
         sorted.len(),
-        percentile(&sorted, 50.0).as_secs_f64(),
-        sorted[sorted.len() - 1].as_secs_f64(),
-        sorted[0].as_secs_f64(),
+        percentile(&sorted, 50.0).unwrap_or_default().as_secs_f64(),
+        percentile(&sorted, 100.0).unwrap_or_default().as_secs_f64(),
+        percentile(&sorted, 0.0).unwrap_or_default().as_secs_f64(),
     );
 }
 

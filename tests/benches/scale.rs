@@ -62,6 +62,7 @@ use kube::{Api, Client, Resource};
 use msp_operator::state::crd::{
     DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
 };
+use msp_policy_engine::percentile::percentile;
 use msp_tests::control_plane::requests::{grown, writes_so_far};
 use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
 use msp_tests::operator::{Operator, create_node_at, ensure_namespace, http_get, wait_for};
@@ -124,11 +125,6 @@ impl Sizes {
 
 fn rate(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64().max(1e-9)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -408,7 +404,7 @@ fn status_writes(before: &HashMap<String, f64>, after: &HashMap<String, f64>) ->
 /// when it is built next to this benchmark (its memory and CPU are then its
 /// own), else in this process.
 enum Op {
-    Process(Replica),
+    Process(Box<Replica>),
     InProcess(Operator),
 }
 
@@ -429,7 +425,7 @@ impl Op {
                     logs,
                     &filter,
                 )?;
-                Ok(Op::Process(replica))
+                Ok(Op::Process(Box::new(replica)))
             }
             None => Ok(Op::InProcess(
                 Operator::start(cp.client().await?, flags).await?,
@@ -797,8 +793,8 @@ async fn main() -> anyhow::Result<()> {
     if !latencies.is_empty() {
         println!(
             "  create -> online: p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
-            ms(percentile(&latencies, 50.0)),
-            ms(percentile(&latencies, 99.0)),
+            ms(percentile(&latencies, 50.0).unwrap_or_default()),
+            ms(percentile(&latencies, 99.0).unwrap_or_default()),
             ms(latencies[latencies.len() - 1])
         );
     }

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use msp_policy_engine::percentile::percentile;
 use msp_proto::v1;
 use msp_tests::loopdev::LoopDevice;
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
@@ -18,13 +19,13 @@ const LISTS_PER_ROUND: usize = 20;
 
 fn summary(name: &str, mut v: Vec<Duration>) {
     v.sort();
-    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    let pct = |p: f64| percentile(&v, p).unwrap_or_default();
     println!(
         "{name:<32} n={:<4} p50={:>9.3?} p90={:>9.3?} max={:>9.3?}",
         v.len(),
-        pct(0.5),
-        pct(0.9),
-        pct(1.0)
+        pct(50.0),
+        pct(90.0),
+        pct(100.0)
     );
 }
 

@@ -11,24 +11,33 @@
 # interrupted build never looks cached. Go's module and build caches are the
 # control plane's, so packages it compiled are not compiled again.
 #
+# The releases are the ones the committed wrapper modules pin
+# (modules/kubernetes, modules/coredns; ../control-plane/update-modules.sh
+# moves them), and every downloaded module is checked against their committed
+# go.sum.
+#
 #   MSP_CACHE_DIR    root of the cache (default /var/cache/msp-operator)
-#   K8S_VERSION      Kubernetes release (default v1.34.4)
-#   COREDNS_VERSION  CoreDNS release (default v1.15.0)
+#   K8S_VERSION      if set, must be the Kubernetes release the module pins
+#   COREDNS_VERSION  if set, must be the CoreDNS release the module pins
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-K8S_VERSION=${K8S_VERSION:-v1.34.4}
-COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 CACHE=${MSP_CACHE_DIR:-/var/cache/msp-operator}
+# shellcheck source=../control-plane/k8s-module.sh
+. "$here/../control-plane/k8s-module.sh"
+K8S_VERSION=$(pinned_version K8S_VERSION "${K8S_VERSION:-}" "$CLUSTER_K8S_MODULE" k8s.io/kubernetes)
+COREDNS_VERSION=$(pinned_version COREDNS_VERSION "${COREDNS_VERSION:-}" "$COREDNS_MODULE" github.com/coredns/coredns)
 OUT="$CACHE/cluster/k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
 BIN="$OUT/bin"
-COMPONENTS=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+COMPONENTS=("${CLUSTER_K8S_COMMANDS[@]}")
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 
+# Binaries count as cached only if built from modules whose sums are all committed.
 cached() {
   local b
   for b in "${COMPONENTS[@]}" coredns pause; do [ -x "$BIN/$b" ] || return 1; done
+  built_from "$CLUSTER_K8S_MODULE" "$OUT/src/kubernetes" && built_from "$COREDNS_MODULE" "$OUT/src/coredns"
 }
 if cached; then
   log "cached in $BIN"
@@ -46,22 +55,18 @@ fi
 
 command -v go >/dev/null || { log "go is required (https://go.dev) to build the cluster components"; exit 1; }
 command -v cc >/dev/null || { log "a C compiler is required for the pause binary"; exit 1; }
-# shellcheck source=../control-plane/k8s-module.sh
-. "$here/../control-plane/k8s-module.sh"
 STAGE="$OUT/bin.partial"
 rm -rf "$STAGE"
 mkdir -p "$STAGE" "$OUT/src"
 start=$(date +%s)
 
 k8s="$OUT/src/kubernetes"
-k8s_wrapper_module "$k8s" "$K8S_VERSION"
+copy_module "$CLUSTER_K8S_MODULE" "$k8s"
 pkgs=()
 for c in "${COMPONENTS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
 (
   cd "$k8s"
-  log "fetching k8s.io/kubernetes $K8S_VERSION"
-  go get "${pkgs[@]/%/@$K8S_VERSION}"
-  log "building ${COMPONENTS[*]}"
+  log "building ${COMPONENTS[*]} (k8s.io/kubernetes $K8S_VERSION)"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(k8s_version_ldflags "$K8S_VERSION")" -o "$STAGE/" "${pkgs[@]}"
 )
 
@@ -71,13 +76,10 @@ cc -Os -static -DVERSION="$K8S_VERSION" -o "$STAGE/pause" "$pause_src"
 strip "$STAGE/pause"
 
 coredns="$OUT/src/coredns"
-mkdir -p "$coredns"
-printf 'module msp-operator/cluster/coredns\n\ngo 1.24\n' >"$coredns/go.mod"
+copy_module "$COREDNS_MODULE" "$coredns"
 (
   cd "$coredns"
-  log "fetching CoreDNS $COREDNS_VERSION"
-  go get "github.com/coredns/coredns@$COREDNS_VERSION"
-  log "building CoreDNS"
+  log "building CoreDNS $COREDNS_VERSION"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$STAGE/coredns" github.com/coredns/coredns
 )
 

@@ -5,21 +5,31 @@
 # Does nothing when the binaries are already there, so a second run costs
 # nothing. The cache lives outside the clone because CI clones afresh each time.
 #
+# The releases are the ones the committed wrapper modules pin
+# (modules/kubernetes, modules/etcd; update-modules.sh moves them), and every
+# downloaded module is checked against their committed go.sum.
+#
 #   MSP_CACHE_DIR  root of the cache (default /var/cache/msp-operator)
-#   K8S_VERSION    Kubernetes release to build (default v1.34.4)
-#   ETCD_VERSION   etcd release to build (default v3.6.16)
+#   K8S_VERSION    if set, must be the Kubernetes release modules/kubernetes pins
+#   ETCD_VERSION   if set, must be the etcd release modules/etcd pins
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-K8S_VERSION=${K8S_VERSION:-v1.34.4}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 CACHE=${MSP_CACHE_DIR:-/var/cache/msp-operator}
+# shellcheck source=k8s-module.sh
+. "$here/k8s-module.sh"
+K8S_VERSION=$(pinned_version K8S_VERSION "${K8S_VERSION:-}" "$K8S_MODULE" k8s.io/kubernetes)
+ETCD_VERSION=$(pinned_version ETCD_VERSION "${ETCD_VERSION:-}" "$ETCD_MODULE" go.etcd.io/etcd/server/v3)
 OUT="$CACHE/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 BIN="$OUT/bin"
 
 log() { printf 'control-plane: %s\n' "$*" >&2; }
 
-cached() { [ -x "$BIN/etcd" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ]; }
+# Binaries count as cached only if built from modules whose sums are all committed.
+cached() {
+  [ -x "$BIN/etcd" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] \
+    && built_from "$K8S_MODULE" "$OUT/src/kubernetes" && built_from "$ETCD_MODULE" "$OUT/src/etcd"
+}
 if cached; then
   log "cached in $BIN"
   echo "$BIN"
@@ -38,8 +48,6 @@ if cached; then
 fi
 
 command -v go >/dev/null || { log "go is required (https://go.dev) to build the control plane"; exit 1; }
-# shellcheck source=k8s-module.sh
-. "$here/k8s-module.sh"
 # Built into a staging dir and moved into place at the end, so that an
 # interrupted build never leaves binaries that look cached.
 STAGE="$OUT/bin.partial"
@@ -48,25 +56,20 @@ mkdir -p "$STAGE" "$OUT/src"
 start=$(date +%s)
 
 k8s="$OUT/src/kubernetes"
-k8s_wrapper_module "$k8s" "$K8S_VERSION"
+copy_module "$K8S_MODULE" "$k8s"
 (
   cd "$k8s"
-  log "fetching k8s.io/kubernetes $K8S_VERSION"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
-  log "building kube-apiserver and kubectl"
+  log "building kube-apiserver and kubectl (k8s.io/kubernetes $K8S_VERSION)"
   go build -trimpath -ldflags "-s -w $(k8s_version_ldflags "$K8S_VERSION")" -o "$STAGE/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 )
 
 # etcd: `go install` refuses its go.mod replace directives, so a separate
 # wrapper module requires the server module and builds it (package main).
 etcd="$OUT/src/etcd"
-mkdir -p "$etcd"
-printf 'module msp-operator/control-plane/etcd\n\ngo 1.24\n' >"$etcd/go.mod"
+copy_module "$ETCD_MODULE" "$etcd"
 (
   cd "$etcd"
-  log "fetching etcd $ETCD_VERSION"
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-  log "building etcd"
+  log "building etcd $ETCD_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd" go.etcd.io/etcd/server/v3
 )
 

@@ -91,8 +91,19 @@ fetch_tarballs() { # into $1
       rm -rf "$dir/clone"
     fi
   done
-  if [ -n "$SOURCES" ] && [ -f "$SOURCES/SHA256SUMS" ]; then
-    (cd "$dir" && grep -F -f <(for key in "${!REPO[@]}"; do read -r repo commit <<<"${REPO[$key]}"; tarball_name "$repo" "$commit"; done) "$SOURCES/SHA256SUMS" | sha256sum -c --quiet -) \
+  # Tarballs are checked against SHA256SUMS, every one of them: a missing
+  # file or a tarball it does not list fails as a mismatch does (clones are
+  # fetched by commit, which git checks itself).
+  if [ -n "$SOURCES" ]; then
+    local sums line
+    sums=$(for key in "${!REPO[@]}"; do
+      read -r repo commit <<<"${REPO[$key]}"
+      name=$(tarball_name "$repo" "$commit")
+      line=$(awk -v n="$name" '$2 == n && $1 ~ /^[0-9a-f]+$/ && length($1) == 64' "$SOURCES/SHA256SUMS")
+      [ -n "$line" ] || { log "$SOURCES/SHA256SUMS does not list $name"; exit 1; }
+      echo "$line"
+    done) || exit 1
+    (cd "$dir" && sha256sum -c --quiet --strict - <<<"$sums") \
       || { log "tarballs in $SOURCES do not match their SHA256SUMS"; exit 1; }
   fi
 }

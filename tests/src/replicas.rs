@@ -8,10 +8,9 @@
 //! restarting in its pod does) and logs JSON to a file per start, with every
 //! API write it sends or fences logged (`msp_operator::lifecycle::fence` at trace level).
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::control_plane::process::free_ports;
+use crate::control_plane::process::{Guarded, free_ports};
 use crate::operator::{FAST_FLAGS, http_get};
 
 /// A short lease so that a test's failovers take seconds (the defaults are
@@ -61,7 +60,9 @@ fn with_overrides(defaults: &[&str], flags: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// One operator process, restartable under the same identity and ports.
+/// One operator process, restartable under the same identity and ports; the
+/// harness's [`Guarded`] child, so it dies with the test even when the test
+/// is killed outright.
 pub struct Replica {
     name: String,
     binary: PathBuf,
@@ -71,7 +72,7 @@ pub struct Replica {
     registration: SocketAddr,
     metrics: SocketAddr,
     starts: u32,
-    child: Option<Child>,
+    child: Option<Guarded>,
     /// `RUST_LOG` of the process.
     log_filter: String,
 }
@@ -126,8 +127,8 @@ impl Replica {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         self.starts += 1;
-        let log = File::create(self.log_path())?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args([
                 "run",
                 "--namespace=mayastor",
@@ -140,12 +141,12 @@ impl Replica {
             .args(&self.flags)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", &self.log_filter)
-            .env_remove("POD_NAME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()?;
-        self.child = Some(child);
+            .env_remove("POD_NAME");
+        self.child = Some(Guarded::spawn(
+            format!("operator replica {}", self.name),
+            command,
+            &self.log_path(),
+        )?);
         Ok(())
     }
 
@@ -155,7 +156,7 @@ impl Replica {
 
     /// The process id of the running process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Guarded::pid)
     }
 
     /// (registration, metrics) addresses, the same across restarts.
@@ -179,20 +180,14 @@ impl Replica {
             .child
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("replica {} is not running", self.name))?;
-        let pid = libc::pid_t::try_from(child.id())?;
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            anyhow::bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+        child
+            .signal(signal)
+            .map_err(|e| anyhow::anyhow!("signal {signal} to replica {}: {e}", self.name))
     }
 
-    /// kill -9, and reaps it.
+    /// kill -9 (to its process group), and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.child.take());
     }
 
     /// SIGSTOP: frozen, its sockets open.

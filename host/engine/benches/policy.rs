@@ -9,17 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use msp_policy_engine::percentile::percentile;
 use msp_policy_engine::sample::{self, Rng};
 use msp_policy_engine::shadow::{self, Shadow};
 use msp_policy_engine::{Limits, PolicyEngine, PolicySource, bundled, sandbox};
 use msp_policy_sdk::model::Observation;
 
 const CALLS: usize = 10_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 /// Times `f` once per observation; returns (p50, p99, mean).
 fn measure(
@@ -39,7 +35,11 @@ fn measure(
     }
     let mean = started.elapsed() / observations.len() as u32;
     times.sort();
-    (percentile(&times, 0.50), percentile(&times, 0.99), mean)
+    (
+        percentile(&times, 50.0).unwrap_or_default(),
+        percentile(&times, 99.0).unwrap_or_default(),
+        mean,
+    )
 }
 
 /// What is attached to the live decision.
@@ -88,7 +88,11 @@ async fn measure_async(
     }
     let mean = started.elapsed() / observations.len() as u32;
     times.sort();
-    (percentile(&times, 0.50), percentile(&times, 0.99), mean)
+    (
+        percentile(&times, 50.0).unwrap_or_default(),
+        percentile(&times, 99.0).unwrap_or_default(),
+        mean,
+    )
 }
 
 fn us(d: Duration) -> String {

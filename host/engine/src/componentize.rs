@@ -16,7 +16,7 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>, PolicyError> {
     wit_component::ComponentEncoder::default()
         .validate(true)
         .module(core)
-        .and_then(|e| e.encode())
+        .and_then(|mut e| e.encode())
         .map_err(|e| PolicyError::Garbage(format!("cannot make a component of it: {e:#}")))
 }
 

@@ -16,13 +16,15 @@
 //! - [`sample`]: generated observations for tests and benchmarks;
 //! - [`componentize`]: an author's core module wrapped as a component;
 //! - [`compare`]: two outcomes on one observation, field by field;
-//! - [`shadow`]: a candidate policy deciding beside the live one, off its path.
+//! - [`shadow`]: a candidate policy deciding beside the live one, off its path;
+//! - [`percentile`]: the percentile every benchmark prints.
 
 pub mod bindings;
 pub mod bundled;
 pub mod compare;
 pub mod componentize;
 pub mod error;
+pub mod percentile;
 pub mod sample;
 pub mod sandbox;
 pub mod shadow;

@@ -11,25 +11,17 @@ use crate::nodes::registry::RegistrySettings;
 use crate::nodes::registry::admission::AdmissionSettings;
 use crate::policy::shadow::ShadowSettings;
 
-/// Parses a duration: `500ms`, `10s`, `2m`, or a number of seconds (`1.5`).
+/// Parses a duration: jiff's friendly format (`500ms`, `10s`, `1m30s`,
+/// `2h`) or ISO 8601 (`PT1M30S`), or a bare number of seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = num
-        .trim()
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
+    }
+    let d: jiff::SignedDuration = s
         .parse()
-        .map_err(|_| format!("not a duration: {s:?}"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit in {s:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+        .map_err(|e| format!("not a duration: {s:?} ({e})"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
 /// Flags of `msp-operator run`.
@@ -236,7 +228,11 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("PT1M30S"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("-1").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("-1s").is_err());
     }

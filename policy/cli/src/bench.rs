@@ -4,9 +4,10 @@
 //! operator's (conversion, sandboxed call, decision check).
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
+use msp_policy_engine::percentile::percentile;
 use msp_policy_engine::sample::{self, Rng};
 use msp_policy_engine::{Limits, PolicyEngine, PolicySource};
 use msp_policy_sdk::model::Observation;
@@ -74,8 +75,8 @@ pub fn run(
         }
     )?;
     for (label, d) in [
-        ("p50", percentile(&times, 0.50)),
-        ("p99", percentile(&times, 0.99)),
+        ("p50", percentile(&times, 50.0).unwrap_or_default()),
+        ("p99", percentile(&times, 99.0).unwrap_or_default()),
         ("mean", total / iterations as u32),
         ("max", times.last().copied().unwrap_or_default()),
     ] {
@@ -88,13 +89,4 @@ pub fn run(
         writeln!(out, "  failed decisions: {}", list.join(", "))?;
     }
     Ok(out)
-}
-
-/// The `p` quantile (0..=1) of `sorted`, nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }

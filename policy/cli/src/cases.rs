@@ -80,7 +80,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 #[derive(Debug, thiserror::Error)]
 pub enum CasesError {
     #[error("not a cases file: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::Error),
     #[error("the file has no cases")]
     Empty,
     #[error("case {index} ({name:?}): {source}")]
@@ -106,7 +106,7 @@ pub struct Prepared {
 
 /// Parses `text` and builds every case's observation.
 pub fn prepare(text: &str) -> Result<Vec<Prepared>, CasesError> {
-    let file: CasesFile = serde_yaml::from_str(text)?;
+    let file: CasesFile = serde_saphyr::from_str(text)?;
     if file.cases.is_empty() {
         return Err(CasesError::Empty);
     }

@@ -51,7 +51,7 @@ struct Args {
     #[arg(long)]
     allow_path_prefix: Vec<PathBuf>,
 
-    /// Do not consult `blkid -p` in addition to the built-in signature probe.
+    /// Do not consult libblkid (`wipefs`) in addition to the built-in signature probe.
     #[arg(long)]
     no_blkid: bool,
 

@@ -41,7 +41,6 @@ mod teardown;
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -562,12 +561,8 @@ impl Drop for Cluster {
 fn lock() -> Result<File, HarnessError> {
     let file = File::create(LOCK_FILE)
         .map_err(|e| HarnessError::io(format!("creating {LOCK_FILE}"), e))?;
-    // SAFETY: flock only takes the fd; the lock goes with the file (and the process).
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(HarnessError::io(
-            format!("locking {LOCK_FILE}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
+    // flock(2): the lock goes with the file (and the process).
+    file.lock()
+        .map_err(|e| HarnessError::io(format!("locking {LOCK_FILE}"), e))?;
     Ok(file)
 }

@@ -77,13 +77,13 @@ pub enum HarnessError {
     Certificate(#[from] rcgen::Error),
     #[error("{name} exited during start ({status}); its last output:\n{log_tail}")]
     Exited {
-        name: &'static str,
+        name: String,
         status: String,
         log_tail: String,
     },
     #[error("{name} not healthy after {waited:?}; its last output:\n{log_tail}")]
     Unhealthy {
-        name: &'static str,
+        name: String,
         waited: Duration,
         log_tail: String,
     },
@@ -500,7 +500,7 @@ where
         }
         if started.elapsed() > HEALTH_TIMEOUT {
             return Err(HarnessError::Unhealthy {
-                name: process.name(),
+                name: process.name().to_owned(),
                 waited: started.elapsed(),
                 log_tail: process.log_tail(),
             });

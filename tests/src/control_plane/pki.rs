@@ -84,7 +84,8 @@ impl Ca {
     /// A client certificate for `user` in `groups` (CN=user, one O per group).
     pub fn client(&self, user: &str, groups: &[&str]) -> Result<Pem, HarnessError> {
         let key = KeyPair::generate()?;
-        let serial: [u8; 16] = rand::random();
+        // A random v4 UUID's 122 random bits make a unique serial.
+        let serial = uuid::Uuid::new_v4().into_bytes();
         let tbs = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next()

@@ -187,7 +187,7 @@ impl Udevd {
             }
             if start.elapsed() > Duration::from_secs(10) {
                 return Err(HarnessError::Unhealthy {
-                    name: "systemd-udevd",
+                    name: "systemd-udevd".into(),
                     waited: start.elapsed(),
                     log_tail: udevd
                         .started

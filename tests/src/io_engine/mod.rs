@@ -20,7 +20,6 @@ pub mod host;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -226,7 +225,7 @@ impl IoEngine {
             }
             if spawned.elapsed() > READY_TIMEOUT {
                 return Err(HarnessError::Unhealthy {
-                    name: "io-engine",
+                    name: "io-engine".into(),
                     waited: spawned.elapsed(),
                     log_tail: child.log_tail(),
                 });
@@ -278,13 +277,9 @@ fn lock_machine() -> Result<File, HarnessError> {
     let path = std::env::temp_dir().join(LOCK);
     let file = File::create(&path)
         .map_err(|e| HarnessError::io(format!("creating {}", path.display()), e))?;
-    // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(HarnessError::io(
-            "locking the io-engine slot",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    // flock(2), blocking until the lock is ours.
+    file.lock()
+        .map_err(|e| HarnessError::io("locking the io-engine slot", e))?;
     Ok(file)
 }
 

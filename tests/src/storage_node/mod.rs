@@ -11,7 +11,8 @@
 //! create or an unknown destroy ([`pools`]), no re-import by
 //! itself after a restart, state derived from the disks.
 //!
-//! Rooms: [`label`] (on-disk format), [`probe`] (foreign signatures),
+//! Rooms: [`label`] (on-disk format), [`probe`] (foreign signatures by their
+//! magic numbers), [`libblkid`] (every signature, as libblkid finds them),
 //! [`devices`] (the block devices ListBlockDevices reports),
 //! [`disk`] (disk names and I/O), [`pools`] (pool semantics), [`grpc`] (the
 //! services), [`registration`] (heartbeat), [`node`] (one running node),
@@ -22,6 +23,7 @@ pub mod devices;
 pub mod disk;
 pub mod grpc;
 pub mod label;
+pub mod libblkid;
 pub mod node;
 pub mod pools;
 pub mod probe;

@@ -33,7 +33,8 @@ pub struct NodeConfig {
     pub heartbeat_timeout: Duration,
     /// Prefixes block-device paths must start with; empty: in-memory disks only.
     pub allowed_prefixes: Vec<PathBuf>,
-    /// Also ask `blkid -p` before writing to a blank-looking disk.
+    /// Also ask libblkid (`wipefs`) before writing to a blank-looking disk,
+    /// refusing it unless the probe finds nothing.
     pub use_blkid: bool,
     /// Fault injection: how long after making a pool CreatePool answers.
     pub create_reply_delay: Duration,

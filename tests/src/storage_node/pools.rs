@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use super::disk::{Disk, DiskSpec, MallocStore, Presence};
 use super::label::{LABEL_SIZE, Label, LabelRead, MAX_NAME_LEN, RESERVED_BYTES};
+use super::libblkid;
 use super::probe::{PROBE_BYTES, foreign_signature};
 
 /// Cluster size reported for pools (the io-engine's default, 4 MiB).
@@ -119,8 +120,9 @@ struct Probed {
 
 impl Pools {
     /// Pools whose block disks must live under one of `allowed` (normally
-    /// just `/dev`). `use_blkid` also asks `blkid -p`, when installed, about
-    /// disks our own probe finds blank.
+    /// just `/dev`). `use_blkid` also asks libblkid (`wipefs`) about block
+    /// disks our own probe finds blank, and refuses them unless it positively
+    /// finds nothing (a missing tool or a failed probe refuses too).
     pub fn new(allowed: Vec<PathBuf>, use_blkid: bool) -> Self {
         Self {
             allowed,
@@ -374,11 +376,21 @@ impl Pools {
             }
             if let DiskSpec::Block { path } = p.disk.spec()
                 && self.use_blkid
-                && let Some(found) = blkid_signature(path)
             {
-                return Err(FailedPrecondition(format!(
-                    "disk {key} holds {found} (found by blkid); refusing to use it"
-                )));
+                match libblkid::signatures(libblkid::WIPEFS, path) {
+                    Ok(found) if found.is_empty() => {}
+                    Ok(found) => {
+                        return Err(FailedPrecondition(format!(
+                            "disk {key} holds {} (found by libblkid); refusing to use it",
+                            libblkid::describe(&found)
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(FailedPrecondition(format!(
+                            "disk {key} could not be probed for signatures, so it is not known to be blank ({e}); refusing to use it"
+                        )));
+                    }
+                }
             }
         }
         let pool_uuid = uuid.unwrap_or_else(Uuid::new_v4);
@@ -596,30 +608,6 @@ fn info(name: &str, pool: &LoadedPool) -> PoolInfo {
             .disks
             .first()
             .map_or(DEFAULT_CLUSTER_SIZE, |d| d.label.cluster_size),
-    }
-}
-
-/// Asks `blkid -p` (low-level probe, no cache) what is on the device.
-/// `None` when it finds nothing or is not installed.
-fn blkid_signature(path: &std::path::Path) -> Option<String> {
-    let out = std::process::Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(path)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None; // exit 2: nothing found
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(str::to_owned)
-    };
-    match (field("TYPE="), field("PTTYPE=")) {
-        (Some(t), _) => Some(format!("a {t} signature")),
-        (None, Some(pt)) => Some(format!("a {pt} partition table")),
-        (None, None) => None,
     }
 }
 

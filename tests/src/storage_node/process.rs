@@ -4,8 +4,9 @@
 //! tests pass `env!("CARGO_BIN_EXE_storage-node")`), waits until its gRPC port
 //! accepts connections, and can stop it gracefully (SIGTERM: it deregisters),
 //! kill it (SIGKILL: a crash), or restart it on the same endpoint. The child
-//! is killed on drop and, through `PR_SET_PDEATHSIG`, when the test process
-//! dies, so no storage node outlives its test.
+//! is the harness's [`Guarded`] process: killed with its process group on
+//! drop and, through `PR_SET_PDEATHSIG`, when the test process dies, so no
+//! storage node outlives its test.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that spawned the child exits:
 //! start and restart the node from a thread that lives as long as the test
@@ -19,10 +20,11 @@
 //! answered while `terminate` waits.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
+
+use crate::control_plane::Guarded;
 
 /// How long a node gets to open its port, and to exit after SIGTERM.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -88,7 +90,7 @@ pub struct StorageNodeProcess {
     binary: PathBuf,
     options: StorageNodeOptions,
     endpoint: SocketAddr,
-    child: Option<Child>,
+    child: Option<Guarded>,
 }
 
 impl StorageNodeProcess {
@@ -133,7 +135,7 @@ impl StorageNodeProcess {
 
     /// The child's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Guarded::pid)
     }
 
     /// True while the child has not exited.
@@ -146,33 +148,16 @@ impl StorageNodeProcess {
 
     /// Graceful stop: SIGTERM (the node deregisters), then waits for exit.
     pub fn terminate(&mut self) -> Result<ExitStatus, ProcessError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Err(ProcessError::Wait(std::io::Error::other("not running")));
         };
-        signal(&child, libc::SIGTERM);
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(ProcessError::NoExit);
-                }
-                Err(e) => return Err(ProcessError::Wait(e)),
-            }
-        }
+        child.terminate(EXIT_TIMEOUT).ok_or(ProcessError::NoExit)
     }
 
-    /// Crash: SIGKILL, no deregistration. Does nothing if not running.
+    /// Crash: SIGKILL (to its process group), no deregistration. Does
+    /// nothing if not running.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.child.take());
     }
 
     /// Starts the node again on the same endpoint (killing it first if it
@@ -198,26 +183,16 @@ impl StorageNodeProcess {
             cmd.arg("--allow-path-prefix").arg(prefix);
         }
         cmd.args(&o.extra_args)
-            .stdin(Stdio::null())
             .env_remove("MAYASTOR_HB_INTERVAL_SEC");
         // Quiet children unless the test run asks for logs.
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
-        // SIGKILL to the child when this (parent) thread exits.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            binary: self.binary.display().to_string(),
-            source,
-        })?;
+        let mut child = Guarded::spawn_inheriting(format!("storage node {}", o.node_name), cmd)
+            .map_err(|source| ProcessError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().map_err(ProcessError::Wait)? {
@@ -227,8 +202,7 @@ impl StorageNodeProcess {
                 break;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                // Dropping it kills it.
                 return Err(ProcessError::NotReady(self.endpoint));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -241,15 +215,6 @@ impl StorageNodeProcess {
 impl Drop for StorageNodeProcess {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
-        unsafe {
-            libc::kill(pid, sig);
-        }
     }
 }
 
