@@ -112,9 +112,9 @@ async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Re
     );
 
     let applied = Instant::now();
-    cluster.install(&repo("deploy/base")).await?;
+    cluster.install(&repo("deploy/overlays/stand-in")).await?;
     eprintln!(
-        "cluster: kubectl apply -k deploy/base -> operator and storage node ready in {:.1}s",
+        "cluster: kubectl apply -k deploy/overlays/stand-in -> operator and storage node ready in {:.1}s",
         applied.elapsed().as_secs_f64()
     );
     let node = NodeApi::new(&cluster)?;

@@ -58,9 +58,9 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the cluster")?;
     let cluster_up = started.elapsed();
     cluster
-        .install(&repo("deploy/base"))
+        .install(&repo("deploy/overlays/stand-in"))
         .await
-        .context("installing deploy/base")?;
+        .context("installing deploy/overlays/stand-in")?;
     let disk = LoopDevice::create(256 * MIB)?;
     let example = cluster.dir().join("my-new-pool.yaml");
     std::fs::write(
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         "                      controller-manager, scheduler, containerd, kubelet, kube-proxy, CoreDNS"
     );
     println!(
-        "  installed           kubectl apply --server-side -k deploy/base (images built from this checkout)"
+        "  installed           kubectl apply --server-side -k deploy/overlays/stand-in (images built from this checkout)"
     );
     println!(
         "  policy              {}",
