@@ -499,6 +499,49 @@ fn volume_at(
         .cloned()
 }
 
+/// What every storage node DaemonSet `name` of an overlay has in common, as
+/// stored: nodes labelled for Mayastor only, no API token and no rights for
+/// its ServiceAccount `name`, a privileged container with the host's /dev.
+/// Its pod spec and container.
+async fn storage_node_pod(
+    cp: &ControlPlane,
+    admin: &Client,
+    name: &str,
+) -> anyhow::Result<(k8s_openapi::api::core::v1::PodSpec, Container)> {
+    let (pod, container) = daemonset_pod(admin, name).await?;
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap_or_default()
+            .get("openebs.io/engine")
+            .map(String::as_str),
+        Some("mayastor")
+    );
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "the storage node needs no API token"
+    );
+    assert_eq!(
+        container
+            .security_context
+            .clone()
+            .and_then(|s| s.privileged),
+        Some(true),
+        "raw block devices need a privileged container"
+    );
+    assert!(
+        volume_at(&pod, &container, "/dev")
+            .and_then(|v| v.host_path)
+            .is_some_and(|h| h.path == "/dev"),
+        "host /dev mounted at /dev"
+    );
+    let account = cp.service_account(NS, name)?;
+    assert!(!can_i(cp, &account, "get", "mayastorpools.openebs.io").await?);
+    assert!(!can_i(cp, &account, "get", "configmaps").await?);
+    Ok((pod, container))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stand_in_overlay_adds_the_stand_in_storage_node_and_says_it_stores_nothing_real()
 -> anyhow::Result<()> {
@@ -515,25 +558,7 @@ async fn stand_in_overlay_adds_the_stand_in_storage_node_and_says_it_stores_noth
     let cp = ControlPlane::start().await?;
     let admin = cp.client().await?;
     apply_kustomization(&cp, "overlays/stand-in").await?;
-    let (ds_pod, sn) = daemonset_pod(&admin, "msp-storage-node").await?;
-    assert_eq!(
-        ds_pod
-            .node_selector
-            .clone()
-            .unwrap_or_default()
-            .get("openebs.io/engine")
-            .map(String::as_str),
-        Some("mayastor")
-    );
-    assert_eq!(
-        ds_pod.automount_service_account_token,
-        Some(false),
-        "the storage node needs no API token"
-    );
-    assert_eq!(
-        sn.security_context.clone().and_then(|s| s.privileged),
-        Some(true)
-    );
+    let (_, sn) = storage_node_pod(&cp, &admin, "msp-storage-node").await?;
     for probe in [&sn.liveness_probe, &sn.readiness_probe] {
         let port = probe.clone().and_then(|p| p.tcp_socket).map(|t| t.port);
         assert_eq!(
@@ -542,12 +567,6 @@ async fn stand_in_overlay_adds_the_stand_in_storage_node_and_says_it_stores_noth
             "storage node probes its gRPC port"
         );
     }
-    assert!(
-        volume_at(&ds_pod, &sn, "/dev")
-            .and_then(|v| v.host_path)
-            .is_some_and(|h| h.path == "/dev"),
-        "host /dev mounted at /dev"
-    );
     // It registers with the operator's Service, and its flags exist.
     let sn_args = expanded_args(&sn);
     let grpc_port = sn_args
@@ -578,9 +597,6 @@ async fn stand_in_overlay_adds_the_stand_in_storage_node_and_says_it_stores_noth
             "storage-node has no {flag}"
         );
     }
-    let storage_node = cp.service_account(NS, "msp-storage-node")?;
-    assert!(!can_i(&cp, &storage_node, "get", "mayastorpools.openebs.io").await?);
-    assert!(!can_i(&cp, &storage_node, "get", "configmaps").await?);
     Ok(())
 }
 
@@ -589,15 +605,7 @@ async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::
     let cp = ControlPlane::start().await?;
     let admin = cp.client().await?;
     apply_kustomization(&cp, "overlays/io-engine").await?;
-    let (pod, engine) = daemonset_pod(&admin, "msp-io-engine").await?;
-    assert_eq!(
-        pod.node_selector
-            .clone()
-            .unwrap_or_default()
-            .get("openebs.io/engine")
-            .map(String::as_str),
-        Some("mayastor")
-    );
+    let (pod, engine) = storage_node_pod(&cp, &admin, "msp-io-engine").await?;
     assert_eq!(
         pod.host_network,
         Some(true),
@@ -608,11 +616,6 @@ async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::
         Some("ClusterFirstWithHostNet"),
         "the operator's Service name must resolve from the host network"
     );
-    assert_eq!(pod.automount_service_account_token, Some(false));
-    assert_eq!(
-        engine.security_context.clone().and_then(|s| s.privileged),
-        Some(true)
-    );
     // Hugepages requested and limited alike (the kubelet wants both equal),
     // with memory beside them as Kubernetes requires.
     let resources = engine.resources.clone().unwrap_or_default();
@@ -622,13 +625,12 @@ async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::
     assert!(huge.is_some(), "no hugepages-2Mi request: {requests:?}");
     assert_eq!(huge, limits.get("hugepages-2Mi").map(|q| q.0.clone()));
     assert!(requests.contains_key("memory") && limits.contains_key("memory"));
-    // The host's devices and udev database, a hugetlbfs volume.
+    // The host's udev database, a hugetlbfs volume.
     let host_path = |path: &str| {
         volume_at(&pod, &engine, path)
             .and_then(|v| v.host_path)
             .map(|h| h.path)
     };
-    assert_eq!(host_path("/dev").as_deref(), Some("/dev"));
     assert_eq!(host_path("/run/udev").as_deref(), Some("/run/udev"));
     let hugepage_volumes: Vec<_> = pod
         .volumes
@@ -674,9 +676,6 @@ async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::
     };
     assert_eq!(field("MY_NODE_NAME").as_deref(), Some("spec.nodeName"));
     assert_eq!(field("MY_POD_IP").as_deref(), Some("status.podIP"));
-    let engine_sa = cp.service_account(NS, "msp-io-engine")?;
-    assert!(!can_i(&cp, &engine_sa, "get", "mayastorpools.openebs.io").await?);
-    assert!(!can_i(&cp, &engine_sa, "get", "configmaps").await?);
 
     // The flags are the built engine's own (its --help lists each).
     let binary = msp_tests::io_engine::binary();
