@@ -98,13 +98,21 @@ archive() { # REFERENCE TARBALL
 # --- the io-engine image, cached on its own -----------------------------------
 io_engine_line=""
 if [ -n "$io_engine_bin" ]; then
-  packages=$("$repo/tests/io-engine/runtime-packages.sh" "$io_engine_bin")
+  # The package list of this binary, by its content (dpkg -S is slow).
+  bin_key=$(sha256sum "$io_engine_bin" | cut -c1-16)
+  list="$ROOT/io-engine-packages-$bin_key"
+  if [ ! -f "$list" ]; then
+    "$repo/tests/io-engine/runtime-packages.sh" "$io_engine_bin" >"$list.partial"
+    mv "$list.partial" "$list"
+    ls -1t "$ROOT"/io-engine-packages-* | grep -v "\.partial$" | tail -n +3 | xargs -r rm -f
+  fi
+  packages=$(cat "$list")
   # shellcheck disable=SC2086 # one package a word
   set -- $packages
   IO_BASE="$ROOT/base-debian-$SUITE-minbase-$(echo "$*" | sha256sum | cut -c1-12)"
   make_rootfs "$IO_BASE" "$@"
-  io_key=$(cat "$io_engine_bin" "$IO_BASE/rootfs.tar" "$repo/deploy/docker/io-engine.Dockerfile" \
-    "$here/images/base.Dockerfile" "$0" | sha256sum | cut -c1-16)
+  io_key=$( (echo "$bin_key"; cat "$IO_BASE/rootfs.tar" "$repo/deploy/docker/io-engine.Dockerfile" \
+    "$here/images/base.Dockerfile" "$0") | sha256sum | cut -c1-16)
   IO_OUT="$ROOT/io-engine-$io_key"
   io_ref="localhost/msp-io-engine:$io_key"
   if [ ! -f "$IO_OUT/io-engine.tar" ]; then
@@ -130,7 +138,7 @@ if [ -n "$io_engine_bin" ]; then
     # The archive names its final place.
     mv "$IO_OUT.partial" "$IO_OUT"
     # Keep the two newest (a new io-engine build replaces the old one).
-    ls -1dt "$ROOT"/io-engine-* 2>/dev/null | grep -v "\.partial$" | tail -n +3 | xargs -r rm -rf
+    ls -1dt "$ROOT"/io-engine-[0-9a-f]* 2>/dev/null | grep -v "\.partial$" | tail -n +3 | xargs -r rm -rf
   fi
   io_engine_line="io-engine $io_ref $IO_OUT/io-engine.tar"
 fi
