@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
 # The main job: a local control plane, a storage node and the operator with the
 # bundled policy, with the seed's example pool applied. Ctrl-C stops it all.
-#   --cluster    instead: a real single-node Kubernetes (kubelet, containerd, ...)
-#                with deploy/base installed as pods and the example online (root)
+#   --cluster    instead: the production shape in a real single-node Kubernetes
+#                (kubelet, containerd, ...): deploy/base and the io-engine
+#                overlay installed as pods, the example online on the real
+#                Mayastor io-engine (root; builds the cluster's components and
+#                the io-engine first when they are not cached)
+#   --cluster --stand-in
+#                the same cluster with the stand-in overlay: the project's test
+#                double of the engine (stores nothing real; no io-engine build)
 #   --io-engine  the real Mayastor io-engine as the storage node instead of the
-#                stand-in (root; builds it first when it is not cached)
+#                stand-in, without a cluster (root; builds it first when it is
+#                not cached)
+# Only what the chosen demo uses is installed and built (tests/setup.sh flags).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# The stand-in storage node needs no io-engine build.
-if [ "${1:-}" != --io-engine ]; then
-  export MSP_SKIP_IO_ENGINE=${MSP_SKIP_IO_ENGINE:-1}
-fi
-KUBEBUILDER_ASSETS=$("$here/setup.sh")
+cluster=0 stand_in=0 io_engine=0
+args=()
+for arg in "$@"; do
+  case $arg in
+    --cluster) cluster=1 ;;
+    --stand-in) stand_in=1; args+=("$arg") ;;
+    --io-engine) io_engine=1; args+=("$arg") ;;
+    *) args+=("$arg") ;;
+  esac
+done
+setup=()
+[ $cluster = 1 ] || setup+=(--no-cluster)
+if [ $cluster = 1 ] && [ $stand_in = 1 ]; then setup+=(--no-io-engine); fi
+if [ $cluster = 0 ] && [ $io_engine = 0 ]; then setup+=(--no-io-engine); fi
+KUBEBUILDER_ASSETS=$("$here/setup.sh" "${setup[@]}")
 export KUBEBUILDER_ASSETS
 cd "$here/.."
 cargo build --locked -p msp-operator -p msp-tests --bins
-if [ "${1:-}" = --cluster ]; then
-  shift
-  exec cargo run --locked -q -p msp-tests --bin msp-cluster-demo -- "$@"
+if [ $cluster = 1 ]; then
+  exec cargo run --locked -q -p msp-tests --bin msp-cluster-demo -- "${args[@]}"
 fi
-exec cargo run --locked -q -p msp-tests --bin msp-demo -- "$@"
+exec cargo run --locked -q -p msp-tests --bin msp-demo -- "${args[@]}"

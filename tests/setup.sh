@@ -4,12 +4,27 @@
 # cluster's node components (built from Go modules by
 # tests/control-plane/build.sh and tests/cluster/build.sh into a cache outside
 # the repo), and the real io-engine (built from pinned sources by
-# tests/io-engine/build.sh into the same cache; MSP_SKIP_IO_ENGINE=1 skips that
-# build, and the io-engine tests then fail under CI=true or say SKIPPED otherwise).
+# tests/io-engine/build.sh into the same cache).
+#
+#   setup.sh [--no-cluster] [--no-io-engine]
+#
+# --no-cluster leaves out the single-node cluster's packages and node
+# components, --no-io-engine the io-engine's build packages and build
+# (MSP_SKIP_IO_ENGINE=1 does the same): what tests/demo.sh does not use. The
+# tests needing them then fail under CI=true or say SKIPPED otherwise.
 # Safe to run again: a second run does nothing. Prints the directory holding
 # the control plane binaries (KUBEBUILDER_ASSETS when set, without a build).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+cluster=1 io_engine=1
+[ "${MSP_SKIP_IO_ENGINE:-}" != 1 ] || io_engine=0
+for arg in "$@"; do
+  case $arg in
+    --no-cluster) cluster=0 ;;
+    --no-io-engine) io_engine=0 ;;
+    *) echo "usage: $0 [--no-cluster] [--no-io-engine]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 # Runs a step and logs how long it took (the cold build times of a fresh machine).
@@ -26,15 +41,15 @@ timed() {
 packages=(protobuf-compiler libprotobuf-dev e2fsprogs lvm2 gdisk fdisk util-linux)
 # The io-engine: udev (its disk detection, run by the tests) and what SPDK,
 # DPDK, ISA-L and the io-engine crates need to build.
-packages+=(udev build-essential libaio-dev libssl-dev uuid-dev libnuma-dev nasm autoconf
-  automake libtool meson ninja-build python3-pyelftools liburing-dev libbsd-dev libpcap-dev
-  libibverbs-dev librdmacm-dev libkeyutils-dev clang libclang-dev lld libudev-dev libunwind-dev
-  liblzma-dev pkg-config zlib1g-dev python3-dev libblkid-dev git)
+[ $io_engine = 0 ] || packages+=(udev build-essential libaio-dev libssl-dev uuid-dev libnuma-dev
+  nasm autoconf automake libtool meson ninja-build python3-pyelftools liburing-dev libbsd-dev
+  libpcap-dev libibverbs-dev librdmacm-dev libkeyutils-dev clang libclang-dev lld libudev-dev
+  libunwind-dev liblzma-dev pkg-config zlib1g-dev python3-dev libblkid-dev git)
 # The single-node cluster (tests/src/cluster): container runtime, pod network,
 # kube-proxy's tools, the image builder and the Debian rootfs for the images,
 # a C compiler and binutils for the static pause binary and the image binaries.
-packages+=(containerd runc containernetworking-plugins iptables conntrack iproute2
-  mmdebstrap buildah binutils gcc libc6-dev)
+[ $cluster = 0 ] || packages+=(containerd runc containernetworking-plugins iptables conntrack
+  iproute2 mmdebstrap buildah binutils gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -72,13 +87,13 @@ fi
 
 # The cluster's node components; the control plane's directory stays the only
 # thing printed. Outside CI a failed build only skips the cluster tests.
-if ! timed "cluster components" "$here/cluster/build.sh" >/dev/null; then
+if [ $cluster = 1 ] && ! timed "cluster components" "$here/cluster/build.sh" >/dev/null; then
   # The same test of CI as the tests' require(): true or 1.
   case "${CI:-}" in true | 1) exit 1 ;; esac
   log "the cluster's node components could not be built: the cluster tests will be skipped"
 fi
 
-if [ "${MSP_SKIP_IO_ENGINE:-}" != 1 ]; then
+if [ $io_engine = 1 ]; then
   # Its output goes to the log; the binary's directory is not printed here.
   timed "io-engine" "$here/io-engine/build.sh" >/dev/null
 fi

@@ -2,8 +2,9 @@
 # Checks the format (cargo fmt) and the lints (clippy, warnings are errors),
 # then runs every test: unit tests, and end-to-end tests against a real etcd,
 # kube-apiserver and kubectl, real storage node processes and loop devices,
-# and the cluster tests: the operator and storage node images installed from
-# deploy/ into a real single-node Kubernetes (tests/tests/cluster.rs).
+# and the cluster tests: the operator and the Mayastor io-engine images
+# installed from deploy/ into a real single-node Kubernetes, the engine as a
+# DaemonSet pod (tests/tests/cluster.rs).
 # Installs what is missing first (tests/setup.sh). Loop device tests need root;
 # with CI=true anything missing fails the run instead of being skipped.
 # Extra arguments go to `cargo test`.

@@ -1,13 +1,24 @@
-//! The operator and the stand-in storage node as pods in a real single-node
-//! Kubernetes (`msp_tests::cluster`), installed from `deploy/` the way a user
-//! installs them, exercised with the real kubectl and a loop device attached
-//! on the host.
+//! The operator in a real single-node Kubernetes (`msp_tests::cluster`),
+//! installed from `deploy/` the way a user installs it, driving the real
+//! Mayastor io-engine running as the DaemonSet pod of the `io-engine` overlay
+//! (hugepages, `/dev`, `/run/udev`), exercised with the real kubectl and loop
+//! devices attached on the host.
 //!
 //! One cluster for the whole file: starting it costs about half a minute, so
 //! the scenarios run in order in one test against it, each leaving the
-//! cluster as it found it (the operator installed, no pools).
+//! cluster as it found it (the operator installed, no pools of its own).
+//!
+//! On the engine: the seed's lifecycle (the pool gone from the engine, asked
+//! over gRPC), an ext4 disk left alone, the operator's logs and metrics, the
+//! leader pod deleted, a rollout restart under churn, the engine pod deleted
+//! (offline, re-registered, imported, data intact), the custom-policy overlay.
+//! Last, the io-engine DaemonSet removed and the `stand-in` overlay
+//! installed: the one thing no engine scenario can show is that this overlay,
+//! which `tests/demo.sh --cluster --stand-in` installs, runs and serves the
+//! seed's lifecycle.
 //!
 //! ```sh
+//! tests/io-engine/build.sh            # the io-engine binary (setup.sh does it)
 //! cargo build -p msp-operator --bin msp-operator
 //! cargo test -p msp-tests --test cluster -- --nocapture   # as root
 //! ```
@@ -18,8 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use msp_operator::state::crd::PoolState;
-use msp_tests::cluster::{Cluster, INSTALL_NAMESPACE as NS, NODE_IP, relative_path};
+use msp_tests::cluster::{Binaries, Cluster, INSTALL_NAMESPACE as NS, NODE_IP, relative_path};
 use msp_tests::control_plane::run;
+use msp_tests::io_engine::{host, require_io_engine};
 use msp_tests::loopdev::pattern;
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
 use msp_tests::operator::{node_pools, pool_status, wait_for, wait_pool};
@@ -68,7 +80,7 @@ async fn msp_field(cluster: &Cluster, name: &str, path: &str) -> Option<String> 
 }
 
 /// The storage node's gRPC endpoint (hostNetwork, on the node's address),
-/// forwarded to a loopback port of this process.
+/// forwarded to a loopback port of this process: the engine asked directly.
 struct NodeApi {
     forward: msp_tests::cluster::Forward,
 }
@@ -87,8 +99,8 @@ impl NodeApi {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Result<()> {
-    if !require_loop_devices() {
+async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Result<()> {
+    if !require_loop_devices() || !require_io_engine() {
         return Ok(());
     }
     let operator = msp_tests::replicas::operator_binary();
@@ -101,39 +113,87 @@ async fn operator_and_storage_node_as_pods_installed_from_deploy() -> anyhow::Re
     ) {
         return Ok(());
     }
-    let operator = operator.unwrap_or_default();
-    let storage_node = PathBuf::from(env!("CARGO_BIN_EXE_storage-node"));
+    let binaries = Binaries {
+        operator: operator.unwrap_or_default(),
+        storage_node: PathBuf::from(env!("CARGO_BIN_EXE_storage-node")),
+        io_engine: Some(msp_tests::io_engine::binary()),
+    };
 
     let started = Instant::now();
-    let cluster = Cluster::start(&operator, &storage_node).await?;
+    let cluster = Cluster::start(&binaries).await?;
     eprintln!(
         "cluster: started in {:.1}s",
         started.elapsed().as_secs_f64()
     );
 
     let applied = Instant::now();
-    cluster.install(&repo("deploy/base")).await?;
+    cluster.install(&repo("deploy/overlays/io-engine")).await?;
     eprintln!(
-        "cluster: kubectl apply -k deploy/base -> operator and storage node ready in {:.1}s",
+        "cluster: kubectl apply -k deploy/overlays/io-engine -> operator and io-engine ready in {:.1}s",
         applied.elapsed().as_secs_f64()
     );
     let node = NodeApi::new(&cluster)?;
+    wait_for("the io-engine registered", WAIT, || async {
+        match leader_pod(&cluster, None).await {
+            Ok(leader) => registrations(&cluster, &leader).await > 0,
+            Err(_) => false,
+        }
+    })
+    .await?;
+    eprintln!(
+        "cluster: kubectl apply -k deploy/overlays/io-engine -> io-engine registered in {:.1}s",
+        applied.elapsed().as_secs_f64()
+    );
 
-    seed_lifecycle(&cluster, &node).await?;
-    logs_are_json_with_the_pool_name(&cluster).await?;
-    metrics_through_the_service_from_a_pod(&cluster).await?;
-    operator_pod_replaced(&cluster, &node).await?;
-    operator_rollout_restart_under_churn(&cluster, &node).await?;
-    storage_node_pod_replaced(&cluster, &node).await?;
-    custom_policy_overlay_retains(&cluster, &node).await?;
+    let scenarios = async {
+        seed_lifecycle(&cluster, &node).await?;
+        disk_holding_ext4_stays_pending(&cluster, &node).await?;
+        logs_are_json_with_the_pool_name(&cluster).await?;
+        metrics_through_the_service_from_a_pod(&cluster).await?;
+        operator_pod_replaced(&cluster, &node).await?;
+        operator_rollout_restart_under_churn(&cluster, &node).await?;
+        io_engine_pod_replaced(&cluster, &node).await?;
+        custom_policy_overlay_retains(&cluster, &node).await?;
+        stand_in_overlay_serves_the_seed(&cluster, &node).await
+    };
+    if let Err(err) = scenarios.await {
+        eprintln!("{}", diagnosis(&cluster).await);
+        return Err(err);
+    }
 
     cluster.stop()?;
     Ok(())
 }
 
+/// What the cluster looked like when a scenario failed: pods, recent Events,
+/// the node's conditions and allocatable resources.
+async fn diagnosis(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for args in [
+        &["get", "pods", "-A", "-o", "wide"][..],
+        &["-n", NS, "get", "events", "--sort-by=.lastTimestamp"],
+        &["describe", "node", "node1"],
+        &["-n", NS, "describe", "pods"],
+    ] {
+        let text = cluster
+            .kubectl_ok(|k| {
+                k.args(args);
+            })
+            .await
+            .unwrap_or_else(|e| e.to_string());
+        out.push_str(&format!("$ kubectl {}\n{text}\n", args.join(" ")));
+    }
+    out
+}
+
 /// The seed's create and delete with kubectl: `get msp` shows the pool
-/// online, the storage node (asked over gRPC) has it; after the delete it has not.
+/// online, the storage node (asked over gRPC) has it; after the delete it has
+/// not. `what` names the storage node in the figures printed.
 async fn seed_lifecycle(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    seed_lifecycle_on(cluster, node, "the io-engine").await
+}
+
+async fn seed_lifecycle_on(cluster: &Cluster, node: &NodeApi, what: &str) -> anyhow::Result<()> {
     let disk = LoopDevice::create(64 * MIB)?;
     let created = Instant::now();
     kubectl_apply(cluster, &seed_pool_on(&disk.path_str())?).await?;
@@ -161,7 +221,7 @@ async fn seed_lifecycle(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()>
         return Err(err.context(format!("my-new-pool status: {status:?}")));
     }
     eprintln!(
-        "cluster: create -> online in {:.2}s",
+        "cluster: create -> online on {what} in {:.2}s",
         created.elapsed().as_secs_f64()
     );
     assert_eq!(node.pools().await?, vec!["my-new-pool".to_string()]);
@@ -325,9 +385,10 @@ async fn logs_are_json_with_the_pool_name(cluster: &Cluster) -> anyhow::Result<(
 }
 
 /// `/metrics` scraped through the operator's Service by name from a pod (the
-/// storage node's image has bash, whose /dev/tcp is the HTTP client).
+/// operator's image, on Debian slim here, has bash, whose /dev/tcp is the
+/// HTTP client).
 async fn metrics_through_the_service_from_a_pod(cluster: &Cluster) -> anyhow::Result<()> {
-    let image = &cluster.images().get("storage-node")?.reference;
+    let image = &cluster.images().get("operator")?.reference;
     let script = "exec 3<>/dev/tcp/msp-operator.mayastor.svc/8080 && printf 'GET /metrics HTTP/1.0\\r\\nHost: msp-operator\\r\\n\\r\\n' >&3 && cat <&3";
     let manifest = format!(
         r#"apiVersion: v1
@@ -537,18 +598,62 @@ async fn operator_rollout_restart_under_churn(
     delete_pool(cluster, node, "survives-rollout").await
 }
 
-/// Deleting the storage node's pod: its pools go offline within 15 s; the
-/// DaemonSet's new pod imports them and they are online again, with the data
-/// written before intact.
-async fn storage_node_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+/// When the container of the pod of `app` that is not `old` started running.
+async fn container_started_at(
+    cluster: &Cluster,
+    app: &str,
+    old: &str,
+) -> anyhow::Result<std::time::SystemTime> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster.client().await?, NS);
+    let selector = format!("app.kubernetes.io/name={app}");
+    let pods = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    pods.items
+        .into_iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(old))
+        .find_map(|p| {
+            p.status?
+                .container_statuses?
+                .first()?
+                .state
+                .as_ref()?
+                .running
+                .as_ref()?
+                .started_at
+                .clone()
+        })
+        .map(|t| t.0.into())
+        .ok_or_else(|| anyhow::anyhow!("no running {app} pod besides {old}"))
+}
+
+/// How often the io-engine has registered anew (a new instance) with the
+/// operator pod `pod`, by its logs.
+async fn registrations(cluster: &Cluster, pod: &str) -> usize {
+    operator_logs(cluster, pod)
+        .await
+        .map(|l| l.matches("storage node registered").count())
+        .unwrap_or(0)
+}
+
+/// Deleting the io-engine's pod (SIGTERM: it deregisters): its pools go
+/// offline within 15 s; the DaemonSet's new pod registers, the operator
+/// imports the pool, and it is online again with the data written before
+/// intact.
+async fn io_engine_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
     let admin = cluster.client().await?;
     let disk = LoopDevice::create(64 * MIB)?;
-    create_online(cluster, &admin, "survives-node", &disk).await?;
-    let data = pattern(7, 1024 * 1024);
-    let offset = 32 * MIB;
+    create_online(cluster, &admin, "survives-engine", &disk).await?;
+    // In the pool's unallocated clusters (the last MiB): no pool operation
+    // writes there, so an import that formatted the disk shows here.
+    let data = pattern(7, MIB as usize);
+    let offset = 63 * MIB;
     msp_tests::loopdev::write_at(disk.path(), offset, &data)?;
+    let leader = leader_pod(cluster, None).await?;
+    let registered_before = registrations(cluster, &leader).await;
 
-    let old = only_pod(cluster, "msp-storage-node").await?;
+    let old = only_pod(cluster, "msp-io-engine").await?;
     let deleted = Instant::now();
     cluster
         .kubectl_ok(|k| {
@@ -557,31 +662,137 @@ async fn storage_node_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow:
         .await?;
     wait_pool(
         &admin,
-        "survives-node",
+        "survives-engine",
         Duration::from_secs(15),
         "offline",
         |s| s.state == Some(PoolState::Offline),
     )
     .await?;
-    eprintln!(
-        "cluster: storage node pod deleted -> pool offline in {:.1}s",
-        deleted.elapsed().as_secs_f64()
-    );
-    wait_replaced(cluster, "msp-storage-node", &old).await?;
-    wait_pool(&admin, "survives-node", WAIT, "online again", |s| {
+    let offline = deleted.elapsed();
+    // The new pod: seen, then registered (a new registration in the
+    // leader's log), then the pool online.
+    let new_pod = std::cell::RefCell::new(None);
+    wait_for("the DaemonSet's new io-engine pod", WAIT, || async {
+        let found = pods(cluster, "msp-io-engine")
+            .await
+            .into_iter()
+            .any(|(pod, _)| pod != old);
+        if found {
+            *new_pod.borrow_mut() = Some(Instant::now());
+        }
+        found
+    })
+    .await?;
+    let new_pod = new_pod.into_inner().unwrap_or_else(Instant::now);
+    wait_for("the new io-engine registered", WAIT, || async {
+        registrations(cluster, &leader).await > registered_before
+    })
+    .await?;
+    let registered = new_pod.elapsed();
+    let registered_at = std::time::SystemTime::now();
+    wait_pool(&admin, "survives-engine", WAIT, "online again", |s| {
         s.state == Some(PoolState::Online)
     })
     .await?;
+    // From the engine container's start (as the kubelet reports it, to the
+    // second) to its registration seen in the leader's log.
+    let started_at = container_started_at(cluster, "msp-io-engine", &old).await?;
     eprintln!(
-        "cluster: storage node pod deleted -> pool online again in {:.1}s",
+        "cluster: io-engine pod deleted -> pool offline in {:.1}s; new pod seen -> registered in {:.1}s (container started -> registered {:.1}s); deleted -> online again in {:.1}s",
+        offline.as_secs_f64(),
+        registered.as_secs_f64(),
+        registered_at
+            .duration_since(started_at)
+            .unwrap_or_default()
+            .as_secs_f64(),
         deleted.elapsed().as_secs_f64()
     );
-    assert_eq!(node.pools().await?, vec!["survives-node".to_string()]);
+    wait_replaced(cluster, "msp-io-engine", &old).await?;
+    assert_eq!(node.pools().await?, vec!["survives-engine".to_string()]);
     assert!(
         msp_tests::loopdev::read_at(disk.path(), offset, data.len())? == data,
         "the data written before the restart changed"
     );
-    delete_pool(cluster, node, "survives-node").await
+    delete_pool(cluster, node, "survives-engine").await
+}
+
+/// A disk holding ext4, named by a resource: the engine would format it (it
+/// creates a pool over anything that is not one); the operator asks the
+/// engine which block devices it has (the engine reads the filesystem from
+/// udev, through the pod's `/run/udev`) and keeps the pool pending, naming
+/// the filesystem, without a byte of the disk changed.
+async fn disk_holding_ext4_stays_pending(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let disk = LoopDevice::create(64 * MIB)?;
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(disk.path())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host::retrigger(disk.path());
+    let hash = disk.sha256_hex()?;
+    kubectl_apply(cluster, &pool_manifest("holds-ext4", &disk.path_str())).await?;
+    let status = wait_pool(
+        &admin,
+        "holds-ext4",
+        WAIT,
+        "pending, naming the filesystem",
+        |s| {
+            s.state == Some(PoolState::Pending)
+                && s.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("filesystem (ext4)"))
+        },
+    )
+    .await?;
+    eprintln!("cluster: ext4 disk: {}", status.reason.unwrap_or_default());
+    // A few more rounds of retries, then nothing may have changed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pool_status(&admin, "holds-ext4").await?.state,
+        Some(PoolState::Pending)
+    );
+    assert_eq!(disk.sha256_hex()?, hash, "the ext4 disk was written");
+    assert!(
+        !node.pools().await?.iter().any(|p| p == "holds-ext4"),
+        "the engine has a pool on the ext4 disk"
+    );
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "msp", "holds-ext4"]);
+        })
+        .await?;
+    assert_eq!(disk.sha256_hex()?, hash, "the ext4 disk was written");
+    Ok(())
+}
+
+/// The `stand-in` overlay (what `tests/demo.sh --cluster --stand-in`
+/// installs) in place of the io-engine's: its pod runs, registers and
+/// serves the seed's lifecycle. The engine's pod goes first: both would
+/// register as the same node.
+async fn stand_in_overlay_serves_the_seed(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    cluster
+        .kubectl_ok(|k| {
+            k.args([
+                "-n",
+                NS,
+                "delete",
+                "daemonset",
+                "msp-io-engine",
+                "--wait=true",
+            ]);
+        })
+        .await?;
+    wait_for("the io-engine pod gone", WAIT, || async {
+        pods(cluster, "msp-io-engine").await.is_empty()
+    })
+    .await?;
+    cluster.install(&repo("deploy/overlays/stand-in")).await?;
+    seed_lifecycle_on(cluster, node, "the stand-in").await
 }
 
 /// The `custom-policy` overlay with the `retain` example, applied as a user
@@ -626,5 +837,11 @@ async fn custom_policy_overlay_retains(cluster: &Cluster, node: &NodeApi) -> any
     // it would be gone from the node if the policy had not kept it.
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(node.pools().await?, vec!["kept".to_string()]);
+    // The documented roll back to the bundled default, for what follows.
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "delete", "configmap", "msp-policy"]);
+        })
+        .await?;
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! The manifests users apply (`deploy/`), against the real API server and the
-//! real kubectl (with its built-in kustomize): the base applies server-side
-//! and what was stored has the essentials (probes the operator serves, limits,
-//! non-root and read-only, args the binaries accept, least-privilege RBAC,
-//! the CRD established); the API server accepts every manifest file under
+//! real kubectl (with its built-in kustomize): the base applies server-side,
+//! installs no storage node, and what was stored has the essentials (probes
+//! the operator serves, limits, non-root and read-only, args the binary
+//! accepts, least-privilege RBAC, the CRD established); the `io-engine`
+//! overlay runs the Mayastor io-engine as Mayastor's chart does, with flags
+//! the built engine accepts, and the `stand-in` overlay says it stores
+//! nothing real; the API server accepts every manifest file under
 //! `deploy/` in a server-side dry run; the operator, running as the deploy
 //! ServiceAccount, performs the seed's kubectl lifecycle; and the
 //! `custom-policy` overlay carrying the `retain` example keeps a pool on its
@@ -40,7 +43,9 @@ const KUSTOMIZATIONS: &[&str] = &[
     "base",
     "crd",
     "overlays/custom-policy",
+    "overlays/io-engine",
     "overlays/seed-example",
+    "overlays/stand-in",
     "rbac",
 ];
 
@@ -328,88 +333,23 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         .map(|p| p.port)
         .ok_or_else(|| anyhow::anyhow!("Service has no registration port"))?;
 
-    // The storage node DaemonSet.
-    let ds = Api::<DaemonSet>::namespaced(admin.clone(), NS)
-        .get("msp-storage-node")
+    // Production applies the base: it installs no storage node.
+    let daemonsets = Api::<DaemonSet>::all(admin.clone())
+        .list(&Default::default())
         .await?;
-    let ds_pod = ds
-        .spec
-        .and_then(|s| s.template.spec)
-        .ok_or_else(|| anyhow::anyhow!("DaemonSet without pod spec"))?;
-    assert_eq!(
-        ds_pod
-            .node_selector
-            .clone()
-            .unwrap_or_default()
-            .get("openebs.io/engine")
-            .map(String::as_str),
-        Some("mayastor")
-    );
-    assert_eq!(
-        ds_pod.automount_service_account_token,
-        Some(false),
-        "the storage node needs no API token"
-    );
-    let [sn] = ds_pod.containers.as_slice() else {
-        anyhow::bail!(
-            "expected one storage node container, got {}",
-            ds_pod.containers.len()
-        );
-    };
-    assert_eq!(
-        sn.security_context.clone().and_then(|s| s.privileged),
-        Some(true)
-    );
-    for probe in [&sn.liveness_probe, &sn.readiness_probe] {
-        let port = probe.clone().and_then(|p| p.tcp_socket).map(|t| t.port);
-        assert_eq!(
-            port,
-            Some(IntOrString::String("grpc".into())),
-            "storage node probes its gRPC port"
-        );
-    }
-    let dev_volume = ds_pod
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .find(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/dev"))
-        .ok_or_else(|| anyhow::anyhow!("no hostPath /dev volume"))?;
     assert!(
-        sn.volume_mounts
-            .clone()
-            .unwrap_or_default()
+        daemonsets.items.is_empty(),
+        "deploy/base installs a DaemonSet: {:?}",
+        daemonsets
+            .items
             .iter()
-            .any(|m| m.name == dev_volume.name && m.mount_path == "/dev"),
-        "host /dev mounted at /dev"
+            .map(|d| d.metadata.name.clone())
+            .collect::<Vec<_>>()
     );
-    // It registers with the operator's Service, and its flags exist.
-    let sn_args = expanded_args(sn);
-    let grpc_port = sn_args
-        .iter()
-        .find_map(|a| a.strip_prefix("--grpc-endpoint="))
-        .and_then(|e| e.rsplit_once(':'))
-        .and_then(|(_, port)| port.parse::<i32>().ok());
-    assert!(
-        grpc_port.is_some() && container_port(sn, "grpc") == grpc_port,
-        "gRPC port {grpc_port:?} not the container's"
+    assert_eq!(
+        registration_url(&admin).await?,
+        format!("http://msp-operator.{NS}.svc:{registration_port}")
     );
-    let endpoint =
-        format!("--registration-endpoint=http://msp-operator.{NS}.svc:{registration_port}");
-    assert!(
-        sn_args.contains(&endpoint),
-        "storage node args {sn_args:?} lack {endpoint}"
-    );
-    let help = std::process::Command::new(STORAGE_NODE)
-        .arg("--help")
-        .output()?;
-    let help = String::from_utf8_lossy(&help.stdout);
-    for arg in &sn_args {
-        let flag = arg.split('=').next().unwrap_or(arg);
-        assert!(
-            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
-            "storage-node has no {flag}"
-        );
-    }
 
     // RBAC: on MayastorPools the operator only reads, and writes status.
     let role = Api::<ClusterRole>::all(admin.clone())
@@ -486,10 +426,6 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         !can_i(&cp, &operator, "delete", "leases.coordination.k8s.io").await?,
         "operator may delete Leases"
     );
-    let storage_node = cp.service_account(NS, "msp-storage-node")?;
-    assert!(!can_i(&cp, &storage_node, "get", "mayastorpools.openebs.io").await?);
-    assert!(!can_i(&cp, &storage_node, "get", "configmaps").await?);
-
     // The seed's example overlay: base plus the pool, stored as written.
     wait_crd_served(&cp).await?;
     apply_kustomization(&cp, "overlays/seed-example").await?;
@@ -502,6 +438,268 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
         pool.status.is_none(),
         "no operator runs here: status stays empty"
     );
+    Ok(())
+}
+
+/// Where storage nodes register: the operator's Service, by its cluster DNS
+/// name, on its `registration` port (as stored by the API server).
+async fn registration_url(admin: &Client) -> anyhow::Result<String> {
+    let svc = Api::<Service>::namespaced(admin.clone(), NS)
+        .get("msp-operator")
+        .await?;
+    let port = svc
+        .spec
+        .unwrap_or_default()
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("registration"))
+        .map(|p| p.port)
+        .ok_or_else(|| anyhow::anyhow!("Service has no registration port"))?;
+    Ok(format!("http://msp-operator.{NS}.svc:{port}"))
+}
+
+/// The one container of DaemonSet `name` and its pod spec, as stored.
+async fn daemonset_pod(
+    admin: &Client,
+    name: &str,
+) -> anyhow::Result<(k8s_openapi::api::core::v1::PodSpec, Container)> {
+    let ds = Api::<DaemonSet>::namespaced(admin.clone(), NS)
+        .get(name)
+        .await?;
+    let pod = ds
+        .spec
+        .and_then(|s| s.template.spec)
+        .ok_or_else(|| anyhow::anyhow!("DaemonSet {name} without pod spec"))?;
+    let [container] = pod.containers.as_slice() else {
+        anyhow::bail!(
+            "expected one container in {name}, got {}",
+            pod.containers.len()
+        );
+    };
+    let container = container.clone();
+    Ok((pod, container))
+}
+
+/// The volume of `pod` mounted at `path` in `container`.
+fn volume_at(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    container: &Container,
+    path: &str,
+) -> Option<k8s_openapi::api::core::v1::Volume> {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == path)?;
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .cloned()
+}
+
+/// What every storage node DaemonSet `name` of an overlay has in common, as
+/// stored: nodes labelled for Mayastor only, no API token and no rights for
+/// its ServiceAccount `name`, a privileged container with the host's /dev.
+/// Its pod spec and container.
+async fn storage_node_pod(
+    cp: &ControlPlane,
+    admin: &Client,
+    name: &str,
+) -> anyhow::Result<(k8s_openapi::api::core::v1::PodSpec, Container)> {
+    let (pod, container) = daemonset_pod(admin, name).await?;
+    assert_eq!(
+        pod.node_selector
+            .clone()
+            .unwrap_or_default()
+            .get("openebs.io/engine")
+            .map(String::as_str),
+        Some("mayastor")
+    );
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "the storage node needs no API token"
+    );
+    assert_eq!(
+        container
+            .security_context
+            .clone()
+            .and_then(|s| s.privileged),
+        Some(true),
+        "raw block devices need a privileged container"
+    );
+    assert!(
+        volume_at(&pod, &container, "/dev")
+            .and_then(|v| v.host_path)
+            .is_some_and(|h| h.path == "/dev"),
+        "host /dev mounted at /dev"
+    );
+    let account = cp.service_account(NS, name)?;
+    assert!(!can_i(cp, &account, "get", "mayastorpools.openebs.io").await?);
+    assert!(!can_i(cp, &account, "get", "configmaps").await?);
+    Ok((pod, container))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_in_overlay_adds_the_stand_in_storage_node_and_says_it_stores_nothing_real()
+-> anyhow::Result<()> {
+    for file in [
+        "overlays/stand-in/kustomization.yaml",
+        "overlays/stand-in/storage-node.yaml",
+    ] {
+        let text = std::fs::read_to_string(deploy(file))?;
+        assert!(
+            text.starts_with("# THE STAND-IN STORES NOTHING REAL"),
+            "{file} does not open with the warning"
+        );
+    }
+    let cp = ControlPlane::start().await?;
+    let admin = cp.client().await?;
+    apply_kustomization(&cp, "overlays/stand-in").await?;
+    let (_, sn) = storage_node_pod(&cp, &admin, "msp-storage-node").await?;
+    for probe in [&sn.liveness_probe, &sn.readiness_probe] {
+        let port = probe.clone().and_then(|p| p.tcp_socket).map(|t| t.port);
+        assert_eq!(
+            port,
+            Some(IntOrString::String("grpc".into())),
+            "storage node probes its gRPC port"
+        );
+    }
+    // It registers with the operator's Service, and its flags exist.
+    let sn_args = expanded_args(&sn);
+    let grpc_port = sn_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--grpc-endpoint="))
+        .and_then(|e| e.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<i32>().ok());
+    assert!(
+        grpc_port.is_some() && container_port(&sn, "grpc") == grpc_port,
+        "gRPC port {grpc_port:?} not the container's"
+    );
+    let endpoint = format!(
+        "--registration-endpoint={}",
+        registration_url(&admin).await?
+    );
+    assert!(
+        sn_args.contains(&endpoint),
+        "storage node args {sn_args:?} lack {endpoint}"
+    );
+    let help = std::process::Command::new(STORAGE_NODE)
+        .arg("--help")
+        .output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in &sn_args {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "storage-node has no {flag}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let admin = cp.client().await?;
+    apply_kustomization(&cp, "overlays/io-engine").await?;
+    let (pod, engine) = storage_node_pod(&cp, &admin, "msp-io-engine").await?;
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "NVMe-oF on the node's address"
+    );
+    assert_eq!(
+        pod.dns_policy.as_deref(),
+        Some("ClusterFirstWithHostNet"),
+        "the operator's Service name must resolve from the host network"
+    );
+    // Hugepages requested and limited alike (the kubelet wants both equal),
+    // with memory beside them as Kubernetes requires.
+    let resources = engine.resources.clone().unwrap_or_default();
+    let requests = resources.requests.unwrap_or_default();
+    let limits = resources.limits.unwrap_or_default();
+    let huge = requests.get("hugepages-2Mi").map(|q| q.0.clone());
+    assert!(huge.is_some(), "no hugepages-2Mi request: {requests:?}");
+    assert_eq!(huge, limits.get("hugepages-2Mi").map(|q| q.0.clone()));
+    assert!(requests.contains_key("memory") && limits.contains_key("memory"));
+    // The host's udev database, a hugetlbfs volume.
+    let host_path = |path: &str| {
+        volume_at(&pod, &engine, path)
+            .and_then(|v| v.host_path)
+            .map(|h| h.path)
+    };
+    assert_eq!(host_path("/run/udev").as_deref(), Some("/run/udev"));
+    let hugepage_volumes: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.empty_dir
+                .as_ref()
+                .is_some_and(|e| e.medium.as_deref() == Some("HugePages"))
+        })
+        .collect();
+    assert_eq!(hugepage_volumes.len(), 1, "one hugetlbfs emptyDir");
+    assert!(
+        engine
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == hugepage_volumes[0].name),
+        "the hugetlbfs volume is mounted"
+    );
+    // Node name, gRPC endpoint (the container's port) and registration
+    // endpoint (the operator's Service).
+    let args = expanded_args(&engine);
+    let value = |flag: &str| args.iter().find_map(|a| a.strip_prefix(flag));
+    assert_eq!(value("-N"), Some("my_node_name-value"), "{args:?}");
+    let grpc_port = value("-g")
+        .and_then(|e| e.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<i32>().ok());
+    assert!(
+        grpc_port.is_some() && container_port(&engine, "grpc") == grpc_port,
+        "gRPC port {grpc_port:?} not the container's ({args:?})"
+    );
+    let registration = registration_url(&admin).await?;
+    assert_eq!(value("-R"), Some(registration.as_str()), "{args:?}");
+    let field = |name: &str| {
+        engine
+            .env
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+    };
+    assert_eq!(field("MY_NODE_NAME").as_deref(), Some("spec.nodeName"));
+    assert_eq!(field("MY_POD_IP").as_deref(), Some("status.podIP"));
+
+    // The flags are the built engine's own (its --help lists each).
+    let binary = msp_tests::io_engine::binary();
+    if msp_tests::require(
+        &format!(
+            "the io-engine at {} (tests/io-engine/build.sh)",
+            binary.display()
+        ),
+        binary.is_file(),
+    ) {
+        let help = std::process::Command::new(&binary).arg("--help").output()?;
+        let help = String::from_utf8_lossy(&help.stdout);
+        for flag in ["-g", "-N", "-R"] {
+            assert!(
+                help.contains(&format!("{flag},")) || help.contains(&format!("{flag} <")),
+                "io-engine --help has no {flag}:\n{help}"
+            );
+        }
+        anyhow::ensure!(
+            engine.command.as_deref() == Some(&["io-engine".to_string()][..]),
+            "the container runs {:?}",
+            engine.command
+        );
+    }
     Ok(())
 }
 

@@ -1,16 +1,18 @@
-//! `msp-cluster-demo` (`tests/demo.sh --cluster`): the operator and the
-//! storage node as pods in a real single-node Kubernetes (`msp_tests::cluster`),
-//! installed from `deploy/base` with images built from this checkout, the node
-//! labelled, and the seed's example pool online on a loop device. Prints how
-//! to use kubectl against it and runs until Ctrl-C or SIGTERM, then stops
-//! everything and leaves nothing behind.
+//! `msp-cluster-demo` (`tests/demo.sh --cluster`): the production shape in a
+//! real single-node Kubernetes (`msp_tests::cluster`): `deploy/base` and the
+//! `io-engine` overlay installed with images built here, the real Mayastor
+//! io-engine as a DaemonSet pod, the node labelled, and the seed's example
+//! pool online on a loop device. With `--stand-in` the `stand-in` overlay
+//! instead (the project's test double of the engine: no io-engine build, no
+//! hugepages). Prints how to use kubectl against it and runs until Ctrl-C or
+//! SIGTERM, then stops everything and leaves nothing behind.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use msp_operator::state::crd::PoolState;
-use msp_tests::cluster::{Cluster, NODE_IP, NODE_NAME};
+use msp_tests::cluster::{Binaries, Cluster, NODE_IP, NODE_NAME};
 use msp_tests::loopdev::{LoopDevice, MIB};
 use msp_tests::operator::wait_pool;
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,18 +23,24 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
-/// The main job in a real single-node Kubernetes: deploy/base installed as
-/// pods, the seed's example pool online on a loop device (root). Runs until
-/// Ctrl-C or SIGTERM, then stops the cluster and leaves nothing behind.
+/// The main job in a real single-node Kubernetes: deploy/base and the
+/// io-engine overlay installed as pods, the seed's example pool online on a
+/// loop device on the real io-engine (root). Runs until Ctrl-C or SIGTERM,
+/// then stops the cluster and leaves nothing behind.
 #[derive(clap::Parser)]
 #[command(name = "msp-cluster-demo", version)]
-struct Args {}
+struct Args {
+    /// The project's stand-in storage node (stores nothing real) instead of
+    /// the io-engine: no io-engine build, no hugepages.
+    #[arg(long)]
+    stand_in: bool,
+}
 
 // One thread: the components' death signal is bound to the thread that
 // started them, which must live as long as the cluster.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let Args {} = clap::Parser::parse();
+    let Args { stand_in } = clap::Parser::parse();
     msp_tests::init_logging("warn,msp_tests=info,kube_client=off");
     anyhow::ensure!(
         LoopDevice::available(),
@@ -43,24 +51,40 @@ async fn main() -> anyhow::Result<()> {
         .parent()
         .map(PathBuf::from)
         .context("the demo's directory")?;
-    let (operator, storage_node) = (bin_dir.join("msp-operator"), bin_dir.join("storage-node"));
-    for binary in [&operator, &storage_node] {
+    let binaries = Binaries {
+        operator: bin_dir.join("msp-operator"),
+        storage_node: bin_dir.join("storage-node"),
+        io_engine: (!stand_in).then(msp_tests::io_engine::binary),
+    };
+    for binary in [&binaries.operator, &binaries.storage_node] {
         anyhow::ensure!(
             binary.exists(),
             "{} missing: cargo build -p msp-operator -p msp-tests --bins",
             binary.display()
         );
     }
+    if let Some(engine) = &binaries.io_engine {
+        anyhow::ensure!(
+            engine.exists(),
+            "{} missing: tests/io-engine/build.sh builds it (or run with --stand-in)",
+            engine.display()
+        );
+    }
+    let (overlay, storage_node_app) = if stand_in {
+        ("deploy/overlays/stand-in", "msp-storage-node")
+    } else {
+        ("deploy/overlays/io-engine", "msp-io-engine")
+    };
 
     let started = Instant::now();
-    let cluster = Cluster::start(&operator, &storage_node)
+    let cluster = Cluster::start(&binaries)
         .await
         .context("starting the cluster")?;
     let cluster_up = started.elapsed();
     cluster
-        .install(&repo("deploy/base"))
+        .install(&repo(overlay))
         .await
-        .context("installing deploy/base")?;
+        .with_context(|| format!("installing {overlay}"))?;
     let disk = LoopDevice::create(256 * MIB)?;
     let example = cluster.dir().join("my-new-pool.yaml");
     std::fs::write(
@@ -98,7 +122,12 @@ async fn main() -> anyhow::Result<()> {
         "                      controller-manager, scheduler, containerd, kubelet, kube-proxy, CoreDNS"
     );
     println!(
-        "  installed           kubectl apply --server-side -k deploy/base (images built from this checkout)"
+        "  installed           kubectl apply --server-side -k {overlay} (deploy/base and {}; images built here)",
+        if stand_in {
+            "the stand-in storage node, which stores nothing real"
+        } else {
+            "the Mayastor io-engine DaemonSet"
+        }
     );
     println!(
         "  policy              {}",
@@ -135,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  kubectl -n mayastor get msp,pods");
     println!("  kubectl -n mayastor logs deploy/msp-operator      # JSON, one line per event");
-    println!("  kubectl -n mayastor delete pod -l app.kubernetes.io/name=msp-storage-node");
+    println!("  kubectl -n mayastor delete pod -l app.kubernetes.io/name={storage_node_app}");
     println!(
         "  kubectl -n mayastor delete msp my-new-pool        # the pool is destroyed on the node"
     );

@@ -111,8 +111,10 @@ readOnlyPort: 0
 serializeImagePulls: false
 maxPods: 50
 # The machine's disk is shared with builds: evicting the tests' pods for the
-# machine's free space would fail them for nothing of theirs.
-evictionHard: {{memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}}
+# machine's free space would fail them for nothing of theirs. Absolute
+# thresholds: 1% of a 250 GB disk (2.5 GB) was crossed by other builds and
+# evicted every pod, while the tests' pods write a few KiB.
+evictionHard: {{memory.available: 100Mi, nodefs.available: 256Mi, imagefs.available: 256Mi, nodefs.inodesFree: 1%}}
 # Images cannot be pulled back once collected.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

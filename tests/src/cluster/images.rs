@@ -18,7 +18,8 @@ pub struct Image {
     pub archive: PathBuf,
 }
 
-/// The operator, storage node, pause and CoreDNS images of one build.
+/// The operator, storage node, pause and CoreDNS images of one build, and
+/// the io-engine's when the cluster runs it.
 #[derive(Clone, Debug)]
 pub struct Images {
     images: Vec<Image>,
@@ -27,15 +28,16 @@ pub struct Images {
 impl Images {
     /// Builds the images (or finds them cached) from these binaries.
     pub async fn build(
-        operator: &Path,
-        storage_node: &Path,
+        binaries: &super::Binaries,
         cluster_bin: &Path,
     ) -> Result<Images, HarnessError> {
-        let dir = crate::control_plane::assets::run_build_script(
-            SCRIPT,
-            &[operator, storage_node, cluster_bin],
-        )
-        .await?;
+        let mut args = vec![
+            binaries.operator.as_path(),
+            binaries.storage_node.as_path(),
+            cluster_bin,
+        ];
+        args.extend(binaries.io_engine.as_deref());
+        let dir = crate::control_plane::assets::run_build_script(SCRIPT, &args).await?;
         let list = dir.join("images");
         let text = std::fs::read_to_string(&list)
             .map_err(|e| HarnessError::io(format!("reading {}", list.display()), e))?;
@@ -53,7 +55,7 @@ impl Images {
         Ok(Images { images })
     }
 
-    /// The image for `role` (operator, storage-node, pause, coredns).
+    /// The image for `role` (operator, storage-node, pause, coredns, io-engine).
     pub fn get(&self, role: &str) -> Result<&Image, HarnessError> {
         self.images
             .iter()

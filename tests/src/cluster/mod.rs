@@ -5,10 +5,11 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use msp_tests::cluster::Cluster;
-//! # let (operator, storage_node) = (std::path::Path::new("x"), std::path::Path::new("y"));
-//! let cluster = Cluster::start(operator, storage_node).await?;
-//! // deploy/base (or an overlay of it) with the built images, as a user would
-//! cluster.install(std::path::Path::new("deploy/base")).await?;
+//! use msp_tests::cluster::Binaries;
+//! # let binaries = Binaries { operator: "x".into(), storage_node: "y".into(), io_engine: Some("z".into()) };
+//! let cluster = Cluster::start(&binaries).await?;
+//! // deploy/base and an overlay with its storage node, built images, as a user would
+//! cluster.install(std::path::Path::new("deploy/overlays/io-engine")).await?;
 //! let out = msp_tests::control_plane::run({
 //!     let mut k = cluster.kubectl();
 //!     k.args(["-n", "mayastor", "get", "pods"]);
@@ -17,6 +18,11 @@
 //! cluster.stop()?;
 //! # let _ = out; Ok(()) }
 //! ```
+//!
+//! With the io-engine among its images, the harness gives the node what the
+//! engine's DaemonSet needs of the host before the kubelet starts (which
+//! counts hugepages only then): 2 MiB hugepages and a running udevd, as the
+//! io-engine tests do (`crate::io_engine::host`), given back on stop.
 //!
 //! **The whole cluster lives in a network namespace the harness creates**
 //! (`netns.rs`): the node IP, the pod bridge, pod and Service IPs, iptables
@@ -53,6 +59,7 @@ use crate::control_plane::process::Guarded;
 use crate::control_plane::{
     HarnessError, Identity, apiserver_healthy, issue_identity, mkdir, run, wait_healthy, write,
 };
+use crate::io_engine::host::{Hugepages, Udevd};
 pub use images::{Image, Images};
 pub use install::{INSTALL_NAMESPACE, relative_path};
 pub use netns::{Forward, NODE_IP};
@@ -74,6 +81,17 @@ pub const BINARIES: [&str; 6] = [
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The host-built binaries the cluster's images are made of.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub operator: PathBuf,
+    /// The stand-in storage node (`storage-node` of msp-tests).
+    pub storage_node: PathBuf,
+    /// The Mayastor io-engine (`crate::io_engine::binary()`); without it
+    /// the cluster has no io-engine image and reserves no hugepages.
+    pub io_engine: Option<PathBuf>,
+}
+
 /// A running single-node cluster, torn down on drop.
 pub struct Cluster {
     /// In start order; stopped in reverse.
@@ -86,6 +104,9 @@ pub struct Cluster {
     admin: Option<Identity>,
     images: Images,
     stopped: bool,
+    // Given back after everything has stopped (fields drop after `drop`).
+    _hugepages: Option<Hugepages>,
+    _udevd: Option<Udevd>,
     _lock: File,
 }
 
@@ -104,14 +125,14 @@ impl Cluster {
 
     /// Builds (or finds) the images of these host-built binaries, starts every
     /// component, and waits until the node is Ready and CoreDNS answers.
-    pub async fn start(operator: &Path, storage_node: &Path) -> Result<Cluster, HarnessError> {
+    pub async fn start(binaries: &Binaries) -> Result<Cluster, HarnessError> {
         let started = Instant::now();
         let lock = lock()?;
         teardown::sweep_dead_runs(TEMP_PREFIX);
         let control_plane_bin = crate::control_plane::assets::bin_dir().await?;
         let cluster_bin =
             crate::control_plane::assets::run_build_script(CLUSTER_BUILD_SCRIPT, &[]).await?;
-        let images = Images::build(operator, storage_node, &cluster_bin).await?;
+        let images = Images::build(binaries, &cluster_bin).await?;
         tracing::info!(elapsed = ?started.elapsed(), "cluster images ready");
 
         let dir = tempfile::Builder::new()
@@ -140,9 +161,17 @@ impl Cluster {
             admin: None,
             images,
             stopped: false,
+            _hugepages: None,
+            _udevd: None,
             _lock: lock,
         };
+        if binaries.io_engine.is_some() {
+            cluster.prepare_for_io_engine()?;
+        }
         cluster.boot(&control_plane_bin, &cluster_bin).await?;
+        if binaries.io_engine.is_some() {
+            cluster.check_hugepages_allocatable().await?;
+        }
         tracing::info!(elapsed = ?started.elapsed(), "cluster up");
         Ok(cluster)
     }
@@ -366,6 +395,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// Hugepages for one io-engine pod (recorded in the cluster's directory,
+    /// so that the sweep of a killed run gives them back) and a udevd.
+    fn prepare_for_io_engine(&mut self) -> Result<(), HarnessError> {
+        self._hugepages = Some(Hugepages::reserve(crate::io_engine::HUGEPAGES, &self.dir)?);
+        self._udevd = Some(Udevd::ensure(&self.dir.join("udevd.log"))?);
+        Ok(())
+    }
+
+    /// The node offers the hugepages the io-engine DaemonSet requests (what
+    /// `kubectl describe node` shows under Allocatable).
+    async fn check_hugepages_allocatable(&self) -> Result<(), HarnessError> {
+        let client = self.client().await?;
+        let node = Api::<Node>::all(client)
+            .get(NODE_NAME)
+            .await
+            .map_err(|e| HarnessError::Setup(format!("reading node {NODE_NAME}: {e}")))?;
+        let allocatable = node
+            .status
+            .and_then(|s| s.allocatable)
+            .and_then(|a| a.get("hugepages-2Mi").cloned());
+        let wanted = crate::io_engine::HUGEPAGES * 2 * 1024 * 1024;
+        let got = allocatable
+            .as_ref()
+            .and_then(|q| parse_binary_quantity(&q.0))
+            .unwrap_or(0);
+        if got < wanted {
+            return Err(HarnessError::Setup(format!(
+                "node {NODE_NAME} offers hugepages-2Mi {:?} ({got} bytes), the io-engine needs {wanted}",
+                allocatable.map(|q| q.0)
+            )));
+        }
+        Ok(())
+    }
+
     fn spawn(&mut self, name: &'static str, command: Command) -> Result<(), HarnessError> {
         let log = self.dir.join(format!("{name}.log"));
         self.processes.push(Guarded::spawn(name, command, &log)?);
@@ -554,6 +617,25 @@ impl Drop for Cluster {
             eprintln!("cluster teardown left: {}", problems.join("; "));
         }
     }
+}
+
+/// Bytes of a Kubernetes quantity as the kubelet writes hugepages
+/// (`2Gi`, `2048Mi`, `0`).
+fn parse_binary_quantity(quantity: &str) -> Option<u64> {
+    let (number, unit) = match quantity.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => quantity.split_at(at),
+        None => (quantity, ""),
+    };
+    let number: u64 = number.parse().ok()?;
+    let factor = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 /// One cluster per machine: kubelet's cgroups and the paths outside the

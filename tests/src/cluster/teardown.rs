@@ -124,6 +124,12 @@ pub fn teardown(dir: &Path, state: &HostState) -> Vec<String> {
 /// (directories named `{prefix}{pid}-…` of dead pids).
 pub fn sweep_dead_runs(prefix: &str) {
     for dir in crate::leftovers::dead_run_dirs(prefix) {
+        // The hugepages it reserved for an io-engine (its guard never ran),
+        // given back once its pods are gone.
+        let pages: Option<u64> =
+            std::fs::read_to_string(dir.join(crate::io_engine::host::HUGEPAGES_FILE))
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
         match HostState::load(&dir) {
             Some(state) => {
                 let problems = teardown(&dir, &state);
@@ -140,6 +146,9 @@ pub fn sweep_dead_runs(prefix: &str) {
             None => {
                 let _ = std::fs::remove_dir_all(&dir);
             }
+        }
+        if let Some(pages) = pages {
+            crate::io_engine::host::give_back(pages);
         }
     }
 }
