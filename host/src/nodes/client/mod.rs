@@ -56,11 +56,8 @@ impl ApiVersion {
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("invalid node endpoint {endpoint:?}: {source}")]
-    Endpoint {
-        endpoint: String,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
     #[error(transparent)]
@@ -72,7 +69,7 @@ impl NodeError {
     pub fn kind(&self) -> ErrorKind {
         use tonic::Code;
         match self {
-            NodeError::Endpoint { .. } => ErrorKind::InvalidArgument,
+            NodeError::Endpoint(_) => ErrorKind::InvalidArgument,
             NodeError::Fenced(_) => ErrorKind::Unavailable,
             NodeError::Rpc(status) => match status.code() {
                 Code::InvalidArgument => ErrorKind::InvalidArgument,
@@ -101,6 +98,61 @@ impl NodeError {
     }
 }
 
+/// A node endpoint the operator will not call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node endpoint {endpoint:?}: {why}")]
+pub struct BadEndpoint {
+    pub endpoint: String,
+    pub why: String,
+}
+
+/// The URI the node's channel connects to, read by the URI parser the gRPC
+/// client uses (so the admission check judges the host that is connected
+/// to, not one cut out of the string): "host:port" means http. Only a
+/// scheme (http, https), a host and a port are allowed: user-info
+/// (`<node's address>@<elsewhere>`), a path or a query is refused.
+pub fn endpoint_uri(endpoint: &str) -> Result<http::Uri, BadEndpoint> {
+    let bad = |why: &str| BadEndpoint {
+        endpoint: endpoint.to_string(),
+        why: why.to_string(),
+    };
+    let text = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("user-info is not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("a path is not allowed"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("a query is not allowed"));
+    }
+    Ok(uri)
+}
+
+/// The host a node URI connects to: an IPv6 address without its brackets.
+pub fn uri_host(uri: &http::Uri) -> &str {
+    let host = uri.host().unwrap_or_default();
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// Client of one storage node: one reused channel, one API version.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
@@ -121,16 +173,7 @@ impl NodeClient {
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<NodeClient, NodeError> {
-        let uri = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|source| NodeError::Endpoint {
-                endpoint: endpoint.to_string(),
-                source,
-            })?
+        let channel = Endpoint::from(endpoint_uri(endpoint)?)
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .tcp_nodelay(true)
@@ -213,6 +256,26 @@ mod tests {
         assert_eq!(disk_path("aio:///dev/sdb?uuid=1234"), "/dev/sdb");
         assert_eq!(disk_path("uring:///dev/loop3"), "/dev/loop3");
         assert_eq!(disk_path("/dev/loop0"), "/dev/loop0");
+    }
+
+    #[test]
+    fn endpoints_are_read_as_the_client_reads_them() {
+        let host = |e: &str| endpoint_uri(e).map(|u| uri_host(&u).to_string());
+        assert_eq!(host("10.0.0.1:10124").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(host("http://node1:10124").as_deref(), Ok("node1"));
+        assert_eq!(host("[fd00::1]:10124").as_deref(), Ok("fd00::1"));
+        assert_eq!(host("node1").as_deref(), Ok("node1"));
+        for bad in [
+            "[10.0.0.1]@10.0.0.9:10124",
+            "10.0.0.1@10.0.0.9:10124",
+            "http://10.0.0.1:x@10.0.0.9:10124",
+            "10.0.0.1:10124/elsewhere",
+            "10.0.0.1:10124?x=1",
+            "ftp://10.0.0.1:10124",
+            "",
+        ] {
+            assert!(endpoint_uri(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
