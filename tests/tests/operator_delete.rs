@@ -197,3 +197,68 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     scene.op.stop().await?;
     Ok(())
 }
+
+/// Item 1 of issue 23: an operator restarted to watch another namespace
+/// (the ledger in the same operator namespace) must not take the first
+/// namespace's pools for deleted ones: a pool is swept only when its
+/// resource is gone from a namespace the operator watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_a_namespace_not_watched_are_left_alone() -> anyhow::Result<()> {
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let mut scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
+    let disk = LoopDevice::create(64 * MIB)?;
+    let other_disk = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "first", "node1", &[disk.path_str()]).await?;
+    wait_pool(&admin, "first", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+
+    // Restart watching namespace "other", on the same registration port.
+    let registration = scene.op.registration_addr();
+    scene.op.stop().await?;
+    msp_tests::operator::ensure_namespace(&admin, "other").await?;
+    let reg = format!("--registration-addr={registration}");
+    scene.op = Operator::start(admin.clone(), &[&reg, "--namespace=other"]).await?;
+    scene.op.wait_ready(WAIT).await?;
+
+    // A pool in "other" coming online proves the node registered with this
+    // operator, so the sweep could reach the first namespace's pool.
+    let other: Api<MayastorPool> = Api::namespaced(admin.clone(), "other");
+    other
+        .create(
+            &Default::default(),
+            &MayastorPool::new(
+                "second",
+                msp_operator::state::crd::MayastorPoolSpec {
+                    node: "node1".into(),
+                    disks: vec![other_disk.path_str()],
+                },
+            ),
+        )
+        .await?;
+    wait_for("second online in namespace other", WAIT, || async {
+        other
+            .get("second")
+            .await
+            .is_ok_and(|p| p.status.and_then(|s| s.state) == Some(PoolState::Online))
+    })
+    .await?;
+    // Several sweeps (every second) later, the first pool is still there.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
+    on_node.sort();
+    assert_eq!(
+        on_node,
+        vec!["first", "second"],
+        "a pool of a namespace not watched was swept"
+    );
+    let mut ledger = ledger_pools(&admin, "node1").await?;
+    ledger.sort();
+    assert_eq!(ledger, vec!["first", "second"]);
+    scene.op.stop().await?;
+    Ok(())
+}

@@ -6,7 +6,10 @@
 //!
 //! Runs only on a fully synced MayastorPool cache (a half-synced cache would
 //! make live resources look deleted), on every deletion the watch reports and
-//! every sweep period.
+//! every sweep period. Only entries of the watched namespace are swept: the
+//! cache holds no other namespace's resources, so absence from it proves
+//! nothing about them (another operator, or this one restarted with another
+//! `--namespace`, may be watching them).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,7 +35,7 @@ pub async fn sweep_once(ctx: &Context) {
         .retain(|uid| live.contains(uid) || ledgered.contains(uid));
     ctx.retain_reported(|uid| live.contains(uid));
     for entry in ctx.ledger.all() {
-        if live.contains(&entry.uid) {
+        if live.contains(&entry.uid) || entry.namespace != ctx.settings.namespace {
             continue;
         }
         let span = tracing::info_span!("sweep", pool = %entry.pool, node = %entry.node);
@@ -69,6 +72,17 @@ pub async fn run(
                 return;
             }
         }
+    }
+    let elsewhere: Vec<String> = ctx
+        .ledger
+        .all()
+        .into_iter()
+        .filter(|e| e.namespace != ctx.settings.namespace)
+        .map(|e| format!("{}/{} on {}", e.namespace, e.pool, e.node))
+        .collect();
+    if !elsewhere.is_empty() {
+        tracing::warn!(watched = %ctx.settings.namespace, pools = %elsewhere.join(", "),
+            "the ledger holds pools of namespaces this operator does not watch: they are left alone (never swept)");
     }
     loop {
         sweep_once(&ctx).await;

@@ -158,6 +158,7 @@ impl RunArgs {
         ControllerSettings {
             resync: self.resync,
             startup_grace: self.startup_grace,
+            namespace: self.namespace.clone(),
             ..Default::default()
         }
     }
