@@ -80,6 +80,9 @@ impl NodeError {
                 Code::DeadlineExceeded | Code::Cancelled => ErrorKind::DeadlineExceeded,
                 Code::ResourceExhausted => ErrorKind::ResourceExhausted,
                 Code::Internal | Code::DataLoss => ErrorKind::Internal,
+                // The connection failed under the call (a reset while the
+                // node restarts): the call did not complete, as UNAVAILABLE.
+                Code::Unknown if from_transport(status) => ErrorKind::Unavailable,
                 _ => ErrorKind::Other,
             },
         }
@@ -96,6 +99,19 @@ impl NodeError {
             message,
         }
     }
+}
+
+/// True when `status` was made here from a failed connection (its source
+/// is the transport's error), not received from the node.
+fn from_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A node endpoint the operator will not call.
