@@ -175,7 +175,8 @@ pub struct NodeClient {
     endpoint: String,
     api: ApiVersion,
     channel: Channel,
-    /// Checked before every call: only the leader calls storage nodes.
+    /// Checked before every call, which it also bounds (a call still
+    /// pending when it closes is abandoned): only the leader calls nodes.
     fence: Fence,
 }
 
@@ -217,8 +218,10 @@ impl NodeClient {
 
     /// All pools the node has loaded.
     pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, list_pools(timeout))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, list_pools(timeout)) })
+            .await??)
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
@@ -227,8 +230,10 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, create_pool(name, disks))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, create_pool(name, disks)) })
+            .await??)
     }
 
     /// ImportPool: load a pool from its labelled disks, never formatting one.
@@ -237,14 +242,18 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, import_pool(name, disks))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, import_pool(name, disks)) })
+            .await??)
     }
 
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, destroy_pool(name))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, destroy_pool(name)) })
+            .await??)
     }
 
     /// Every block device of the node (the unavailable ones too).
@@ -252,12 +261,16 @@ impl NodeClient {
         &self,
         timeout: Duration,
     ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
-        self.fence.check()?;
         let channel = self.channel.clone();
-        Ok(match self.api {
-            ApiVersion::V1 => v1::list_block_devices(channel, timeout).await?,
-            ApiVersion::V0 => v0::list_block_devices(channel, timeout).await?,
-        })
+        Ok(self
+            .fence
+            .bounded(async {
+                match self.api {
+                    ApiVersion::V1 => v1::list_block_devices(channel, timeout).await,
+                    ApiVersion::V0 => v0::list_block_devices(channel, timeout).await,
+                }
+            })
+            .await??)
     }
 }
 
