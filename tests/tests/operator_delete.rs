@@ -197,3 +197,155 @@ async fn deleted_while_stopped_is_cleaned_after_start_and_foreign_pools_are_kept
     scene.op.stop().await?;
     Ok(())
 }
+
+/// Item 1 of issue 23: an operator restarted to watch another namespace
+/// (the ledger in the same operator namespace) must not take the first
+/// namespace's pools for deleted ones: a pool is swept only when its
+/// resource is gone from a namespace the operator watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_a_namespace_not_watched_are_left_alone() -> anyhow::Result<()> {
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let mut scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
+    let disk = LoopDevice::create(64 * MIB)?;
+    let other_disk = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "first", "node1", &[disk.path_str()]).await?;
+    wait_pool(&admin, "first", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+
+    // Restart watching namespace "other", on the same registration port.
+    let registration = scene.op.registration_addr();
+    scene.op.stop().await?;
+    msp_tests::operator::ensure_namespace(&admin, "other").await?;
+    let reg = format!("--registration-addr={registration}");
+    scene.op = Operator::start(admin.clone(), &[&reg, "--namespace=other"]).await?;
+    scene.op.wait_ready(WAIT).await?;
+
+    // A pool in "other" coming online proves the node registered with this
+    // operator, so the sweep could reach the first namespace's pool.
+    let other: Api<MayastorPool> = Api::namespaced(admin.clone(), "other");
+    other
+        .create(
+            &Default::default(),
+            &MayastorPool::new(
+                "second",
+                msp_operator::state::crd::MayastorPoolSpec {
+                    node: "node1".into(),
+                    disks: vec![other_disk.path_str()],
+                },
+            ),
+        )
+        .await?;
+    wait_for("second online in namespace other", WAIT, || async {
+        other
+            .get("second")
+            .await
+            .is_ok_and(|p| p.status.and_then(|s| s.state) == Some(PoolState::Online))
+    })
+    .await?;
+    // Several sweeps (every second) later, the first pool is still there.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let mut on_node = node_pools(scene.sn.endpoint()).await?;
+    on_node.sort();
+    assert_eq!(
+        on_node,
+        vec!["first", "second"],
+        "a pool of a namespace not watched was swept"
+    );
+    let mut ledger = ledger_pools(&admin, "node1").await?;
+    ledger.sort();
+    assert_eq!(ledger, vec!["first", "second"]);
+    scene.op.stop().await?;
+    Ok(())
+}
+
+/// Item 7 of issue 23: a storage node that accepts connections and never
+/// answers (registered, so the sweep calls it) must not stall the deletion
+/// of another node's pool: nodes are swept independently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_does_not_stall_another_nodes_deletion() -> anyhow::Result<()> {
+    use msp_operator::state::ledger::{Ledger, LedgerEntry};
+    use msp_proto::v1::RegisterRequest;
+    use msp_proto::v1::registration_client::RegistrationClient;
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let (cp, operator_client) = msp_tests::operator::start_cluster().await?;
+    let admin = cp.client().await?;
+    // node2 on its own loopback address, its ledger naming pools of
+    // resources that are gone: the sweep will try to destroy them there.
+    msp_tests::operator::create_node_at(&admin, "node2", true, "127.0.0.2").await?;
+    let ledger = Ledger::load(admin.clone(), "mayastor").await?;
+    for i in 0..3 {
+        ledger
+            .record(
+                LedgerEntry {
+                    pool: format!("hung-{i}"),
+                    namespace: "mayastor".into(),
+                    uid: format!("gone-{i}"),
+                    node: "node2".into(),
+                    disks: vec!["/dev/hung".into()],
+                },
+                0,
+            )
+            .await?;
+    }
+    drop(ledger);
+    let scene = Scene::start_on(cp, operator_client, BIN, "node1").await?;
+
+    // node2's "storage node": accepts, holds the connection, never answers.
+    let hung = tokio::net::TcpListener::bind(("127.0.0.2", 0)).await?;
+    let hung_endpoint = hung.local_addr()?.to_string();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let registration = scene.op.registration_endpoint();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            if let Ok(mut client) = RegistrationClient::connect(registration.clone()).await {
+                let _ = client
+                    .register(RegisterRequest {
+                        id: "node2".into(),
+                        grpc_endpoint: hung_endpoint.clone(),
+                        api_version: vec![msp_proto::v1::ApiVersion::V1 as i32],
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+
+    let admin = scene.admin.clone();
+    let disk = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "a", "node1", &[disk.path_str()]).await?;
+    wait_pool(&admin, "a", WAIT, "online", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+    // By now a sweep is waiting on node2.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
+    api.delete("a", &DeleteParams::default()).await?;
+    // A serial sweep would wait out node2's calls (20 s each) first.
+    wait_for(
+        "a destroyed on node1 while node2 hangs",
+        std::time::Duration::from_secs(10),
+        || async {
+            node_pools(scene.sn.endpoint())
+                .await
+                .is_ok_and(|p| p.is_empty())
+        },
+    )
+    .await?;
+    heartbeats.abort();
+    holder.abort();
+    Ok(())
+}

@@ -122,3 +122,89 @@ async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_not
     node2.stop().await?;
     Ok(())
 }
+
+/// Item 9 of issue 23: the endpoint is judged as the gRPC client will read
+/// it. `[<node1's address>]@<elsewhere>` names node1's address as user-info
+/// while the client connects to `<elsewhere>`; paths and queries are refused
+/// too. And a Deregister is admitted only from the node's own address: a
+/// stranger sending Deregister for node1 every 0.2 s must not take node1's
+/// pool offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_connects_elsewhere_and_a_strangers_deregister_are_refused()
+-> anyhow::Result<()> {
+    if !require_loop_devices() {
+        return Ok(());
+    }
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
+    let disk = LoopDevice::create(64 * MIB)?;
+    create_pool(&admin, "pool-1", "node1", &[disk.path_str()]).await?;
+    wait_pool(&admin, "pool-1", WAIT, "online on node1", |s| {
+        s.state == Some(PoolState::Online)
+    })
+    .await?;
+
+    // The stranger's server: counts the connections the operator makes to it.
+    let trap = tokio::net::TcpListener::bind((NODE2_IP, 0)).await?;
+    let trap_port = trap.local_addr()?.port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let trap_task = tokio::spawn(async move {
+        while let Ok((socket, _)) = trap.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+
+    let mut client = RegistrationClient::connect(scene.op.registration_endpoint()).await?;
+    for endpoint in [
+        format!("[127.0.0.1]@{NODE2_IP}:{trap_port}"),
+        format!("127.0.0.1@{NODE2_IP}:{trap_port}"),
+        format!("http://127.0.0.1:x@{NODE2_IP}:{trap_port}"),
+        format!("127.0.0.1:{trap_port}/elsewhere"),
+        format!("127.0.0.1:{trap_port}?x=1"),
+    ] {
+        let refused = client
+            .register(RegisterRequest {
+                id: "node1".into(),
+                grpc_endpoint: endpoint.clone(),
+                instance_uuid: Some("impostor".into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err(&format!("registration with endpoint {endpoint} accepted"));
+        assert!(
+            matches!(
+                refused.code(),
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+            ),
+            "{endpoint}: {refused:?}"
+        );
+    }
+
+    // A stranger (another address than node1's) deregisters node1 again and
+    // again: refused, and the pool stays online throughout.
+    let stranger = tonic::transport::Endpoint::from_shared(scene.op.registration_endpoint())?
+        .local_address(Some(NODE2_IP.parse()?))
+        .connect()
+        .await?;
+    let mut stranger = RegistrationClient::new(stranger);
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        let refused = stranger
+            .deregister(msp_proto::v1::DeregisterRequest { id: "node1".into() })
+            .await
+            .expect_err("a Deregister of node1 from another address was accepted");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let s = pool_status(&admin, "pool-1").await?;
+        assert_eq!(s.state, Some(PoolState::Online), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the operator connected to the endpoint a refused registration named"
+    );
+    trap_task.abort();
+    Ok(())
+}

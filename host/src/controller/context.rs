@@ -41,6 +41,10 @@ pub struct ControllerSettings {
     /// this has passed, a created pool whose node the registry has not seen
     /// keeps its status instead of flapping to offline.
     pub startup_grace: Duration,
+    /// The namespace whose MayastorPools are watched: only ledger entries of
+    /// this namespace are swept (another's resources are not in the cache,
+    /// and would look deleted).
+    pub namespace: String,
 }
 
 impl Default for ControllerSettings {
@@ -54,6 +58,8 @@ impl Default for ControllerSettings {
             error_backoff_max: Duration::from_secs(60),
             refusal_backoff_max: Duration::from_secs(10),
             startup_grace: Duration::ZERO,
+            // The default of `--namespace`.
+            namespace: "mayastor".into(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Report: turns a decision into the status subresource, written only when it
-//! changed (server-side apply under the `msp-operator` field manager, on the
-//! status subresource only), an Event on each state transition, and the
+//! changed (a JSON Patch of the status subresource only, under the
+//! `msp-operator` field manager, conditional on the resource's uid), an Event on each state transition, and the
 //! per-pool metrics.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -112,16 +112,24 @@ pub async fn write_status(
     }
     let api: Api<MayastorPool> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": MayastorPool::api_version(&()),
-        "kind": MayastorPool::kind(&()),
-        "status": status,
-    });
+    // The write is conditional on the uid of the resource it was computed
+    // for: a reconcile that read a resource since deleted and re-created
+    // under its name must not give the new one the old placement. A JSON
+    // Patch `test` is checked atomically with the write (a server-side
+    // apply of the status subresource ignores metadata.uid).
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "add", "path": "/status", "value": status},
+    ]))
+    .map_err(|e| Error::Status(kube::Error::SerdeError(e)))?;
     let started = std::time::Instant::now();
     api.patch_status(
         &pool.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Json::<()>(patch),
     )
     .await
     .map_err(Error::Status)?;

@@ -144,10 +144,7 @@ impl Elector {
             metadata,
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.settings.identity.clone()),
-                lease_duration_seconds: Some(
-                    i32::try_from(self.settings.lease_duration.as_secs().max(1))
-                        .unwrap_or(i32::MAX),
-                ),
+                lease_duration_seconds: Some(lease_seconds(self.settings.lease_duration)),
                 acquire_time: if mine {
                     old_spec.acquire_time
                 } else {
@@ -339,6 +336,18 @@ impl Elector {
     }
 }
 
+/// The Lease's whole seconds for `duration`, rounded up: the others wait at
+/// least as long as was checked against the renew deadline (rounded down,
+/// a fractional duration would let another replica lead while this one's
+/// fence is still open).
+fn lease_seconds(duration: Duration) -> i32 {
+    let secs = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+        .max(1);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
 /// Why [`Elector::keep`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lost {
@@ -363,4 +372,39 @@ pub fn default_identity() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "msp-operator".into());
     format!("{host}_{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 23 item 11: the Lease says the duration that was checked
+    /// against the renew deadline; truncated to whole seconds, another
+    /// replica could take it while this one's fence is still open.
+    #[tokio::test]
+    async fn the_lease_says_no_less_than_the_checked_duration() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
+        let client = Client::try_from(config).expect("client");
+        let settings = ElectionSettings {
+            lease_name: "l".into(),
+            namespace: "mayastor".into(),
+            identity: "me".into(),
+            endpoint: None,
+            lease_duration: Duration::from_millis(2500),
+            renew_deadline: Duration::from_millis(2200),
+            retry_period: Duration::from_millis(500),
+        };
+        let elector = Elector::new(client, settings.clone(), Fence::closed());
+        let written = elector
+            .lease(None)
+            .spec
+            .and_then(|s| s.lease_duration_seconds)
+            .expect("a duration");
+        let written = Duration::from_secs(u64::try_from(written).expect("positive"));
+        assert!(
+            written >= settings.lease_duration,
+            "the Lease says {written:?} while {:?} was checked",
+            settings.lease_duration
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! "when that renew was sent + the renew deadline", a monotonic instant
 //! (`CLOCK_MONOTONIC` keeps counting while the process is stopped). The
 //! renew deadline is shorter than the lease duration, so the fence closes
-//! before any other replica can take the lease.
+//! before any other replica can take the lease. A request sent while the
+//! fence is open gets a deadline at the instant it closes
+//! ([`Fence::bounded`]): one still pending then is abandoned.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -84,6 +86,24 @@ impl Fence {
     pub fn is_open(&self) -> bool {
         self.check().is_ok()
     }
+
+    /// Runs `request` when the fence is open, with a deadline at the instant
+    /// it closes: a request that cannot complete while this replica surely
+    /// leads (a slow connect, a server or proxy holding it) is abandoned
+    /// rather than left to land after another replica may lead.
+    pub async fn bounded<F: std::future::Future>(&self, request: F) -> Result<F::Output, Fenced> {
+        let until = match *self.lock() {
+            Until::Always => None,
+            Until::Instant(Some(until)) if Instant::now() < until => Some(until),
+            Until::Instant(_) => return Err(Fenced),
+        };
+        match until {
+            None => Ok(request.await),
+            Some(until) => tokio::time::timeout_at(until.into(), request)
+                .await
+                .map_err(|_| Fenced),
+        }
+    }
 }
 
 /// Requests that change nothing pass the fence (a standby may read).
@@ -99,17 +119,29 @@ pub fn client(client: Client, fence: Fence) -> Client {
     let service = tower::service_fn(move |request: Request<Body>| {
         let (client, fence) = (client.clone(), fence.clone());
         async move {
-            if is_write(request.method()) {
-                if let Err(fenced) = fence.check() {
-                    tracing::debug!(method = %request.method(), uri = %request.uri(), "write fenced");
-                    return Err(Box::new(fenced) as Box<dyn std::error::Error + Send + Sync>);
-                }
-                tracing::trace!(method = %request.method(), uri = %request.uri(), "write sent");
+            if !is_write(request.method()) {
+                return client
+                    .send(request)
+                    .await
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
             }
-            client
-                .send(request)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            let sent = fence
+                .bounded(async {
+                    tracing::trace!(%method, %uri, "write sent");
+                    client.send(request).await
+                })
+                .await;
+            match sent {
+                Ok(reply) => {
+                    reply.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                }
+                Err(fenced) => {
+                    // Refused, or cut off when the fence closed.
+                    tracing::debug!(%method, %uri, "write fenced");
+                    Err(Box::new(fenced) as Box<dyn std::error::Error + Send + Sync>)
+                }
+            }
         }
     });
     Client::new(service, namespace)
@@ -136,6 +168,39 @@ mod tests {
         assert!(!fence.is_open(), "an instant in the past is closed");
         assert!(Fence::open().is_open());
         Fence::open().revoke();
+    }
+
+    /// Issue 23 item 11: a write sent while the fence is open is cut off
+    /// when it closes, not left to land after another replica may lead.
+    #[tokio::test]
+    async fn a_write_that_outlasts_the_fence_is_cut_off() {
+        // An API server that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().expect("uri"));
+        let fence = Fence::closed();
+        fence.extend(Instant::now() + Duration::from_millis(300));
+        let fenced = client(Client::try_from(config).expect("client"), fence);
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(fenced, "mayastor");
+        let write = tokio::time::timeout(
+            Duration::from_secs(10),
+            api.delete("x", &Default::default()),
+        )
+        .await;
+        holder.abort();
+        let err = write
+            .expect("the write outlived the fence")
+            .expect_err("no answer");
+        assert!(err.to_string().contains("not the leader"), "{err}");
     }
 
     #[tokio::test]

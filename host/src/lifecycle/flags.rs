@@ -164,6 +164,7 @@ impl RunArgs {
         ControllerSettings {
             resync: self.resync,
             startup_grace: self.startup_grace,
+            namespace: self.namespace.clone(),
             ..Default::default()
         }
     }

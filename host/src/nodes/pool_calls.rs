@@ -8,10 +8,13 @@
 //!   engine does not load pools by itself after a restart, so NOT_FOUND may
 //!   only mean "not loaded": on v1 the pool is imported from the disks it
 //!   was created on and destroyed; only when that import finds no such pool
-//!   there is it gone: NOT_FOUND (no disk), INVALID_ARGUMENT (the io-engine
-//!   finds no pool of that name on the disk, or the disk busy with another
-//!   pool), FAILED_PRECONDITION (the stand-in finds something else on it).
-//!   Other errors (unavailable, deadline, internal) are retried. v0 has no
+//!   there is it gone: INVALID_ARGUMENT (the io-engine finds no pool of
+//!   that name on the disk, or the disk busy with another pool),
+//!   FAILED_PRECONDITION (the stand-in finds something else on it). NOT_FOUND
+//!   from the import names a device that is not there (yet: a by-id link
+//!   after a reboot), which says nothing about the pool: like other errors
+//!   (unavailable, deadline, internal) it is retried, and the ledger entry
+//!   stays. v0 has no
 //!   import (its CreatePool could format the disk), so there NOT_FOUND is
 //!   taken as gone.
 
@@ -89,11 +92,12 @@ pub async fn destroy_pool(
     }
 }
 
-/// An ImportPool error that says the pool is not on the disks.
+/// An ImportPool error that says the pool is not on the disks (a missing
+/// device, NOT_FOUND, is not one: the pool may be on it when it appears).
 fn not_there(kind: ErrorKind) -> bool {
     matches!(
         kind,
-        ErrorKind::NotFound | ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition
+        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition
     )
 }
 
@@ -124,9 +128,118 @@ mod tests {
         assert!(!same_disks(&s(&["/dev/loop1"]), &s(&["/dev/loop2"])));
     }
 
+    use msp_proto::v1 as pb;
+    use pb::pool_rpc_server::{PoolRpc, PoolRpcServer};
+    use tonic::{Request, Response, Status};
+
+    /// A storage node whose pool's device is not there (yet): the pool is
+    /// not loaded, and importing it finds no device.
+    struct DeviceMissing;
+
+    #[tonic::async_trait]
+    impl PoolRpc for DeviceMissing {
+        async fn create_pool(
+            &self,
+            _: Request<pb::CreatePoolRequest>,
+        ) -> Result<Response<pb::Pool>, Status> {
+            Err(Status::unimplemented("create"))
+        }
+        async fn destroy_pool(
+            &self,
+            _: Request<pb::DestroyPoolRequest>,
+        ) -> Result<Response<()>, Status> {
+            Err(Status::not_found("pool p not found"))
+        }
+        async fn export_pool(
+            &self,
+            _: Request<pb::ExportPoolRequest>,
+        ) -> Result<Response<()>, Status> {
+            Err(Status::unimplemented("export"))
+        }
+        async fn import_pool(
+            &self,
+            _: Request<pb::ImportPoolRequest>,
+        ) -> Result<Response<pb::Pool>, Status> {
+            Err(Status::not_found("/dev/disk/by-id/d1: no such device"))
+        }
+        async fn list_pools(
+            &self,
+            _: Request<pb::ListPoolOptions>,
+        ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+            Ok(Response::new(pb::ListPoolsResponse::default()))
+        }
+        async fn grow_pool(
+            &self,
+            _: Request<pb::GrowPoolRequest>,
+        ) -> Result<Response<pb::GrowPoolResponse>, Status> {
+            Err(Status::unimplemented("grow"))
+        }
+    }
+
+    fn client_of(addr: std::net::SocketAddr) -> NodeClient {
+        NodeClient::new(
+            &addr.to_string(),
+            ApiVersion::V1,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
+        .expect("client")
+    }
+
+    /// Issue 23 item 8: NOT_FOUND from the import is the device, not the
+    /// pool: the destroy is not done (and the ledger entry stays).
+    #[tokio::test]
+    async fn a_missing_device_is_not_a_missing_pool() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PoolRpcServer::new(DeviceMissing))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let result = destroy_pool(&client_of(addr), "p", &["/dev/disk/by-id/d1".into()]).await;
+        server.abort();
+        let err = result.expect_err("a pool whose device is missing was taken for gone");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
+
+    /// Issue 23 item 8: a connection reset in the middle of an import (the
+    /// storage node restarting) is transient, not a failure of the pool.
+    #[tokio::test]
+    async fn a_connection_reset_during_an_import_is_transient() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let resetter = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                // Take the request in, then reset the connection.
+                let mut buf = [0u8; 4096];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), socket.read(&mut buf)).await;
+                let _ = socket.set_zero_linger();
+                drop(socket);
+            }
+        });
+        let result = client_of(addr).import_pool("p", &["/dev/d1".into()]).await;
+        resetter.abort();
+        let err = result.expect_err("an import over a reset connection succeeded");
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::Unavailable | ErrorKind::DeadlineExceeded
+            ),
+            "a connection reset is {:?}: {err}",
+            err.kind()
+        );
+    }
+
     #[test]
     fn only_definite_import_errors_mean_gone() {
-        assert!(not_there(ErrorKind::NotFound));
+        assert!(!not_there(ErrorKind::NotFound));
         assert!(not_there(ErrorKind::InvalidArgument));
         assert!(!not_there(ErrorKind::Unavailable));
         assert!(!not_there(ErrorKind::DeadlineExceeded));

@@ -56,11 +56,8 @@ impl ApiVersion {
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("invalid node endpoint {endpoint:?}: {source}")]
-    Endpoint {
-        endpoint: String,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
     #[error(transparent)]
@@ -72,7 +69,7 @@ impl NodeError {
     pub fn kind(&self) -> ErrorKind {
         use tonic::Code;
         match self {
-            NodeError::Endpoint { .. } => ErrorKind::InvalidArgument,
+            NodeError::Endpoint(_) => ErrorKind::InvalidArgument,
             NodeError::Fenced(_) => ErrorKind::Unavailable,
             NodeError::Rpc(status) => match status.code() {
                 Code::InvalidArgument => ErrorKind::InvalidArgument,
@@ -83,6 +80,9 @@ impl NodeError {
                 Code::DeadlineExceeded | Code::Cancelled => ErrorKind::DeadlineExceeded,
                 Code::ResourceExhausted => ErrorKind::ResourceExhausted,
                 Code::Internal | Code::DataLoss => ErrorKind::Internal,
+                // The connection failed under the call (a reset while the
+                // node restarts): the call did not complete, as UNAVAILABLE.
+                Code::Unknown if from_transport(status) => ErrorKind::Unavailable,
                 _ => ErrorKind::Other,
             },
         }
@@ -101,13 +101,82 @@ impl NodeError {
     }
 }
 
+/// True when `status` was made here from a failed connection (its source
+/// is the transport's error), not received from the node.
+fn from_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A node endpoint the operator will not call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node endpoint {endpoint:?}: {why}")]
+pub struct BadEndpoint {
+    pub endpoint: String,
+    pub why: String,
+}
+
+/// The URI the node's channel connects to, read by the URI parser the gRPC
+/// client uses (so the admission check judges the host that is connected
+/// to, not one cut out of the string): "host:port" means http. Only a
+/// scheme (http, https), a host and a port are allowed: user-info
+/// (`<node's address>@<elsewhere>`), a path or a query is refused.
+pub fn endpoint_uri(endpoint: &str) -> Result<http::Uri, BadEndpoint> {
+    let bad = |why: &str| BadEndpoint {
+        endpoint: endpoint.to_string(),
+        why: why.to_string(),
+    };
+    let text = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("user-info is not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("a path is not allowed"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("a query is not allowed"));
+    }
+    Ok(uri)
+}
+
+/// The host a node URI connects to: an IPv6 address without its brackets.
+pub fn uri_host(uri: &http::Uri) -> &str {
+    let host = uri.host().unwrap_or_default();
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// Client of one storage node: one reused channel, one API version.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     endpoint: String,
     api: ApiVersion,
     channel: Channel,
-    /// Checked before every call: only the leader calls storage nodes.
+    /// Checked before every call, which it also bounds (a call still
+    /// pending when it closes is abandoned): only the leader calls nodes.
     fence: Fence,
 }
 
@@ -121,16 +190,7 @@ impl NodeClient {
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<NodeClient, NodeError> {
-        let uri = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|source| NodeError::Endpoint {
-                endpoint: endpoint.to_string(),
-                source,
-            })?
+        let channel = Endpoint::from(endpoint_uri(endpoint)?)
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .tcp_nodelay(true)
@@ -158,8 +218,10 @@ impl NodeClient {
 
     /// All pools the node has loaded.
     pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, list_pools(timeout))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, list_pools(timeout)) })
+            .await??)
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
@@ -168,8 +230,10 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, create_pool(name, disks))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, create_pool(name, disks)) })
+            .await??)
     }
 
     /// ImportPool: load a pool from its labelled disks, never formatting one.
@@ -178,14 +242,18 @@ impl NodeClient {
         name: &str,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, import_pool(name, disks))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, import_pool(name, disks)) })
+            .await??)
     }
 
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
-        self.fence.check()?;
-        Ok(on_api!(self, destroy_pool(name))?)
+        Ok(self
+            .fence
+            .bounded(async { on_api!(self, destroy_pool(name)) })
+            .await??)
     }
 
     /// Every block device of the node (the unavailable ones too).
@@ -193,12 +261,16 @@ impl NodeClient {
         &self,
         timeout: Duration,
     ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
-        self.fence.check()?;
         let channel = self.channel.clone();
-        Ok(match self.api {
-            ApiVersion::V1 => v1::list_block_devices(channel, timeout).await?,
-            ApiVersion::V0 => v0::list_block_devices(channel, timeout).await?,
-        })
+        Ok(self
+            .fence
+            .bounded(async {
+                match self.api {
+                    ApiVersion::V1 => v1::list_block_devices(channel, timeout).await,
+                    ApiVersion::V0 => v0::list_block_devices(channel, timeout).await,
+                }
+            })
+            .await??)
     }
 }
 
@@ -213,6 +285,26 @@ mod tests {
         assert_eq!(disk_path("aio:///dev/sdb?uuid=1234"), "/dev/sdb");
         assert_eq!(disk_path("uring:///dev/loop3"), "/dev/loop3");
         assert_eq!(disk_path("/dev/loop0"), "/dev/loop0");
+    }
+
+    #[test]
+    fn endpoints_are_read_as_the_client_reads_them() {
+        let host = |e: &str| endpoint_uri(e).map(|u| uri_host(&u).to_string());
+        assert_eq!(host("10.0.0.1:10124").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(host("http://node1:10124").as_deref(), Ok("node1"));
+        assert_eq!(host("[fd00::1]:10124").as_deref(), Ok("fd00::1"));
+        assert_eq!(host("node1").as_deref(), Ok("node1"));
+        for bad in [
+            "[10.0.0.1]@10.0.0.9:10124",
+            "10.0.0.1@10.0.0.9:10124",
+            "http://10.0.0.1:x@10.0.0.9:10124",
+            "10.0.0.1:10124/elsewhere",
+            "10.0.0.1:10124?x=1",
+            "ftp://10.0.0.1:10124",
+            "",
+        ] {
+            assert!(endpoint_uri(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

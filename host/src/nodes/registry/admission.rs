@@ -4,8 +4,16 @@
 //! port could name itself node N and point the operator's pool calls for N,
 //! and the pool states it reports, at an endpoint of its choice.
 //!
-//! The gRPC peer address is logged, and checked only when asked: behind NAT or
-//! a Service it need not be the node's own.
+//! The endpoint is read by the URI parser the node's gRPC client uses
+//! ([`endpoint_uri`]), and the host checked is the one the client will
+//! connect to; user-info, paths and queries are refused.
+//!
+//! The gRPC peer address of a Register is logged, and checked only when
+//! asked: behind NAT or a Service it need not be the node's own. A
+//! Deregister carries nothing but a node name, so its peer address is all
+//! that tells who sent it: it is accepted only from the host of the endpoint
+//! the node registered (or another of its Node's addresses). Refused, the
+//! node still goes offline when its heartbeats stop.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +23,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::nodes::client::{endpoint_uri, uri_host};
 
 /// How the check is configured (flags of `msp-operator run`).
 #[derive(Clone, Debug)]
@@ -76,12 +86,8 @@ impl Admission {
         }
     }
 
-    /// Accepts or refuses a registration of `node` advertising `endpoint`
-    /// ("ip:port" or "host:port"), sent from `peer`.
-    pub fn check(&self, node: &str, endpoint: &str, peer: Option<IpAddr>) -> Result<(), Refusal> {
-        if !self.settings.check_endpoint && !self.settings.require_peer {
-            return Ok(());
-        }
+    /// The addresses of Kubernetes Node `node`, once the Nodes are listed.
+    fn addresses_of(&self, node: &str) -> Result<Vec<String>, Refusal> {
         // Until the first complete list, a missing Node proves nothing.
         if !matches!(self.nodes.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return Err(Refusal {
@@ -95,9 +101,22 @@ impl Admission {
                 message: format!("there is no Kubernetes Node {node:?}"),
             });
         };
-        let addresses = node_addresses(&object);
+        Ok(node_addresses(&object))
+    }
+
+    /// Accepts or refuses a registration of `node` advertising `endpoint`
+    /// ("ip:port" or "host:port"), sent from `peer`.
+    pub fn check(&self, node: &str, endpoint: &str, peer: Option<IpAddr>) -> Result<(), Refusal> {
+        if !self.settings.check_endpoint && !self.settings.require_peer {
+            return Ok(());
+        }
+        let addresses = self.addresses_of(node)?;
         if self.settings.check_endpoint {
-            let host = endpoint_host(endpoint);
+            let uri = endpoint_uri(endpoint).map_err(|e| Refusal {
+                kind: "bad_endpoint",
+                message: e.to_string(),
+            })?;
+            let host = uri_host(&uri);
             if !addresses.iter().any(|a| same_host(a, host)) {
                 return Err(Refusal {
                     kind: "endpoint_not_on_node",
@@ -126,6 +145,41 @@ impl Admission {
             }
         }
         Ok(())
+    }
+
+    /// Accepts or refuses a Deregister of `node` sent from `peer`, the node
+    /// registered at `registered` (its endpoint; None when it is not
+    /// registered). Only the node itself may deregister: the peer must be
+    /// the host of the registered endpoint or one of the Node's addresses.
+    pub fn check_deregister(
+        &self,
+        node: &str,
+        registered: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if !self.settings.check_endpoint && !self.settings.require_peer {
+            return Ok(());
+        }
+        let mut addresses = self.addresses_of(node)?;
+        if let Some(uri) = registered.and_then(|e| endpoint_uri(e).ok()) {
+            addresses.push(uri_host(&uri).to_string());
+        }
+        let from = peer.map(|p| p.to_string()).unwrap_or_default();
+        if addresses.iter().any(|a| same_host(a, &from)) {
+            return Ok(());
+        }
+        Err(Refusal {
+            kind: "deregister_not_from_node",
+            message: format!(
+                "a Deregister of {node:?} is accepted only from the node itself ({}), not from {}",
+                list(&addresses),
+                if from.is_empty() {
+                    "an unknown address"
+                } else {
+                    &from
+                }
+            ),
+        })
     }
 
     /// The Node to put a refusal's Warning Event on, when it exists and no
@@ -158,22 +212,6 @@ fn node_addresses(node: &Node) -> Vec<String> {
         .and_then(|s| s.addresses.as_ref())
         .map(|a| a.iter().map(|a| a.address.clone()).collect())
         .unwrap_or_default()
-}
-
-/// The host part of "host:port", "ip:port" or "[v6]:port".
-pub fn endpoint_host(endpoint: &str) -> &str {
-    let endpoint = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint);
-    if let Some(rest) = endpoint.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match endpoint.rsplit_once(':') {
-        // Several colons and no brackets: a bare IPv6 address.
-        Some((host, _)) if !host.contains(':') => host,
-        _ => endpoint,
-    }
 }
 
 /// Same address (IPs compared as IPs, so `::ffff:10.0.0.1` is `10.0.0.1`),
@@ -268,6 +306,42 @@ mod tests {
     }
 
     #[test]
+    fn the_host_checked_is_the_one_the_client_connects_to() {
+        let (a, _w) = admission(AdmissionSettings::default(), true);
+        for endpoint in [
+            "[10.0.0.1]@10.0.0.9:10124",
+            "10.0.0.1@10.0.0.9:10124",
+            "10.0.0.1:10124/x",
+            "10.0.0.1:10124?x=1",
+        ] {
+            let refused = a.check("node1", endpoint, None).expect_err(endpoint);
+            assert_eq!(refused.status().code(), tonic::Code::PermissionDenied);
+        }
+    }
+
+    #[test]
+    fn only_the_node_itself_may_deregister() {
+        let (a, _w) = admission(AdmissionSettings::default(), true);
+        let ip = |s: &str| Some(s.parse().expect("ip"));
+        assert_eq!(
+            a.check_deregister("node1", Some("10.0.0.1:10124"), ip("10.0.0.1")),
+            Ok(())
+        );
+        // Registered under a host name: the Node's addresses still count.
+        assert_eq!(
+            a.check_deregister("node1", Some("node1.example:1"), ip("10.0.0.1")),
+            Ok(())
+        );
+        for peer in [ip("10.0.0.2"), ip("192.168.9.9"), None] {
+            let refused = a
+                .check_deregister("node1", Some("10.0.0.1:10124"), peer)
+                .expect_err("a stranger deregistered node1");
+            assert_eq!(refused.kind, "deregister_not_from_node");
+            assert_eq!(refused.status().code(), tonic::Code::PermissionDenied);
+        }
+    }
+
+    #[test]
     fn before_the_node_list_the_caller_is_told_to_retry() {
         let (a, _w) = admission(AdmissionSettings::default(), false);
         let refused = a
@@ -315,14 +389,5 @@ mod tests {
         assert!(a.event_due("node1").is_none());
         assert!(a.event_due("node2").is_some());
         assert!(a.event_due("nodeX").is_none(), "no Node to put it on");
-    }
-
-    #[test]
-    fn endpoint_hosts() {
-        assert_eq!(endpoint_host("10.0.0.1:10124"), "10.0.0.1");
-        assert_eq!(endpoint_host("http://node1:10124"), "node1");
-        assert_eq!(endpoint_host("[fd00::1]:10124"), "fd00::1");
-        assert_eq!(endpoint_host("fd00::1"), "fd00::1");
-        assert_eq!(endpoint_host("node1"), "node1");
     }
 }

@@ -118,35 +118,70 @@ impl RegistrationService {
         let Some(gate) = &self.gate else {
             return Ok(());
         };
-        let Err(refusal) = gate
+        let checked = gate
             .admission
-            .check(&req.id, &req.grpc_endpoint, peer.map(|p| p.ip()))
-        else {
+            .check(&req.id, &req.grpc_endpoint, peer.map(|p| p.ip()));
+        self.refuse(gate, &req.id, &req.grpc_endpoint, peer, checked, "Register")
+            .await
+    }
+
+    /// Refuses a Deregister that does not come from the node itself, as
+    /// [`Self::admit`] refuses a registration.
+    async fn admit_deregister(
+        &self,
+        req: &DeregisterRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), tonic::Status> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let registered = self.registry.view(&req.id).endpoint;
+        let registered = (!registered.is_empty()).then_some(registered);
+        let checked =
+            gate.admission
+                .check_deregister(&req.id, registered.as_deref(), peer.map(|p| p.ip()));
+        let endpoint = registered.unwrap_or_default();
+        self.refuse(gate, &req.id, &endpoint, peer, checked, "Deregister")
+            .await
+    }
+
+    /// Reports a refused call: a log line, a metric and (rate-limited) a
+    /// Warning Event on the Node it names.
+    async fn refuse(
+        &self,
+        gate: &Gate,
+        node: &str,
+        endpoint: &str,
+        peer: Option<SocketAddr>,
+        checked: Result<(), super::admission::Refusal>,
+        action: &str,
+    ) -> Result<(), tonic::Status> {
+        let Err(refusal) = checked else {
             return Ok(());
         };
         gate.metrics.registration_refused(refusal.kind);
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         // Not ready is the operator's own state, not the caller's doing.
         let event = (refusal.kind != "not_ready")
-            .then(|| gate.admission.event_due(&req.id))
+            .then(|| gate.admission.event_due(node))
             .flatten();
         match event {
-            Some(node) => {
-                tracing::warn!(node = %req.id, endpoint = %req.grpc_endpoint, %peer, why = refusal.kind,
+            Some(object) => {
+                tracing::warn!(%node, %endpoint, %peer, why = refusal.kind, %action,
                     "registration refused: {}", refusal.message);
-                let note = format!("registration refused (from {peer}): {}", refusal.message);
+                let note = format!("{action} refused (from {peer}): {}", refusal.message);
                 events::publish(
                     &gate.recorder,
-                    &node,
+                    &object,
                     true,
                     "RegistrationRefused",
                     &note,
-                    "Register",
+                    action,
                 )
                 .await;
             }
             _ => {
-                tracing::debug!(node = %req.id, endpoint = %req.grpc_endpoint, %peer, why = refusal.kind,
+                tracing::debug!(%node, %endpoint, %peer, why = refusal.kind, %action,
                 "registration refused: {}", refusal.message)
             }
         }
@@ -179,6 +214,8 @@ impl Registration for RegistrationService {
         if let Some(mut leader) = self.leader_client()? {
             return leader.deregister(request.into_inner()).await;
         }
+        self.admit_deregister(request.get_ref(), request.remote_addr())
+            .await?;
         self.registry.deregister(&request.get_ref().id);
         Ok(tonic::Response::new(()))
     }
