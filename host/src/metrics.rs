@@ -60,6 +60,11 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -82,6 +87,7 @@ pub struct Metrics {
     policy_reloads: Family<ErrorLabels, Counter>,
     registrations_refused: Family<KindLabels, Counter>,
     leader: Gauge,
+    pools_held: Family<NodeLabels, Gauge>,
     /// Shadow mode's metrics.
     pub shadow: ShadowMetrics,
 }
@@ -115,6 +121,7 @@ impl Metrics {
             policy_reloads: Family::default(),
             registrations_refused: Family::default(),
             leader: Gauge::default(),
+            pools_held: Family::default(),
             shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -189,8 +196,28 @@ impl Metrics {
             "1 while this replica holds the leader Lease (only the leader acts), else 0",
             m.leader.clone(),
         );
+        registry.register(
+            "pools_held",
+            "Pools of deleted resources kept because they hold data (or could not be checked), by node",
+            m.pools_held.clone(),
+        );
         m.shadow.register(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// The held pools of the ledger, counted by node (nodes with none are 0).
+    pub fn set_pools_held(&self, entries: &[crate::state::ledger::LedgerEntry]) {
+        let mut by_node: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for e in entries {
+            *by_node.entry(e.node.as_str()).or_default() += i64::from(e.held.is_some());
+        }
+        for (node, held) in by_node {
+            self.pools_held
+                .get_or_create(&NodeLabels {
+                    node: node.to_string(),
+                })
+                .set(held);
+        }
     }
 
     /// Whether this replica leads now.

@@ -50,6 +50,7 @@ pub async fn sweep_once(ctx: &Context) {
             Err(err) => tracing::warn!(error = %err, "sweeping a deleted resource's pool failed"),
         }
     }
+    ctx.metrics.set_pools_held(&ctx.ledger.all());
 }
 
 /// Sweeps once the pool cache is synced, then on `wake` and every `period`,
