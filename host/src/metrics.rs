@@ -88,6 +88,9 @@ pub struct Metrics {
     registrations_refused: Family<KindLabels, Counter>,
     leader: Gauge,
     pools_held: Family<NodeLabels, Gauge>,
+    /// Nodes with a `pools_held` series (set back to 0 when their last held
+    /// pool goes with their last ledger entry).
+    held_nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Shadow mode's metrics.
     pub shadow: ShadowMetrics,
 }
@@ -122,6 +125,7 @@ impl Metrics {
             registrations_refused: Family::default(),
             leader: Gauge::default(),
             pools_held: Family::default(),
+            held_nodes: Default::default(),
             shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -138,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_step_seconds",
-            "Time a reconcile spent in each step (decide: the policy; disks: asking the node what its disks hold before a call that may format them; ledger: the durable record before a create or import; node: the pool call; status: the status write)",
+            "Time a reconcile spent in each step (decide: the policy; disks: asking the node what its disks hold before a call that may format them; ledger: the durable record before a create or import; node: the pool call; status: the status write; contents: listing a deleted resource's pool that is then kept; destroy: listing it and destroying it)",
             m.reconcile_steps.clone(),
         );
         registry.register(
@@ -207,15 +211,16 @@ impl Metrics {
 
     /// The held pools of the ledger, counted by node (nodes with none are 0).
     pub fn set_pools_held(&self, entries: &[crate::state::ledger::LedgerEntry]) {
-        let mut by_node: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut known = self.held_nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_node: std::collections::BTreeMap<String, i64> =
+            known.iter().map(|n| (n.clone(), 0)).collect();
         for e in entries {
-            *by_node.entry(e.node.as_str()).or_default() += i64::from(e.held.is_some());
+            *by_node.entry(e.node.clone()).or_default() += i64::from(e.held.is_some());
         }
         for (node, held) in by_node {
+            known.insert(node.clone());
             self.pools_held
-                .get_or_create(&NodeLabels {
-                    node: node.to_string(),
-                })
+                .get_or_create(&NodeLabels { node })
                 .set(held);
         }
     }

@@ -347,10 +347,17 @@ pub async fn deleted(
             let result =
                 pool_calls::destroy_pool(&client, &entry.pool, &entry.disks, entry.purge, timeout)
                     .await;
-            ctx.metrics.reconcile_step("contents", asked.elapsed());
+            // A kept pool's time is the rail's alone (the listing); a
+            // destroyed one's includes the DestroyPool.
+            let step = match &result {
+                Ok(Destroyed::Kept(_)) => "contents",
+                _ => "destroy",
+            };
+            ctx.metrics.reconcile_step(step, asked.elapsed());
             tracing::debug!(
                 took_ms = asked.elapsed().as_millis() as u64,
-                "contents listed, destroy decided"
+                step,
+                "destroy decided"
             );
             let gone = match &result {
                 Ok(Destroyed::Kept(contents)) => {
