@@ -269,3 +269,87 @@ async fn deleted_while_down_held_and_purged_as_recorded() -> anyhow::Result<()> 
     scene.op.stop().await?;
     Ok(())
 }
+
+/// The rail itself, on both APIs against an in-process stand-in: empty →
+/// destroyed; a replica → kept, listed; purge → destroyed with it; not
+/// loaded → imported and checked on v1, kept on v0; the node down → kept.
+#[tokio::test]
+async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<()> {
+    use msp_operator::nodes::client::{ApiVersion, ContentKind, NodeClient};
+    use msp_operator::nodes::data_safety::Contents;
+    use msp_operator::nodes::pool_calls::{Destroyed, destroy_pool};
+    use msp_tests::storage_node::node::{NodeConfig, RunningNode};
+
+    let node = RunningNode::start(NodeConfig {
+        node_name: "n-rail".into(),
+        listen: "127.0.0.1:0".parse()?,
+        registration_endpoint: None,
+        advertise_address: None,
+        heartbeat: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(1),
+        allowed_prefixes: vec!["/dev".into()],
+        use_blkid: false,
+        create_reply_delay: Duration::ZERO,
+    })
+    .await?;
+    let t = Duration::from_secs(2);
+    let endpoint = node.endpoint();
+    for api in [ApiVersion::V0, ApiVersion::V1] {
+        let client = NodeClient::new(&endpoint.to_string(), api, t, t)?;
+        let name = format!("rail-{api:?}").to_lowercase();
+        let disks = vec![format!("malloc:///{name}?size_mb=64")];
+        // Empty: destroyed.
+        client.create_pool(&name, &disks).await?;
+        assert_eq!(
+            destroy_pool(&client, &name, &disks, false, t).await?,
+            Destroyed::Destroyed(Vec::new())
+        );
+        // A replica: kept, and listed by the client of either API.
+        client.create_pool(&name, &disks).await?;
+        create_replica(endpoint, &name, &format!("{name}-r")).await?;
+        let listed = client.list_replicas(&name, t).await?;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (listed[0].uuid.as_str(), listed[0].kind, listed[0].size),
+            (format!("{name}-r").as_str(), ContentKind::Replica, 8 * MIB)
+        );
+        assert!(client.list_replicas("other", t).await?.is_empty());
+        assert_eq!(
+            destroy_pool(&client, &name, &disks, false, t).await?,
+            Destroyed::Kept(Contents::Holds(listed.clone()))
+        );
+        assert!(node_pools(endpoint).await?.contains(&name));
+        // Not loaded (a node restart): v1 imports it to check, and keeps it;
+        // v0 cannot check, and keeps it.
+        let mut pools =
+            msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(format!("http://{endpoint}"))
+                .await?;
+        pools
+            .export_pool(msp_proto::v1::ExportPoolRequest {
+                name: name.clone(),
+                uuid: None,
+            })
+            .await?;
+        let kept = destroy_pool(&client, &name, &disks, false, t).await?;
+        match api {
+            ApiVersion::V1 => assert_eq!(kept, Destroyed::Kept(Contents::Holds(listed.clone()))),
+            ApiVersion::V0 => assert_eq!(kept, Destroyed::Kept(Contents::NotLoaded)),
+        }
+        client.import_pool(&name, &disks).await.ok();
+        // Purged: destroyed with the replica, which goes with it.
+        assert_eq!(
+            destroy_pool(&client, &name, &disks, true, t).await?,
+            Destroyed::Destroyed(listed)
+        );
+        assert!(!node_pools(endpoint).await?.contains(&name));
+    }
+    // The node down: nothing can be listed, nothing is destroyed.
+    let client = NodeClient::new(&endpoint.to_string(), ApiVersion::V1, t, t)?;
+    node.stop().await?;
+    let down = destroy_pool(&client, "any", &[], false, t).await?;
+    assert!(
+        matches!(down, Destroyed::Kept(Contents::Unknown(_))),
+        "{down:?}"
+    );
+    Ok(())
+}
