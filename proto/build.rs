@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "mayastor/mayastor.proto",
             "mayastor/v1/pool.proto",
+            "mayastor/v1/replica.proto",
             "mayastor/v1/host.proto",
             "mayastor/v1/registration.proto",
         ],

@@ -60,6 +60,11 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -82,6 +87,10 @@ pub struct Metrics {
     policy_reloads: Family<ErrorLabels, Counter>,
     registrations_refused: Family<KindLabels, Counter>,
     leader: Gauge,
+    pools_held: Family<NodeLabels, Gauge>,
+    /// Nodes with a `pools_held` series (set back to 0 when their last held
+    /// pool goes with their last ledger entry).
+    held_nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Shadow mode's metrics.
     pub shadow: ShadowMetrics,
 }
@@ -115,6 +124,8 @@ impl Metrics {
             policy_reloads: Family::default(),
             registrations_refused: Family::default(),
             leader: Gauge::default(),
+            pools_held: Family::default(),
+            held_nodes: Default::default(),
             shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -131,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_step_seconds",
-            "Time a reconcile spent in each step (decide: the policy; disks: asking the node what its disks hold before a call that may format them; ledger: the durable record before a create or import; node: the pool call; status: the status write)",
+            "Time a reconcile spent in each step (decide: the policy; disks: asking the node what its disks hold before a call that may format them; ledger: the durable record before a create or import; node: the pool call; status: the status write; contents: listing a deleted resource's pool that is then kept; destroy: listing it and destroying it)",
             m.reconcile_steps.clone(),
         );
         registry.register(
@@ -189,8 +200,29 @@ impl Metrics {
             "1 while this replica holds the leader Lease (only the leader acts), else 0",
             m.leader.clone(),
         );
+        registry.register(
+            "pools_held",
+            "Pools of deleted resources kept because they hold data (or could not be checked), by node",
+            m.pools_held.clone(),
+        );
         m.shadow.register(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// The held pools of the ledger, counted by node (nodes with none are 0).
+    pub fn set_pools_held(&self, entries: &[crate::state::ledger::LedgerEntry]) {
+        let mut known = self.held_nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_node: std::collections::BTreeMap<String, i64> =
+            known.iter().map(|n| (n.clone(), 0)).collect();
+        for e in entries {
+            *by_node.entry(e.node.clone()).or_default() += i64::from(e.held.is_some());
+        }
+        for (node, held) in by_node {
+            known.insert(node.clone());
+            self.pools_held
+                .get_or_create(&NodeLabels { node })
+                .set(held);
+        }
     }
 
     /// Whether this replica leads now.

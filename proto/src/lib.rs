@@ -1,9 +1,9 @@
 //! The Mayastor gRPC API, generated from the .proto files in this crate.
 //!
 //! - [`v0`]: package `mayastor`, service `Mayastor` (CreatePool, DestroyPool,
-//!   ListPools, ListBlockDevices).
+//!   ListPools, ListBlockDevices, CreateReplica, DestroyReplica, ListReplicas).
 //! - [`v1`]: package `mayastor.v1`, services `PoolRpc`, `HostRpc`
-//!   (ListBlockDevices) and `Registration`.
+//!   (ListBlockDevices), `ReplicaRpc` (create, destroy, list) and `Registration`.
 
 pub mod v0 {
     tonic::include_proto!("mayastor");

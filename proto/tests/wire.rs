@@ -237,6 +237,113 @@ fn method_paths() {
     );
 }
 
+#[test]
+fn v1_replica_messages() {
+    // replica.proto: ListReplicaOptions 2 poolname (StringValue), 5 query
+    // {1 replica, 2 snapshot, 3 clone}.
+    check(
+        v1::ListReplicaOptions {
+            poolname: Some("p".into()),
+            query: Some(v1::list_replica_options::Query {
+                replica: true,
+                snapshot: true,
+                clone: true,
+            }),
+            ..Default::default()
+        },
+        &[0x12, 3, 0x0A, 1, b'p', 0x2A, 6, 0x08, 1, 0x10, 1, 0x18, 1],
+    );
+    // Replica: 2 uuid, 4 size, 8 poolname, 11 is_snapshot, 12 is_clone, 15 pooltype.
+    check(
+        v1::Replica {
+            uuid: "u".into(),
+            size: 5,
+            poolname: "p".into(),
+            is_snapshot: true,
+            is_clone: true,
+            pooltype: v1::PoolType::Lvm as i32,
+            ..Default::default()
+        },
+        &[
+            0x12, 1, b'u', 0x20, 5, 0x42, 1, b'p', 0x58, 1, 0x60, 1, 0x78, 1,
+        ],
+    );
+    // CreateReplicaRequest: 1 name, 2 uuid, 3 pooluuid, 4 size, 5 thin.
+    check(
+        v1::CreateReplicaRequest {
+            name: "n".into(),
+            uuid: "u".into(),
+            pooluuid: "p".into(),
+            size: 5,
+            thin: true,
+            ..Default::default()
+        },
+        &[
+            0x0A, 1, b'n', 0x12, 1, b'u', 0x1A, 1, b'p', 0x20, 5, 0x28, 1,
+        ],
+    );
+    // DestroyReplicaRequest: 1 uuid, oneof pool {2 pool_name, 3 pool_uuid}.
+    check(
+        v1::DestroyReplicaRequest {
+            uuid: "u".into(),
+            pool: Some(v1::destroy_replica_request::Pool::PoolName("p".into())),
+        },
+        &[0x0A, 1, b'u', 0x12, 1, b'p'],
+    );
+    assert_eq!(
+        <v1::replica_rpc_server::ReplicaRpcServer<Stub> as tonic::server::NamedService>::NAME,
+        "mayastor.v1.ReplicaRpc"
+    );
+}
+
+#[test]
+fn v0_replica_messages() {
+    // mayastor.proto: Replica 1 uuid, 2 pool, 3 thin, 4 size;
+    // CreateReplicaRequest 1 uuid, 2 pool, 3 size, 4 thin.
+    check(
+        v0::Replica {
+            uuid: "u".into(),
+            pool: "p".into(),
+            thin: true,
+            size: 5,
+            ..Default::default()
+        },
+        &[0x0A, 1, b'u', 0x12, 1, b'p', 0x18, 1, 0x20, 5],
+    );
+    check(
+        v0::CreateReplicaRequest {
+            uuid: "u".into(),
+            pool: "p".into(),
+            size: 5,
+            thin: true,
+            ..Default::default()
+        },
+        &[0x0A, 1, b'u', 0x12, 1, b'p', 0x18, 5, 0x20, 1],
+    );
+}
+
+#[tonic::async_trait]
+impl v1::replica_rpc_server::ReplicaRpc for Stub {
+    async fn create_replica(
+        &self,
+        _: tonic::Request<v1::CreateReplicaRequest>,
+    ) -> Result<tonic::Response<v1::Replica>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn destroy_replica(
+        &self,
+        _: tonic::Request<v1::DestroyReplicaRequest>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn list_replicas(
+        &self,
+        _: tonic::Request<v1::ListReplicaOptions>,
+    ) -> Result<tonic::Response<v1::ListReplicasResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+}
+
 /// A service type for naming the generated servers; never called.
 struct Stub;
 
@@ -264,6 +371,24 @@ impl v0::mayastor_server::Mayastor for Stub {
         &self,
         _: tonic::Request<v0::ListBlockDevicesRequest>,
     ) -> Result<tonic::Response<v0::ListBlockDevicesReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn create_replica(
+        &self,
+        _: tonic::Request<v0::CreateReplicaRequest>,
+    ) -> Result<tonic::Response<v0::Replica>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn destroy_replica(
+        &self,
+        _: tonic::Request<v0::DestroyReplicaRequest>,
+    ) -> Result<tonic::Response<v0::Null>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn list_replicas(
+        &self,
+        _: tonic::Request<v0::Null>,
+    ) -> Result<tonic::Response<v0::ListReplicasReply>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
 }

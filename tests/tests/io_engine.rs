@@ -2,7 +2,9 @@
 //! kube-apiserver and loop devices: the seed's lifecycle (create, list,
 //! delete with the pool gone from the engine), deletion while the operator
 //! is down, a SIGKILLed engine (offline, restarted, the pool re-imported with
-//! the bytes written before intact), and no disk holding data formatted.
+//! the bytes written before intact), no disk holding data formatted, and a
+//! pool holding replicas kept past its resource's deletion (and an engine
+//! restart) until they are gone.
 //!
 //! Each test takes the machine's io-engine slot (one engine at a time), so
 //! they run one after the other even within this binary.
@@ -461,5 +463,184 @@ async fn operator_killed_during_churn_converges_and_keeps_live_pools() -> anyhow
     }
     eprintln!("converged after {kills} kills of the operator");
     drop(op);
+    Ok(())
+}
+
+/// The engine's answer to a replica call, for the note: OK or the code and message.
+fn answer<T: std::fmt::Debug>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
+    match r {
+        Ok(_) => "OK".into(),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<()> {
+    if !require_io_engine() {
+        return Ok(());
+    }
+    let mut scene = EngineScene::start("node1").await?;
+    let admin = scene.admin.clone();
+    let disk = LoopDevice::create(DISK)?;
+    create_pool(&admin, "data", "node1", &[disk.path_str()]).await?;
+    wait_pool(&admin, "data", WAIT, "online", online).await?;
+
+    // Two replicas, as Mayastor's control plane makes them.
+    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(scene.engine.uri()).await?;
+    let create = |uuid: &str, pool: &str| v1::CreateReplicaRequest {
+        name: uuid.into(),
+        uuid: uuid.into(),
+        pooluuid: pool.into(),
+        size: 32 * MIB,
+        ..Default::default()
+    };
+    let (u1, u2) = (
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+    );
+    for u in [u1, u2] {
+        rep.create_replica(create(u, "data")).await?;
+    }
+    let again = rep.create_replica(create(u1, "data")).await;
+    eprintln!(
+        "engine: CreateReplica of an existing uuid: {}",
+        answer(&again)
+    );
+    let nowhere = rep
+        .create_replica(create("33333333-3333-4333-8333-333333333333", "nowhere"))
+        .await;
+    eprintln!(
+        "engine: CreateReplica on an unknown pool: {}",
+        answer(&nowhere)
+    );
+    let unknown = rep
+        .destroy_replica(v1::DestroyReplicaRequest {
+            uuid: "44444444-4444-4444-8444-444444444444".into(),
+            pool: None,
+        })
+        .await;
+    eprintln!(
+        "engine: DestroyReplica of an unknown uuid: {}",
+        answer(&unknown)
+    );
+    let listed = |pool: &str| v1::ListReplicaOptions {
+        poolname: Some(pool.into()),
+        ..Default::default()
+    };
+    let of_unknown = rep.list_replicas(listed("nowhere")).await;
+    eprintln!(
+        "engine: ListReplicas of an unknown pool: {} {:?}",
+        answer(&of_unknown),
+        of_unknown.as_ref().map(|r| r.get_ref().replicas.len()).ok()
+    );
+    let on_pool = rep
+        .list_replicas(listed("data"))
+        .await?
+        .into_inner()
+        .replicas;
+    eprintln!(
+        "engine: ListReplicas of the pool: {:?}",
+        on_pool
+            .iter()
+            .map(|r| (
+                &r.uuid,
+                &r.poolname,
+                r.size,
+                r.is_snapshot,
+                r.is_clone,
+                &r.uri
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(on_pool.len(), 2);
+
+    // Deleted: kept, said, counted.
+    let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
+    let deleted = Instant::now();
+    api.delete("data", &DeleteParams::default()).await?;
+    msp_tests::operator::wait_event(&admin, "data", "PoolKept").await?;
+    eprintln!("PoolKept {:?} after the delete", deleted.elapsed());
+    for (reason, note) in msp_tests::operator::pool_events(&admin, "data").await? {
+        eprintln!("event {reason}: {note}");
+    }
+    let held = "msp_pools_held{node=\"node1\"}";
+    wait_for("gauge of held pools at 1", WAIT, || async {
+        scene.op.metric(held).await == Some(1.0)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(engine_pool_names(&scene.engine).await, vec!["data"]);
+    assert_eq!(
+        rep.list_replicas(listed("data"))
+            .await?
+            .into_inner()
+            .replicas
+            .len(),
+        2
+    );
+
+    // The engine restarts (it loads no pool by itself): the held pool is
+    // imported to be checked, and kept, with both replicas.
+    tokio::task::block_in_place(|| scene.engine.restart())?;
+    wait_for(
+        "the held pool back on the engine with its replicas",
+        WAIT,
+        || async {
+            let Ok(mut c) =
+                v1::replica_rpc_client::ReplicaRpcClient::connect(scene.engine.uri()).await
+            else {
+                return false;
+            };
+            c.list_replicas(listed("data"))
+                .await
+                .is_ok_and(|r| r.get_ref().replicas.len() == 2)
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine_pool_names(&scene.engine).await, vec!["data"]);
+    assert_eq!(ledger_pools(&admin, "node1").await?, vec!["data"]);
+
+    // Emptied: destroyed within a sweep period or so.
+    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(scene.engine.uri()).await?;
+    for u in [u1, u2] {
+        rep.destroy_replica(v1::DestroyReplicaRequest {
+            uuid: u.into(),
+            pool: None,
+        })
+        .await?;
+    }
+    let emptied = Instant::now();
+    wait_for("the emptied pool destroyed on the engine", WAIT, || async {
+        engine_pool_names(&scene.engine).await.is_empty()
+    })
+    .await?;
+    eprintln!(
+        "held pool destroyed {:?} after its last replica",
+        emptied.elapsed()
+    );
+    wait_for("ledger empty, gauge 0", WAIT, || async {
+        ledger_pools(&admin, "node1")
+            .await
+            .is_ok_and(|l| l.is_empty())
+            && scene.op.metric(held).await == Some(0.0)
+    })
+    .await?;
+    // The rail's cost (printed, not asserted): a kept pool's time is the
+    // listing alone; a destroyed one's includes DestroyPool.
+    for step in ["contents", "destroy"] {
+        let series = |s: &str| format!("msp_reconcile_step_seconds_{s}{{step=\"{step}\"}}");
+        if let (Some(sum), Some(n)) = (
+            scene.op.metric(&series("sum")).await,
+            scene.op.metric(&series("count")).await,
+        ) && n > 0.0
+        {
+            eprintln!(
+                "deleted path on the engine, {step}: {n} times, mean {:.2} ms",
+                sum / n * 1e3
+            );
+        }
+    }
+    scene.op.stop().await?;
     Ok(())
 }

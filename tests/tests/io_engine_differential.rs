@@ -1,8 +1,10 @@
-//! Differential test: one scripted sequence of v1 pool calls (create, repeat,
-//! conflict, list, export, import, destroy, destroy again, bad paths) run
+//! Differential test: one scripted sequence of v1 pool and replica calls
+//! (create, repeat, conflict, list, export, import, replicas created,
+//! repeated, on an unknown pool, destroyed, a pool destroyed with its
+//! replica, destroy again, bad paths) run
 //! against the stand-in storage node and against the real io-engine, each on
 //! fresh loop devices of its own. Both must answer each step with the same
-//! gRPC code and list the same pools afterwards, except the differences
+//! gRPC code and list the same pools and replicas afterwards, except the differences
 //! documented in [`DIFFERENCES`] (deliberate, and in the README).
 
 use std::collections::BTreeMap;
@@ -51,7 +53,19 @@ async fn script(uri: String) -> anyhow::Result<Vec<(String, Answer)>> {
         .arg(ext4.path())
         .output()?;
     anyhow::ensure!(out.status.success(), "mkfs.ext4 failed");
-    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(uri).await?;
+    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(uri.clone()).await?;
+    let mut r = v1::replica_rpc_client::ReplicaRpcClient::connect(uri).await?;
+    let replica = |uuid: &str, pool: &str, size: u64| v1::CreateReplicaRequest {
+        name: uuid.into(),
+        uuid: uuid.into(),
+        pooluuid: pool.into(),
+        size,
+        ..Default::default()
+    };
+    let (r1, r2) = (
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+    );
     let create = |name: &str, disks: Vec<String>| v1::CreatePoolRequest {
         name: name.into(),
         disks,
@@ -87,6 +101,17 @@ async fn script(uri: String) -> anyhow::Result<Vec<(String, Answer)>> {
                 })
                 .collect();
             listed.sort();
+            // What the pools hold, too (replica steps, and a destroyed pool's).
+            let mut replicas: Vec<String> = r
+                .list_replicas(v1::ListReplicaOptions::default())
+                .await?
+                .into_inner()
+                .replicas
+                .into_iter()
+                .map(|x| format!("replica {} on {} {}", x.uuid, x.poolname, x.size))
+                .collect();
+            replicas.sort();
+            listed.extend(replicas);
             answers.push(($name.to_string(), Answer { code, listed }));
         }};
     }
@@ -117,7 +142,41 @@ async fn script(uri: String) -> anyhow::Result<Vec<(String, Answer)>> {
         "import from a blank disk",
         c.import_pool(import("c", vec![b.clone()]))
     );
+    step!(
+        "replica create",
+        r.create_replica(replica(r1, "a", 32 * MIB))
+    );
+    step!(
+        "replica create again",
+        r.create_replica(replica(r1, "a", 32 * MIB))
+    );
+    step!(
+        "replica create on an unknown pool",
+        r.create_replica(replica(r2, "nowhere", 32 * MIB))
+    );
+    step!(
+        "replica destroy of an unknown uuid",
+        r.destroy_replica(v1::DestroyReplicaRequest {
+            uuid: r2.into(),
+            pool: None
+        })
+    );
+    step!(
+        "replica create, second",
+        r.create_replica(replica(r2, "a", 32 * MIB))
+    );
+    step!(
+        "replica destroy",
+        r.destroy_replica(v1::DestroyReplicaRequest {
+            uuid: r2.into(),
+            pool: None
+        })
+    );
     step!("destroy", c.destroy_pool(destroy("a")));
+    step!(
+        "import the destroyed pool",
+        c.import_pool(import("a", vec![a.clone()]))
+    );
     step!("destroy again", c.destroy_pool(destroy("a")));
     step!("create with no disks", c.create_pool(create("d", vec![])));
     step!(

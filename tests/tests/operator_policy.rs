@@ -3,7 +3,8 @@
 //! destruction of another. Each failed decision leaves the last good status
 //! with a reason, a Warning event and a metric, and the operator goes on
 //! deciding the other pools; the destroy of a live pool is refused and the
-//! pool stays on its node. Deleting the ConfigMap returns to the bundled policy.
+//! pool stays on its node, and so does its deleted pool while it holds a
+//! replica. Deleting the ConfigMap returns to the bundled policy.
 
 use std::collections::BTreeMap;
 
@@ -116,6 +117,34 @@ async fn misbehaving_policy_is_contained() -> anyhow::Result<()> {
         },
     )
     .await?;
+
+    // The policy decides destroy for its deleted pool too; holding a
+    // replica, the pool is kept whatever the policy says.
+    let mut replicas = msp_proto::v1::replica_rpc_client::ReplicaRpcClient::connect(format!(
+        "http://{}",
+        scene.sn.endpoint()
+    ))
+    .await?;
+    replicas
+        .create_replica(msp_proto::v1::CreateReplicaRequest {
+            name: "r1".into(),
+            uuid: "r1".into(),
+            pooluuid: "hostile-destroy".into(),
+            size: 4 << 20,
+            ..Default::default()
+        })
+        .await?;
+    let pools: Api<msp_operator::state::crd::MayastorPool> =
+        Api::namespaced(admin.clone(), "mayastor");
+    pools
+        .delete("hostile-destroy", &DeleteParams::default())
+        .await?;
+    wait_event(&admin, "hostile-destroy", "PoolKept").await?;
+    assert!(
+        node_pools(scene.sn.endpoint())
+            .await?
+            .contains(&"hostile-destroy".to_string())
+    );
 
     // Back to the bundled policy: the failure reason goes away.
     configmaps

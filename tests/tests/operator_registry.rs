@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use msp_operator::lifecycle::shutdown::Shutdown;
 use msp_operator::nodes::client::{ApiVersion, NodeClient};
-use msp_operator::nodes::pool_calls::{self, Load};
+use msp_operator::nodes::data_safety::Contents;
+use msp_operator::nodes::pool_calls::{self, Destroyed, Load};
 use msp_operator::nodes::registry::{self, NodeRegistry, RegistrySettings};
 use msp_policy_sdk::model::{ErrorKind, ReportedState};
 use msp_tests::operator::wait_for;
@@ -69,8 +70,13 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         let gone = client.destroy_pool(name).await.expect_err("unknown");
         assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
         // Not loaded and not on its disk (malloc disks die with the pool):
-        // gone, so the operator's destroy succeeds.
-        pool_calls::destroy_pool(&client, name, &disks).await?;
+        // on v1 the import says so, gone, and the operator's destroy
+        // succeeds; v0 cannot load a pool to check it, so it is kept.
+        let destroyed = pool_calls::destroy_pool(&client, name, &disks, false, t).await?;
+        match api {
+            ApiVersion::V1 => assert_eq!(destroyed, Destroyed::Gone),
+            ApiVersion::V0 => assert_eq!(destroyed, Destroyed::Kept(Contents::NotLoaded)),
+        }
         assert!(
             !client
                 .list_pools(Duration::from_secs(2))

@@ -4,6 +4,9 @@
 //!   for a resource uid that no longer exists, never when a live resource
 //!   names it (same node and pool name), and never when the node's pool of
 //!   that name sits on other disks than the ledger recorded;
+//! - a deleted resource's pool is destroyed only when the node lists it
+//!   loaded and empty, unless the admin purged it
+//!   ([`crate::nodes::data_safety`]); otherwise it is kept, held in the ledger;
 //! - nothing is created or imported on a disk another pool claims;
 //! - nothing is created on a disk the node reports holding data, or one
 //!   it cannot tell about ([`crate::nodes::disk_safety`]);
@@ -17,11 +20,15 @@ use super::context::Context;
 use super::error::Error;
 use super::observe;
 use crate::nodes::client::{NodeClient, NodeError};
+use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
-use crate::nodes::pool_calls::{self, Load};
+use crate::nodes::pool_calls::{self, Destroyed, Load};
 use crate::nodes::registry::PoolUpdate;
 use crate::state::crd::MayastorPool;
+use crate::state::events;
 use crate::state::ledger::{LedgerEntry, LedgerError};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 
 /// What actuation did.
 #[derive(Debug, PartialEq)]
@@ -157,6 +164,7 @@ pub async fn live(
                 uid: uid.clone(),
                 node: node.clone(),
                 disks: disks.clone(),
+    ..Default::default()
             };
             let (ahead, coming) = if action == Action::Create {
                 new_on_node(ctx, pool, devices.as_deref())
@@ -267,6 +275,7 @@ fn new_on_node(
             uid: other.uid().unwrap_or_default(),
             node: node.to_string(),
             disks: disks.to_vec(),
+            ..Default::default()
         });
     }
     (ahead, coming)
@@ -333,29 +342,175 @@ pub async fn deleted(
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
-            let result = pool_calls::destroy_pool(&client, &entry.pool, &entry.disks).await;
+            let timeout = ctx.registry.settings().probe_timeout;
+            let asked = std::time::Instant::now();
+            let result =
+                pool_calls::destroy_pool(&client, &entry.pool, &entry.disks, entry.purge, timeout)
+                    .await;
+            // A kept pool's time is the rail's alone (the listing); a
+            // destroyed one's includes the DestroyPool.
+            let step = match &result {
+                Ok(Destroyed::Kept(_)) => "contents",
+                _ => "destroy",
+            };
+            ctx.metrics.reconcile_step(step, asked.elapsed());
+            tracing::debug!(
+                took_ms = asked.elapsed().as_millis() as u64,
+                step,
+                "destroy decided"
+            );
+            let gone = match &result {
+                Ok(Destroyed::Kept(contents)) => {
+                    hold(entry, contents, ctx).await?;
+                    return Ok(Outcome::Nothing);
+                }
+                Ok(Destroyed::Destroyed(went)) => Some(went.clone()),
+                Ok(Destroyed::Gone) => Some(Vec::new()),
+                Err(_) => None,
+            };
             ctx.metrics.node_operation("destroy", result.is_ok());
-            update_cache(ctx, &entry.node, &result, |()| {
+            update_cache(ctx, &entry.node, &result, |_| {
                 PoolUpdate::Gone(entry.pool.clone())
             })
             .await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(node = %entry.node, pool = %entry.pool, "resource deleted; pool destroyed");
+            match (gone, result) {
+                (Some(went), _) => {
+                    tracing::info!(node = %entry.node, pool = %entry.pool, purged = went.len(), "resource deleted; pool destroyed");
+                    if entry.held.is_some() || !went.is_empty() {
+                        let note = if went.is_empty() {
+                            format!(
+                                "pool {} on node {} was kept while it held data; now empty, it is destroyed",
+                                entry.pool, entry.node
+                            )
+                        } else {
+                            let held = Contents::Holds(went).held().unwrap_or_default();
+                            format!(
+                                "purged as the annotation {PURGE_ANNOTATION} asked: pool {} on node {} destroyed with {}",
+                                entry.pool,
+                                entry.node,
+                                data_safety::what_holds(&held)
+                            )
+                        };
+                        publish_deleted(entry, ctx, false, "PoolDestroyed", &note).await;
+                    }
                     ctx.ledger.remove(&entry.node, &entry.pool).await?;
                     ctx.operations.forget(&entry.uid);
                     Ok(Outcome::Done(Action::Destroy))
                 }
-                Err(err) => {
+                (None, Err(err)) => {
                     tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
                     let error = err.to_operation_error();
                     ctx.operations
                         .record(&entry.uid, Action::Destroy, Some(error.clone()));
                     Ok(Outcome::Failed(Action::Destroy, error))
                 }
+                (None, Ok(_)) => Ok(Outcome::Nothing),
             }
         }
     }
+}
+
+/// Records in the ledger entry of live resource `pool` whether its admin
+/// asked for a purge ([`PURGE_ANNOTATION`] = [`data_safety::PURGE_VALUE`]),
+/// so that the purge holds when the resource is deleted, even while the
+/// operator is down. Any other value is a Warning Event and changes nothing.
+pub async fn note_purge(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
+    let asked = data_safety::purge_asked(pool.annotations());
+    if asked == Some(false) {
+        let note = format!(
+            "annotation {PURGE_ANNOTATION} is not {}: nothing changes; only that exact value \
+             lets the pool be destroyed with its data when the resource is deleted",
+            data_safety::PURGE_VALUE
+        );
+        crate::controller::report::publish(pool, ctx, true, "PurgeNotConfirmed", &note).await;
+    }
+    let uid = pool.uid().unwrap_or_default();
+    let Some(entry) = ctx
+        .ledger
+        .get(pool.effective_node(), &pool.name_any())
+        .filter(|e| e.uid == uid)
+    else {
+        return Ok(());
+    };
+    let purge = asked == Some(true);
+    if entry.purge == purge {
+        return Ok(());
+    }
+    ctx.ledger
+        .record(
+            LedgerEntry {
+                purge,
+                ..entry.clone()
+            },
+            0,
+        )
+        .await?;
+    let note = if purge {
+        format!(
+            "purge recorded: when this resource is deleted, pool {} on node {} is destroyed with \
+             every replica, snapshot and clone on it",
+            entry.pool, entry.node
+        )
+    } else {
+        "purge withdrawn: the pool is kept while it holds data".to_string()
+    };
+    tracing::info!(pool = %entry.pool, node = %entry.node, purge, "purge noted");
+    crate::controller::report::publish(pool, ctx, false, "PurgeRecorded", &note).await;
+    Ok(())
+}
+
+/// Keeps the pool of `entry`, which holds `contents` (or could not be
+/// checked): the ledger entry stays, marked held; a Warning Event on the
+/// deleted resource says what holds it and how to purge it. Both only when
+/// what holds it changed, so a pool held for days costs one listing per
+/// period and nothing more.
+async fn hold(entry: &LedgerEntry, contents: &Contents, ctx: &Context) -> Result<(), Error> {
+    let held = contents.held().unwrap_or_default();
+    if entry.held.as_ref() == Some(&held) {
+        return Ok(());
+    }
+    let note = data_safety::kept_note(&entry.node, &entry.pool, &held);
+    tracing::warn!(node = %entry.node, pool = %entry.pool, %note, "pool kept");
+    ctx.metrics.rail_refusal("destroy", "holds-data");
+    let marked = LedgerEntry {
+        held: Some(held),
+        ..entry.clone()
+    };
+    ctx.ledger.record(marked, 0).await?;
+    publish_deleted(entry, ctx, true, "PoolKept", &note).await;
+    Ok(())
+}
+
+/// The deleted MayastorPool of `entry`, by namespace, name and uid, as an
+/// Event's subject.
+pub fn deleted_ref(entry: &LedgerEntry) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(MayastorPool::api_version(&()).into_owned()),
+        kind: Some(MayastorPool::kind(&()).into_owned()),
+        namespace: Some(entry.namespace.clone()),
+        name: Some(entry.pool.clone()),
+        uid: Some(entry.uid.clone()),
+        ..Default::default()
+    }
+}
+
+/// An Event about the deleted resource of `entry`.
+async fn publish_deleted(
+    entry: &LedgerEntry,
+    ctx: &Context,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
+    events::publish(
+        &ctx.recorder,
+        &deleted_ref(entry),
+        warning,
+        reason,
+        note,
+        "Sweep",
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -370,6 +525,7 @@ mod tests {
             uid: "old".into(),
             node: "n1".into(),
             disks: vec!["/dev/loop0".into()],
+            ..Default::default()
         }
     }
 

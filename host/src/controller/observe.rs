@@ -393,6 +393,7 @@ mod tests {
             uid: "ug".into(),
             node: "n1".into(),
             disks: vec!["/dev/loop1".into()],
+            ..Default::default()
         };
         assert_eq!(
             conflicts(&c, std::slice::from_ref(&c), None, &[entry]),

@@ -91,8 +91,10 @@ fn sweep_pass(ctx: &Arc<Context>, busy: &Busy, tasks: &mut JoinSet<()>) {
             for entry in entries {
                 sweep_entry(&ctx, &entry).await;
             }
+            ctx.metrics.set_pools_held(&ctx.ledger.all());
         });
     }
+    ctx.metrics.set_pools_held(&ctx.ledger.all());
 }
 
 /// Destroys (or retains) one deleted resource's pool, as the policy decides.

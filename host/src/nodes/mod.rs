@@ -1,10 +1,12 @@
 //! Storage nodes: who is registered and alive and what pools each reports
 //! ([`registry`], fed by the `Registration` gRPC service), the gRPC client of
 //! one node's pool API, v0 or v1 ([`client`]), pool calls made safe to retry
-//! over the io-engine's answers ([`pool_calls`]), and whether a disk may be
-//! written ([`disk_safety`]).
+//! over the io-engine's answers ([`pool_calls`]), whether a disk may be
+//! written ([`disk_safety`]) and whether a pool may be destroyed
+//! ([`data_safety`]).
 
 pub mod client;
+pub mod data_safety;
 pub mod disk_safety;
 pub mod pool_calls;
 pub mod registry;

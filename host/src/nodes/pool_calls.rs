@@ -4,25 +4,26 @@
 //! - CreatePool or ImportPool answering ALREADY_EXISTS is success when the
 //!   node then lists a pool of that name on the same disks (the engine has
 //!   it loaded); with other disks it stays the error it is;
-//! - DestroyPool answering NOT_FOUND is success when the pool is gone. The
-//!   engine does not load pools by itself after a restart, so NOT_FOUND may
-//!   only mean "not loaded": on v1 the pool is imported from the disks it
-//!   was created on and destroyed; only when that import finds no such pool
-//!   there is it gone: INVALID_ARGUMENT (the io-engine finds no pool of
-//!   that name on the disk, or the disk busy with another pool),
-//!   FAILED_PRECONDITION (the stand-in finds something else on it). NOT_FOUND
-//!   from the import names a device that is not there (yet: a by-id link
-//!   after a reboot), which says nothing about the pool: like other errors
-//!   (unavailable, deadline, internal) it is retried, and the ledger entry
-//!   stays. v0 has no
-//!   import (its CreatePool could format the disk), so there NOT_FOUND is
-//!   taken as gone.
+//! - DestroyPool is sent only after the data safety rail listed the pool
+//!   loaded and empty (or the admin purged it). The engine does not load
+//!   pools by itself after a restart, so a pool it does not list may only
+//!   be "not loaded": on v1 the pool is imported from the disks it was
+//!   created on, checked, and destroyed; only when that import finds no
+//!   such pool there is it gone: INVALID_ARGUMENT (the io-engine finds no
+//!   pool of that name on the disk, or the disk busy with another pool),
+//!   FAILED_PRECONDITION (the stand-in finds something else on it).
+//!   NOT_FOUND from the import names a device that is not there (yet: a
+//!   by-id link after a reboot), which says nothing about the pool: like
+//!   other errors (unavailable, deadline, internal) it is retried, and the
+//!   ledger entry stays. v0 has no import (its CreatePool could format the
+//!   disk), so there a pool not loaded cannot be checked and is kept.
 
 use std::time::Duration;
 
 use msp_policy_sdk::model::{ErrorKind, ReportedPool};
 
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError, disk_path};
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError, PoolContent, disk_path};
+use crate::nodes::data_safety::{self, Contents};
 
 /// Whether to create (or import) with CreatePool, or import only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,28 +68,58 @@ pub async fn load_pool(
     }
 }
 
-/// DestroyPool; success when the pool is gone (see the module doc).
-/// `disks` are those the pool was created on.
+/// What [`destroy_pool`] did.
+#[derive(Debug, PartialEq)]
+pub enum Destroyed {
+    /// The pool was destroyed, with what it held (empty unless purged).
+    Destroyed(Vec<PoolContent>),
+    /// There was no such pool to destroy.
+    Gone,
+    /// Kept: it holds data, or could not be checked (the data safety rail).
+    Kept(Contents),
+}
+
+/// DestroyPool behind the data safety rail ([`data_safety`]): only a pool
+/// listed empty is destroyed, unless `purge`. Success when the pool is gone
+/// (see the module doc); a pool not loaded is loaded (v1 import) to be
+/// checked. `disks` are those the pool was created on; `timeout` bounds each
+/// listing.
 pub async fn destroy_pool(
     client: &NodeClient,
     name: &str,
     disks: &[String],
-) -> Result<(), NodeError> {
-    match client.destroy_pool(name).await {
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            if client.api() == ApiVersion::V0 || disks.is_empty() {
-                return Ok(());
-            }
-            match client.import_pool(name, disks).await {
-                Ok(_) => client.destroy_pool(name).await,
-                Err(import) if not_there(import.kind()) => {
-                    tracing::debug!(pool = name, error = %import, "not loaded and not on its disks: gone");
-                    Ok(())
-                }
-                Err(import) => Err(import),
-            }
+    purge: bool,
+    timeout: Duration,
+) -> Result<Destroyed, NodeError> {
+    let mut contents = data_safety::contents(client, name, timeout).await;
+    if contents == Contents::NotLoaded {
+        if client.api() == ApiVersion::V0 || disks.is_empty() {
+            // v0 cannot load a pool without a CreatePool that may format;
+            // nothing is loaded to destroy, and nothing is checked: kept.
+            return Ok(Destroyed::Kept(contents));
         }
-        other => other,
+        match client.import_pool(name, disks).await {
+            Ok(_) => {}
+            Err(import) if not_there(import.kind()) => {
+                tracing::debug!(pool = name, error = %import, "not loaded and not on its disks: gone");
+                return Ok(Destroyed::Gone);
+            }
+            // Already loaded (a race with a create): list again.
+            Err(import) if import.kind() == ErrorKind::AlreadyExists => {}
+            Err(import) => return Err(import),
+        }
+        contents = data_safety::contents(client, name, timeout).await;
+    }
+    let went = match contents {
+        Contents::Empty => Vec::new(),
+        Contents::Holds(list) if purge => list,
+        Contents::Unknown(_) | Contents::NotLoaded if purge => Vec::new(),
+        kept => return Ok(Destroyed::Kept(kept)),
+    };
+    match client.destroy_pool(name).await {
+        Ok(()) => Ok(Destroyed::Destroyed(went)),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(Destroyed::Gone),
+        Err(err) => Err(err),
     }
 }
 
@@ -199,7 +230,14 @@ mod tests {
                 .add_service(PoolRpcServer::new(DeviceMissing))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let result = destroy_pool(&client_of(addr), "p", &["/dev/disk/by-id/d1".into()]).await;
+        let result = destroy_pool(
+            &client_of(addr),
+            "p",
+            &["/dev/disk/by-id/d1".into()],
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
         server.abort();
         let err = result.expect_err("a pool whose device is missing was taken for gone");
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");

@@ -57,7 +57,7 @@ pub const CONFIGMAP_DATA_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_GROUP_WINDOW: Duration = Duration::from_millis(20);
 
 /// One pool the operator created.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     /// Pool name on the node (the resource's name).
@@ -68,6 +68,29 @@ pub struct LedgerEntry {
     pub uid: String,
     pub node: String,
     pub disks: Vec<String>,
+    /// Set while the pool's resource is gone but the pool is kept because it
+    /// holds data (or could not be checked): see [`crate::nodes::data_safety`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    /// The admin's purge, seen on the resource before it was deleted: the
+    /// pool is destroyed with what it holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
+}
+
+/// Why a deleted resource's pool is kept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    pub replicas: usize,
+    pub snapshots: usize,
+    pub clones: usize,
+    /// uuids of the first few of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
+    /// Set when the pool's contents could not be listed: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<String>,
 }
 
 /// Errors are shared by every caller of one group write, hence the `Arc`s.
@@ -560,6 +583,7 @@ mod tests {
             uid: format!("uid-{pool}"),
             node: "node1".into(),
             disks: vec!["/dev/loop0".into()],
+            ..Default::default()
         }
     }
 

@@ -11,7 +11,8 @@ use msp_proto::{v0, v1};
 use tonic::{Request, Response, Status};
 
 use super::devices::{self, BlockDevice};
-use super::pools::{Health, Mode, PoolError, PoolInfo, Pools};
+use super::pools::{Health, Mode, PoolError, PoolInfo, Pools, ReplicaInfo};
+use super::replicas::Replica;
 
 impl From<PoolError> for Status {
     fn from(e: PoolError) -> Self {
@@ -20,6 +21,8 @@ impl From<PoolError> for Status {
             PoolError::NotFound(m) => Status::not_found(m),
             PoolError::AlreadyExists(m) => Status::already_exists(m),
             PoolError::FailedPrecondition(m) => Status::failed_precondition(m),
+            PoolError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            PoolError::Aborted(m) => Status::aborted(m),
             PoolError::Internal(m) => Status::internal(m),
         }
     }
@@ -221,6 +224,135 @@ impl v0::mayastor_server::Mayastor for PoolService {
         Ok(Response::new(v0::ListBlockDevicesReply {
             devices: devices.into_iter().map(v0_device).collect(),
         }))
+    }
+
+    async fn create_replica(
+        &self,
+        request: Request<v0::CreateReplicaRequest>,
+    ) -> Result<Response<v0::Replica>, Status> {
+        let r = request.into_inner();
+        let replica = Replica {
+            name: r.uuid.clone(),
+            uuid: r.uuid,
+            size: r.size,
+            thin: r.thin,
+        };
+        let made = blocking(&self.pools, move |p| p.create_replica(&r.pool, replica)).await?;
+        Ok(Response::new(v0_replica(made)))
+    }
+
+    async fn destroy_replica(
+        &self,
+        request: Request<v0::DestroyReplicaRequest>,
+    ) -> Result<Response<v0::Null>, Status> {
+        let r = request.into_inner();
+        blocking(&self.pools, move |p| p.destroy_replica(&r.uuid, None)).await?;
+        Ok(Response::new(v0::Null {}))
+    }
+
+    async fn list_replicas(
+        &self,
+        _request: Request<v0::Null>,
+    ) -> Result<Response<v0::ListReplicasReply>, Status> {
+        let list = blocking(&self.pools, |p| Ok(p.list_replicas())).await?;
+        Ok(Response::new(v0::ListReplicasReply {
+            replicas: list.into_iter().map(v0_replica).collect(),
+        }))
+    }
+}
+
+fn v0_replica(r: ReplicaInfo) -> v0::Replica {
+    v0::Replica {
+        uri: format!("bdev:///{}", r.replica.uuid),
+        uuid: r.replica.uuid,
+        pool: r.pool,
+        thin: r.replica.thin,
+        size: r.replica.size,
+        share: v0::ShareProtocolReplica::ReplicaNone as i32,
+        allowed_hosts: Vec::new(),
+    }
+}
+
+fn v1_replica(r: ReplicaInfo) -> v1::Replica {
+    v1::Replica {
+        uri: format!("bdev:///{}?uuid={}", r.replica.name, r.replica.uuid),
+        name: r.replica.name,
+        uuid: r.replica.uuid,
+        pooluuid: r.pool_uuid.to_string(),
+        poolname: r.pool,
+        size: r.replica.size,
+        thin: r.replica.thin,
+        share: v1::ShareProtocol::None as i32,
+        pooltype: v1::PoolType::Lvs as i32,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl v1::replica_rpc_server::ReplicaRpc for PoolService {
+    async fn create_replica(
+        &self,
+        request: Request<v1::CreateReplicaRequest>,
+    ) -> Result<Response<v1::Replica>, Status> {
+        let r = request.into_inner();
+        if r.share != v1::ShareProtocol::None as i32 {
+            // The stand-in exposes nothing over a fabric.
+            return Err(Status::invalid_argument(format!(
+                "invalid replica share protocol value: {}",
+                r.share
+            )));
+        }
+        let replica = Replica {
+            name: r.name,
+            uuid: r.uuid,
+            size: r.size,
+            thin: r.thin,
+        };
+        let made = blocking(&self.pools, move |p| p.create_replica(&r.pooluuid, replica)).await?;
+        Ok(Response::new(v1_replica(made)))
+    }
+
+    async fn destroy_replica(
+        &self,
+        request: Request<v1::DestroyReplicaRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        let pool = r.pool.map(|p| match p {
+            v1::destroy_replica_request::Pool::PoolName(n) => n,
+            v1::destroy_replica_request::Pool::PoolUuid(u) => u,
+        });
+        blocking(&self.pools, move |p| {
+            p.destroy_replica(&r.uuid, pool.as_deref())
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_replicas(
+        &self,
+        request: Request<v1::ListReplicaOptions>,
+    ) -> Result<Response<v1::ListReplicasResponse>, Status> {
+        let o = request.into_inner();
+        let list = blocking(&self.pools, |p| Ok(p.list_replicas())).await?;
+        // No snapshots or clones here: a query for only those matches none.
+        let kinds_ok = o
+            .query
+            .as_ref()
+            .is_none_or(|q| q.replica || (!q.snapshot && !q.clone));
+        let replicas = list
+            .into_iter()
+            .filter(|_| kinds_ok)
+            .filter(|r| o.name.as_ref().is_none_or(|n| *n == r.replica.name))
+            .filter(|r| o.uuid.as_ref().is_none_or(|u| *u == r.replica.uuid))
+            .filter(|r| o.poolname.as_ref().is_none_or(|n| *n == r.pool))
+            .filter(|r| {
+                o.pooluuid
+                    .as_ref()
+                    .is_none_or(|u| *u == r.pool_uuid.to_string())
+            })
+            .map(v1_replica)
+            .collect();
+        Ok(Response::new(v1::ListReplicasResponse { replicas }))
     }
 }
 

@@ -30,3 +30,4 @@ pub mod probe;
 pub mod process;
 pub mod recorder;
 pub mod registration;
+pub mod replicas;

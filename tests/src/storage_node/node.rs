@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msp_proto::v0::mayastor_server::MayastorServer;
-use msp_proto::v1::{host_rpc_server::HostRpcServer, pool_rpc_server::PoolRpcServer};
+use msp_proto::v1::{
+    host_rpc_server::HostRpcServer, pool_rpc_server::PoolRpcServer,
+    replica_rpc_server::ReplicaRpcServer,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -88,6 +91,7 @@ impl RunningNode {
             tonic::transport::Server::builder()
                 .add_service(MayastorServer::new(service.clone()))
                 .add_service(PoolRpcServer::new(service.clone()))
+                .add_service(ReplicaRpcServer::new(service.clone()))
                 .add_service(HostRpcServer::new(service))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                     let _ = server_stop.wait_for(|s| *s).await;

@@ -35,6 +35,7 @@ use super::disk::{Disk, DiskSpec, MallocStore, Presence};
 use super::label::{LABEL_SIZE, Label, LabelRead, MAX_NAME_LEN, RESERVED_BYTES};
 use super::libblkid;
 use super::probe::{PROBE_BYTES, foreign_signature};
+use super::replicas::{self, Replica};
 
 /// Cluster size reported for pools (the io-engine's default, 4 MiB).
 pub const DEFAULT_CLUSTER_SIZE: u32 = 4 * 1024 * 1024;
@@ -52,6 +53,10 @@ pub enum PoolError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -76,11 +81,19 @@ pub struct PoolInfo {
     pub reasons: Vec<String>,
     /// Usable bytes: the data areas of all disks.
     pub capacity: u64,
-    /// Bytes allocated to volumes. This node creates no volumes, so 0.
+    /// Bytes its replicas take.
     pub used: u64,
     /// Raw bytes of all disks at creation.
     pub disk_capacity: u64,
     pub cluster_size: u32,
+}
+
+/// A replica with the pool it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub pool: String,
+    pub pool_uuid: Uuid,
+    pub replica: Replica,
 }
 
 /// Whether CreatePool may create a new pool, or only import one.
@@ -100,6 +113,8 @@ struct PoolDisk {
 struct LoadedPool {
     uuid: Uuid,
     disks: Vec<PoolDisk>,
+    /// As the first disk's table holds them ([`super::replicas`]).
+    replicas: Vec<Replica>,
 }
 
 /// The pools of one node.
@@ -250,6 +265,14 @@ impl Pools {
                 pool.uuid
             )));
         }
+        // As the engine's: the pool's replicas go with it.
+        if let Some(first) = pool.disks.first()
+            && matches!(first.disk.presence(), Presence::Present)
+        {
+            let _ = first
+                .disk
+                .write_at(replicas::TABLE_OFFSET, &replicas::erased());
+        }
         for d in &pool.disks {
             let Ok(block) = d.disk.read_at(0, LABEL_SIZE, true) else {
                 tracing::warn!(disk = %d.disk.spec().key(), "disk unreadable; its label stays");
@@ -297,6 +320,93 @@ impl Pools {
     pub fn list(&self) -> Vec<PoolInfo> {
         let loaded = lock(&self.loaded);
         loaded.iter().map(|(name, pool)| info(name, pool)).collect()
+    }
+
+    /// CreateReplica on the loaded pool named or numbered `pool` (the engine
+    /// takes either), as the engine answers: FAILED_PRECONDITION for a pool
+    /// not loaded, ALREADY_EXISTS for a uuid some pool has, INVALID_ARGUMENT
+    /// for a size of 0, RESOURCE_EXHAUSTED when it does not fit.
+    pub fn create_replica(&self, pool: &str, replica: Replica) -> Result<ReplicaInfo, PoolError> {
+        use PoolError::*;
+        let mut loaded = lock(&self.loaded);
+        if replica.uuid.is_empty() || replica.size == 0 {
+            return Err(InvalidArgument(
+                "a replica needs a uuid and a size above 0".into(),
+            ));
+        }
+        if let Some((name, _)) = loaded
+            .iter()
+            .find(|(_, p)| p.replicas.iter().any(|r| r.uuid == replica.uuid))
+        {
+            return Err(AlreadyExists(format!(
+                "replica {} already exists on pool {name:?}",
+                replica.uuid
+            )));
+        }
+        let Some((name, p)) = loaded
+            .iter_mut()
+            .find(|(name, p)| *name == pool || p.uuid.to_string() == pool)
+        else {
+            return Err(FailedPrecondition(format!("pool {pool:?} not found")));
+        };
+        let info_now = info(name, p);
+        if replica.size > info_now.capacity.saturating_sub(info_now.used) {
+            return Err(ResourceExhausted(format!(
+                "no space on pool {name:?} for {} bytes",
+                replica.size
+            )));
+        }
+        let mut next = p.replicas.clone();
+        next.push(replica.clone());
+        write_replicas(p, &next)?;
+        p.replicas = next;
+        Ok(ReplicaInfo {
+            pool: name.clone(),
+            pool_uuid: p.uuid,
+            replica,
+        })
+    }
+
+    /// DestroyReplica: NOT_FOUND for a uuid no loaded pool has; with a pool
+    /// named (or numbered) that is not the replica's, ABORTED (the engine's).
+    pub fn destroy_replica(&self, uuid: &str, pool: Option<&str>) -> Result<(), PoolError> {
+        let mut loaded = lock(&self.loaded);
+        let Some((name, p)) = loaded
+            .iter_mut()
+            .find(|(_, p)| p.replicas.iter().any(|r| r.uuid == uuid))
+        else {
+            return Err(PoolError::NotFound(format!("replica {uuid} not found")));
+        };
+        if pool.is_some_and(|want| want != name.as_str() && want != p.uuid.to_string()) {
+            return Err(PoolError::Aborted(format!(
+                "specified pool does not match the target replica's pool {name:?}"
+            )));
+        }
+        let next: Vec<Replica> = p
+            .replicas
+            .iter()
+            .filter(|r| r.uuid != uuid)
+            .cloned()
+            .collect();
+        write_replicas(p, &next)?;
+        p.replicas = next;
+        Ok(())
+    }
+
+    /// ListReplicas: every replica of every loaded pool (a pool not loaded
+    /// lists nothing, as the engine's).
+    pub fn list_replicas(&self) -> Vec<ReplicaInfo> {
+        let loaded = lock(&self.loaded);
+        loaded
+            .iter()
+            .flat_map(|(name, p)| {
+                p.replicas.iter().map(|r| ReplicaInfo {
+                    pool: name.clone(),
+                    pool_uuid: p.uuid,
+                    replica: r.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Looks at a requested disk: present, big enough, our label or blank,
@@ -415,10 +525,29 @@ impl Pools {
         let pool = LoadedPool {
             uuid: pool_uuid,
             disks: written,
+            replicas: Vec::new(),
         };
         write_labels(&pool)?;
+        // A new pool holds nothing, whatever an old table there said.
+        write_replicas(&pool, &[])?;
         Ok(pool)
     }
+}
+
+/// Writes `list` as the pool's replica table on its first disk.
+fn write_replicas(pool: &LoadedPool, list: &[Replica]) -> Result<(), PoolError> {
+    let Some(first) = pool.disks.first() else {
+        return Err(PoolError::Internal("a pool without disks".into()));
+    };
+    let Some(table) = replicas::encode(list) else {
+        return Err(PoolError::ResourceExhausted(
+            "the pool's replica table is full".into(),
+        ));
+    };
+    first
+        .disk
+        .write_at(replicas::TABLE_OFFSET, &table)
+        .map_err(|e| PoolError::Internal(format!("writing the replica table: {e}")))
 }
 
 /// Writes (and reads back) the label of every disk of a new pool.
@@ -525,9 +654,18 @@ fn import(
             "the disks of pool {name:?} carry duplicate disk indexes"
         )));
     }
+    let replicas = match disks.first() {
+        Some(d) => d
+            .disk
+            .read_at(replicas::TABLE_OFFSET, replicas::TABLE_LIMIT, false)
+            .map(|bytes| replicas::decode(&bytes))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(LoadedPool {
         uuid: first.pool_uuid,
         disks,
+        replicas,
     })
 }
 
@@ -602,7 +740,7 @@ fn info(name: &str, pool: &LoadedPool) -> PoolInfo {
         state,
         reasons,
         capacity: pool.disks.iter().map(|d| d.label.usable_bytes()).sum(),
-        used: 0,
+        used: pool.replicas.iter().map(|r| r.size).sum(),
         disk_capacity: pool.disks.iter().map(|d| d.label.disk_size).sum(),
         cluster_size: pool
             .disks
@@ -613,4 +751,77 @@ fn info(name: &str, pool: &LoadedPool) -> PoolInfo {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(uuid: &str, size: u64) -> Replica {
+        Replica {
+            uuid: uuid.into(),
+            name: uuid.into(),
+            size,
+            thin: false,
+        }
+    }
+
+    /// Replicas as the engine keeps them: on the pool, across an unload and
+    /// an import, and gone with a destroyed pool.
+    #[test]
+    fn replicas_live_and_die_with_their_pool() {
+        let pools = Pools::new(vec![PathBuf::from("/dev")], false);
+        let disks = vec!["malloc:///r1?size_mb=64".to_string()];
+        let p = pools
+            .create("p", None, &disks, Mode::CreateOrImport)
+            .expect("created");
+        assert_eq!(
+            pools.create_replica("nope", replica("a", 1 << 20)),
+            Err(PoolError::FailedPrecondition(
+                "pool \"nope\" not found".into()
+            ))
+        );
+        pools
+            .create_replica("p", replica("a", 8 << 20))
+            .expect("by name");
+        pools
+            .create_replica(&p.uuid.to_string(), replica("b", 8 << 20))
+            .expect("by uuid");
+        assert!(matches!(
+            pools.create_replica("p", replica("a", 1 << 20)),
+            Err(PoolError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            pools.create_replica("p", replica("c", 1 << 30)),
+            Err(PoolError::ResourceExhausted(_))
+        ));
+        assert_eq!(pools.list()[0].used, 16 << 20);
+        assert!(matches!(
+            pools.destroy_replica("a", Some("other")),
+            Err(PoolError::Aborted(_))
+        ));
+        assert!(matches!(
+            pools.destroy_replica("zz", None),
+            Err(PoolError::NotFound(_))
+        ));
+        pools.destroy_replica("a", Some("p")).expect("destroyed");
+        // Unloaded (a restart), nothing is listed; imported, it is back.
+        pools.export("p", None).expect("exported");
+        assert!(pools.list_replicas().is_empty());
+        pools
+            .create("p", None, &disks, Mode::ImportOnly)
+            .expect("imported");
+        let listed: Vec<String> = pools
+            .list_replicas()
+            .into_iter()
+            .map(|r| r.replica.uuid)
+            .collect();
+        assert_eq!(listed, vec!["b".to_string()]);
+        // DestroyPool takes the replicas with it.
+        pools.destroy("p", None).expect("destroyed");
+        pools
+            .create("p", None, &disks, Mode::CreateOrImport)
+            .expect("created anew");
+        assert!(pools.list_replicas().is_empty());
+    }
 }

@@ -71,3 +71,30 @@ pub struct BlockDeviceInfo {
     /// False when the node calls the device in use.
     pub available: bool,
 }
+
+/// What a pool holds, as the node lists it: a replica, a snapshot or a clone
+/// (v0 knows only replicas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolContent {
+    pub uuid: String,
+    pub kind: ContentKind,
+    /// Bytes.
+    pub size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentKind {
+    Replica,
+    Snapshot,
+    Clone,
+}
+
+impl ContentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentKind::Replica => "replica",
+            ContentKind::Snapshot => "snapshot",
+            ContentKind::Clone => "clone",
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //!
 //! It also asks the node which block devices it has (v1
 //! `HostRpc.ListBlockDevices`, v0 `ListBlockDevices`), reduced to
-//! [`BlockDeviceInfo`], for the disk safety check before a create.
+//! [`BlockDeviceInfo`], for the disk safety check before a create, and what
+//! a pool holds (v1 `ReplicaRpc.ListReplicas` by pool, v0 `ListReplicas`
+//! kept to the pool), [`PoolContent`], for the check before a destroy.
 
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use msp_policy_sdk::model::{ErrorKind, OperationError, ReportedPool};
 
 use crate::lifecycle::fence::{Fence, Fenced};
 use api::PoolApi;
-pub use api::{BlockDeviceInfo, disk_path};
+pub use api::{BlockDeviceInfo, ContentKind, PoolContent, disk_path};
 use tonic::transport::{Channel, Endpoint};
 
 /// Calls `PoolApi::$method` on the client of the node's API version.
@@ -271,6 +273,22 @@ impl NodeClient {
                 }
             })
             .await??)
+    }
+
+    /// What pool `pool` holds: its replicas, snapshots and clones. Only
+    /// meaningful on a loaded pool (the engine lists nothing of one it has
+    /// not loaded).
+    pub async fn list_replicas(
+        &self,
+        pool: &str,
+        timeout: Duration,
+    ) -> Result<Vec<PoolContent>, NodeError> {
+        self.fence.check()?;
+        let channel = self.channel.clone();
+        Ok(match self.api {
+            ApiVersion::V1 => v1::list_replicas(channel, pool, timeout).await?,
+            ApiVersion::V0 => v0::list_replicas(channel, pool, timeout).await?,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, PoolApi, reported};
+use super::api::{BlockDeviceInfo, ContentKind, PoolApi, PoolContent, reported};
 
 pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
     MayastorClient::new(channel)
@@ -86,4 +86,25 @@ fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
             .collect(),
         available: d.available,
     }
+}
+
+/// v0 `ListReplicas` (it lists the node's every replica), those of `pool`.
+pub(super) async fn list_replicas(
+    channel: Channel,
+    pool: &str,
+    timeout: Duration,
+) -> Result<Vec<PoolContent>, tonic::Status> {
+    let mut req = tonic::Request::new(Null {});
+    req.set_timeout(timeout);
+    let reply = client(channel).list_replicas(req).await?.into_inner();
+    Ok(reply
+        .replicas
+        .into_iter()
+        .filter(|r| r.pool == pool)
+        .map(|r| PoolContent {
+            uuid: r.uuid,
+            kind: ContentKind::Replica,
+            size: r.size,
+        })
+        .collect())
 }

@@ -9,7 +9,7 @@ use msp_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, PoolApi, reported};
+use super::api::{BlockDeviceInfo, ContentKind, PoolApi, PoolContent, reported};
 
 pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
     PoolRpcClient::new(channel)
@@ -94,4 +94,37 @@ fn device_from_v1(d: msp_proto::v1::BlockDevice) -> BlockDeviceInfo {
         mountpoints: d.filesystem.map(|f| f.mountpoints).unwrap_or_default(),
         available: d.available,
     }
+}
+
+/// `ReplicaRpc.ListReplicas` of one pool (by name), every kind: replicas,
+/// snapshots and clones (no query lists all of them).
+pub(super) async fn list_replicas(
+    channel: Channel,
+    pool: &str,
+    timeout: Duration,
+) -> Result<Vec<PoolContent>, tonic::Status> {
+    let mut req = tonic::Request::new(msp_proto::v1::ListReplicaOptions {
+        poolname: Some(pool.to_string()),
+        ..Default::default()
+    });
+    req.set_timeout(timeout);
+    let mut client = msp_proto::v1::replica_rpc_client::ReplicaRpcClient::new(channel);
+    let reply = client.list_replicas(req).await?.into_inner();
+    Ok(reply
+        .replicas
+        .into_iter()
+        // The engine filters by pool; a reply naming another pool is not trusted to.
+        .filter(|r| r.poolname == pool)
+        .map(|r| PoolContent {
+            kind: if r.is_snapshot {
+                ContentKind::Snapshot
+            } else if r.is_clone {
+                ContentKind::Clone
+            } else {
+                ContentKind::Replica
+            },
+            uuid: r.uuid,
+            size: r.size,
+        })
+        .collect())
 }
