@@ -27,6 +27,7 @@ fn entry(node: &str, pool: &str) -> LedgerEntry {
         uid: format!("uid-{pool}"),
         node: node.into(),
         disks: vec![format!("/dev/disk/by-id/{pool}")],
+        ..Default::default()
     }
 }
 

@@ -10,6 +10,8 @@
 //! - the ledger entry is written before CreatePool, so a crash in between
 //!   leaves a record, never an untracked pool.
 
+use std::collections::BTreeMap;
+
 use kube::ResourceExt;
 use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationError};
 
@@ -151,13 +153,7 @@ pub async fn live(
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
             let started = std::time::Instant::now();
-            let entry = LedgerEntry {
-                pool: name.clone(),
-                namespace: pool.namespace().unwrap_or_default(),
-                uid: uid.clone(),
-                node: node.clone(),
-                disks: disks.clone(),
-            };
+            let entry = ledger_entry(pool, &node, &disks);
             let (ahead, coming) = if action == Action::Create {
                 new_on_node(ctx, pool, devices.as_deref())
             } else {
@@ -204,6 +200,53 @@ pub async fn live(
                 }
             }
         }
+    }
+}
+
+/// The ledger entry of `pool` created on `node` and `disks`, with what the
+/// policy will need of its metadata once it is deleted.
+pub(crate) fn ledger_entry(pool: &MayastorPool, node: &str, disks: &[String]) -> LedgerEntry {
+    let (labels, annotations) = last_seen(pool);
+    LedgerEntry {
+        pool: pool.name_any(),
+        namespace: pool.namespace().unwrap_or_default(),
+        uid: pool.uid().unwrap_or_default(),
+        node: node.to_string(),
+        disks: disks.to_vec(),
+        labels,
+        annotations,
+    }
+}
+
+/// What the ledger keeps of `pool`'s labels and annotations (bounded).
+fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    msp_policy_sdk::model::last_seen(pool.labels(), pool.annotations())
+}
+
+/// Brings the labels and annotations in `pool`'s ledger entry up to date,
+/// so that its observation once deleted has them as last seen. Writes only
+/// when they changed (a reconcile with nothing new costs a map lookup); a
+/// failed write is retried by the next reconcile and never holds this one up.
+pub async fn refresh_last_seen(pool: &MayastorPool, ctx: &Context) {
+    let uid = pool.uid().unwrap_or_default();
+    let Some(entry) = ctx
+        .ledger
+        .get(pool.effective_node(), &pool.name_any())
+        .filter(|e| e.uid == uid)
+    else {
+        return;
+    };
+    let (labels, annotations) = last_seen(pool);
+    if entry.labels == labels && entry.annotations == annotations {
+        return;
+    }
+    let updated = LedgerEntry {
+        labels,
+        annotations,
+        ..entry
+    };
+    if let Err(err) = ctx.ledger.record(updated, 0).await {
+        tracing::warn!(error = %err, "keeping the resource's labels and annotations in the ledger failed; retried on the next reconcile");
     }
 }
 
@@ -261,13 +304,7 @@ fn new_on_node(
             continue;
         }
         coming -= 1;
-        ahead.push(LedgerEntry {
-            pool: name,
-            namespace: other.namespace().unwrap_or_default(),
-            uid: other.uid().unwrap_or_default(),
-            node: node.to_string(),
-            disks: disks.to_vec(),
-        });
+        ahead.push(ledger_entry(other, node, disks));
     }
     (ahead, coming)
 }
@@ -370,6 +407,7 @@ mod tests {
             uid: "old".into(),
             node: "n1".into(),
             disks: vec!["/dev/loop0".into()],
+            ..Default::default()
         }
     }
 

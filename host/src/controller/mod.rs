@@ -127,6 +127,7 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
             pool.effective_disks().to_vec(),
         )
     };
+    actuate::refresh_last_seen(pool, ctx).await;
     let mut obs = observe::observe(pool, &ctx.sources());
     let Some(mut decision) = decide_live(pool, &obs, ctx).await? else {
         return Ok(None);
