@@ -18,6 +18,7 @@ use std::process::Command;
 const EXTRA: &[(&str, &str)] = &[
     ("msp-policy-first", "FIRST"),
     ("msp-policy-retain", "RETAIN"),
+    ("msp-policy-keep-labelled", "KEEP_LABELLED"),
     ("msp-policy-stable-disk-names", "STABLE_DISK_NAMES"),
     // Built against the frozen 0.1.0 WIT, not the SDK.
     ("msp-policy-contract-0-1", "CONTRACT_0_1"),

@@ -410,7 +410,7 @@ impl ShadowMetrics {
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "policy_shadow_decisions",
-            "Live decisions the shadow candidate also decided",
+            "Live decisions the shadow candidate also decided (0 with a candidate loaded: nothing compared yet, so no disagreement says nothing)",
             self.decisions.clone(),
         );
         registry.register(

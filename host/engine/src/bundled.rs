@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub const DEFAULT_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
 
-/// Path of a component built with this crate: `retain`, `stable-disk-names`,
+/// Path of a component built with this crate: `retain`, `keep-labelled`, `stable-disk-names`,
 /// `contract-0-1` (built against the 0.1.0 contract), `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
 /// `hostile-imports-wasi`. None for another name, or when the build used a
 /// prebuilt default (`MSP_POLICY_WASM`) and built no examples.
@@ -16,6 +16,7 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
     let path = match name {
         "first" => env!("MSP_POLICY_COMPONENT_FIRST"),
         "retain" => env!("MSP_POLICY_COMPONENT_RETAIN"),
+        "keep-labelled" => env!("MSP_POLICY_COMPONENT_KEEP_LABELLED"),
         "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
         "contract-0-1" => env!("MSP_POLICY_COMPONENT_CONTRACT_0_1"),
         "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),

@@ -5,9 +5,11 @@
 //! reached often; a tiny SplitMix64 keeps it deterministic without a
 //! dependency.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use msp_policy_sdk::model::{
-    Action, ErrorKind, K8sNode, LastOperation, Observation, OperationError, PoolResource,
-    PoolState, ReportedPool, ReportedState, StorageNode,
+    Action, ErrorKind, K8sNode, LAST_APPLIED_ANNOTATION, LastOperation, Observation,
+    OperationError, PoolResource, PoolState, ReportedPool, ReportedState, StorageNode,
 };
 
 /// SplitMix64: small, fast, good enough to spread test inputs.
@@ -89,8 +91,80 @@ fn disks(rng: &mut Rng) -> Vec<String> {
         .collect()
 }
 
-/// One observation drawn from `rng`.
+/// The label and annotation keys observations carry (each on about one in
+/// five), with the values drawn for each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    pub labels: BTreeMap<String, BTreeSet<String>>,
+    pub annotations: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Default for Metadata {
+    /// `team` (team-0, team-1, team-2) and `example.com/retain` (true).
+    fn default() -> Self {
+        let values = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        Metadata {
+            labels: BTreeMap::from([("team".to_string(), values(&["team-0", "team-1", "team-2"]))]),
+            annotations: BTreeMap::from([("example.com/retain".to_string(), values(&["true"]))]),
+        }
+    }
+}
+
+impl Metadata {
+    /// Adds `key` with `values` (with none: "true", "false" and "").
+    pub fn add(
+        map: &mut BTreeMap<String, BTreeSet<String>>,
+        key: &str,
+        values: impl IntoIterator<Item = String>,
+    ) {
+        let set = map.entry(key.to_string()).or_default();
+        set.extend(values);
+    }
+
+    /// Every key without a value gets "true", "false" and "" (what a flag
+    /// or a key test of a policy most likely reads).
+    pub fn fill_values(&mut self) {
+        for set in self
+            .labels
+            .values_mut()
+            .chain(self.annotations.values_mut())
+        {
+            if set.is_empty() {
+                set.extend(["true".to_string(), "false".to_string(), String::new()]);
+            }
+        }
+    }
+}
+
+fn draw_metadata(
+    rng: &mut Rng,
+    keys: &BTreeMap<String, BTreeSet<String>>,
+    into: &mut BTreeMap<String, String>,
+) {
+    for (key, values) in keys {
+        if key == LAST_APPLIED_ANNOTATION || !rng.chance(20) {
+            continue;
+        }
+        let values: Vec<&String> = values.iter().collect();
+        // One value is no draw (the sequence of a seed stays as it was).
+        let value = match values.len() {
+            0 => String::new(),
+            1 => values[0].clone(),
+            n => values[rng.below(n as u64) as usize].clone(),
+        };
+        into.insert(key.clone(), value);
+    }
+}
+
+/// One observation drawn from `rng`, with the default [`Metadata`].
 pub fn observation(rng: &mut Rng) -> Observation {
+    observation_with(rng, &Metadata::default())
+}
+
+/// One observation drawn from `rng`, carrying keys of `metadata`. Only
+/// observations the host makes ([`Observation::possible`]): a deleted
+/// resource is what its ledger entry kept ([`Observation::as_deleted`]).
+pub fn observation_with(rng: &mut Rng, metadata: &Metadata) -> Observation {
     let now_ms = 1_700_000_000_000 + rng.below(1_000_000_000);
     let spec_node = rng.pick(&NODES).to_string();
     let spec_disks = disks(rng);
@@ -177,15 +251,34 @@ pub fn observation(rng: &mut Rng) -> Observation {
     };
     // What 0.2 added, drawn last so earlier fields stay as 0.1-era seeds made them.
     o.settings.heartbeat_deadline_ms = *rng.pick(&DEADLINES);
-    if rng.chance(20) {
-        o.pool
-            .labels
-            .insert("team".into(), format!("team-{}", rng.below(3)));
-    }
-    if rng.chance(20) {
-        o.pool
-            .annotations
-            .insert("example.com/retain".into(), "true".into());
+    draw_metadata(rng, &metadata.labels, &mut o.pool.labels);
+    draw_metadata(rng, &metadata.annotations, &mut o.pool.annotations);
+    if o.pool.deleted {
+        o = o.as_deleted();
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_observation_drawn_is_one_the_host_makes() {
+        let mut metadata = Metadata::default();
+        Metadata::add(&mut metadata.labels, "keep", []);
+        metadata.fill_values();
+        let mut rng = Rng::new(11);
+        let (mut deleted, mut keep) = (0, 0);
+        for _ in 0..5_000 {
+            let o = observation_with(&mut rng, &metadata);
+            assert_eq!(o.possible(), Ok(()), "{o:?}");
+            deleted += usize::from(o.pool.deleted);
+            keep += usize::from(o.pool.deleted && o.pool.labels.contains_key("keep"));
+        }
+        assert!(
+            deleted > 500 && keep > 50,
+            "{deleted} deleted, {keep} with keep"
+        );
+    }
 }

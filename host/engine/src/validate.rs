@@ -208,8 +208,8 @@ pub fn conformance_observations() -> Vec<(&'static str, Observation)> {
     o.pool.spec_node = "conformance-elsewhere".into();
     o.pool.generation = 2;
     cases.push(("spec edited", o));
-    let mut o = created(PoolState::Online, Some(ReportedState::Online));
-    o.pool.deleted = true;
+    // As the host makes it: what the ledger entry kept.
+    let o = created(PoolState::Online, Some(ReportedState::Online)).as_deleted();
     cases.push(("deleted", o));
     cases
 }

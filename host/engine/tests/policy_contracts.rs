@@ -103,10 +103,10 @@ fn a_0_1_component_decides_by_its_own_rule_on_0_2_observations() -> anyhow::Resu
         (
             "deleted",
             deleted,
-            // The state stays the one last written (online).
+            // A deleted resource has no state (it is known from the ledger).
             expect(
                 Action::Destroy,
-                PoolState::Online,
+                PoolState::Pending,
                 "deleted, destroying",
                 None,
             ),

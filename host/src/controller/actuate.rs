@@ -13,6 +13,8 @@
 //! - the ledger entry is written before CreatePool, so a crash in between
 //!   leaves a record, never an untracked pool.
 
+use std::collections::BTreeMap;
+
 use kube::ResourceExt;
 use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationError};
 
@@ -158,14 +160,7 @@ pub async fn live(
             // Durable before the node acts: a crash after CreatePool must not
             // leave a pool the operator would not know it created.
             let started = std::time::Instant::now();
-            let entry = LedgerEntry {
-                pool: name.clone(),
-                namespace: pool.namespace().unwrap_or_default(),
-                uid: uid.clone(),
-                node: node.clone(),
-                disks: disks.clone(),
-    ..Default::default()
-            };
+            let entry = ledger_entry(pool, &node, &disks);
             let (ahead, coming) = if action == Action::Create {
                 new_on_node(ctx, pool, devices.as_deref())
             } else {
@@ -213,6 +208,27 @@ pub async fn live(
             }
         }
     }
+}
+
+/// The ledger entry of `pool` created on `node` and `disks`, with what the
+/// policy will need of its metadata once it is deleted.
+pub(crate) fn ledger_entry(pool: &MayastorPool, node: &str, disks: &[String]) -> LedgerEntry {
+    let (labels, annotations) = last_seen(pool);
+    LedgerEntry {
+        pool: pool.name_any(),
+        namespace: pool.namespace().unwrap_or_default(),
+        uid: pool.uid().unwrap_or_default(),
+        node: node.to_string(),
+        disks: disks.to_vec(),
+        labels,
+        annotations,
+        ..Default::default()
+    }
+}
+
+/// What the ledger keeps of `pool`'s labels and annotations (bounded).
+fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    msp_policy_sdk::model::last_seen(pool.labels(), pool.annotations())
 }
 
 /// The other new pools of `pool`'s node that its ledger write can record
@@ -269,14 +285,7 @@ fn new_on_node(
             continue;
         }
         coming -= 1;
-        ahead.push(LedgerEntry {
-            pool: name,
-            namespace: other.namespace().unwrap_or_default(),
-            uid: other.uid().unwrap_or_default(),
-            node: node.to_string(),
-            disks: disks.to_vec(),
-            ..Default::default()
-        });
+        ahead.push(ledger_entry(other, node, disks));
     }
     (ahead, coming)
 }
@@ -410,11 +419,16 @@ pub async fn deleted(
     }
 }
 
-/// Records in the ledger entry of live resource `pool` whether its admin
-/// asked for a purge ([`PURGE_ANNOTATION`] = [`data_safety::PURGE_VALUE`]),
-/// so that the purge holds when the resource is deleted, even while the
-/// operator is down. Any other value is a Warning Event and changes nothing.
-pub async fn note_purge(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
+/// Brings what the ledger entry of live resource `pool` keeps of the
+/// resource up to date, in one write and only when it changed (a reconcile
+/// with nothing new costs a map lookup):
+/// - its labels and annotations as last seen, so that its observation once
+///   deleted has them;
+/// - whether its admin asked for a purge ([`PURGE_ANNOTATION`] =
+///   [`data_safety::PURGE_VALUE`]), so that the purge holds when the resource
+///   is deleted, even while the operator is down. Any other value is a
+///   Warning Event and changes nothing.
+pub async fn remember(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
     let asked = data_safety::purge_asked(pool.annotations());
     if asked == Some(false) {
         let note = format!(
@@ -432,19 +446,26 @@ pub async fn note_purge(pool: &MayastorPool, ctx: &Context) -> Result<(), Error>
     else {
         return Ok(());
     };
+    let (labels, annotations) = last_seen(pool);
     let purge = asked == Some(true);
-    if entry.purge == purge {
+    if entry.labels == labels && entry.annotations == annotations && entry.purge == purge {
         return Ok(());
     }
+    let purge_changed = entry.purge != purge;
     ctx.ledger
         .record(
             LedgerEntry {
+                labels,
+                annotations,
                 purge,
                 ..entry.clone()
             },
             0,
         )
         .await?;
+    if !purge_changed {
+        return Ok(());
+    }
     let note = if purge {
         format!(
             "purge recorded: when this resource is deleted, pool {} on node {} is destroyed with \

@@ -81,7 +81,7 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         );
         return Ok(Requeue::requeue(left));
     }
-    actuate::note_purge(pool, ctx).await?;
+    actuate::remember(pool, ctx).await?;
     let Some(plan) = decide_and_act(pool, ctx).await? else {
         return Ok(Requeue::requeue(ctx.settings.policy_retry));
     };

@@ -15,19 +15,15 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
-    Action, ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LastOperation,
-    Observation, OperationError, PoolResource, ReportedPool, StorageNode,
+    Action, ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LAST_APPLIED_ANNOTATION,
+    LastOperation, Observation, OperationError, PoolResource, Remembered, ReportedPool,
+    StorageNode,
 };
 
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::MayastorPool;
 use crate::state::ledger::{Ledger, LedgerEntry};
-
-/// kubectl's copy of the whole applied object: kept out of the policy's
-/// annotations (often kilobytes, copied into every decision, and nothing a
-/// policy needs that the spec does not say).
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Milliseconds since the Unix epoch (the policy's clock arrives here).
 pub fn now_ms() -> u64 {
@@ -144,7 +140,7 @@ pub fn host_settings(registry: &NodeRegistry) -> HostSettings {
 pub fn policy_annotations(pool: &MayastorPool) -> std::collections::BTreeMap<String, String> {
     pool.annotations()
         .iter()
-        .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -256,21 +252,15 @@ pub fn observe_deleted(entry: &LedgerEntry, src: &Sources<'_>) -> Observation {
         .and_then(|list| list.iter().find(|p| p.name == entry.pool).cloned());
     Observation {
         now_ms: now_ms(),
-        pool: PoolResource {
-            name: entry.pool.clone(),
-            namespace: entry.namespace.clone(),
-            uid: entry.uid.clone(),
-            generation: 0,
-            spec_node: entry.node.clone(),
-            spec_disks: entry.disks.clone(),
-            status_state: None,
-            status_node: Some(entry.node.clone()),
-            status_disks: Some(entry.disks.clone()),
-            status_reason: None,
-            deleted: true,
-            // The ledger keeps no labels or annotations.
-            ..PoolResource::default()
-        },
+        pool: PoolResource::deleted(Remembered {
+            name: &entry.pool,
+            namespace: &entry.namespace,
+            uid: &entry.uid,
+            node: &entry.node,
+            disks: &entry.disks,
+            labels: &entry.labels,
+            annotations: &entry.annotations,
+        }),
         node: k8s_node(src.nodes, &entry.node),
         storage_node: sn,
         pools_known: pools.is_some(),
@@ -326,7 +316,7 @@ mod tests {
         p.metadata.annotations = Some(
             [
                 ("example.com/retain", "true"),
-                (LAST_APPLIED, "{\"apiVersion\": \"...\"}"),
+                (LAST_APPLIED_ANNOTATION, "{\"apiVersion\": \"...\"}"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -336,6 +326,46 @@ mod tests {
             policy_annotations(&p).into_iter().collect::<Vec<_>>(),
             vec![("example.com/retain".to_string(), "true".to_string())]
         );
+    }
+
+    #[tokio::test]
+    async fn what_the_operator_observes_is_what_the_tools_accept() {
+        let fixture = crate::controller::context::Fixture::new();
+        let src = fixture.ctx.sources();
+        let mut p = (*pool("a", "ua", &["/dev/loop0"], true, 0)).clone();
+        p.metadata.labels = Some([("keep".to_string(), "true".to_string())].into());
+        p.metadata.annotations = Some(
+            [
+                ("example.com/note", "x"),
+                (LAST_APPLIED_ANNOTATION, "{}"),
+                (
+                    "example.com/huge",
+                    &"h".repeat(msp_policy_sdk::model::LAST_SEEN_LIMIT),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let live = observe(&p, &src);
+        assert_eq!(live.possible(), Ok(()));
+        let entry = crate::controller::actuate::ledger_entry(&p, "n1", &p.spec.disks);
+        let gone = observe_deleted(&entry, &src);
+        assert_eq!(gone.possible(), Ok(()));
+        assert!(gone.pool.deleted && gone.in_ledger);
+        assert_eq!(
+            gone.pool.labels.get("keep").map(String::as_str),
+            Some("true")
+        );
+        // Within the bound: the huge annotation and kubectl's copy are not kept.
+        assert_eq!(
+            gone.pool.annotations.keys().collect::<Vec<_>>(),
+            vec!["example.com/note"]
+        );
+        // The same observation as the tools make of the live one deleted.
+        let mut as_tools = live.as_deleted();
+        as_tools.now_ms = gone.now_ms;
+        assert_eq!(as_tools, gone);
     }
 
     #[test]

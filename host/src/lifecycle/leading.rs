@@ -80,18 +80,34 @@ pub(crate) async fn lead(
         &args.policy_configmap,
         policy_changed,
     );
-    let watch = policy::watch::watch(
+    let (settled, policy_settled) = tokio::sync::oneshot::channel();
+    let watch = policy::watch::watch_settled(
         client.clone(),
         args.operator_namespace.clone(),
         args.policy_configmap.clone(),
         args.policy_key.clone(),
         engine.clone(),
         reporter,
+        Some(settled),
     );
     let stop = shutdown.wait();
     tasks.spawn(async move {
         tokio::select! { _ = stop => {} _ = watch => {} }
     });
+    // Nothing is decided before the policy ConfigMap's first list is
+    // applied: the bundled default would destroy the pool of a resource
+    // deleted while the operator was down that the custom policy keeps.
+    let mut policy_settled = std::pin::pin!(policy_settled);
+    loop {
+        tokio::select! {
+            _ = &mut policy_settled => break,
+            () = shutdown.wait() => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!(
+                configmap = %args.policy_configmap,
+                "waiting for the policy ConfigMap's first list before deciding anything"
+            ),
+        }
+    }
     // Shadow mode: every decision also goes to the candidate, if any.
     let decider = policy::shadow::start(
         args.shadow_settings(),

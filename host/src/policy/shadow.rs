@@ -24,9 +24,9 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::Recorder;
-use msp_policy_engine::PolicyEngine;
 use msp_policy_engine::compare::Field;
 use msp_policy_engine::shadow::{self, Offer, Shadow, Verdict};
+use msp_policy_engine::{ActivePolicy, PolicyEngine, PolicySource};
 use msp_policy_sdk::model::{Decision, Observation};
 
 use crate::controller::decide::{DecideError, Decider};
@@ -119,6 +119,8 @@ pub struct Tally {
     /// `decisions` at the last summary.
     summarised: u64,
     told_first: bool,
+    /// sha256 of the last candidate told to have decided nothing yet.
+    told_idle: String,
 }
 
 impl Tally {
@@ -129,6 +131,7 @@ impl Tally {
             *self = Tally {
                 sha256: verdict.policy.sha256.clone(),
                 candidate: verdict.policy.identity(),
+                told_idle: std::mem::take(&mut self.told_idle),
                 ..Tally::default()
             };
         }
@@ -146,8 +149,27 @@ impl Tally {
             return None;
         }
         Some(format!(
-            "candidate {} disagrees with the live policy for the first time: {described}",
-            self.candidate
+            "candidate {} disagrees with the live policy for the first time, at decision {} compared: {described}",
+            self.candidate, self.decisions
+        ))
+    }
+
+    /// Once per candidate `active` that has not decided anything yet: the
+    /// note saying so, so that no disagreement is not read as agreement.
+    pub fn idle(&mut self, active: &ActivePolicy) -> Option<String> {
+        if active.source == PolicySource::Bundled
+            || active.sha256 == self.sha256
+            || active.sha256 == self.told_idle
+        {
+            return None;
+        }
+        self.told_idle = active.sha256.clone();
+        Some(format!(
+            "candidate {}: 0 decisions compared since it was loaded, so 0 disagreements say \
+             nothing yet. A pool is decided when it, its Node or its storage node changes, and \
+             at least every --resync; a deleted resource's pool when the sweep finds it: create, \
+             label or delete a pool to see the candidate decide",
+            active.identity()
         ))
     }
 
@@ -261,6 +283,7 @@ fn sink(
 /// Publishes the tally's summary every `period`, until dropped.
 async fn summarise(
     tally: Arc<Mutex<Tally>>,
+    candidate: PolicyEngine,
     client: Client,
     configmap: ObjectReference,
     period: Duration,
@@ -268,6 +291,11 @@ async fn summarise(
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         ticks.tick().await;
+        let idle = lock(&tally).idle(&candidate.active());
+        if let Some(note) = idle {
+            tracing::info!(%note, "shadow policy summary");
+            tell(&client, &configmap, false, SUMMARY_REASON, note);
+        }
         let summary = lock(&tally).summary();
         if let Some((warning, note)) = summary {
             tracing::info!(%note, "shadow policy summary");
@@ -334,6 +362,13 @@ pub fn start(
             configmap.clone(),
         ),
     );
+    let summaries = summarise(
+        tally,
+        candidate.clone(),
+        client.clone(),
+        configmap,
+        summary,
+    );
     let reporter = PolicyReloadReporter::shadow(
         metrics.clone(),
         recorder.clone(),
@@ -349,7 +384,6 @@ pub fn start(
         candidate,
         reporter,
     );
-    let summaries = summarise(tally, client.clone(), configmap, summary);
     let stop = shutdown.wait();
     tasks.spawn(async move {
         tokio::select! { _ = stop => {} _ = watch => {} }
@@ -372,7 +406,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msp_policy_engine::{ActivePolicy, PolicyError, PolicySource};
+    use msp_policy_engine::PolicyError;
     use msp_policy_sdk::model::{Action, PoolState};
 
     fn policy(sha256: &str) -> ActivePolicy {
@@ -459,6 +493,28 @@ mod tests {
         );
         let (_, note) = tally.summary().expect("new candidate");
         assert!(note.contains("1 decisions since it was loaded"), "{note}");
+    }
+
+    #[test]
+    fn a_candidate_that_decided_nothing_says_so_once() {
+        let mut tally = Tally::default();
+        let mut bundled = policy("00");
+        bundled.source = PolicySource::Bundled;
+        assert_eq!(tally.idle(&bundled), None, "no candidate, nothing to say");
+        let note = tally.idle(&policy("aa")).expect("told once");
+        assert!(note.contains("0 decisions compared"), "{note}");
+        assert_eq!(tally.idle(&policy("aa")), None, "once per candidate");
+        tally.record(&verdict("bb", Ok(Action::Retain)), "live");
+        assert_eq!(tally.idle(&policy("bb")), None, "it decided");
+        let first = tally.record(&verdict("bb", Ok(Action::Retain)), "live");
+        assert_eq!(first, None, "told at the first verdict already");
+        let mut fresh = Tally::default();
+        fresh.record(&verdict("cc", Ok(Action::Destroy)), "live");
+        let first = fresh.record(&verdict("cc", Ok(Action::Retain)), "live");
+        assert!(
+            first.is_some_and(|n| n.contains("at decision 2 compared")),
+            "the first disagreement says how many were compared"
+        );
     }
 
     #[test]

@@ -82,6 +82,21 @@ pub async fn watch(
     engine: PolicyEngine,
     reporter: impl ReloadReporter,
 ) {
+    watch_settled(client, namespace, name, key, engine, reporter, None).await
+}
+
+/// [`watch`], answering `settled` once the first list of the ConfigMap is
+/// applied: its module loaded (or refused), or the bundled default kept
+/// when there is none.
+pub async fn watch_settled(
+    client: Client,
+    namespace: impl Into<String>,
+    name: impl Into<String>,
+    key: impl Into<String>,
+    engine: PolicyEngine,
+    reporter: impl ReloadReporter,
+    mut settled: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let (namespace, name, key) = (namespace.into(), name.into(), key.into());
     let reporter: Arc<dyn ReloadReporter> = Arc::new(reporter);
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
@@ -114,6 +129,9 @@ pub async fn watch(
                         format!("no ConfigMap {namespace}/{name}"),
                         reporter.as_ref(),
                     );
+                }
+                if let Some(settled) = settled.take() {
+                    let _ = settled.send(());
                 }
             }
             Err(e) => {

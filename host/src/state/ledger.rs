@@ -6,7 +6,8 @@
 //!
 //! One ConfigMap per storage node, `msp-ledger-<node>`, in the operator's
 //! namespace; one data key per pool (its name), holding the resource's uid,
-//! namespace, node and disks as JSON. An entry is written *before* CreatePool
+//! namespace, node and disks, and its labels and annotations as last seen
+//! (bounded: the policy decides about a deleted resource with them), as JSON. An entry is written *before* CreatePool
 //! and removed after the pool is destroyed or retained. Writes are server-side
 //! applies under the operator's field manager, so removing a key is applying
 //! the map without it. The operator is the only writer: the in-memory copy
@@ -76,6 +77,17 @@ pub struct LedgerEntry {
     /// pool is destroyed with what it holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purge: bool,
+    /// The resource's labels as last seen, for the policy's decision once it
+    /// is deleted; with `annotations`, at most
+    /// [`msp_policy_sdk::model::LAST_SEEN_LIMIT`] bytes
+    /// ([`msp_policy_sdk::model::last_seen`]). Absent in entries written
+    /// before they were kept, and when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The resource's annotations as last seen (without kubectl's
+    /// last-applied copy).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Why a deleted resource's pool is kept.

@@ -83,11 +83,11 @@ pub enum CasesError {
     Yaml(#[from] serde_saphyr::Error),
     #[error("the file has no cases")]
     Empty,
-    #[error("case {index} ({name:?}): {source}")]
+    #[error("case {index} ({name:?}): {error}")]
     Observation {
         index: usize,
         name: String,
-        source: partial::PartialError,
+        error: partial::PartialError,
     },
     #[error(
         "case {index} ({name:?}) expects nothing: give at least one of action, state, reason, reasonContains, requeueAfterMs, event"
@@ -119,10 +119,10 @@ pub fn prepare(text: &str) -> Result<Vec<Prepared>, CasesError> {
         .enumerate()
         .map(|(i, case)| {
             let index = i + 1;
-            let at = |source| CasesError::Observation {
+            let at = |error| CasesError::Observation {
                 index,
                 name: case.name.clone(),
-                source,
+                error,
             };
             if case.expect.is_empty() {
                 return Err(CasesError::NoExpectation {
@@ -335,5 +335,15 @@ cases:
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("inLedgr"), "{err}");
+        let impossible =
+            "cases: [{name: x, observation: {pool: {deleted: true}}, expect: {action: none}}]";
+        let err = prepare(impossible)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("never makes this observation") && err.contains("ledger"),
+            "{err}"
+        );
     }
 }

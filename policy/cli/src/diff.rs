@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use msp_policy_engine::sample::{self, Rng};
+use msp_policy_engine::sample::{self, Metadata, Rng};
 use msp_policy_engine::{CompiledPolicy, Limits, decide_with};
 use msp_policy_sdk::model::{Decision, Observation};
 use serde_json::Value;
@@ -95,16 +95,28 @@ pub struct DiffRun {
     pub differs: bool,
 }
 
+/// What to generate: how many observations, from which seed, with which
+/// label and annotation keys.
+pub struct Generate<'a> {
+    pub count: usize,
+    pub seed: u64,
+    pub metadata: &'a Metadata,
+}
+
 /// Runs the comparison; `examples` is a directory to write each group's
 /// example to (`1.json`, `2.json` … in group order).
 pub fn run(
     from: &Side,
     to: &Side,
-    count: usize,
-    seed: u64,
+    generate: &Generate,
     limits: &Limits,
     examples: Option<&Path>,
 ) -> anyhow::Result<DiffRun> {
+    let Generate {
+        count,
+        seed,
+        metadata,
+    } = *generate;
     let start = partial::start(DEFAULT_START)?;
     let start_json = serde_json::to_value(&start)?;
     let started = Instant::now();
@@ -112,7 +124,7 @@ pub fn run(
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut differing = 0;
     for _ in 0..count {
-        let obs = sample::observation(&mut rng);
+        let obs = sample::observation_with(&mut rng, metadata);
         let Some((label, also)) =
             difference(&outcome(from, &obs, limits), &outcome(to, &obs, limits))
         else {
@@ -154,9 +166,18 @@ pub fn run(
 
     let mut out = String::new();
     writeln!(out, "policy diff: {} → {}", from.label, to.label)?;
+    let keys = |m: &BTreeMap<String, std::collections::BTreeSet<String>>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
     writeln!(
         out,
-        "{count} generated observations (seed {seed}): {}",
+        "{count} generated observations (seed {seed}; labels: {}; annotations: {}): {}",
+        keys(&metadata.labels),
+        keys(&metadata.annotations),
         match groups.len() {
             0 => "no differences".to_string(),
             n => format!(
@@ -235,8 +256,9 @@ fn shrink(
 ) -> anyhow::Result<Observation> {
     let same_group = |v: &Value| {
         serde_json::from_value::<Observation>(v.clone()).is_ok_and(|o| {
-            difference(&outcome(from, &o, limits), &outcome(to, &o, limits))
-                .is_some_and(|(l, _)| l == label)
+            o.possible().is_ok()
+                && difference(&outcome(from, &o, limits), &outcome(to, &o, limits))
+                    .is_some_and(|(l, _)| l == label)
         })
     };
     let mut current = serde_json::to_value(obs)?;

@@ -24,6 +24,7 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use msp_policy_sdk::model::Observation;
 
+use msp_policy_engine::sample::Metadata;
 use msp_policy_engine::{CheckReport, Contract, Limits, PolicySource, bundled, check, decide_with};
 
 /// The word that names the default policy embedded in the binary wherever a
@@ -104,6 +105,18 @@ pub enum PolicyCommand {
         /// Also write each group's example observation to DIR/N.json.
         #[arg(long, value_name = "DIR")]
         examples: Option<PathBuf>,
+        /// The policy's cases file(s): every label and annotation key (and
+        /// value) a case names is drawn too.
+        #[arg(long, value_name = "CASES.yaml")]
+        cases: Vec<PathBuf>,
+        /// A label key the observations carry (besides `team`), with
+        /// VALUE, else with "true", "false" and "".
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        label: Vec<String>,
+        /// An annotation key the observations carry (besides
+        /// `example.com/retain`), as --label.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        annotation: Vec<String>,
     },
     /// Time a policy's decisions: p50, p99, mean and max per decision.
     ///
@@ -244,7 +257,11 @@ fn execute(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             count,
             seed,
             examples,
+            cases: case_files,
+            label,
+            annotation,
         } => {
+            let metadata = diff_metadata(&case_files, &label, &annotation)?;
             let (from, to) = match (other, against) {
                 (Some(other), _) => (
                     Policy::load(&file, &limits)?,
@@ -260,11 +277,15 @@ fn execute(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
+            let generate = diff::Generate {
+                count,
+                seed,
+                metadata: &metadata,
+            };
             let run = diff::run(
                 &from.side(),
                 &to.side(),
-                count,
-                seed,
+                &generate,
                 &limits,
                 examples.as_deref(),
             )?;
@@ -376,6 +397,43 @@ fn print_check(file: &Path, report: &CheckReport, limits: &Limits) {
     }
 }
 
+/// The label and annotation keys `diff` draws: the generator's own, every
+/// one the cases files name (with the values they give), and the flags'.
+fn diff_metadata(
+    case_files: &[PathBuf],
+    labels: &[String],
+    annotations: &[String],
+) -> anyhow::Result<Metadata> {
+    let mut metadata = Metadata::default();
+    for file in case_files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let prepared = cases::prepare(&text).with_context(|| format!("{}", file.display()))?;
+        for case in &prepared {
+            let pool = &case.observation.pool;
+            for (k, v) in &pool.labels {
+                Metadata::add(&mut metadata.labels, k, [v.clone()]);
+            }
+            for (k, v) in &pool.annotations {
+                Metadata::add(&mut metadata.annotations, k, [v.clone()]);
+            }
+        }
+    }
+    for (flags, map) in [
+        (labels, &mut metadata.labels),
+        (annotations, &mut metadata.annotations),
+    ] {
+        for flag in flags {
+            match flag.split_once('=') {
+                Some((k, v)) => Metadata::add(map, k, [v.to_string()]),
+                None => Metadata::add(map, flag, []),
+            }
+        }
+    }
+    metadata.fill_values();
+    Ok(metadata)
+}
+
 fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -390,6 +448,13 @@ fn read_observation(path: &Path) -> anyhow::Result<Observation> {
         text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    serde_json::from_str(&text)
-        .with_context(|| format!("parsing the observation {}", path.display()))
+    let obs: Observation = serde_json::from_str(&text)
+        .with_context(|| format!("parsing the observation {}", path.display()))?;
+    obs.possible().map_err(|why| {
+        anyhow::anyhow!(
+            "{}: the operator never makes this observation: {why}",
+            path.display()
+        )
+    })?;
+    Ok(obs)
 }

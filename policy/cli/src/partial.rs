@@ -11,7 +11,7 @@
 //! adds keep their defaults without a change here.
 
 use msp_policy_sdk::model::{
-    Action, ErrorKind, LastOperation, Observation, PoolState, ReportedState,
+    Action, ErrorKind, Impossible, LastOperation, Observation, PoolState, ReportedState,
 };
 use msp_policy_sdk::testing;
 use serde_json::{Map, Value};
@@ -67,6 +67,8 @@ pub enum PartialError {
     NotAnObject { path: String, got: &'static str },
     #[error("not an observation: {0}")]
     Invalid(#[from] serde_json::Error),
+    #[error("the operator never makes this observation: {0}")]
+    Impossible(Impossible),
 }
 
 fn start_names() -> String {
@@ -96,8 +98,42 @@ pub fn start(name: &str) -> Result<Observation, PartialError> {
     Ok(testing::observation(state))
 }
 
-/// `base` with `patch` merged in.
+/// `base` with `patch` merged in. A patch that deletes the resource
+/// (`pool: {deleted: true}`) on a live `base` gives what the operator makes
+/// of it then ([`Observation::as_deleted`]: what its ledger entry kept, so
+/// the labels and annotations as last seen, no status.state): the patch's
+/// other fields are merged in before (what the resource was) and again
+/// after (what they say of the deleted resource). A patch whose result the
+/// operator never makes ([`Observation::possible`]) is an error that says why.
 pub fn apply(base: &Observation, patch: &Value) -> Result<Observation, PartialError> {
+    let deletes = patch
+        .pointer("/pool/deleted")
+        .is_some_and(|d| d.as_bool() == Some(true));
+    if !deletes || base.pool.deleted {
+        let obs = merge_patch(base, patch)?;
+        obs.possible().map_err(PartialError::Impossible)?;
+        return Ok(obs);
+    }
+    let mut rest = patch.clone();
+    if let Some(pool) = rest.get_mut("pool").and_then(Value::as_object_mut) {
+        pool.remove("deleted");
+    }
+    let live = merge_patch(base, &rest)?;
+    if !live.in_ledger {
+        return Err(PartialError::Impossible(Impossible(
+            "a deleted resource is observed only while the ledger holds its pool: the operator \
+             decides nothing about the deletion of a resource whose pool it never created; start \
+             from a created pool (start: online) or set inLedger: true"
+                .to_string(),
+        )));
+    }
+    let obs = merge_patch(&live.as_deleted(), &rest)?;
+    obs.possible().map_err(PartialError::Impossible)?;
+    Ok(obs)
+}
+
+/// `base` with `patch` merged in, as it is.
+fn merge_patch(base: &Observation, patch: &Value) -> Result<Observation, PartialError> {
     let mut value = serde_json::to_value(base)?;
     let mut patch = patch.clone();
     let ago_ms = take_ago_ms(&mut patch)?;
@@ -398,13 +434,44 @@ mod tests {
     #[test]
     fn a_patch_changes_only_what_it_names() -> Result<(), PartialError> {
         let base = start("online")?;
+        let obs = apply(&base, &json!({"storageNode": {"reachable": false}}))?;
+        assert!(!obs.storage_node.reachable);
+        assert_eq!(obs.pool, base.pool);
+        assert_eq!(obs.reported, base.reported);
+        Ok(())
+    }
+
+    #[test]
+    fn a_deleted_resource_is_what_the_operator_makes_of_it() -> Result<(), PartialError> {
+        let base = start("online")?;
         let obs = apply(
             &base,
-            &json!({"pool": {"deleted": true}, "inLedger": false}),
+            &json!({"pool": {"labels": {"keep": "true"}, "deleted": true}}),
         )?;
-        assert!(obs.pool.deleted && !obs.in_ledger);
-        assert_eq!(obs.pool.name, base.pool.name);
+        assert!(obs.pool.deleted && obs.in_ledger && obs.pool.status_state.is_none());
+        assert_eq!(
+            obs.pool.labels.get("keep").map(String::as_str),
+            Some("true")
+        );
         assert_eq!(obs.reported, base.reported);
+        // What the operator never sends is refused, and says why.
+        for impossible in [
+            json!({"pool": {"deleted": true}, "inLedger": false}),
+            json!({"pool": {"deleted": true, "statusState": "online"}}),
+            json!({"pool": {"deleted": true}, "conflicts": ["other"]}),
+        ] {
+            let err = apply(&base, &impossible);
+            assert!(
+                matches!(&err, Err(PartialError::Impossible(_))),
+                "{impossible}: {err:?}"
+            );
+        }
+        let never_created = apply(&start("new")?, &json!({"pool": {"deleted": true}}));
+        let why = never_created
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(why.contains("start: online"), "{why}");
         Ok(())
     }
 

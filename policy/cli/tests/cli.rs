@@ -104,11 +104,16 @@ fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
 #[test]
 fn test_passes_the_shipped_cases_of_the_default_and_of_retain() -> anyhow::Result<()> {
     let retain = built("retain");
+    let keep = built("keep-labelled");
     for (policy, cases) in [
         (os("bundled"), repo_file("policy/tests/cases/default.yaml")),
         (
             retain.as_os_str(),
             repo_file("policy/examples/retain/cases.yaml"),
+        ),
+        (
+            keep.as_os_str(),
+            repo_file("policy/examples/keep-labelled/cases.yaml"),
         ),
     ] {
         let (code, stdout, stderr) = run(&[os("test"), policy, cases.as_os_str()])?;
@@ -245,7 +250,7 @@ fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Resu
     ])?;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
-        stdout.contains("1000 generated observations (seed 1): no differences"),
+        stdout.contains("1000 generated observations (seed 1; labels: team; annotations: example.com/retain): no differences"),
         "{stdout}"
     );
     let stable = built("stable-disk-names");
@@ -275,6 +280,63 @@ fn diff_is_quiet_for_the_same_policy_and_repeatable_for_a_seed() -> anyhow::Resu
     assert_eq!(body(&first), body(&again));
     let (_, other, _) = diff("8")?;
     assert_ne!(body(&first), body(&other));
+    Ok(())
+}
+
+#[test]
+fn test_refuses_a_case_the_operator_cannot_produce() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n\
+         \x20 - name: a deleted resource that kept its status\n\
+         \x20   start: online\n\
+         \x20   observation: {pool: {deleted: true, statusState: online}}\n\
+         \x20   expect: {action: retain}\n",
+    )?;
+    let (code, stdout, stderr) = run(&[os("test"), os("bundled"), cases.as_os_str()])?;
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("case 1") && stderr.contains("never makes this observation"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn diff_draws_the_keys_a_policys_cases_name() -> anyhow::Result<()> {
+    // keep-labelled differs from the default only on a deleted resource
+    // labelled keep=true: the generator's own keys never show it ...
+    let keep = built("keep-labelled");
+    let diff = |extra: &[&std::ffi::OsStr]| {
+        let mut args = vec![
+            os("diff"),
+            keep.as_os_str(),
+            os("--against"),
+            os("bundled"),
+            os("--count"),
+            os("2000"),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, stdout, _) = diff(&[])?;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("labels: team;"), "{stdout}");
+    // ... its cases, or a flag, do.
+    let cases = repo_file("policy/examples/keep-labelled/cases.yaml");
+    for extra in [
+        vec![os("--cases"), cases.as_os_str()],
+        vec![os("--label"), os("keep=true")],
+    ] {
+        let (code, stdout, _) = diff(&extra)?;
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(
+            stdout.contains("labels: keep, team;") && stdout.contains("action: destroy → retain"),
+            "{stdout}"
+        );
+    }
     Ok(())
 }
 

@@ -132,13 +132,95 @@ pub struct PoolResource {
     pub status_reason: Option<String>,
     #[serde(default)]
     pub deleted: bool,
-    /// metadata.labels (0.2.0); empty for a deleted resource.
+    /// metadata.labels (0.2.0); for a deleted resource, as last seen (see
+    /// [`last_seen`]).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// metadata.annotations (0.2.0) without kubectl's last-applied copy;
-    /// empty for a deleted resource.
+    /// metadata.annotations (0.2.0) without kubectl's last-applied copy
+    /// ([`LAST_APPLIED_ANNOTATION`]); for a deleted resource, as last seen.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// kubectl's copy of the whole applied object: never among the policy's
+/// annotations (often kilobytes, copied into every decision, and nothing a
+/// policy needs that the spec does not say).
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The most bytes (keys and values together) of labels and annotations the
+/// host keeps of a resource for when it is deleted (in its ledger entry,
+/// which shares a 1 MiB ConfigMap with the node's other pools).
+pub const LAST_SEEN_LIMIT: usize = 4096;
+
+/// What the host keeps of a resource's labels and annotations for its
+/// observation once it is deleted: the labels first, then the annotations
+/// (without [`LAST_APPLIED_ANNOTATION`]), each in key order, every one that
+/// still fits in [`LAST_SEEN_LIMIT`] bytes; one that does not is left out.
+pub fn last_seen<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut room = LAST_SEEN_LIMIT;
+    let mut keep = |items: Vec<(&String, &String)>| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in items {
+            let size = k.len() + v.len();
+            if size <= room {
+                room -= size;
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    };
+    let mut labels: Vec<_> = labels.into_iter().collect();
+    labels.sort();
+    let mut annotations: Vec<_> = annotations
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
+        .collect();
+    annotations.sort();
+    let labels = keep(labels);
+    let annotations = keep(annotations);
+    (labels, annotations)
+}
+
+/// What the host knows of a resource once it is gone: what its ledger entry
+/// kept. The one definition of a deleted resource's `pool`, for the host
+/// and for every tool that makes observations.
+pub struct Remembered<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    /// The node and disks the pool was created on.
+    pub node: &'a str,
+    pub disks: &'a [String],
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+impl PoolResource {
+    /// A deleted resource as the host observes it: no generation, state or
+    /// reason (there is no resource to read them from), its placement as
+    /// spec and status, its labels and annotations as last seen (bounded
+    /// again by [`last_seen`]).
+    pub fn deleted(r: Remembered<'_>) -> PoolResource {
+        let (labels, annotations) = last_seen(r.labels, r.annotations);
+        PoolResource {
+            name: r.name.to_string(),
+            namespace: r.namespace.to_string(),
+            uid: r.uid.to_string(),
+            generation: 0,
+            spec_node: r.node.to_string(),
+            spec_disks: r.disks.to_vec(),
+            status_state: None,
+            status_node: Some(r.node.to_string()),
+            status_disks: Some(r.disks.to_vec()),
+            status_reason: None,
+            deleted: true,
+            labels,
+            annotations,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -229,7 +311,95 @@ pub struct Observation {
     pub settings: HostSettings,
 }
 
+/// Why an observation is one the host never makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Impossible(pub String);
+
+impl core::fmt::Display for Impossible {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Impossible {}
+
 impl Observation {
+    /// This observation as the host makes it once the resource is deleted:
+    /// the pool's ledger entry is all that is left of it (see
+    /// [`PoolResource::deleted`]), with the pool's node and disks as cached
+    /// in status (else spec); no conflicts are computed for it.
+    pub fn as_deleted(&self) -> Observation {
+        let p = &self.pool;
+        let node = p.status_node.as_deref().unwrap_or(&p.spec_node);
+        let disks = p.status_disks.as_deref().unwrap_or(&p.spec_disks);
+        Observation {
+            pool: PoolResource::deleted(Remembered {
+                name: &p.name,
+                namespace: &p.namespace,
+                uid: &p.uid,
+                node,
+                disks,
+                labels: &p.labels,
+                annotations: &p.annotations,
+            }),
+            in_ledger: true,
+            conflicts: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Ok when the host can make this observation; else why not. The one
+    /// definition of what an observation can be: the host's own
+    /// observations pass it (tested), and the tools refuse what fails it.
+    pub fn possible(&self) -> Result<(), Impossible> {
+        let p = &self.pool;
+        let no = |why: &str| Err(Impossible(why.to_string()));
+        if p.annotations.contains_key(LAST_APPLIED_ANNOTATION) {
+            return no(
+                "pool.annotations never holds kubectl.kubernetes.io/last-applied-configuration \
+                 (the host leaves it out)",
+            );
+        }
+        if let Some(r) = &self.reported
+            && r.name != p.name
+        {
+            return no("reported is the node's pool of the resource's name: its name is pool.name");
+        }
+        if p.deleted {
+            if p.status_state.is_some() || p.status_reason.is_some() || p.generation != 0 {
+                return no(
+                    "a deleted resource has no status.state, status.reason or generation: the \
+                     host knows it only from its ledger entry (null, null and 0)",
+                );
+            }
+            if p.status_node.as_deref() != Some(p.spec_node.as_str())
+                || p.status_disks.as_deref() != Some(p.spec_disks.as_slice())
+            {
+                return no(
+                    "a deleted resource's node and disks are those its pool was created on, in \
+                     spec and status alike (statusNode = specNode, statusDisks = specDisks)",
+                );
+            }
+            if !self.in_ledger {
+                return no(
+                    "a deleted resource is observed only while the ledger holds its pool \
+                     (inLedger: true): the host decides nothing about the deletion of a \
+                     resource whose pool it did not create",
+                );
+            }
+            if !self.conflicts.is_empty() {
+                return no("a deleted resource has no conflicts (they are not computed for it)");
+            }
+            if last_seen(&p.labels, &p.annotations) != (p.labels.clone(), p.annotations.clone()) {
+                return no(&format!(
+                    "a deleted resource's labels and annotations are what the host kept of them: \
+                     at most {LAST_SEEN_LIMIT} bytes, labels first"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// True when the pool exists or existed on its node: its placement is
     /// cached in status (written with the first report after a create), a
     /// state after pending was reported, or a create/import just succeeded.

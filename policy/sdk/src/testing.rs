@@ -8,8 +8,12 @@
 //! use msp_policy_sdk::model::{Action, PoolState};
 //! use msp_policy_sdk::testing::ObservationBuilder;
 //!
-//! let gone = ObservationBuilder::created(PoolState::Online).deleted().build();
-//! assert!(gone.pool.deleted && gone.in_ledger);
+//! let gone = ObservationBuilder::created(PoolState::Online)
+//!     .label("keep", "true")
+//!     .deleted()
+//!     .build();
+//! assert!(gone.pool.deleted && gone.in_ledger && gone.possible().is_ok());
+//! assert_eq!(gone.pool.labels.get("keep").map(String::as_str), Some("true"));
 //! let failing = ObservationBuilder::new_pool()
 //!     .failed(Action::Create, msp_policy_sdk::model::ErrorKind::Internal, 3, 1_000)
 //!     .build();
@@ -123,9 +127,24 @@ impl ObservationBuilder {
         self
     }
 
-    /// The resource is gone; the observation comes from the ledger.
-    pub fn deleted(mut self) -> Self {
-        self.0.pool.deleted = true;
+    /// The resource is gone: the observation is what the host makes of its
+    /// ledger entry ([`Observation::as_deleted`]): no state, generation or
+    /// conflicts, the labels and annotations as last seen, in the ledger.
+    pub fn deleted(self) -> Self {
+        ObservationBuilder(self.0.as_deleted())
+    }
+
+    /// The resource has label `key` = `value` (on a deleted resource: it had
+    /// it when last seen).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.pool.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The resource has annotation `key` = `value` (on a deleted resource:
+    /// it had it when last seen).
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0.pool.annotations.insert(key.into(), value.into());
         self
     }
 
@@ -223,6 +242,9 @@ impl ObservationBuilder {
         self
     }
 
+    /// The observation. A test may build one the host never makes (a
+    /// deleted resource outside the ledger, say): [`Observation::possible`]
+    /// says so, and `msp-policy test` refuses such a case.
     pub fn build(self) -> Observation {
         self.0
     }
@@ -248,6 +270,30 @@ mod tests {
         }
         let o = observation(Some(PoolState::Pending));
         assert!(!o.was_created() && !o.in_ledger && o.reported.is_none());
+    }
+
+    #[test]
+    fn a_deleted_pool_is_what_the_ledger_kept() {
+        let o = ObservationBuilder::created(PoolState::Degraded)
+            .annotation("example.com/retain", "true")
+            .conflicts(&["other"])
+            .deleted()
+            .build();
+        assert_eq!(o.possible(), Ok(()));
+        assert!(o.pool.status_state.is_none() && o.conflicts.is_empty());
+        assert!(o.pool.annotations.contains_key("example.com/retain"));
+        // Deleted before it was ever created: the host has no entry, so it
+        // never asks; the builder can say so, and `possible` tells.
+        let never = ObservationBuilder::new_pool()
+            .deleted()
+            .in_ledger(false)
+            .build();
+        assert!(never.possible().is_err());
+        let big = ObservationBuilder::created(PoolState::Online)
+            .deleted()
+            .label("k", &"v".repeat(crate::model::LAST_SEEN_LIMIT))
+            .build();
+        assert!(big.possible().is_err());
     }
 
     #[test]
