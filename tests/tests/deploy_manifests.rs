@@ -506,9 +506,14 @@ async fn base_and_seed_overlay_apply_server_side_with_the_essentials() -> anyhow
 }
 
 /// Manifest files under deploy/ (YAML that is not a kustomization), sorted.
+/// Not under `helm/` (templates, rendered and checked by helm_chart.rs) nor
+/// `monitoring/` (a Prometheus rule file, checked by monitoring.rs).
 fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if path == deploy("helm") || path == deploy("monitoring") {
+            continue;
+        }
         if path.is_dir() {
             manifest_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
