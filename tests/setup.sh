@@ -98,6 +98,16 @@ if [ $io_engine = 1 ]; then
   timed "io-engine" "$here/io-engine/build.sh" >/dev/null
 fi
 
+# helm and promtool for the chart and alert tests (tests/helm, tests/promtool:
+# pinned wrapper modules, built -mod=readonly). Outside CI a failed build only
+# skips those tests.
+for tool in helm promtool; do
+  if ! timed "$tool" "$here/$tool/build.sh" >/dev/null; then
+    case "${CI:-}" in true | 1) exit 1 ;; esac
+    log "$tool could not be built: the tests needing it will be skipped"
+  fi
+done
+
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   echo "$KUBEBUILDER_ASSETS"
 else

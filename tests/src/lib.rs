@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod docs;
+pub mod go_tools;
 pub mod io_engine;
 pub mod leftovers;
 pub mod loopdev;

@@ -704,9 +704,14 @@ async fn io_engine_overlay_runs_the_engine_as_mayastors_chart_does() -> anyhow::
 }
 
 /// Manifest files under deploy/ (YAML that is not a kustomization), sorted.
+/// Not under `helm/` (templates, rendered and checked by helm_chart.rs) nor
+/// `monitoring/` (a Prometheus rule file, checked by monitoring.rs).
 fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if path == deploy("helm") || path == deploy("monitoring") {
+            continue;
+        }
         if path.is_dir() {
             manifest_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")

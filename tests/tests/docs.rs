@@ -93,44 +93,10 @@ fn every_run_flag_is_documented_and_every_documented_flag_exists() {
     );
 }
 
-/// The operator's metrics with a series in every family: a family without
-/// one is not in the exposition at all (prometheus-client), so each is used
-/// once here, through the methods the operator calls.
-fn exposition_with_every_family() -> String {
-    use msp_operator::state::crd::PoolState;
-    use msp_policy_engine::compare::Field;
-    use msp_policy_engine::{ActivePolicy, PolicySource};
-    let policy = ActivePolicy {
-        name: "msp-default".into(),
-        version: "0.1.0".into(),
-        sha256: "0123456789abcdef".into(),
-        source: PolicySource::ConfigMap,
-        contract: "0.2.0".into(),
-    };
-    let m = msp_operator::metrics::Metrics::new();
-    drop(m.reconcile_timer());
-    m.reconcile_failure("kube");
-    m.reconcile_step("decide", std::time::Duration::from_millis(1));
-    m.set_pool("mayastor", "p", PoolState::Online, Some(1), Some(0));
-    m.policy_failure("trap");
-    m.set_policy(&policy);
-    m.rail_refusal("destroy", "live-resource");
-    m.node_operation("create", true);
-    m.status_write();
-    m.policy_reload("loaded");
-    m.registration_refused("unknown_node");
-    m.set_leader(true);
-    m.shadow.decision(&[Field::Action]);
-    m.shadow.dropped();
-    m.shadow.reload("loaded");
-    m.shadow.set_candidate(Some(&policy));
-    m.encode().expect("encoding the metrics")
-}
-
 #[test]
 fn every_metric_named_is_exported_and_every_exported_one_is_documented() {
     let root = docs::repo_root();
-    let exported = docs::exported_metrics(&exposition_with_every_family());
+    let exported = docs::exported_metrics(&docs::exposition_with_every_family());
     // Every family the code registers is in that exposition: a new metric
     // needs a line above and a row in docs/operations.md.
     let registered =
