@@ -47,8 +47,7 @@ fn output(mut cmd: Command) -> anyhow::Result<String> {
 /// [`normalised`].
 fn objects(yaml: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value: Value = serde::Deserialize::deserialize(doc)?;
+    for value in serde_saphyr::from_multiple::<Value>(yaml)? {
         if !value.is_null() {
             out.push(normalised(value));
         }
@@ -412,7 +411,7 @@ async fn opt_in_policy_configmap_and_prometheus_rule_carry_what_they_are_given()
         rule["metadata"]["labels"]["release"],
         "kube-prometheus-stack"
     );
-    let alerts: Value = serde_yaml::from_str(&std::fs::read_to_string(
+    let alerts: Value = serde_saphyr::from_str(&std::fs::read_to_string(
         Path::new(DEPLOY).join("monitoring/alerts.yaml"),
     )?)?;
     assert_eq!(rule["spec"], alerts);

@@ -28,7 +28,7 @@ fn tests_dir() -> PathBuf {
 }
 
 fn yaml(path: &Path) -> anyhow::Result<Value> {
-    Ok(serde_yaml::from_str(&std::fs::read_to_string(path)?)?)
+    Ok(serde_saphyr::from_str(&std::fs::read_to_string(path)?)?)
 }
 
 /// The rules of every group of the alerts file.
@@ -135,7 +135,7 @@ async fn every_alert_fires_and_stays_silent_in_its_promtool_test() -> anyhow::Re
         }
         let dir = tempfile::tempdir()?;
         let copy = dir.path().join(format!("{alert}.test.yaml"));
-        let mut broken_yaml = serde_yaml::to_string(&broken)?;
+        let mut broken_yaml = serde_saphyr::to_string(&broken)?;
         // rule_files are relative to the test file: point at the real one.
         broken_yaml = broken_yaml.replace(
             "../../deploy/monitoring/alerts.yaml",

@@ -289,6 +289,7 @@ async fn a_hung_node_does_not_stall_another_nodes_deletion() -> anyhow::Result<(
                     uid: format!("gone-{i}"),
                     node: "node2".into(),
                     disks: vec!["/dev/hung".into()],
+                    ..Default::default()
                 },
                 0,
             )

@@ -330,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_operator_observes_is_what_the_tools_accept() {
-        let fixture = crate::controller::context::Fixture::new();
+        let fixture = crate::controller::fixtures::Fixture::new();
         let src = fixture.ctx.sources();
         let mut p = (*pool("a", "ua", &["/dev/loop0"], true, 0)).clone();
         p.metadata.labels = Some([("keep".to_string(), "true".to_string())].into());

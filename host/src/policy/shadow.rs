@@ -362,13 +362,7 @@ pub fn start(
             configmap.clone(),
         ),
     );
-    let summaries = summarise(
-        tally,
-        candidate.clone(),
-        client.clone(),
-        configmap,
-        summary,
-    );
+    let summaries = summarise(tally, candidate.clone(), client.clone(), configmap, summary);
     let reporter = PolicyReloadReporter::shadow(
         metrics.clone(),
         recorder.clone(),

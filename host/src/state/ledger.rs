@@ -140,7 +140,7 @@ type Entries = HashMap<String, BTreeMap<String, LedgerEntry>>;
 
 /// One change to a node's ledger.
 enum Change {
-    Record(LedgerEntry),
+    Record(Box<LedgerEntry>),
     Remove(String),
 }
 
@@ -302,7 +302,7 @@ fn apply_batch(node: &str, current: &BTreeMap<String, LedgerEntry>, batch: &[Cha
                 }
                 bytes = after;
                 data.insert(key.clone(), value);
-                entries.insert(key.clone(), entry.clone());
+                entries.insert(key.clone(), (**entry).clone());
                 answers.push(Ok(()));
             }
             Change::Remove(pool) => {
@@ -422,9 +422,9 @@ impl Ledger {
         let ahead: Vec<Change> = ahead
             .into_iter()
             .filter(|e| e.node == node && self.get(&e.node, &e.pool).as_ref() != Some(e))
-            .map(Change::Record)
+            .map(|e| Change::Record(Box::new(e)))
             .collect();
-        self.submit(node, Change::Record(entry), ahead, coming)
+        self.submit(node, Change::Record(Box::new(entry)), ahead, coming)
             .await
     }
 
@@ -628,10 +628,10 @@ mod tests {
         let mut big = entry("big");
         big.disks = vec![format!("/dev/{}", "x".repeat(CONFIGMAP_DATA_LIMIT))];
         let batch = [
-            Change::Record(entry("b")),
-            Change::Record(big),
+            Change::Record(Box::new(entry("b"))),
+            Change::Record(Box::new(big)),
             Change::Remove("a".into()),
-            Change::Record(entry("c")),
+            Change::Record(Box::new(entry("c"))),
             Change::Remove("c".into()),
         ];
         let Applied {
@@ -665,10 +665,10 @@ mod tests {
         let mut last = entry("z");
         let base = serde_json::to_string(&last).expect("json").len();
         last.uid = "u".repeat(fill - base + last.uid.len());
-        let answers = apply_batch("node1", &map, &[Change::Record(last.clone())]).answers;
+        let answers = apply_batch("node1", &map, &[Change::Record(Box::new(last.clone()))]).answers;
         assert!(answers[0].is_ok(), "{:?}", answers[0]);
         last.uid.push('u');
-        let answers = apply_batch("node1", &map, &[Change::Record(last)]).answers;
+        let answers = apply_batch("node1", &map, &[Change::Record(Box::new(last))]).answers;
         assert!(matches!(answers[0], Err(LedgerError::Full { .. })));
     }
 
