@@ -274,10 +274,13 @@ mod tests {
             "{}",
             status.query
         );
-        assert!(status.query.contains("force=true"), "{}", status.query);
-        assert_eq!(status.body["apiVersion"], "openebs.io/v1alpha1");
-        assert_eq!(status.body["kind"], "MayastorPool");
-        let written = &status.body["status"];
+        // A JSON Patch conditional on the uid the status was computed for.
+        assert_eq!(status.body[0]["op"], "test");
+        assert_eq!(status.body[0]["path"], "/metadata/uid");
+        assert_eq!(status.body[0]["value"], "u1");
+        assert_eq!(status.body[1]["op"], "add");
+        assert_eq!(status.body[1]["path"], "/status");
+        let written = &status.body[1]["value"];
         assert_eq!(written["state"], "pending");
         let reason = written["reason"].as_str().unwrap_or_default();
         assert!(
@@ -327,7 +330,7 @@ mod tests {
             .next(serde_json::to_value(&*online).expect("pool"))
             .await;
         assert_eq!(status.method, http::Method::PATCH);
-        let written = &status.body["status"];
+        let written = &status.body[1]["value"];
         assert_eq!(written["state"], "online", "the last good state stays");
         assert_eq!(written["node"], "n1");
         let reason = written["reason"].as_str().unwrap_or_default();
