@@ -174,6 +174,35 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Removes from the kept build directory what a run of the crates of paths
+/// left (each run's temp path makes them new crates; the registry's are kept,
+/// which is what the directory is for): the author's crate (`my-policy`, as
+/// the page names it), the SDK and the default policy, and incremental state.
+fn prune_build_dir(build_dir: &Path) -> std::io::Result<()> {
+    const PATH_CRATES: &[&str] = &["my_policy", "my-policy", "msp_policy", "msp-policy"];
+    for profile in ["debug", "release"] {
+        let _ = std::fs::remove_dir_all(build_dir.join(profile).join("incremental"));
+        for kind in ["deps", ".fingerprint", "build"] {
+            let Ok(entries) = std::fs::read_dir(build_dir.join(profile).join(kind)) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = name.strip_prefix("lib").unwrap_or(&name);
+                if PATH_CRATES.iter().any(|c| name.starts_with(c)) {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(path)?;
+                    } else {
+                        std::fs::remove_file(path)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the script in `dir`, output to `log`, killed (its whole process
 /// group, by `timeout`) past [`SCRIPT_LIMIT`]. Cargo's own variables for this
 /// test are not passed on: the author's cargo is a plain one.
@@ -244,13 +273,10 @@ fn your_first_policy_runs_as_written() -> anyhow::Result<()> {
     std::fs::write(&script_path, &script)?;
 
     let log = work.path().join("walkthrough.log");
+    let build_dir = target.join("walkthrough-build");
+    prune_build_dir(&build_dir)?;
     let ran = Instant::now();
-    let status = run_script(
-        &script_path,
-        work.path(),
-        &log,
-        &target.join("walkthrough-build"),
-    )?;
+    let status = run_script(&script_path, work.path(), &log, &build_dir)?;
     let took = ran.elapsed();
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     // Kept after the temp dir goes, to read what the reader would see.
