@@ -150,8 +150,9 @@ fn heredoc(body: &str) -> String {
 }
 
 /// The bash script running `steps`, with `provided` in place of the
-/// `elsewhere` blocks. Before each block it prints the block's place and
-/// text, so a failure's log says which one failed.
+/// `elsewhere` blocks. Before each block it prints the seconds since the
+/// start, the block's place and its text, so a failure's log says which one
+/// failed and a run's log how long each took.
 pub fn script(steps: &[Step], provided: &Provided) -> Result<String, String> {
     let wait = EVENTUALLY.as_secs();
     let mut out = format!(
@@ -199,7 +200,7 @@ exits() {{  # LINE STATUS BODY: must exit with STATUS
             }
         };
         out.push_str(&format!(
-            "\necho; echo '::: {PAGE}:{line}, {}'\ncat {}",
+            "\nprintf '\\n::: [%ss] %s\\n' \"$SECONDS\" '{PAGE}:{line}, {}'\ncat {}",
             what.replace('\'', ""),
             heredoc(shown)
         ));
@@ -223,7 +224,7 @@ exits() {{  # LINE STATUS BODY: must exit with STATUS
             }
         }
     }
-    out.push_str("\necho; echo '::: the walkthrough ran to its end'\n");
+    out.push_str("\nprintf '\\n::: [%ss] the walkthrough ran to its end\\n' \"$SECONDS\"\n");
     Ok(out)
 }
 
