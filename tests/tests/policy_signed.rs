@@ -17,7 +17,8 @@ use kube::{Api, Client};
 use msp_policy_engine::bundled;
 use msp_policy_engine::signature::{generate_key_pair, sign};
 use msp_tests::operator::{
-    Operator, WAIT, create_pool, pool_events, pool_status, start_cluster, wait_for, wait_pool,
+    Operator, WAIT, create_pool, kubectl_stdin, pool_events, pool_status, start_cluster, wait_for,
+    wait_pool,
 };
 use sha2::{Digest, Sha256};
 
@@ -27,6 +28,34 @@ const TRUST: &str = "msp-policy-trust";
 const KEY: &str = "policy.wasm";
 const SIG: &str = "policy.wasm.sig";
 const FLAG: &str = "--policy-trust-secret=msp-policy-trust";
+/// The right to read the trust Secret and nothing else, as policy/README.md
+/// "Signed policies" gives it.
+const TRUST_RBAC: &str = "
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: msp-operator-policy-trust
+  namespace: mayastor
+rules:
+  - apiGroups: [\"\"]
+    resources: [\"secrets\"]
+    resourceNames: [\"msp-policy-trust\"]
+    verbs: [\"get\", \"list\", \"watch\"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: msp-operator-policy-trust
+  namespace: mayastor
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: msp-operator-policy-trust
+subjects:
+  - kind: ServiceAccount
+    name: msp-operator
+    namespace: mayastor
+";
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -628,6 +657,17 @@ async fn a_trust_secret_the_operator_may_not_read_refuses_every_module() -> anyh
     .await?;
     let (_, ready) = op.http_get("/readyz").await?;
     assert!(ready.contains("none loads"), "{ready}");
+
+    // Granted the documented Role (this Secret only), the watch's retry
+    // reads it and the signed module loads.
+    kubectl_stdin(&cp, &["apply", "-f", "-"], TRUST_RBAC)?;
+    let waited = wait_for("the Secret read and retain loaded", WAIT * 2, || async {
+        info(&op, false).await.contains("name=\"msp-retain\"")
+    })
+    .await;
+    let (_, ready) = op.http_get("/readyz").await?;
+    waited.map_err(|e| e.context(ready.clone()))?;
+    assert!(ready.contains("(release.pem)"), "{ready}");
     op.stop().await?;
     Ok(())
 }
