@@ -119,14 +119,6 @@ impl Trust {
             }
         }
     }
-
-    /// `msp_policy_info`'s `signature` label for a module loaded under it.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Trust::Unsigned => "unsigned",
-            Trust::Keys { .. } | Trust::Closed { .. } => "verified",
-        }
-    }
 }
 
 /// The trust `secret` configures (`None`: unsigned), watched on a task in
@@ -279,7 +271,6 @@ mod tests {
             let trust = Trust::from_secret("msp-policy-trust", secret.as_ref());
             assert_eq!(cause(&trust), want, "{secret:?}: {}", trust.describe());
             assert!(!trust.is_unsigned());
-            assert_eq!(trust.label(), "verified");
             assert!(
                 trust
                     .check(b"\0asm\x0d\0\x01\0", None)
@@ -290,6 +281,5 @@ mod tests {
             );
         }
         assert_eq!(cause(&Trust::Unsigned), "accepted");
-        assert_eq!(Trust::Unsigned.label(), "unsigned");
     }
 }

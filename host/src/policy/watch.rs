@@ -32,6 +32,10 @@ pub const DEFAULT_NAME: &str = "msp-policy";
 /// Default `binaryData` key.
 pub const DEFAULT_KEY: &str = "policy.wasm";
 
+/// Causes of a ConfigMap that holds no module the operator can use.
+const KEY_MISSING: &str = "key-missing";
+const KEY_UNDER_DATA: &str = "key-under-data";
+
 /// The ConfigMap key of the detached signature of the module under `key`.
 pub fn signature_key(key: &str) -> String {
     format!("{key}.sig")
@@ -141,8 +145,11 @@ pub async fn watch_settled(
                     trust_open = false;
                     continue;
                 }
-                // Whatever was refused before is checked afresh.
-                last_problem = None;
+                // A refused module is checked afresh; a ConfigMap that
+                // holds no module has nothing new to tell.
+                if !matches!(last_problem.as_deref(), Some(KEY_MISSING | KEY_UNDER_DATA)) {
+                    last_problem = None;
+                }
                 let now = trust.borrow_and_update().clone();
                 if let Some(cm) = &current {
                     apply(&engine, cm, &key, &now, &mut last_problem, reporter.as_ref()).await;
@@ -211,7 +218,7 @@ async fn apply(
     else {
         let (cause, why) = if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
             (
-                "key-under-data",
+                KEY_UNDER_DATA,
                 format!(
                     "ConfigMap key {key} is under data, not binaryData (a wasm module is binary: \
                      kubectl create configmap --from-file puts it under binaryData)"
@@ -226,7 +233,7 @@ async fn apply(
                 .map(String::as_str)
                 .collect();
             (
-                "key-missing",
+                KEY_MISSING,
                 format!(
                     "ConfigMap has no binaryData key {key} (its keys: {})",
                     if keys.is_empty() {
