@@ -71,6 +71,12 @@ impl Decider for PolicyEngine {
     }
 }
 
+/// The log target of every observation decided, as JSON at trace level
+/// (`RUST_LOG=msp_operator::observation=trace`): what a policy is given, to
+/// replay with `msp-policy eval --observation`, and what the tests check
+/// against the tools' model of an observation.
+pub const OBSERVATION_LOG: &str = "msp_operator::observation";
+
 /// The policy's decision on `obs`; a failure is counted by kind and logged
 /// before it is returned, whichever path asked.
 pub async fn decide(
@@ -78,6 +84,12 @@ pub async fn decide(
     metrics: &Metrics,
     obs: &Observation,
 ) -> Result<Decision, DecideError> {
+    // Serialised only when that target is enabled.
+    tracing::trace!(
+        target: OBSERVATION_LOG,
+        observation = %serde_json::to_string(obs).unwrap_or_default(),
+        "deciding"
+    );
     let started = std::time::Instant::now();
     let result = decider.decide(obs).await;
     metrics.reconcile_step("decide", started.elapsed());
