@@ -26,6 +26,11 @@ pub trait Decider: Send + Sync + 'static {
     fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>>;
     /// `name@version` of the active policy, for status and logs.
     fn active(&self) -> String;
+    /// `sha256:<hex>` of the active policy's module, for status (none for
+    /// a policy that is no module).
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The default policy called as plain Rust.
@@ -59,6 +64,10 @@ impl Decider for PolicyEngine {
 
     fn active(&self) -> String {
         PolicyEngine::active(self).identity()
+    }
+
+    fn digest(&self) -> Option<String> {
+        Some(format!("sha256:{}", PolicyEngine::active(self).sha256))
     }
 }
 
