@@ -166,8 +166,18 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
     // The pool exists on its node and the ledger says this operator made it,
     // but status has no node yet (the write after the create failed, or the
     // operator stopped in between): cache node and disks now.
+    // Decided again on the status about to be written, so that the reason
+    // is a created pool's (a resource re-created on the same disks that took
+    // its pool over is not "not created by this operator").
     if created.is_none() && !pool.placement_cached() && obs.in_ledger && obs.reported.is_some() {
-        created = Some(placement());
+        let (node, disks) = placement();
+        obs.pool.status_node = Some(node.clone());
+        obs.pool.status_disks = Some(disks.clone());
+        match decide_live(pool, &obs, ctx).await? {
+            Some(d) => decision = d,
+            None => return Ok(None),
+        }
+        created = Some((node, disks));
     }
     Ok(Some(Plan {
         obs,

@@ -212,9 +212,14 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let node = pool.effective_node().to_string();
     let status = pool.status.clone().unwrap_or_default();
     let (storage, pools) = storage_node(src.registry, &node);
-    let reported = pools
-        .as_ref()
-        .and_then(|list| list.iter().find(|p| p.name == name).cloned());
+    // Only the pool of this name on this resource's disks is its pool: one
+    // of the name elsewhere (a deleted resource's, not destroyed yet) is not.
+    let disks = pool.effective_disks();
+    let reported = pools.as_ref().and_then(|list| {
+        list.iter()
+            .find(|p| p.name == name && crate::nodes::pool_calls::overlap(&p.disks, disks))
+            .cloned()
+    });
     let on_node = src.pools.on_node(&node);
     Observation {
         now_ms: now_ms(),
