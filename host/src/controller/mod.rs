@@ -74,15 +74,19 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         tracing::debug!("Node cache not synced yet");
         return Ok(Requeue::requeue(ctx.settings.min_requeue));
     }
-    if let Some(left) = ctx.startup_hold(pool) {
+    // Acted on as created (the ledger's node and disks) when the spec was
+    // edited before the first create was reported; reported on as it is.
+    let as_created = observe::as_created(pool, &ctx.ledger);
+    let acted = as_created.as_ref().unwrap_or(pool);
+    if let Some(left) = ctx.startup_hold(acted) {
         tracing::debug!(
             ?left,
             "node not registered yet since the start; status kept"
         );
         return Ok(Requeue::requeue(left));
     }
-    actuate::remember(pool, ctx).await?;
-    let Some(plan) = decide_and_act(pool, ctx).await? else {
+    actuate::remember(acted, ctx).await?;
+    let Some(plan) = decide_and_act(acted, ctx).await? else {
         return Ok(Requeue::requeue(ctx.settings.policy_retry));
     };
     report::report(pool, &plan.obs, &plan.decision, plan.created, ctx).await?;

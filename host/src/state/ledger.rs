@@ -405,6 +405,16 @@ impl Ledger {
             .unwrap_or_default()
     }
 
+    /// The entry of resource `uid`, on whatever node (a scan: asked only
+    /// for resources with no placement in status yet).
+    pub fn of_uid(&self, uid: &str) -> Option<LedgerEntry> {
+        self.read()
+            .values()
+            .flat_map(|m| m.values())
+            .find(|e| e.uid == uid)
+            .cloned()
+    }
+
     /// Every entry.
     pub fn all(&self) -> Vec<LedgerEntry> {
         self.read()
