@@ -385,6 +385,17 @@ impl Scene {
     }
 }
 
+/// An operator started again, ready, on `registration` (the registration
+/// address of the one stopped, so that the storage node's heartbeats reach
+/// it), with the production startup grace (10 s: the node's next 1 s
+/// heartbeat lands inside it even on a loaded machine).
+pub async fn operator_again(client: &Client, registration: SocketAddr) -> anyhow::Result<Operator> {
+    let reg = format!("--registration-addr={registration}");
+    let mut op = Operator::start(client.clone(), &[&reg, "--startup-grace=10s"]).await?;
+    op.wait_ready(WAIT).await?;
+    Ok(op)
+}
+
 /// The pools the storage node at `endpoint` has loaded (v1 ListPools), by name.
 pub async fn node_pools(endpoint: SocketAddr) -> anyhow::Result<Vec<String>> {
     let mut client =

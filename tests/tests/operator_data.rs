@@ -299,13 +299,13 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         let name = format!("rail-{api:?}").to_lowercase();
         let disks = vec![format!("malloc:///{name}?size_mb=64")];
         // Empty: destroyed.
-        client.create_pool(&name, &disks).await?;
+        client.create_pool(&name, None, &disks).await?;
         assert_eq!(
-            destroy_pool(&client, &name, &disks, false, t).await?,
+            destroy_pool(&client, &name, None, &disks, false, t).await?,
             Destroyed::Destroyed(Vec::new())
         );
         // A replica: kept, and listed by the client of either API.
-        client.create_pool(&name, &disks).await?;
+        client.create_pool(&name, None, &disks).await?;
         create_replica(endpoint, &name, &format!("{name}-r")).await?;
         let listed = client.list_replicas(&name, t).await?;
         assert_eq!(listed.len(), 1, "{listed:?}");
@@ -315,7 +315,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         );
         assert!(client.list_replicas("other", t).await?.is_empty());
         assert_eq!(
-            destroy_pool(&client, &name, &disks, false, t).await?,
+            destroy_pool(&client, &name, None, &disks, false, t).await?,
             Destroyed::Kept(Contents::Holds(listed.clone()))
         );
         assert!(node_pools(endpoint).await?.contains(&name));
@@ -330,15 +330,15 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
                 uuid: None,
             })
             .await?;
-        let kept = destroy_pool(&client, &name, &disks, false, t).await?;
+        let kept = destroy_pool(&client, &name, None, &disks, false, t).await?;
         match api {
             ApiVersion::V1 => assert_eq!(kept, Destroyed::Kept(Contents::Holds(listed.clone()))),
             ApiVersion::V0 => assert_eq!(kept, Destroyed::Kept(Contents::NotLoaded)),
         }
-        client.import_pool(&name, &disks).await.ok();
+        client.import_pool(&name, None, &disks).await.ok();
         // Purged: destroyed with the replica, which goes with it.
         assert_eq!(
-            destroy_pool(&client, &name, &disks, true, t).await?,
+            destroy_pool(&client, &name, None, &disks, true, t).await?,
             Destroyed::Destroyed(listed)
         );
         assert!(!node_pools(endpoint).await?.contains(&name));
@@ -346,7 +346,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
     // The node down: nothing can be listed, nothing is destroyed.
     let client = NodeClient::new(&endpoint.to_string(), ApiVersion::V1, t, t)?;
     node.stop().await?;
-    let down = destroy_pool(&client, "any", &[], false, t).await?;
+    let down = destroy_pool(&client, "any", None, &[], false, t).await?;
     assert!(
         matches!(down, Destroyed::Kept(Contents::Unknown(_))),
         "{down:?}"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use msp_operator::lifecycle::shutdown::Shutdown;
 use msp_operator::nodes::client::{ApiVersion, NodeClient};
 use msp_operator::nodes::data_safety::Contents;
-use msp_operator::nodes::pool_calls::{self, Destroyed, Load};
+use msp_operator::nodes::pool_calls::{self, Destroyed, Load, Loaded};
 use msp_operator::nodes::registry::{self, NodeRegistry, RegistrySettings};
 use msp_policy_sdk::model::{ErrorKind, ReportedState};
 use msp_tests::operator::wait_for;
@@ -43,21 +43,27 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
             Duration::from_secs(5),
         )?;
         let disks = vec![format!("malloc:///{name}?size_mb=64")];
-        let created = client.create_pool(name, &disks).await?;
+        let created = client.create_pool(name, None, &disks).await?;
         assert_eq!(created.state, ReportedState::Online);
         assert!(created.capacity > 0 && created.capacity <= 64 << 20);
         // Create or import again: ALREADY_EXISTS from the node, success
         // through the operator's idempotent calls.
-        let again = client.create_pool(name, &disks).await.expect_err("loaded");
+        let again = client
+            .create_pool(name, None, &disks)
+            .await
+            .expect_err("loaded");
         assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
         let t = Duration::from_secs(2);
         for load in [Load::Create, Load::Import] {
-            let pool = pool_calls::load_pool(&client, load, name, &disks, t).await?;
+            let loaded = pool_calls::load_pool(&client, load, name, None, &disks, t).await?;
+            let Loaded::Pool(pool) = loaded else {
+                panic!("{loaded:?}");
+            };
             assert_eq!(pool.name, name);
         }
         // Another pool's disks: still the error.
         let other = vec!["malloc:///elsewhere?size_mb=64".to_string()];
-        let err = pool_calls::load_pool(&client, Load::Create, name, &other, t)
+        let err = pool_calls::load_pool(&client, Load::Create, name, None, &other, t)
             .await
             .expect_err("other disks");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -66,13 +72,13 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         // Disks come back as paths or URIs without the query.
         let mine = listed.iter().find(|p| p.name == name).expect("listed");
         assert!(mine.disks.iter().all(|d| !d.contains('?')), "{mine:?}");
-        client.destroy_pool(name).await?;
-        let gone = client.destroy_pool(name).await.expect_err("unknown");
+        client.destroy_pool(name, None).await?;
+        let gone = client.destroy_pool(name, None).await.expect_err("unknown");
         assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
         // Not loaded and not on its disk (malloc disks die with the pool):
         // on v1 the import says so, gone, and the operator's destroy
         // succeeds; v0 cannot load a pool to check it, so it is kept.
-        let destroyed = pool_calls::destroy_pool(&client, name, &disks, false, t).await?;
+        let destroyed = pool_calls::destroy_pool(&client, name, None, &disks, false, t).await?;
         match api {
             ApiVersion::V1 => assert_eq!(destroyed, Destroyed::Gone),
             ApiVersion::V0 => assert_eq!(destroyed, Destroyed::Kept(Contents::NotLoaded)),
@@ -121,7 +127,7 @@ async fn register_deregister_and_deadline() -> anyhow::Result<()> {
     let client = registry.client("n-reg")?;
     assert_eq!(client.api(), ApiVersion::V1);
     client
-        .create_pool("cached", &["malloc:///cached?size_mb=32".to_string()])
+        .create_pool("cached", None, &["malloc:///cached?size_mb=32".to_string()])
         .await?;
     registry.refresh("n-reg").await?;
     assert!(

@@ -36,6 +36,14 @@ pub enum PolicyError {
     FuelExhausted { budget: u64 },
     #[error("the policy tried to use more than {limit} bytes of memory")]
     MemoryLimit { limit: usize },
+    /// All policy instances together hold the process's budget: this call
+    /// could not grow its memory now (others hold it); not the module's fault
+    /// alone, and retried with the next decision.
+    #[error(
+        "the policy's memory would take all policy instances together past their budget of \
+         {budget} bytes"
+    )]
+    MemoryBudget { budget: usize },
     #[error("the policy ran past its deadline of {ms} ms")]
     Deadline { ms: u64 },
     #[error("the policy returned a nonsensical decision: {0}")]
@@ -71,6 +79,7 @@ impl PolicyError {
             PolicyError::Trap(_) => "trap",
             PolicyError::FuelExhausted { .. } => "fuel-exhausted",
             PolicyError::MemoryLimit { .. } => "memory-limit",
+            PolicyError::MemoryBudget { .. } => "memory-budget",
             PolicyError::Deadline { .. } => "deadline",
             PolicyError::Nonsense(_) => "nonsense",
             PolicyError::Conformance { .. } => "conformance",

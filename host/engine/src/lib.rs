@@ -141,16 +141,27 @@ pub fn decide_with(
     Ok(decision)
 }
 
-/// One decision with the full limits on tokio's blocking pool.
+/// One decision with the full limits on tokio's blocking pool, once one of
+/// the `slots` (at most [`Limits::concurrent`] such decisions at once) is
+/// free: a reload that wakes every pool queues them rather than running
+/// every heavy decision at once.
 async fn decide_on_blocking_pool(
     loaded: Arc<Loaded>,
     obs: Observation,
     limits: Limits,
+    slots: Arc<tokio::sync::Semaphore>,
 ) -> Result<Decision, PolicyError> {
-    tokio::task::spawn_blocking(move || loaded.compiled.decide(&obs, &limits))
+    let slot = slots
+        .acquire_owned()
         .await
-        .map_err(|e| PolicyError::Engine(format!("policy task: {e}")))
-        .and_then(|r| r)
+        .map_err(|e| PolicyError::Engine(format!("policy slots: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        loaded.compiled.decide(&obs, &limits)
+    })
+    .await
+    .map_err(|e| PolicyError::Engine(format!("policy task: {e}")))
+    .and_then(|r| r)
 }
 
 /// Counts the metrics module reads.
@@ -170,10 +181,17 @@ pub struct PolicyCounters {
 /// before its decisions move to the blocking pool.
 pub const INLINE_FUEL: u64 = 200_000;
 
+/// Linear memory a decision gets on the caller's async worker (the default
+/// policy uses about 1 MiB): a module that needs more decides on the
+/// blocking pool, where [`Limits::concurrent`] bounds how many run at once,
+/// so the async workers cannot multiply a large memory either.
+pub const INLINE_MEMORY: usize = 4 << 20;
+
 struct Loaded {
     compiled: Arc<CompiledPolicy>,
     active: ActivePolicy,
-    /// Set once a decision needed more than [`INLINE_FUEL`]: this policy's
+    /// Set once a decision needed more than [`INLINE_FUEL`] or
+    /// [`INLINE_MEMORY`]: this policy's
     /// decisions run on tokio's blocking pool from then on.
     heavy: AtomicBool,
 }
@@ -190,6 +208,8 @@ impl Loaded {
 
 struct Inner {
     limits: Limits,
+    /// Decisions on the blocking pool at once ([`Limits::concurrent`]).
+    slots: Arc<tokio::sync::Semaphore>,
     bundled: Arc<Loaded>,
     current: RwLock<Arc<Loaded>>,
     decisions: AtomicU64,
@@ -225,6 +245,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
                 limits,
+                slots: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
                 current: RwLock::new(bundled.clone()),
                 bundled,
                 decisions: AtomicU64::new(0),
@@ -236,38 +257,58 @@ impl PolicyEngine {
     }
 
     /// Decides about one pool with the active policy. The call runs on the
-    /// caller's worker with [`INLINE_FUEL`] (a hand-off to another thread
-    /// costs more than the decision); a policy that needs more is given its
-    /// full limits on tokio's blocking pool, then and for every later call.
+    /// caller's worker with [`INLINE_FUEL`] and [`INLINE_MEMORY`] (a hand-off
+    /// to another thread costs more than the decision); a policy that needs
+    /// more is given its full limits on tokio's blocking pool, at most
+    /// [`Limits::concurrent`] at once, then and for every later call.
     /// A swap while the call runs does not affect it.
     pub async fn decide(&self, obs: &Observation) -> Result<Decision, PolicyError> {
         let loaded = self.current();
         let limits = self.inner.limits;
         let inline = Limits {
             fuel: limits.fuel.min(INLINE_FUEL),
+            memory_bytes: limits.memory_bytes.min(INLINE_MEMORY),
             ..limits
         };
         let result = match loaded.heavy.load(Ordering::Relaxed) {
             false => match loaded.compiled.decide(obs, &inline) {
-                Err(PolicyError::FuelExhausted { .. }) if limits.fuel > INLINE_FUEL => {
-                    loaded.heavy.store(true, Ordering::Relaxed);
-                    tracing::info!(
-                        policy = %loaded.active.name, inline_fuel = INLINE_FUEL,
-                        "policy needs more fuel than a decision on the async worker gets: its decisions run on the blocking pool from now on"
-                    );
-                    decide_on_blocking_pool(loaded, obs.clone(), limits).await
+                Err(PolicyError::FuelExhausted { .. }) if limits.fuel > inline.fuel => {
+                    self.turn_heavy(&loaded, "fuel");
+                    decide_on_blocking_pool(loaded, obs.clone(), limits, self.inner.slots.clone())
+                        .await
+                }
+                Err(PolicyError::MemoryLimit { .. })
+                    if limits.memory_bytes > inline.memory_bytes =>
+                {
+                    self.turn_heavy(&loaded, "memory");
+                    decide_on_blocking_pool(loaded, obs.clone(), limits, self.inner.slots.clone())
+                        .await
                 }
                 other => other,
             },
-            true => decide_on_blocking_pool(loaded, obs.clone(), limits).await,
+            true => {
+                decide_on_blocking_pool(loaded, obs.clone(), limits, self.inner.slots.clone()).await
+            }
         }
         .and_then(|d| validate::check_decision(obs, &d).map(|()| d));
         self.count_decision(&result);
         result
     }
 
+    /// From now on `loaded` decides on the blocking pool: a decision needed
+    /// more `what` than one on the async worker gets.
+    fn turn_heavy(&self, loaded: &Loaded, what: &str) {
+        loaded.heavy.store(true, Ordering::Relaxed);
+        tracing::info!(
+            policy = %loaded.active.name, inline_fuel = INLINE_FUEL, inline_memory = INLINE_MEMORY,
+            needed = what,
+            "policy needs more than a decision on the async worker gets: its decisions run on the blocking pool from now on"
+        );
+    }
+
     /// Whether the active policy's decisions run on the caller's worker
-    /// (false once one needed more than [`INLINE_FUEL`]).
+    /// (false once one needed more than [`INLINE_FUEL`] or
+    /// [`INLINE_MEMORY`]).
     pub fn decides_inline(&self) -> bool {
         !self.current().heavy.load(Ordering::Relaxed)
     }

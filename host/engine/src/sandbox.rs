@@ -8,9 +8,19 @@
 //! instance cannot be entered again) and after [`MAX_USES`] decisions, so state
 //! a policy keeps in its memory cannot drift far.
 //!
+//! Memory is bounded twice: per instance (every linear memory of it together,
+//! [`Limits::memory_bytes`]) and for all instances of the process together,
+//! running and idle ([`Limits::total_memory_bytes`]): each growth of a linear
+//! memory reserves its bytes in one process-wide account and a dropped
+//! instance gives them back, so a module that touches a lot cannot multiply
+//! it by the number of pools deciding at once. Only small instances are kept
+//! idle ([`IDLE_MAX_BYTES`]), and only while the account is under half the
+//! budget: an idle instance's memory stays resident.
+//!
 //! Calls here are synchronous and may take up to the deadline: the engine
 //! runs them on an async worker only under a small fuel budget
-//! ([`crate::INLINE_FUEL`]), and with the full limits on tokio's blocking pool.
+//! ([`crate::INLINE_FUEL`]), and with the full limits on tokio's blocking pool,
+//! at most [`Limits::concurrent`] at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +43,18 @@ pub const MAX_USES: u32 = 1_000;
 const MAX_IDLE: usize = 16;
 /// Compiled components kept for reuse (by sha256) beyond those in use.
 const MAX_CACHED: usize = 16;
+/// An instance whose linear memories hold more than this is dropped after
+/// its call rather than kept idle.
+pub const IDLE_MAX_BYTES: usize = 4 << 20;
+
+/// Bytes of linear memory all instances of the process hold together.
+static RESERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes of linear memory all policy instances of the process hold now
+/// (running and idle).
+pub fn memory_reserved() -> usize {
+    RESERVED.load(Ordering::SeqCst)
+}
 
 /// Limits applied to every policy call. Configuration, not constants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +63,13 @@ pub struct Limits {
     pub fuel: u64,
     /// Wall-clock backstop per call, enforced by epoch interruption.
     pub deadline: Duration,
-    /// Linear memory per instance, in bytes.
+    /// Linear memory per instance (all its memories together), in bytes.
     pub memory_bytes: usize,
+    /// Linear memory of all instances of the process together, running and
+    /// idle, in bytes.
+    pub total_memory_bytes: usize,
+    /// Decisions with the full limits (on tokio's blocking pool) at once.
+    pub concurrent: usize,
     /// Largest module accepted, in bytes.
     pub module_bytes: usize,
 }
@@ -53,6 +80,11 @@ impl Default for Limits {
             fuel: 5_000_000,
             deadline: Duration::from_millis(100),
             memory_bytes: 32 << 20,
+            // Within the pod's 256 MiB beside the operator's own: the heavy
+            // decisions at once at the per-instance limit, and room for the
+            // inline and idle ones.
+            total_memory_bytes: 128 << 20,
+            concurrent: 3,
             module_bytes: 8 << 20,
         }
     }
@@ -60,23 +92,56 @@ impl Default for Limits {
 
 /// Per-store state: the limiter, which remembers a refused growth so that the
 /// resulting failure is reported as a memory overrun (it does not surface as
-/// a `Trap`).
+/// a `Trap`), and the bytes this store holds in the process-wide account
+/// (given back when the store is dropped).
 struct StoreData {
     memory_limit: usize,
+    total_limit: usize,
     memory_denied: bool,
+    budget_denied: bool,
+    reserved: usize,
+}
+
+impl StoreData {
+    fn new(limits: &Limits) -> StoreData {
+        StoreData {
+            memory_limit: limits.memory_bytes,
+            total_limit: limits.total_memory_bytes,
+            memory_denied: false,
+            budget_denied: false,
+            reserved: 0,
+        }
+    }
+}
+
+impl Drop for StoreData {
+    fn drop(&mut self) {
+        RESERVED.fetch_sub(self.reserved, Ordering::SeqCst);
+    }
 }
 
 impl ResourceLimiter for StoreData {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+        let grow = desired.saturating_sub(current);
+        // Every memory of the instance counts, not each one alone.
+        if self.reserved.saturating_add(grow) > self.memory_limit {
             self.memory_denied = true;
             return Ok(false);
         }
+        let total = self.total_limit;
+        let reserved = RESERVED.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+            held.checked_add(grow).filter(|after| *after <= total)
+        });
+        if reserved.is_err() {
+            self.budget_denied = true;
+            return Ok(false);
+        }
+        self.reserved += grow;
         Ok(true)
     }
 
@@ -357,13 +422,7 @@ impl CompiledPolicy {
     /// instantiate cost and for `MAX_USES`).
     fn instantiate(&self, limits: &Limits) -> Result<Ready, PolicyError> {
         let sandbox = sandbox()?;
-        let mut store = Store::new(
-            &sandbox.engine,
-            StoreData {
-                memory_limit: limits.memory_bytes,
-                memory_denied: false,
-            },
-        );
+        let mut store = Store::new(&sandbox.engine, StoreData::new(limits));
         store.limiter(|data| data);
         arm(&mut store, limits)?;
         let policy = match &self.pre {
@@ -403,7 +462,11 @@ impl CompiledPolicy {
         match result {
             Ok(value) => {
                 ready.uses += 1;
-                if ready.uses < MAX_USES {
+                // Kept idle only when small and while the budget is far
+                // from spent: an idle instance's memory stays resident.
+                let small = ready.store.data().reserved <= IDLE_MAX_BYTES;
+                let room = memory_reserved() <= limits.total_memory_bytes / 2;
+                if ready.uses < MAX_USES && small && room {
                     let mut idle = lock(&self.idle);
                     if idle.len() < MAX_IDLE {
                         idle.push(ready);
@@ -430,7 +493,13 @@ fn arm(store: &mut Store<StoreData>, limits: &Limits) -> Result<(), PolicyError>
         .max(1) as u64
         + 1;
     store.set_epoch_deadline(ticks);
-    store.data_mut().memory_denied = false;
+    // An idle instance made under other limits (the inline ones) gets this
+    // call's.
+    let data = store.data_mut();
+    data.memory_limit = limits.memory_bytes;
+    data.total_limit = limits.total_memory_bytes;
+    data.memory_denied = false;
+    data.budget_denied = false;
     Ok(())
 }
 
@@ -440,6 +509,11 @@ fn classify(err: wasmtime::Error, data: &StoreData, limits: &Limits) -> PolicyEr
     if data.memory_denied {
         return PolicyError::MemoryLimit {
             limit: limits.memory_bytes,
+        };
+    }
+    if data.budget_denied {
+        return PolicyError::MemoryBudget {
+            budget: limits.total_memory_bytes,
         };
     }
     match err.downcast_ref::<Trap>() {

@@ -11,7 +11,14 @@
 //! - nothing is created on a disk the node reports holding data, or one
 //!   it cannot tell about ([`crate::nodes::disk_safety`]);
 //! - the ledger entry is written before CreatePool, so a crash in between
-//!   leaves a record, never an untracked pool.
+//!   leaves a record, never an untracked pool, and before the disk check,
+//!   so that the check's answer is at most one round trip old when
+//!   CreatePool is sent;
+//! - CreatePool and ImportPool carry the pool's uuid (v1): a pool of the
+//!   name that the operator did not create, found on the disks, is never
+//!   imported as the resource's, only adopted by the admin's annotation;
+//!   a destroy touches only the pool of the recorded uuid
+//!   ([`crate::nodes::pool_identity`]).
 
 use std::collections::BTreeMap;
 
@@ -21,10 +28,11 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 use super::context::Context;
 use super::error::Error;
 use super::observe;
-use crate::nodes::client::{NodeClient, NodeError};
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
-use crate::nodes::pool_calls::{self, Destroyed, Load};
+use crate::nodes::pool_calls::{self, Destroyed, Load, Loaded};
+use crate::nodes::pool_identity::{self, Identity};
 use crate::nodes::registry::PoolUpdate;
 use crate::state::crd::MayastorPool;
 use crate::state::events;
@@ -129,65 +137,104 @@ pub async fn live(
             let disks = pool.effective_disks().to_vec();
             let name = pool.name_any();
             let uid = pool.uid().unwrap_or_default();
+            let prior = ctx.ledger.get(&node, &name);
+            if let Some(why) = prior.as_ref().and_then(|p| other_resources(pool, p)) {
+                return Ok(Outcome::Refused(action, why));
+            }
             let client = match client_or_failed(ctx, &node, &uid, action) {
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
-            // A CreatePool may format the disks (v0 has no import: its
-            // CreatePool is what imports too): ask what they hold first.
-            let may_format =
-                action == Action::Create || client.api() == crate::nodes::client::ApiVersion::V0;
-            // What the node said its devices hold, when asked: the check the
-            // entries recorded ahead for other pools of the node pass too.
-            let mut devices = None;
-            if may_format && disk_safety::needs_check(&disks) {
-                let timeout = ctx.registry.settings().rpc_timeout;
-                let asked = std::time::Instant::now();
-                let listed = client.list_block_devices(timeout).await;
-                ctx.metrics.reconcile_step("disks", asked.elapsed());
-                let refusal = match listed {
-                    Ok(listed) => {
-                        let refusal = disk_safety::refusal(&disks, &listed);
-                        devices = Some(listed);
-                        refusal
-                    }
-                    Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
-                };
-                if let Some(why) = refusal {
-                    return Ok(Outcome::Refused(action, why));
-                }
-            }
+            // Which pool on the disks is this resource's: by uuid, which
+            // only v1 has (v0 pools are matched by name and disks).
+            let by_uuid = client.api() == ApiVersion::V1;
+            let adopt = match pool_identity::adoption(pool.annotations()) {
+                Some(Err(why)) => return Ok(Outcome::Refused(action, why)),
+                Some(Ok(uuid)) => Some(uuid),
+                None => None,
+            };
+            let identity = if by_uuid {
+                pool_identity::choose(
+                    &uid,
+                    &disks,
+                    prior.as_ref(),
+                    adopt.as_deref(),
+                    action == Action::Create,
+                )
+            } else {
+                Identity::Unknown
+            };
+            // An adoption imports only: a mistyped uuid formats nothing.
+            let load = match (action, &identity) {
+                (_, Identity::Adopted(_)) | (Action::Import, _) => Load::Import,
+                _ => Load::Create,
+            };
             // Durable before the node acts: a crash after CreatePool must not
-            // leave a pool the operator would not know it created.
+            // leave a pool the operator would not know it created. Recorded
+            // before the disk check, so that the check's answer is at most
+            // one round trip old when CreatePool is sent: a filesystem made
+            // while the ledger write was in flight is seen.
             let started = std::time::Instant::now();
-            let entry = ledger_entry(pool, &node, &disks);
+            let entry = LedgerEntry {
+                pool_uuid: identity.uuid().map(str::to_string),
+                ..ledger_entry(pool, &node, &disks)
+            };
             let (ahead, coming) = if action == Action::Create {
-                new_on_node(ctx, pool, devices.as_deref())
+                new_on_node(ctx, pool, by_uuid)
             } else {
                 (Vec::new(), 0)
             };
-            match ctx.ledger.record_with(entry, ahead, coming).await {
+            match ctx.ledger.record_with(entry.clone(), ahead, coming).await {
                 Ok(()) => {}
                 Err(full @ LedgerError::Full { .. }) => {
                     return Ok(Outcome::Refused(action, full.to_string()));
                 }
                 Err(err) => return Err(err.into()),
             }
-            let recorded = started.elapsed();
-            let load = match action {
-                Action::Create => Load::Create,
-                _ => Load::Import,
-            };
+            ctx.metrics.reconcile_step("ledger", started.elapsed());
+            // A CreatePool may format the disks (v0 has no import: its
+            // CreatePool is what imports too): ask what they hold, last.
+            let may_format = load == Load::Create || client.api() == ApiVersion::V0;
+            if may_format && disk_safety::needs_check(&disks) {
+                let timeout = ctx.registry.settings().rpc_timeout;
+                let asked = std::time::Instant::now();
+                let listed = client.list_block_devices(timeout).await;
+                ctx.metrics.reconcile_step("disks", asked.elapsed());
+                let refusal = match listed {
+                    Ok(listed) => disk_safety::refusal(&disks, &listed),
+                    Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
+                };
+                if let Some(why) = refusal {
+                    if load == Load::Create {
+                        // Nothing was created: no record of it stays (a
+                        // pool taken over keeps its old one).
+                        restore(ctx, &entry, prior.filter(|p| p.uid != uid)).await?;
+                    }
+                    return Ok(Outcome::Refused(action, why));
+                }
+            }
+            let sent = std::time::Instant::now();
             let timeout = ctx.registry.settings().probe_timeout;
-            let result = pool_calls::load_pool(&client, load, &name, &disks, timeout).await;
-            ctx.metrics.reconcile_step("ledger", recorded);
-            ctx.metrics
-                .reconcile_step("node", started.elapsed().saturating_sub(recorded));
+            let result =
+                pool_calls::load_pool(&client, load, &name, identity.uuid(), &disks, timeout).await;
+            ctx.metrics.reconcile_step("node", sent.elapsed());
             tracing::debug!(
-                ledger_ms = recorded.as_millis() as u64,
-                node_ms = (started.elapsed() - recorded).as_millis() as u64,
-                "ledger written, node called"
+                ledger_ms = (sent - started).as_millis() as u64,
+                node_ms = sent.elapsed().as_millis() as u64,
+                "ledger written, disks checked, node called"
             );
+            let result = match result {
+                Ok(Loaded::Foreign(found)) => {
+                    // Not this resource's pool: the entry goes back to what
+                    // it was, and nothing of that pool is recorded.
+                    tracing::warn!(%node, pool = %name, uuid = %found, "a pool this operator did not create is on the disks");
+                    restore(ctx, &entry, prior).await?;
+                    let why = pool_identity::foreign_note(&name, &node, &disks, &found);
+                    return Ok(Outcome::Refused(action, why));
+                }
+                Ok(Loaded::Pool(reported)) => Ok(reported),
+                Err(err) => Err(err),
+            };
             ctx.metrics.node_operation(action_name(action), result.is_ok());
             update_cache(ctx, &node, &result, |reported| {
                 PoolUpdate::Loaded(reported.clone())
@@ -226,6 +273,69 @@ pub(crate) fn ledger_entry(pool: &MayastorPool, node: &str, disks: &[String]) ->
     }
 }
 
+/// Why live resource `pool` must not record its pool over `entry`, the
+/// ledger's record of a pool of the same name on its node made for another
+/// resource: the entry is never overwritten (its pool would be forgotten,
+/// never destroyed). Only a resource re-created under the same name in the
+/// same namespace, on the same disks, takes the pool over (the admin's way
+/// to keep a pool across a re-create). On other disks it waits until the old
+/// pool is destroyed (a node holds one pool of a name), or held: then the
+/// reason says so.
+fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
+    let namespace = pool.namespace().unwrap_or_default();
+    if pool.uid().as_deref() == Some(entry.uid.as_str()) || takes_over(pool, entry) {
+        return None;
+    }
+    let whose = if entry.namespace == namespace {
+        format!(
+            "the deleted resource {namespace}/{} (uid {})",
+            entry.pool, entry.uid
+        )
+    } else {
+        format!(
+            "resource {}/{} (uid {})",
+            entry.namespace, entry.pool, entry.uid
+        )
+    };
+    let held = match &entry.held {
+        Some(held) => format!("; it is kept because {}", data_safety::what_holds(held)),
+        None => String::new(),
+    };
+    Some(format!(
+        "node {} already has pool {} of {whose} on {}, and a node holds one pool of a name: \
+         this one is created once that pool is destroyed{held}",
+        entry.node,
+        entry.pool,
+        entry.disks.join(", ")
+    ))
+}
+
+/// True when live resource `pool` takes over the pool of `entry`, made for
+/// another resource: it is that resource re-created (same namespace and
+/// name, so the old one is gone) on the same node and disks.
+fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
+    pool.uid().as_deref() != Some(entry.uid.as_str())
+        && pool.namespace().unwrap_or_default() == entry.namespace
+        && pool.name_any() == entry.pool
+        && pool.effective_node() == entry.node
+        && pool_calls::overlap(pool.effective_disks(), &entry.disks)
+}
+
+/// Puts the ledger entry of `entry`'s pool back to `prior` (none: removed),
+/// after a load that found another pool than the one `entry` recorded.
+async fn restore(
+    ctx: &Context,
+    entry: &LedgerEntry,
+    prior: Option<LedgerEntry>,
+) -> Result<(), Error> {
+    match prior {
+        Some(prior) if prior != *entry => ctx.ledger.record(prior, 0).await?,
+        Some(_) => {}
+        None => ctx.ledger.remove(&entry.node, &entry.pool).await?,
+    }
+    Ok(())
+}
+
 /// What the ledger keeps of `pool`'s labels and annotations (bounded).
 fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     msp_policy_sdk::model::last_seen(pool.labels(), pool.annotations())
@@ -235,17 +345,12 @@ fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String,
 /// ahead of their own reconciles, and how many more new pools of the node
 /// are not among them (their entries are about to follow: the write lingers
 /// a moment for them). A pool is recorded ahead only when its own reconcile
-/// would record the very same entry after passing the same checks: not
+/// would record the very same entry (it records before its disk check): not
 /// created (no cached placement) and not being deleted, no entry yet, its
-/// node's pool list known and without it, no disk conflict, and its disks
-/// exempt from the disk check or reported empty in `devices` (what this
-/// reconcile's check just listed). Its own reconcile still checks the disks
-/// again before its CreatePool.
-fn new_on_node(
-    ctx: &Context,
-    pool: &MayastorPool,
-    devices: Option<&[crate::nodes::client::BlockDeviceInfo]>,
-) -> (Vec<LedgerEntry>, usize) {
+/// node's pool list known and without it, and no disk conflict. Its own
+/// reconcile then checks its disks before its CreatePool, and drops the
+/// entry when the check refuses. `by_uuid`: the node has pool uuids (v1).
+fn new_on_node(ctx: &Context, pool: &MayastorPool, by_uuid: bool) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
     let pools = ctx.pools.on_node(node);
     let listed = ctx.registry.view(node).pools;
@@ -273,19 +378,17 @@ fn new_on_node(
             continue;
         };
         let disks = other.effective_disks();
-        let checked = if disk_safety::needs_check(disks) {
-            devices.is_some_and(|d| disk_safety::refusal(disks, d).is_none())
-        } else {
-            true
-        };
-        if !checked
-            || listed.iter().any(|p| p.name == name)
+        if listed.iter().any(|p| p.name == name)
             || !observe::conflicts(other, &pools, Some(listed), &entries).is_empty()
         {
             continue;
         }
         coming -= 1;
-        ahead.push(ledger_entry(other, node, disks));
+        // The uuid its own reconcile will find recorded and create with.
+        ahead.push(LedgerEntry {
+            pool_uuid: by_uuid.then(pool_identity::new_uuid),
+            ..ledger_entry(other, node, disks)
+        });
     }
     (ahead, coming)
 }
@@ -296,10 +399,13 @@ pub fn destroy_refusal(
     live: &[std::sync::Arc<MayastorPool>],
     reported_disks: Option<&[String]>,
 ) -> Option<String> {
-    if let Some(owner) = live
-        .iter()
-        .find(|p| p.name_any() == entry.pool && p.effective_node() == entry.node)
-    {
+    // A live resource naming the pool on other disks waits for this one to
+    // go (see `other_resources`): it does not hold it back.
+    if let Some(owner) = live.iter().find(|p| {
+        p.name_any() == entry.pool
+            && p.effective_node() == entry.node
+            && pool_calls::overlap(p.effective_disks(), &entry.disks)
+    }) {
         return Some(format!(
             "resource {}/{} names this pool",
             owner.namespace().unwrap_or_default(),
@@ -353,9 +459,15 @@ pub async fn deleted(
             };
             let timeout = ctx.registry.settings().probe_timeout;
             let asked = std::time::Instant::now();
-            let result =
-                pool_calls::destroy_pool(&client, &entry.pool, &entry.disks, entry.purge, timeout)
-                    .await;
+            let result = pool_calls::destroy_pool(
+                &client,
+                &entry.pool,
+                entry.pool_uuid.as_deref(),
+                &entry.disks,
+                entry.purge,
+                timeout,
+            )
+            .await;
             // A kept pool's time is the rail's alone (the listing); a
             // destroyed one's includes the DestroyPool.
             let step = match &result {
@@ -372,6 +484,23 @@ pub async fn deleted(
                 Ok(Destroyed::Kept(contents)) => {
                     hold(entry, contents, ctx).await?;
                     return Ok(Outcome::Nothing);
+                }
+                Ok(Destroyed::Other(what)) => {
+                    // Not the pool this operator made: forget it, never touch it.
+                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
+                    return Ok(Outcome::Refused(
+                        Action::Destroy,
+                        format!(
+                            "the node's pool {} {what}, but this operator created it on {}{}",
+                            entry.pool,
+                            entry.disks.join(", "),
+                            entry
+                                .pool_uuid
+                                .as_deref()
+                                .map(|u| format!(" with uuid {u}"))
+                                .unwrap_or_default()
+                        ),
+                    ));
                 }
                 Ok(Destroyed::Destroyed(went)) => Some(went.clone()),
                 Ok(Destroyed::Gone) => Some(Vec::new()),
@@ -427,7 +556,11 @@ pub async fn deleted(
 /// - whether its admin asked for a purge ([`PURGE_ANNOTATION`] =
 ///   [`data_safety::PURGE_VALUE`]), so that the purge holds when the resource
 ///   is deleted, even while the operator is down. Any other value is a
-///   Warning Event and changes nothing.
+///   Warning Event and changes nothing;
+/// - its uid, when it is a deleted resource re-created under the same name
+///   on the same disks: it takes the pool over (issue 23 item 2), so it
+///   reports the pool as its own and the sweep does not destroy it for the
+///   old uid.
 pub async fn remember(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
     let asked = data_safety::purge_asked(pool.annotations());
     if asked == Some(false) {
@@ -439,30 +572,37 @@ pub async fn remember(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
         crate::controller::report::publish(pool, ctx, true, "PurgeNotConfirmed", &note).await;
     }
     let uid = pool.uid().unwrap_or_default();
-    let Some(entry) = ctx
-        .ledger
-        .get(pool.effective_node(), &pool.name_any())
-        .filter(|e| e.uid == uid)
-    else {
+    let Some(current) = ctx.ledger.get(pool.effective_node(), &pool.name_any()) else {
         return Ok(());
+    };
+    let entry = match current.clone() {
+        entry if entry.uid == uid => entry,
+        // Re-created on the same disks: the pool is this resource's now
+        // (with what was created: node, disks, uuid), and live again.
+        entry if takes_over(pool, &entry) => {
+            tracing::info!(pool = %entry.pool, node = %entry.node, old_uid = %entry.uid,
+                "resource re-created on the same disks: it takes the pool over");
+            LedgerEntry {
+                uid: uid.clone(),
+                held: None,
+                ..entry
+            }
+        }
+        _ => return Ok(()),
     };
     let (labels, annotations) = last_seen(pool);
     let purge = asked == Some(true);
-    if entry.labels == labels && entry.annotations == annotations && entry.purge == purge {
+    let updated = LedgerEntry {
+        labels,
+        annotations,
+        purge,
+        ..entry.clone()
+    };
+    if current == updated {
         return Ok(());
     }
     let purge_changed = entry.purge != purge;
-    ctx.ledger
-        .record(
-            LedgerEntry {
-                labels,
-                annotations,
-                purge,
-                ..entry.clone()
-            },
-            0,
-        )
-        .await?;
+    ctx.ledger.record(updated, 0).await?;
     if !purge_changed {
         return Ok(());
     }
@@ -568,6 +708,52 @@ mod tests {
         assert!(destroy_refusal(&entry(), &[std::sync::Arc::new(other)], None).is_none());
     }
 
+    fn live_pool(uid: &str, namespace: &str, disk: &str) -> MayastorPool {
+        let mut p = MayastorPool::new(
+            "p",
+            MayastorPoolSpec {
+                node: "n1".into(),
+                disks: vec![disk.into()],
+            },
+        );
+        p.metadata.namespace = Some(namespace.into());
+        p.metadata.uid = Some(uid.into());
+        p
+    }
+
+    /// Issue 23 item 2: a ledger entry is never overwritten by another
+    /// resource's; only a re-create on the same disks takes the pool over.
+    #[test]
+    fn another_resources_entry_is_taken_over_only_from_the_same_disks() {
+        let old = entry();
+        // Re-created in the same namespace on the same disk: takes over.
+        let same = live_pool("new", "mayastor", "/dev/loop0");
+        assert!(takes_over(&same, &old));
+        assert_eq!(other_resources(&same, &old), None);
+        // On another disk: waits for the old pool, saying whose it is.
+        let elsewhere = live_pool("new", "mayastor", "/dev/loop1");
+        assert!(!takes_over(&elsewhere, &old));
+        let why = other_resources(&elsewhere, &old).expect("waits");
+        assert!(
+            why.contains("deleted resource mayastor/p (uid old)"),
+            "{why}"
+        );
+        assert!(why.contains("/dev/loop0"), "{why}");
+        // Another namespace's pool of the name is never taken over.
+        let other_ns = live_pool("new", "other", "/dev/loop0");
+        assert!(!takes_over(&other_ns, &old));
+        assert!(other_resources(&other_ns, &old).is_some());
+        // Its own entry.
+        assert_eq!(
+            other_resources(&live_pool("old", "mayastor", "/dev/loop1"), &old),
+            None
+        );
+        // A live resource naming the pool on other disks does not hold back
+        // the old pool's destroy (it is waiting for it).
+        let arc = std::sync::Arc::new(elsewhere);
+        assert!(destroy_refusal(&old, &[arc], None).is_none());
+    }
+
     #[test]
     fn never_destroys_a_same_named_pool_on_other_disks() {
         let other = vec!["/dev/loop9".to_string()];
@@ -575,5 +761,146 @@ mod tests {
         let same = vec!["/dev/loop0".to_string()];
         assert!(destroy_refusal(&entry(), &[], Some(&same)).is_none());
         assert!(destroy_refusal(&entry(), &[], None).is_none());
+    }
+
+    /// A storage node that logs the calls a create makes into `log`.
+    #[derive(Clone)]
+    struct LoggingNode(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+    impl LoggingNode {
+        fn push(&self, what: &'static str) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+        }
+    }
+
+    #[tonic::async_trait]
+    impl msp_proto::v1::host_rpc_server::HostRpc for LoggingNode {
+        async fn list_block_devices(
+            &self,
+            _: tonic::Request<msp_proto::v1::ListBlockDevicesRequest>,
+        ) -> Result<tonic::Response<msp_proto::v1::ListBlockDevicesResponse>, tonic::Status>
+        {
+            self.push("disk check");
+            Ok(tonic::Response::new(
+                msp_proto::v1::ListBlockDevicesResponse {
+                    devices: vec![msp_proto::v1::BlockDevice {
+                        devname: "/dev/loop0".into(),
+                        available: true,
+                        ..Default::default()
+                    }],
+                },
+            ))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl msp_proto::v1::pool_rpc_server::PoolRpc for LoggingNode {
+        async fn create_pool(
+            &self,
+            req: tonic::Request<msp_proto::v1::CreatePoolRequest>,
+        ) -> Result<tonic::Response<msp_proto::v1::Pool>, tonic::Status> {
+            self.push("create");
+            let req = req.into_inner();
+            Ok(tonic::Response::new(msp_proto::v1::Pool {
+                uuid: req.uuid.unwrap_or_default(),
+                name: req.name,
+                disks: req.disks,
+                state: 1,
+                ..Default::default()
+            }))
+        }
+        async fn destroy_pool(
+            &self,
+            _: tonic::Request<msp_proto::v1::DestroyPoolRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            Err(tonic::Status::unimplemented("destroy"))
+        }
+        async fn export_pool(
+            &self,
+            _: tonic::Request<msp_proto::v1::ExportPoolRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            Err(tonic::Status::unimplemented("export"))
+        }
+        async fn import_pool(
+            &self,
+            _: tonic::Request<msp_proto::v1::ImportPoolRequest>,
+        ) -> Result<tonic::Response<msp_proto::v1::Pool>, tonic::Status> {
+            Err(tonic::Status::unimplemented("import"))
+        }
+        async fn list_pools(
+            &self,
+            _: tonic::Request<msp_proto::v1::ListPoolOptions>,
+        ) -> Result<tonic::Response<msp_proto::v1::ListPoolsResponse>, tonic::Status> {
+            Ok(tonic::Response::new(Default::default()))
+        }
+        async fn grow_pool(
+            &self,
+            _: tonic::Request<msp_proto::v1::GrowPoolRequest>,
+        ) -> Result<tonic::Response<msp_proto::v1::GrowPoolResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("grow"))
+        }
+    }
+
+    /// Issue 23 item 6: the ledger write comes before the disk check, and
+    /// the check right before CreatePool, so the check's answer is at most
+    /// one round trip old when the node may format (a filesystem made while
+    /// a slow ledger write was in flight is seen). Also: the CreatePool
+    /// carries the uuid the entry records (item 5).
+    #[tokio::test]
+    async fn a_create_records_then_checks_the_disks_then_creates() {
+        use crate::controller::fixtures::{Fixture, pool};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let node = LoggingNode(Default::default());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(msp_proto::v1::host_rpc_server::HostRpcServer::new(
+                    node.clone(),
+                ))
+                .add_service(msp_proto::v1::pool_rpc_server::PoolRpcServer::new(
+                    node.clone(),
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let (fx, mut api) = Fixture::with_api_server();
+        let ctx = fx.ctx;
+        ctx.registry
+            .register(&msp_proto::v1::RegisterRequest {
+                id: "n1".into(),
+                grpc_endpoint: addr.to_string(),
+                api_version: vec![1],
+                ..Default::default()
+            })
+            .expect("registered");
+        let p = pool("n1");
+        let obs = observe::observe(&p, &ctx.sources());
+        let decision = Decision {
+            action: Action::Create,
+            state: msp_policy_sdk::model::PoolState::Pending,
+            reason: String::new(),
+            requeue_after_ms: None,
+            event: None,
+        };
+        let apiserver = async {
+            let sent = api
+                .next(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "msp-ledger-n1", "namespace": "mayastor"}}))
+                .await;
+            node.push("ledger");
+            sent
+        };
+        let (outcome, sent) = tokio::join!(live(&p, &obs, &decision, &ctx), apiserver);
+        server.abort();
+        assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
+        let log = node.0.lock().expect("log").clone();
+        assert_eq!(log, vec!["ledger", "disk check", "create"]);
+        assert_eq!(sent.method, http::Method::PATCH);
+        let recorded: serde_json::Value =
+            serde_json::from_str(sent.body["data"]["p"].as_str().expect("the entry of p"))
+                .expect("an entry");
+        let uuid = recorded["poolUuid"].as_str().expect("a pool uuid recorded");
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{uuid}");
     }
 }

@@ -76,15 +76,19 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         tracing::debug!("Node cache not synced yet");
         return Ok(Requeue::requeue(ctx.settings.min_requeue));
     }
-    if let Some(left) = ctx.startup_hold(pool) {
+    // Acted on as created (the ledger's node and disks) when the spec was
+    // edited before the first create was reported; reported on as it is.
+    let as_created = observe::as_created(pool, &ctx.ledger);
+    let acted = as_created.as_ref().unwrap_or(pool);
+    if let Some(left) = ctx.startup_hold(acted) {
         tracing::debug!(
             ?left,
             "node not registered yet since the start; status kept"
         );
         return Ok(Requeue::requeue(left));
     }
-    actuate::remember(pool, ctx).await?;
-    let Some(plan) = decide_and_act(pool, ctx).await? else {
+    actuate::remember(acted, ctx).await?;
+    let Some(plan) = decide_and_act(acted, ctx).await? else {
         return Ok(Requeue::requeue(ctx.settings.policy_retry));
     };
     report::report(pool, &plan.obs, &plan.decision, plan.created, ctx).await?;
@@ -168,8 +172,18 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
     // The pool exists on its node and the ledger says this operator made it,
     // but status has no node yet (the write after the create failed, or the
     // operator stopped in between): cache node and disks now.
+    // Decided again on the status about to be written, so that the reason
+    // is a created pool's (a resource re-created on the same disks that took
+    // its pool over is not "not created by this operator").
     if created.is_none() && !pool.placement_cached() && obs.in_ledger && obs.reported.is_some() {
-        created = Some(placement());
+        let (node, disks) = placement();
+        obs.pool.status_node = Some(node.clone());
+        obs.pool.status_disks = Some(disks.clone());
+        match decide_live(pool, &obs, ctx).await? {
+            Some(d) => decision = d,
+            None => return Ok(None),
+        }
+        created = Some((node, disks));
     }
     Ok(Some(Plan {
         obs,

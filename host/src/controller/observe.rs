@@ -140,6 +140,30 @@ pub fn conflicts(
     out.into_iter().collect()
 }
 
+/// The resource as created: when its status has no placement cached yet
+/// (the operator stopped between CreatePool and the status write) and the
+/// ledger records its pool on another node or disks than the spec now names
+/// (the spec was edited meanwhile), a copy whose spec names what the ledger
+/// recorded. What may have been created wins over the spec: acting on the
+/// edited spec would report the new disks while the pool sits on the old
+/// ones, and leak it. `None` when there is nothing to correct.
+pub fn as_created(pool: &MayastorPool, ledger: &Ledger) -> Option<MayastorPool> {
+    if pool.placement_cached() {
+        return None;
+    }
+    let uid = pool.uid()?;
+    let entry = ledger.of_uid(&uid)?;
+    if entry.node == pool.spec.node && entry.disks == pool.spec.disks {
+        return None;
+    }
+    tracing::info!(node = %entry.node, disks = ?entry.disks, spec_node = %pool.spec.node,
+        spec_disks = ?pool.spec.disks, "the ledger records the pool elsewhere than the spec: what was created wins");
+    let mut view = pool.clone();
+    view.spec.node = entry.node;
+    view.spec.disks = entry.disks;
+    Some(view)
+}
+
 /// The observation of one live resource.
 pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let name = pool.name_any();
@@ -147,9 +171,14 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let node = pool.effective_node().to_string();
     let status = pool.status.clone().unwrap_or_default();
     let (storage, pools) = storage_node(src.registry, &node);
-    let reported = pools
-        .as_ref()
-        .and_then(|list| list.iter().find(|p| p.name == name).cloned());
+    // Only the pool of this name on this resource's disks is its pool: one
+    // of the name elsewhere (a deleted resource's, not destroyed yet) is not.
+    let disks = pool.effective_disks();
+    let reported = pools.as_ref().and_then(|list| {
+        list.iter()
+            .find(|p| p.name == name && crate::nodes::pool_calls::overlap(&p.disks, disks))
+            .cloned()
+    });
     let on_node = src.pools.on_node(&node);
     Observation {
         now_ms: now_ms(),

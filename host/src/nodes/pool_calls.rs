@@ -3,7 +3,9 @@
 //! would have:
 //! - CreatePool or ImportPool answering ALREADY_EXISTS is success when the
 //!   node then lists a pool of that name on the same disks (the engine has
-//!   it loaded); with other disks it stays the error it is;
+//!   it loaded) and, when a uuid was asked for, of that uuid; with other
+//!   disks it stays the error it is; a pool of another uuid is
+//!   [`Loaded::Foreign`] (see [`pool_identity`]);
 //! - DestroyPool is sent only after the data safety rail listed the pool
 //!   loaded and empty (or the admin purged it). The engine does not load
 //!   pools by itself after a restart, so a pool it does not list may only
@@ -24,6 +26,7 @@ use msp_policy_sdk::model::{ErrorKind, ReportedPool};
 
 use crate::nodes::client::{ApiVersion, NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents};
+use crate::nodes::pool_identity;
 
 /// Whether to create (or import) with CreatePool, or import only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,20 +35,33 @@ pub enum Load {
     Import,
 }
 
-/// CreatePool or ImportPool; an ALREADY_EXISTS for this very pool is its
-/// listing. `timeout` bounds that ListPools.
+/// What [`load_pool`] found.
+#[derive(Debug, PartialEq)]
+pub enum Loaded {
+    /// The pool, loaded.
+    Pool(ReportedPool),
+    /// The disks hold a pool of this name with this other uuid: not the one
+    /// asked for, left as it is ([`pool_identity`]).
+    Foreign(String),
+}
+
+/// CreatePool or ImportPool, of the pool of `uuid` when given; an
+/// ALREADY_EXISTS for this very pool (same disks, and same uuid when given)
+/// is its listing. `timeout` bounds the listings.
 pub async fn load_pool(
     client: &NodeClient,
     load: Load,
     name: &str,
+    uuid: Option<&str>,
     disks: &[String],
     timeout: Duration,
-) -> Result<ReportedPool, NodeError> {
+) -> Result<Loaded, NodeError> {
     let result = match load {
-        Load::Create => client.create_pool(name, disks).await,
-        Load::Import => client.import_pool(name, disks).await,
+        Load::Create => client.create_pool(name, uuid, disks).await,
+        Load::Import => client.import_pool(name, uuid, disks).await,
     };
     match result {
+        Ok(pool) => Ok(Loaded::Pool(pool)),
         Err(err) if err.kind() == ErrorKind::AlreadyExists => {
             match client.list_pools(timeout).await {
                 Ok(pools) => match pools
@@ -53,8 +69,17 @@ pub async fn load_pool(
                     .find(|p| p.name == name && same_disks(&p.disks, disks))
                 {
                     Some(pool) => {
+                        // The engine answers ALREADY_EXISTS for a loaded
+                        // pool of the name whatever its uuid.
+                        if let Some(want) = uuid
+                            && let Some(found) = client.identify(name, timeout).await?
+                            && let Some(found) = found.uuid
+                            && !found.eq_ignore_ascii_case(want)
+                        {
+                            return Ok(Loaded::Foreign(found));
+                        }
                         tracing::debug!(pool = name, "already loaded on its disks: success");
-                        Ok(pool)
+                        Ok(Loaded::Pool(pool))
                     }
                     None => Err(err),
                 },
@@ -64,7 +89,10 @@ pub async fn load_pool(
                 }
             }
         }
-        other => other,
+        Err(err) => match uuid.and_then(|want| pool_identity::found_uuid(&err, want)) {
+            Some(found) => Ok(Loaded::Foreign(found)),
+            None => Err(err),
+        },
     }
 }
 
@@ -77,20 +105,43 @@ pub enum Destroyed {
     Gone,
     /// Kept: it holds data, or could not be checked (the data safety rail).
     Kept(Contents),
+    /// The node's loaded pool of this name is another (it has another uuid,
+    /// or is on other disks: what, as a phrase); left alone.
+    Other(String),
 }
 
 /// DestroyPool behind the data safety rail ([`data_safety`]): only a pool
 /// listed empty is destroyed, unless `purge`. Success when the pool is gone
 /// (see the module doc); a pool not loaded is loaded (v1 import) to be
-/// checked. `disks` are those the pool was created on; `timeout` bounds each
-/// listing.
+/// checked. `disks` are those the pool was created on, `uuid` its uuid when
+/// known (a loaded pool of another uuid is [`Destroyed::Other`], one not
+/// loaded is imported only with this uuid); `timeout` bounds each listing.
 pub async fn destroy_pool(
     client: &NodeClient,
     name: &str,
+    uuid: Option<&str>,
     disks: &[String],
     purge: bool,
     timeout: Duration,
 ) -> Result<Destroyed, NodeError> {
+    // The node's pool of this name, if loaded, must be the one created.
+    match client.identify(name, timeout).await {
+        Err(err) => return Ok(Destroyed::Kept(Contents::Unknown(err.to_string()))),
+        Ok(Some(found)) => {
+            if let (Some(want), Some(has)) = (uuid, &found.uuid)
+                && !has.eq_ignore_ascii_case(want)
+            {
+                return Ok(Destroyed::Other(format!("has uuid {has}")));
+            }
+            if !disks.is_empty() && !overlap(&found.disks, disks) {
+                return Ok(Destroyed::Other(format!(
+                    "is on {}",
+                    found.disks.join(", ")
+                )));
+            }
+        }
+        Ok(None) => {}
+    }
     let mut contents = data_safety::contents(client, name, timeout).await;
     if contents == Contents::NotLoaded {
         if client.api() == ApiVersion::V0 || disks.is_empty() {
@@ -98,7 +149,7 @@ pub async fn destroy_pool(
             // nothing is loaded to destroy, and nothing is checked: kept.
             return Ok(Destroyed::Kept(contents));
         }
-        match client.import_pool(name, disks).await {
+        match client.import_pool(name, uuid, disks).await {
             Ok(_) => {}
             Err(import) if not_there(import.kind()) => {
                 tracing::debug!(pool = name, error = %import, "not loaded and not on its disks: gone");
@@ -116,7 +167,7 @@ pub async fn destroy_pool(
         Contents::Unknown(_) | Contents::NotLoaded if purge => Vec::new(),
         kept => return Ok(Destroyed::Kept(kept)),
     };
-    match client.destroy_pool(name).await {
+    match client.destroy_pool(name, uuid).await {
         Ok(()) => Ok(Destroyed::Destroyed(went)),
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(Destroyed::Gone),
         Err(err) => Err(err),
@@ -130,6 +181,12 @@ fn not_there(kind: ErrorKind) -> bool {
         kind,
         ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition
     )
+}
+
+/// True when the two lists share a disk, whatever the URI form.
+pub fn overlap(a: &[String], b: &[String]) -> bool {
+    let b: Vec<String> = b.iter().map(|d| disk_path(d)).collect();
+    a.iter().any(|d| b.contains(&disk_path(d)))
 }
 
 /// The same disks, whatever the URI form (`aio:///dev/sdb?uuid=…` is `/dev/sdb`).
@@ -233,6 +290,7 @@ mod tests {
         let result = destroy_pool(
             &client_of(addr),
             "p",
+            None,
             &["/dev/disk/by-id/d1".into()],
             false,
             Duration::from_secs(5),
@@ -262,7 +320,9 @@ mod tests {
                 drop(socket);
             }
         });
-        let result = client_of(addr).import_pool("p", &["/dev/d1".into()]).await;
+        let result = client_of(addr)
+            .import_pool("p", None, &["/dev/d1".into()])
+            .await;
         resetter.abort();
         let err = result.expect_err("an import over a reset connection succeeded");
         assert!(

@@ -6,23 +6,26 @@
 //!
 //! One ConfigMap per storage node, `msp-ledger-<node>`, in the operator's
 //! namespace; one data key per pool (its name), holding the resource's uid,
-//! namespace, node and disks, and its labels and annotations as last seen
+//! namespace, node and disks, the pool's uuid, and its labels and annotations as last seen
 //! (bounded: the policy decides about a deleted resource with them), as JSON. An entry is written *before* CreatePool
 //! and removed after the pool is destroyed or retained. Writes are server-side
 //! applies under the operator's field manager, so removing a key is applying
 //! the map without it. The operator is the only writer: the in-memory copy
 //! loaded at start is authoritative between writes.
 //!
-//! An entry says "CreatePool may have been sent for this resource, on disks
-//! the node reported holding nothing": it is written after the disk check
-//! and before CreatePool. The reconcile that records the first new pool of a
-//! node records, in the same write, the node's other new pools that passed
-//! the same check (known in the watch cache, not listed by the node, no
-//! conflict, no entry yet: see `controller::actuate`), so a node's new pools
-//! cost one write; each one's own reconcile then finds its entry durable and
-//! writes nothing. Such an entry is no claim that the pool exists: a deleted
+//! An entry says "CreatePool may have been sent for this resource, with this
+//! pool uuid": it is written before the disk check, which comes last before
+//! CreatePool (so that its answer is at most one round trip old), and
+//! removed again when the check refuses a create. The reconcile that records
+//! the first new pool of a node records, in the same write, the node's other
+//! new pools (known in the watch cache, not listed by the node, no conflict,
+//! no entry yet: see `controller::actuate`), so a node's new pools cost one
+//! write; each one's own reconcile then finds its entry durable and writes
+//! nothing. Such an entry is no claim that the pool exists: a deleted
 //! resource's pool is destroyed only as far as the node holds one of that
-//! name on those disks (`pool_calls::destroy_pool`), and nothing else.
+//! name (and uuid) on those disks (`pool_calls::destroy_pool`), and nothing
+//! else. One resource's entry is never overwritten by another's, but by the
+//! same resource re-created on the same disks (see `controller::actuate`).
 //!
 //! Writes are group commits per node: changes for one node that arrive while
 //! a write of its ConfigMap is in flight go into the next write together, and
@@ -69,6 +72,15 @@ pub struct LedgerEntry {
     pub uid: String,
     pub node: String,
     pub disks: Vec<String>,
+    /// The uuid of the pool on the node (v1): which pool of this name on
+    /// these disks is the operator's. The CreatePool carries it, so a pool of
+    /// another uuid found on the disks is refused rather than imported, and
+    /// a destroy touches only a pool of this uuid
+    /// ([`crate::nodes::pool_identity`]). Absent on v0 (no pool uuid) and in
+    /// entries written before it was kept: those are matched by name and
+    /// disks alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_uuid: Option<String>,
     /// Set while the pool's resource is gone but the pool is kept because it
     /// holds data (or could not be checked): see [`crate::nodes::data_safety`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +153,10 @@ type Entries = HashMap<String, BTreeMap<String, LedgerEntry>>;
 /// One change to a node's ledger.
 enum Change {
     Record(Box<LedgerEntry>),
+    /// Recorded ahead for another pool's reconcile: only when the pool has
+    /// no entry by the time of the write (its own reconcile's record, with
+    /// the pool uuid it creates with, is never overwritten).
+    RecordAhead(Box<LedgerEntry>),
     Remove(String),
 }
 
@@ -280,7 +296,10 @@ fn apply_batch(node: &str, current: &BTreeMap<String, LedgerEntry>, batch: &[Cha
     let mut answers = Vec::with_capacity(batch.len());
     for change in batch {
         match change {
-            Change::Record(entry) => {
+            Change::RecordAhead(entry) if entries.contains_key(&entry.pool) => {
+                answers.push(Ok(()));
+            }
+            Change::Record(entry) | Change::RecordAhead(entry) => {
                 let value = match serde_json::to_string(entry) {
                     Ok(value) => value,
                     Err(err) => {
@@ -386,6 +405,16 @@ impl Ledger {
             .unwrap_or_default()
     }
 
+    /// The entry of resource `uid`, on whatever node (a scan: asked only
+    /// for resources with no placement in status yet).
+    pub fn of_uid(&self, uid: &str) -> Option<LedgerEntry> {
+        self.read()
+            .values()
+            .flat_map(|m| m.values())
+            .find(|e| e.uid == uid)
+            .cloned()
+    }
+
     /// Every entry.
     pub fn all(&self) -> Vec<LedgerEntry> {
         self.read()
@@ -407,8 +436,10 @@ impl Ledger {
     /// record) in the same write, so that a node's new pools cost it one
     /// write rather than one each. Only `entry`'s answer is awaited: an entry
     /// of `ahead` that does not fit (or is of another node) is left out, and
-    /// its own reconcile meets the refusal. Entries already held are not
-    /// written again.
+    /// its own reconcile meets the refusal. An entry of `ahead` is written
+    /// only for a pool with no entry at the time of the write (its own
+    /// reconcile may have recorded it meanwhile, with the uuid it creates
+    /// with).
     pub async fn record_with(
         &self,
         entry: LedgerEntry,
@@ -422,7 +453,7 @@ impl Ledger {
         let ahead: Vec<Change> = ahead
             .into_iter()
             .filter(|e| e.node == node && self.get(&e.node, &e.pool).as_ref() != Some(e))
-            .map(|e| Change::Record(Box::new(e)))
+            .map(|e| Change::RecordAhead(Box::new(e)))
             .collect();
         self.submit(node, Change::Record(Box::new(entry)), ahead, coming)
             .await
@@ -652,6 +683,33 @@ mod tests {
             }
             other => panic!("expected Full, got {other:?}"),
         }
+    }
+
+    /// An entry recorded ahead never replaces the pool's own (issue 23
+    /// item 5: its pool uuid is the one the pool is created with).
+    #[test]
+    fn an_entry_recorded_ahead_never_replaces_one_there() {
+        let own = LedgerEntry {
+            pool_uuid: Some("own".into()),
+            ..entry("a")
+        };
+        let ahead = LedgerEntry {
+            pool_uuid: Some("ahead".into()),
+            ..entry("a")
+        };
+        let current = BTreeMap::from([("a".to_string(), own.clone())]);
+        let applied = apply_batch(
+            "node1",
+            &current,
+            &[Change::RecordAhead(Box::new(ahead.clone()))],
+        );
+        assert_eq!(applied.entries.get("a"), Some(&own));
+        let applied = apply_batch(
+            "node1",
+            &BTreeMap::new(),
+            &[Change::RecordAhead(Box::new(ahead.clone()))],
+        );
+        assert_eq!(applied.entries.get("a"), Some(&ahead));
     }
 
     #[test]

@@ -10,11 +10,21 @@ use msp_policy_sdk::model::{ReportedPool, ReportedState};
 /// their generated clients and differ only where the APIs do.
 pub(crate) trait PoolApi {
     async fn list_pools(self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status>;
-    async fn create_pool(self, name: &str, disks: &[String])
-    -> Result<ReportedPool, tonic::Status>;
-    async fn import_pool(self, name: &str, disks: &[String])
-    -> Result<ReportedPool, tonic::Status>;
-    async fn destroy_pool(self, name: &str) -> Result<(), tonic::Status>;
+    /// `uuid`: the pool's, when the caller knows which pool it means (v1
+    /// only; v0 has no pool uuid).
+    async fn create_pool(
+        self,
+        name: &str,
+        uuid: Option<&str>,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status>;
+    async fn import_pool(
+        self,
+        name: &str,
+        uuid: Option<&str>,
+        disks: &[String],
+    ) -> Result<ReportedPool, tonic::Status>;
+    async fn destroy_pool(self, name: &str, uuid: Option<&str>) -> Result<(), tonic::Status>;
 }
 
 /// A pool as the node reports it, in the policy model's terms (v0 and v1
@@ -53,6 +63,14 @@ pub(super) fn reported_state(state: i32) -> ReportedState {
         3 => ReportedState::Faulted,
         _ => ReportedState::Unknown,
     }
+}
+
+/// Which pool a loaded pool of a name is: its uuid (v1; v0 has none) and
+/// disks (as paths).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedPool {
+    pub uuid: Option<String>,
+    pub disks: Vec<String>,
 }
 
 /// A block device as the node reports it: what the disk safety check needs.

@@ -24,7 +24,7 @@ use msp_policy_sdk::model::{ErrorKind, OperationError, ReportedPool};
 
 use crate::lifecycle::fence::{Fence, Fenced};
 use api::PoolApi;
-pub use api::{BlockDeviceInfo, ContentKind, PoolContent, disk_path};
+pub use api::{BlockDeviceInfo, ContentKind, LoadedPool, PoolContent, disk_path};
 use tonic::transport::{Channel, Endpoint};
 
 /// Calls `PoolApi::$method` on the client of the node's API version.
@@ -227,34 +227,65 @@ impl NodeClient {
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
+    /// With `uuid` (v1), a new pool gets it and a pool of another uuid on
+    /// the disks is refused, not imported (INVALID_ARGUMENT naming its uuid).
     pub async fn create_pool(
         &self,
         name: &str,
+        uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
         Ok(self
             .fence
-            .bounded(async { on_api!(self, create_pool(name, disks)) })
+            .bounded(async { on_api!(self, create_pool(name, uuid, disks)) })
             .await??)
     }
 
-    /// ImportPool: load a pool from its labelled disks, never formatting one.
+    /// ImportPool: load a pool from its labelled disks, never formatting
+    /// one; with `uuid` (v1) only the pool of that uuid.
     pub async fn import_pool(
         &self,
         name: &str,
+        uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
         Ok(self
             .fence
-            .bounded(async { on_api!(self, import_pool(name, disks)) })
+            .bounded(async { on_api!(self, import_pool(name, uuid, disks)) })
             .await??)
     }
 
     /// DestroyPool (OK when the node does not know the pool).
-    pub async fn destroy_pool(&self, name: &str) -> Result<(), NodeError> {
+    pub async fn destroy_pool(&self, name: &str, uuid: Option<&str>) -> Result<(), NodeError> {
         Ok(self
             .fence
-            .bounded(async { on_api!(self, destroy_pool(name)) })
+            .bounded(async { on_api!(self, destroy_pool(name, uuid)) })
+            .await??)
+    }
+
+    /// The loaded pool `name`, by uuid (v1) and disks; `None` when the
+    /// node has no pool of that name loaded.
+    pub async fn identify(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<LoadedPool>, NodeError> {
+        let channel = self.channel.clone();
+        Ok(self
+            .fence
+            .bounded(async {
+                match self.api {
+                    ApiVersion::V1 => v1::identify(channel, name, timeout).await,
+                    ApiVersion::V0 => Ok(PoolApi::list_pools(v0::client(channel), timeout)
+                        .await?
+                        .into_iter()
+                        .find(|p| p.name == name)
+                        .map(|p| LoadedPool {
+                            uuid: None,
+                            disks: p.disks,
+                        })),
+                }
+            })
             .await??)
     }
 

@@ -28,9 +28,11 @@ impl PoolApi for MayastorClient<Channel> {
         Ok(reply.pools.into_iter().map(from_v0).collect())
     }
 
+    // v0 knows no pool uuid: the uuid is not sent.
     async fn create_pool(
         mut self,
         name: &str,
+        _uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, tonic::Status> {
         let req = CreatePoolRequest {
@@ -47,12 +49,13 @@ impl PoolApi for MayastorClient<Channel> {
     async fn import_pool(
         self,
         name: &str,
+        uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, tonic::Status> {
-        PoolApi::create_pool(self, name, disks).await
+        PoolApi::create_pool(self, name, uuid, disks).await
     }
 
-    async fn destroy_pool(mut self, name: &str) -> Result<(), tonic::Status> {
+    async fn destroy_pool(mut self, name: &str, _uuid: Option<&str>) -> Result<(), tonic::Status> {
         let req = DestroyPoolRequest {
             name: name.to_string(),
         };

@@ -9,7 +9,7 @@ use msp_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, PoolApi, PoolContent, reported};
+use super::api::{BlockDeviceInfo, ContentKind, LoadedPool, PoolApi, PoolContent, reported};
 
 pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
     PoolRpcClient::new(channel)
@@ -32,10 +32,12 @@ impl PoolApi for PoolRpcClient<Channel> {
     async fn create_pool(
         mut self,
         name: &str,
+        uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, tonic::Status> {
         let req = CreatePoolRequest {
             name: name.to_string(),
+            uuid: uuid.map(str::to_string),
             disks: disks.to_vec(),
             ..Default::default()
         };
@@ -49,10 +51,12 @@ impl PoolApi for PoolRpcClient<Channel> {
     async fn import_pool(
         mut self,
         name: &str,
+        uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, tonic::Status> {
         let req = ImportPoolRequest {
             name: name.to_string(),
+            uuid: uuid.map(str::to_string),
             disks: disks.to_vec(),
             ..Default::default()
         };
@@ -63,14 +67,35 @@ impl PoolApi for PoolRpcClient<Channel> {
         ))
     }
 
-    async fn destroy_pool(mut self, name: &str) -> Result<(), tonic::Status> {
+    async fn destroy_pool(mut self, name: &str, uuid: Option<&str>) -> Result<(), tonic::Status> {
         let req = DestroyPoolRequest {
             name: name.to_string(),
-            uuid: None,
+            uuid: uuid.map(str::to_string),
         };
         PoolRpcClient::destroy_pool(&mut self, req).await?;
         Ok(())
     }
+}
+
+/// The pool named `name` among those the node has loaded: its uuid and disks.
+pub(super) async fn identify(
+    channel: Channel,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<LoadedPool>, tonic::Status> {
+    let mut req = tonic::Request::new(ListPoolOptions::default());
+    req.set_timeout(timeout);
+    let reply = PoolRpcClient::list_pools(&mut client(channel), req)
+        .await?
+        .into_inner();
+    Ok(reply
+        .pools
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| LoadedPool {
+            uuid: Some(p.uuid),
+            disks: p.disks.iter().map(|d| super::disk_path(d)).collect(),
+        }))
 }
 
 /// `HostRpc.ListBlockDevices` with `all: true` (the unavailable ones too).

@@ -12,6 +12,9 @@ pub fn info() -> PolicyInfo {
     }
 }
 
+/// What `hostile-hog` touches.
+const HOG_BYTES: usize = 24 << 20;
+
 #[inline(never)]
 fn recurse(n: u64, acc: &mut [u64; 16]) -> u64 {
     acc[(n % 16) as usize] = n;
@@ -42,6 +45,27 @@ pub fn decide(obs: &Observation) -> Decision {
             msp_policy::decide::pending(format!("{n}"))
         }
         "hostile-panic" => panic!("hostile policy panics on purpose"),
+        // Within every per-call limit, and heavy: it touches 24 MiB (one
+        // write per page makes each resident) and burns past the inline
+        // fuel, then decides as the default does. Many at once must not
+        // take the operator past its memory limit (issue 23 item 10).
+        // (Volatile accesses: `black_box` is no barrier on wasm, and the
+        // optimiser would drop both the pages and the loop.)
+        "hostile-hog" => {
+            // Not zeroed by a loop (that alone would burn the fuel).
+            let mut hog: Vec<u8> = Vec::with_capacity(HOG_BYTES);
+            for page in (0..HOG_BYTES).step_by(4096) {
+                // SAFETY: `page` is within `hog`'s allocation.
+                unsafe { std::ptr::write_volatile(hog.as_mut_ptr().add(page), 1) };
+            }
+            let mut i: u64 = 0;
+            // SAFETY: a local read and written in place.
+            while unsafe { std::ptr::read_volatile(&i) } < 100_000 {
+                unsafe { std::ptr::write_volatile(&mut i, i + 1) };
+            }
+            drop(hog);
+            msp_policy::decide(obs)
+        }
         "hostile-requeue" => Decision {
             requeue_after_ms: Some(u64::MAX),
             ..msp_policy::decide(obs)
