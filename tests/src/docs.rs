@@ -195,6 +195,11 @@ pub fn exposition_with_every_family() -> String {
     m.policy_reload("loaded");
     m.registration_refused("unknown_node");
     m.set_leader(true);
+    m.set_pools_held(&[msp_operator::state::ledger::LedgerEntry {
+        node: "node1".into(),
+        held: Some(Default::default()),
+        ..Default::default()
+    }]);
     m.shadow.decision(&[Field::Action]);
     m.shadow.dropped();
     m.shadow.reload("loaded");
