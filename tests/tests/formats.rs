@@ -132,6 +132,7 @@ fn fixture_statuses() -> BTreeMap<String, MayastorPoolStatus> {
                 capacity: Some(10_670_309_376),
                 used: Some(4_194_304),
                 policy: policy.clone(),
+                policy_digest: None,
                 format_version: None,
                 conditions: vec![ready("True", "Online", "", 1, "2026-12-01T10:00:00Z")],
             },
@@ -162,6 +163,10 @@ fn fixture_statuses() -> BTreeMap<String, MayastorPoolStatus> {
                 capacity: Some(1_073_741_824),
                 used: Some(0),
                 policy,
+                policy_digest: Some(
+                    "sha256:4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
+                        .into(),
+                ),
                 format_version: Some(1),
                 conditions: vec![ready("False", "Offline", lost, 1, "2026-12-01T10:00:02Z")],
             },

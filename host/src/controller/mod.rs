@@ -3,7 +3,8 @@
 //!
 //! One step per module, imports running one way (each step uses the
 //! [`context`] and [`error`] modules, never this one):
-//! - [`observe`] builds the policy's [`Observation`] from in-memory state;
+//! - [`observe`] builds the policy's [`Observation`] from in-memory state
+//!   (what the controller last did to a pool is in [`operations`]);
 //! - [`decide`] asks the policy engine (behind [`Decider`]) and handles its failure;
 //! - [`actuate`] applies the host's safety rails, then calls the storage node;
 //! - [`report`] writes status, events and per-pool metrics;
@@ -19,6 +20,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod observe;
+pub mod operations;
 pub mod report;
 pub mod sweep;
 

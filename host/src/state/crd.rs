@@ -176,6 +176,12 @@ pub struct MayastorPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 
+    /// The digest of the policy module that made the last decision,
+    /// sha256:<hex> of its exact bytes (as in the PolicyLoaded Event and
+    /// msp_policy_info): which build of the policy decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+
     /// Version of the format of this status, so that an operator older than
     /// the one that wrote it leaves the pool alone instead of rewriting what
     /// it cannot read. Absent: 1.
