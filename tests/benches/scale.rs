@@ -202,6 +202,7 @@ async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> 
                     capacity: Some((DISK_MB - 1) * 1024 * 1024),
                     used: Some(0),
                     policy: Some("msp-bench@baseline".into()),
+                    format_version: Some(msp_operator::state::format::STATUS_FORMAT),
                     policy_digest: None,
                     conditions: vec![msp_operator::controller::report::ready_condition(
                         &[],

@@ -4,9 +4,9 @@
 //! (hugepages, `/dev`, `/run/udev`), exercised with the real kubectl and loop
 //! devices attached on the host.
 //!
-//! One cluster for the whole file: starting it costs about half a minute, so
-//! the scenarios run in order in one test against it, each leaving the
-//! cluster as it found it (the operator installed, no pools of its own).
+//! Starting a cluster costs about half a minute, so the engine's scenarios
+//! run in order in one test against one cluster, each leaving the cluster as
+//! it found it (the operator installed, no pools of its own).
 //!
 //! On the engine: the seed's lifecycle (the pool gone from the engine, asked
 //! over gRPC), an ext4 disk left alone, the operator's logs and metrics, the
@@ -16,6 +16,12 @@
 //! installed: the one thing no engine scenario can show is that this overlay,
 //! which `tests/demo.sh --cluster --stand-in` installs, runs and serves the
 //! seed's lifecycle.
+//!
+//! A second test, in a cluster of its own: docs/uninstall.md's keep-data
+//! commands, run as written, keep the pools on their disks; then the Helm
+//! chart with the real helm (`tests/helm/build.sh`): install, the seed's
+//! lifecycle, an upgrade with five pools online that writes nothing,
+//! rollback, uninstall that leaves pools, resources and CRD.
 //!
 //! ```sh
 //! tests/io-engine/build.sh            # the io-engine binary (setup.sh does it)
@@ -98,10 +104,11 @@ impl NodeApi {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Result<()> {
+/// The binaries of a cluster with the io-engine, or None when one is
+/// missing (which fails the test under CI, saying which).
+async fn cluster_binaries() -> Option<Binaries> {
     if !require_loop_devices() || !require_io_engine() {
-        return Ok(());
+        return None;
     }
     let operator = msp_tests::replicas::operator_binary();
     if !msp_tests::require(
@@ -111,12 +118,19 @@ async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Resul
         "the cluster's node components (tests/cluster/build.sh)",
         Cluster::binaries_available().await,
     ) {
-        return Ok(());
+        return None;
     }
-    let binaries = Binaries {
+    Some(Binaries {
         operator: operator.unwrap_or_default(),
         storage_node: PathBuf::from(env!("CARGO_BIN_EXE_storage-node")),
         io_engine: Some(msp_tests::io_engine::binary()),
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Result<()> {
+    let Some(binaries) = cluster_binaries().await else {
+        return Ok(());
     };
 
     let started = Instant::now();
@@ -161,6 +175,37 @@ async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Resul
         return Err(err);
     }
 
+    cluster.stop()?;
+    Ok(())
+}
+
+/// The Helm chart and docs/uninstall.md in a cluster of their own (the
+/// cluster lock runs it after the other test, never beside it): the
+/// uninstall page's keep-data commands, then the chart's install, upgrade
+/// with pools online, rollback and uninstall.
+#[tokio::test(flavor = "current_thread")]
+async fn helm_chart_and_the_uninstall_page() -> anyhow::Result<()> {
+    let Some(binaries) = cluster_binaries().await else {
+        return Ok(());
+    };
+    let Some(helm) = msp_tests::go_tools::required_go_tool("helm").await else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(&binaries).await?;
+    eprintln!(
+        "cluster: started in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let node = NodeApi::new(&cluster)?;
+    let scenarios = async {
+        uninstall_as_the_docs_say_keeps_the_pools(&cluster).await?;
+        helm_install_upgrade_rollback_uninstall(&cluster, &node, &helm).await
+    };
+    if let Err(err) = scenarios.await {
+        eprintln!("{}", diagnosis(&cluster).await);
+        return Err(err);
+    }
     cluster.stop()?;
     Ok(())
 }
@@ -843,5 +888,411 @@ async fn custom_policy_overlay_retains(cluster: &Cluster, node: &NodeApi) -> any
             k.args(["-n", NS, "delete", "configmap", "msp-policy"]);
         })
         .await?;
+    Ok(())
+}
+
+/// The first ```sh block after `heading` in the page `path` of the repo.
+fn docs_commands(path: &str, heading: &str) -> anyhow::Result<String> {
+    let page = std::fs::read_to_string(repo(path))?;
+    let section = page
+        .split_once(heading)
+        .map(|(_, s)| s)
+        .ok_or_else(|| anyhow::anyhow!("{path}: no {heading:?}"))?;
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, b)| b.split_once("```"))
+        .map(|(b, _)| b.to_string())
+        .ok_or_else(|| anyhow::anyhow!("{path}: no sh block under {heading:?}"))?;
+    Ok(block)
+}
+
+/// `line` of a shell block run by bash in `dir`, its `kubectl` the admin's
+/// real kubectl: (success, stdout, stderr).
+async fn run_doc_line(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    line: &str,
+) -> anyhow::Result<(bool, String, String)> {
+    let kubectl = format!(
+        "kubectl() {{ '{}' --kubeconfig '{}' \"$@\"; }}",
+        cluster.kubectl_path().display(),
+        cluster.kubeconfig().display()
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; {kubectl}; {line}"))
+        .current_dir(dir)
+        .env("KUBECACHEDIR", dir.join("kubectl-cache"))
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// docs/uninstall.md's "Keep the pools" commands, run as the page gives them
+/// (its `deploy/base` being the installed kustomization: the stand-in
+/// overlay, which holds the base, as the page says of the io-engine's), on
+/// two online pools: the operator stops first, the backups hold the pools
+/// and their ledger entries, everything installed goes (the CRD too), and
+/// both pools stay on their disks (the stand-in's pool label, which a
+/// DestroyPool erases, is still there).
+async fn uninstall_as_the_docs_say_keeps_the_pools(cluster: &Cluster) -> anyhow::Result<()> {
+    let overlay = cluster.install(&repo("deploy/overlays/stand-in")).await?;
+    let admin = cluster.client().await?;
+    let disks: Vec<LoopDevice> = (0..2)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    let names = ["kept-by-uninstall-0", "kept-by-uninstall-1"];
+    for (name, disk) in names.iter().zip(&disks) {
+        create_online(cluster, &admin, name, disk).await?;
+    }
+    let dir = cluster.dir().join("docs-uninstall");
+    std::fs::create_dir_all(&dir)?;
+    let block = docs_commands("docs/uninstall.md", "## Keep the pools")?;
+    let started = Instant::now();
+    let mut ran = 0;
+    for line in block.lines() {
+        let (command, comment) = match line.split_once(" #") {
+            Some((c, comment)) => (c.trim(), comment.trim()),
+            None => (line.trim(), ""),
+        };
+        if command.is_empty() {
+            continue;
+        }
+        anyhow::ensure!(
+            command.starts_with("kubectl "),
+            "docs/uninstall.md: not a kubectl command: {command}"
+        );
+        let command = command.replace("deploy/base", &overlay.display().to_string());
+        if comment.starts_with("wait until it lists none") {
+            let what = format!("`{command}` listing none");
+            wait_for(&what, WAIT, || async {
+                run_doc_line(cluster, &dir, &command)
+                    .await
+                    .is_ok_and(|(ok, out, _)| ok && out.trim().is_empty())
+            })
+            .await?;
+        } else {
+            let (ok, _, err) = run_doc_line(cluster, &dir, &command).await?;
+            anyhow::ensure!(ok, "docs/uninstall.md: `{command}` failed: {err}");
+        }
+        ran += 1;
+    }
+    anyhow::ensure!(ran >= 4, "docs/uninstall.md: only {ran} commands ran");
+    eprintln!(
+        "cluster: docs/uninstall.md keep-data path ({ran} commands) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let pools_backup = std::fs::read_to_string(dir.join("mayastorpools-backup.yaml"))?;
+    let ledger_backup = std::fs::read_to_string(dir.join("ledger-backup.yaml"))?;
+    for name in names {
+        assert!(
+            pools_backup.contains(&format!("name: {name}")),
+            "{pools_backup}"
+        );
+        assert!(
+            ledger_backup.contains(&format!("{name}:")),
+            "{ledger_backup}"
+        );
+    }
+    let crd = cluster
+        .kubectl_ok(|k| {
+            k.args(["get", "crd", "-o", "name"]);
+        })
+        .await?;
+    assert!(!crd.contains("mayastorpools.openebs.io"), "{crd}");
+    assert!(pods(cluster, "msp-operator").await.is_empty());
+    for (name, disk) in names.iter().zip(&disks) {
+        let head = msp_tests::loopdev::read_at(
+            disk.path(),
+            0,
+            msp_tests::storage_node::label::LABEL_SIZE,
+        )?;
+        match msp_tests::storage_node::label::Label::decode(&head) {
+            msp_tests::storage_node::label::LabelRead::Valid(label) => {
+                assert_eq!(label.pool_name, *name)
+            }
+            other => anyhow::bail!("{name}: the pool is gone from its disk: {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// The chart with the real helm, as OpenEBS users install: `helm install`
+/// (the io-engine on) → operator Ready, the seed's lifecycle; five pools
+/// online; `helm upgrade` to the operator image of this same build under
+/// another tag: the new pods lead, and neither a status nor the ledger is
+/// written, the new leader makes no pool call; `helm rollback`: the same;
+/// `helm uninstall`: the MayastorPools, the CRD and the ledger stay, and the
+/// pools stay on the node (installed again, the engine imports all five,
+/// their data intact).
+async fn helm_install_upgrade_rollback_uninstall(
+    cluster: &Cluster,
+    node: &NodeApi,
+    helm_bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    let helm_home = cluster.dir().join("helm");
+    std::fs::create_dir_all(&helm_home)?;
+    let helm = |args: &[&str]| {
+        let mut command = std::process::Command::new(helm_bin);
+        command
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["--namespace", NS])
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
+            .env("HELM_CONFIG_HOME", helm_home.join("config"))
+            .env("HELM_DATA_HOME", helm_home.join("data"));
+        run(command)
+    };
+    let chart = repo("deploy/helm/msp-operator").display().to_string();
+    let image = |role: &str| -> anyhow::Result<(String, String)> {
+        let reference = &cluster.images().get(role)?.reference;
+        let (name, tag) = reference
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("no tag in {reference}"))?;
+        Ok((name.to_string(), tag.to_string()))
+    };
+    let (operator_repo, operator_tag) = image("operator")?;
+    let (engine_repo, engine_tag) = image("io-engine")?;
+    let values = [
+        format!("image.repository={operator_repo}"),
+        format!("image.tag={operator_tag}"),
+        "image.pullPolicy=Never".to_string(),
+        "ioEngine.enabled=true".to_string(),
+        format!("ioEngine.image.repository={engine_repo}"),
+        format!("ioEngine.image.tag={engine_tag}"),
+        "ioEngine.image.pullPolicy=Never".to_string(),
+    ];
+    let mut install: Vec<&str> = vec!["install", "msp-operator", &chart, "--create-namespace"];
+    for value in &values {
+        install.extend(["--set", value]);
+    }
+    // The engine's reactor sleeps between polls (see the harness's overlay).
+    install.extend([
+        "--set-json",
+        r#"ioEngine.extraEnv=[{"name":"MAYASTOR_DELAY","value":"1"}]"#,
+    ]);
+
+    let installed = Instant::now();
+    let notes = helm(&install).await?;
+    assert!(notes.contains("helm uninstall"), "NOTES: {notes}");
+    cluster.wait_rolled_out().await?;
+    let leader = leader_pod(cluster, None).await?;
+    eprintln!(
+        "cluster: helm install -> operator ready and leading in {:.1}s",
+        installed.elapsed().as_secs_f64()
+    );
+    wait_for("the io-engine registered", WAIT, || async {
+        registrations(cluster, &leader).await > 0
+    })
+    .await?;
+    eprintln!(
+        "cluster: helm install -> io-engine registered in {:.1}s",
+        installed.elapsed().as_secs_f64()
+    );
+    seed_lifecycle_on(cluster, node, "the io-engine of the chart").await?;
+
+    // Five pools online, data in each (in the last MiB, which no pool
+    // operation writes).
+    let disks: Vec<LoopDevice> = (0..5)
+        .map(|_| LoopDevice::create(64 * MIB))
+        .collect::<Result<_, _>>()?;
+    let names: Vec<String> = (0..5).map(|i| format!("upgraded-{i}")).collect();
+    let data = pattern(9, MIB as usize);
+    let offset = 63 * MIB;
+    for (name, disk) in names.iter().zip(&disks) {
+        create_online(cluster, &admin, name, disk).await?;
+        msp_tests::loopdev::write_at(disk.path(), offset, &data)?;
+    }
+    let versions = || async {
+        let mut all = Vec::new();
+        for name in &names {
+            all.push(msp_field(cluster, name, "{.metadata.resourceVersion}").await);
+        }
+        let ledger = cluster
+            .kubectl_ok(|k| {
+                k.args(["-n", NS, "get", "configmap", "msp-ledger-node1", "-o"])
+                    .arg("jsonpath={.metadata.resourceVersion}");
+            })
+            .await
+            .ok();
+        all.push(ledger);
+        all
+    };
+    // The last status writes of the creates settle first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = versions().await;
+    anyhow::ensure!(before.iter().all(Option::is_some), "{before:?}");
+
+    // The upgrade: the same build under another tag.
+    let upgraded_ref = cluster.tag_image("operator", "upgrade-same-build")?;
+    let old: Vec<String> = pods(cluster, "msp-operator")
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let upgraded = Instant::now();
+    helm(&[
+        "upgrade",
+        "msp-operator",
+        &chart,
+        "--reuse-values",
+        "--set",
+        "image.tag=upgrade-same-build",
+    ])
+    .await?;
+    let (new, leader) = new_pods_leading(cluster, &old, upgraded).await?;
+    eprintln!(
+        "cluster: helm upgrade -> new pods {new:?}, {leader} leads, in {:.1}s",
+        upgraded.elapsed().as_secs_f64()
+    );
+    let images = cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "pods", "-l"])
+                .arg("app.kubernetes.io/name=msp-operator")
+                .arg("-o")
+                .arg("jsonpath={.items[*].spec.containers[0].image}");
+        })
+        .await?;
+    assert!(
+        images.split_whitespace().all(|i| i == upgraded_ref),
+        "{images}"
+    );
+    leader_wrote_nothing(cluster, &leader, "the upgrade").await?;
+    assert_eq!(
+        versions().await,
+        before,
+        "a status or the ledger was written during the upgrade"
+    );
+
+    // The rollback: the first revision's image, the same promises.
+    let old = new;
+    let rolled_back = Instant::now();
+    helm(&["rollback", "msp-operator", "1"]).await?;
+    let (_, leader) = new_pods_leading(cluster, &old, rolled_back).await?;
+    eprintln!(
+        "cluster: helm rollback -> {leader} leads in {:.1}s",
+        rolled_back.elapsed().as_secs_f64()
+    );
+    leader_wrote_nothing(cluster, &leader, "the rollback").await?;
+    assert_eq!(
+        versions().await,
+        before,
+        "a status or the ledger was written during the rollback"
+    );
+
+    // The uninstall: the operator and the engine go; the resources, the
+    // CRD and the ledger stay.
+    helm(&["uninstall", "msp-operator"]).await?;
+    wait_for("the operator and io-engine pods gone", WAIT, || async {
+        pods(cluster, "msp-operator").await.is_empty()
+            && pods(cluster, "msp-io-engine").await.is_empty()
+    })
+    .await?;
+    let left = cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "msp", "-o", "name"]);
+        })
+        .await?;
+    assert_eq!(left.lines().count(), 5, "{left}");
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["get", "crd", "mayastorpools.openebs.io"]);
+        })
+        .await?;
+    assert!(
+        versions().await[5].is_some(),
+        "the ledger went with the uninstall"
+    );
+    // The pools stayed on the node: installed again, the new engine has
+    // none loaded until the operator imports all five (their status says
+    // online all along: nobody wrote it since).
+    let reinstalled = Instant::now();
+    helm(&install).await?;
+    cluster.wait_rolled_out().await?;
+    wait_for(
+        "the five pools imported by the new engine",
+        WAIT,
+        || async {
+            node.pools().await.is_ok_and(|mut p| {
+                p.sort();
+                p == names
+            })
+        },
+    )
+    .await?;
+    eprintln!(
+        "cluster: helm install again -> the five pools imported in {:.1}s",
+        reinstalled.elapsed().as_secs_f64()
+    );
+    for name in &names {
+        wait_pool(&admin, name, WAIT, "online", |s| {
+            s.state == Some(PoolState::Online)
+        })
+        .await?;
+    }
+    for (name, disk) in names.iter().zip(&disks) {
+        assert!(
+            msp_tests::loopdev::read_at(disk.path(), offset, data.len())? == data,
+            "{name}: the data changed"
+        );
+    }
+    for name in &names {
+        delete_pool(cluster, node, name).await?;
+    }
+    helm(&["uninstall", "msp-operator"]).await?;
+    Ok(())
+}
+
+/// Waits until the operator's pods are two, ready, none of `old`, and one
+/// of them holds the Lease: (the new pods, the leader).
+async fn new_pods_leading(
+    cluster: &Cluster,
+    old: &[String],
+    since: Instant,
+) -> anyhow::Result<(Vec<String>, String)> {
+    loop {
+        let live = pods(cluster, "msp-operator").await;
+        let holder = lease_holder(cluster).await;
+        if live.len() == 2 && live.iter().all(|(p, ready)| *ready && !old.contains(p)) {
+            let new: Vec<String> = live.into_iter().map(|(p, _)| p).collect();
+            if let Some(leader) = holder.filter(|h| new.contains(h)) {
+                return Ok((new, leader));
+            }
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(180),
+            "no two new ready pods with a leader within 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Once the new `leader`'s startup grace is over, with a few pool list
+/// periods: its own metrics count no status write and no pool call.
+async fn leader_wrote_nothing(cluster: &Cluster, leader: &str, what: &str) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let ip = cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "pod", leader, "-o"])
+                .arg("jsonpath={.status.podIP}");
+        })
+        .await?;
+    let forward = cluster.forward(SocketAddr::new(ip.trim().parse()?, 8080))?;
+    let (code, metrics) = msp_tests::operator::http_get(forward.local(), "/metrics").await?;
+    anyhow::ensure!(code == 200, "{leader} /metrics: {code}");
+    let writes = msp_tests::operator::metric_value(&metrics, "msp_status_writes_total");
+    assert_eq!(writes, Some(0.0), "{what}: status writes of {leader}");
+    let calls: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("msp_node_operations_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(calls, 0.0, "{what}: pool calls of {leader}:\n{metrics}");
     Ok(())
 }

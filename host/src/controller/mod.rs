@@ -34,6 +34,7 @@ use msp_policy_sdk::model::{Action, Decision, Observation};
 use tracing::Instrument;
 
 use crate::state::crd::MayastorPool;
+use crate::state::format;
 use actuate::{Outcome, action_name};
 
 pub use context::{Context, ControllerSettings, Parts, bounded_requeue};
@@ -76,6 +77,14 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         tracing::debug!("Node cache not synced yet");
         return Ok(Requeue::requeue(ctx.settings.min_requeue));
     }
+    // A status or ledger entry of a format newer than this version reads (an
+    // operator rolled back past a format change): the pool is left alone,
+    // nothing is written over what this version does not understand.
+    if let Some(too_new) = newer_format(pool, ctx) {
+        tracing::warn!(error = %too_new, "pool left alone");
+        report::publish(pool, ctx, true, format::EVENT_REASON, &too_new.to_string()).await;
+        return Ok(Requeue::requeue(ctx.settings.resync));
+    }
     // Acted on as created (the ledger's node and disks) when the spec was
     // edited before the first create was reported; reported on as it is.
     let as_created = observe::as_created(pool, &ctx.ledger);
@@ -101,6 +110,15 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         asked
     };
     Ok(Requeue::requeue(delay))
+}
+
+/// Why `pool`'s status or ledger entry is of a format this version cannot
+/// read, when it is.
+fn newer_format(pool: &MayastorPool, ctx: &Context) -> Option<format::TooNew> {
+    let status = pool.status.as_ref().and_then(|s| s.format_version);
+    format::check("its status", status.map(u64::from), format::STATUS_FORMAT)
+        .err()
+        .or_else(|| ctx.ledger.unread(pool.effective_node(), &pool.name_any()))
 }
 
 /// When to look again at a pool a safety rail refused for the `n`th time in a
@@ -272,6 +290,22 @@ mod tests {
         );
     }
 
+    /// The status a status write's JSON Patch sets, after checking that it
+    /// is conditional on the resource's uid.
+    fn written_status<'a>(patch: &'a serde_json::Value, uid: &str) -> &'a serde_json::Value {
+        assert_eq!(
+            patch[0],
+            serde_json::json!({"op": "test", "path": "/metadata/uid", "value": uid}),
+            "{patch}"
+        );
+        assert_eq!(
+            (&patch[1]["op"], &patch[1]["path"]),
+            (&serde_json::json!("add"), &serde_json::json!("/status")),
+            "{patch}"
+        );
+        &patch[1]["value"]
+    }
+
     #[tokio::test]
     async fn a_pending_pool_gets_exactly_this_status_and_one_transition_event() {
         let (fx, mut api) = Fixture::with_api_server();
@@ -288,14 +322,12 @@ mod tests {
             "{}",
             status.query
         );
-        // A JSON Patch conditional on the uid the status was computed for.
-        assert_eq!(status.body[0]["op"], "test");
-        assert_eq!(status.body[0]["path"], "/metadata/uid");
-        assert_eq!(status.body[0]["value"], "u1");
-        assert_eq!(status.body[1]["op"], "add");
-        assert_eq!(status.body[1]["path"], "/status");
-        let written = &status.body[1]["value"];
+        let written = written_status(&status.body, "u1");
         assert_eq!(written["state"], "pending");
+        assert_eq!(
+            written["formatVersion"],
+            crate::state::format::STATUS_FORMAT
+        );
         let reason = written["reason"].as_str().unwrap_or_default();
         assert!(
             reason.contains("node \"nowhere\" does not exist"),
@@ -344,7 +376,7 @@ mod tests {
             .next(serde_json::to_value(&*online).expect("pool"))
             .await;
         assert_eq!(status.method, http::Method::PATCH);
-        let written = &status.body[1]["value"];
+        let written = written_status(&status.body, "u1");
         assert_eq!(written["state"], "online", "the last good state stays");
         assert_eq!(written["node"], "n1");
         let reason = written["reason"].as_str().unwrap_or_default();

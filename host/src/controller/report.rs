@@ -13,6 +13,7 @@ use super::decide::DecideError;
 use super::error::Error;
 use crate::state::crd::{MayastorPool, MayastorPoolStatus, PoolState};
 use crate::state::events::{self, truncate};
+use crate::state::format::STATUS_FORMAT;
 use crate::state::ledger::FIELD_MANAGER;
 
 /// Longest reason written to status (a policy's nonsense is cut here).
@@ -89,9 +90,19 @@ pub fn desired_status(
         capacity,
         used,
         policy: Some(policy.to_string()),
+        format_version: Some(STATUS_FORMAT),
         // The decider's, set by `report`.
         policy_digest: None,
         conditions: vec![condition],
+    }
+}
+
+/// What a status says, its format spelled out (absent is format 1): a status
+/// written before the format was kept is not written again only to add it.
+fn said(status: &MayastorPoolStatus) -> MayastorPoolStatus {
+    MayastorPoolStatus {
+        format_version: Some(status.format_version.unwrap_or(1)),
+        ..status.clone()
     }
 }
 
@@ -101,14 +112,14 @@ pub async fn write_status(
     status: &MayastorPoolStatus,
     ctx: &Context,
 ) -> Result<bool, Error> {
-    if pool.status.as_ref() == Some(status) {
+    if pool.status.as_ref().map(said) == Some(said(status)) {
         return Ok(false);
     }
     // The watch cache may not show our last write yet: written over this
     // very copy already, it would be the same write again.
     let uid = pool.uid().unwrap_or_default();
     let version = pool.resource_version().unwrap_or_default();
-    let digest = status_digest(status);
+    let digest = status_digest(&said(status));
     if ctx.wrote_over(&uid, &version, digest) {
         return Ok(false);
     }
@@ -242,6 +253,7 @@ pub async fn policy_failed(
     );
     let mut status = pool.status.clone().unwrap_or_default();
     status.reason = Some(message.clone());
+    status.format_version = Some(STATUS_FORMAT);
     write_status(pool, &status, ctx).await?;
     publish(pool, ctx, true, "PolicyFailed", &message).await;
     Ok(())

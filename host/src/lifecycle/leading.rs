@@ -39,6 +39,34 @@ pub(crate) struct Leading {
     pub(crate) ready: Arc<Readiness>,
 }
 
+/// A Warning Event on each ledger ConfigMap holding entries of a newer
+/// format than this version reads: they are kept as they are, and their
+/// pools left alone (the reconcile of a live one says so on it too).
+async fn announce_unread(
+    ledger: &Ledger,
+    recorder: &kube::runtime::events::Recorder,
+    namespace: &str,
+) {
+    for unread in ledger.all_unread() {
+        let configmap = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            name: Some(crate::state::ledger::configmap_name(&unread.node)),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        };
+        crate::state::events::publish(
+            recorder,
+            &configmap,
+            true,
+            crate::state::format::EVENT_REASON,
+            &unread.too_new.to_string(),
+            "LoadLedger",
+        )
+        .await;
+    }
+}
+
 /// The leader's work: ledger, caches, policy, sweep and the controller,
 /// until the controller stops. Built after the lease was taken, so the
 /// startup grace of the context counts from becoming the leader.
@@ -61,6 +89,7 @@ pub(crate) async fn lead(
     let ledger = Ledger::load(client.clone(), &args.operator_namespace)
         .await
         .context("loading the ledger")?;
+    announce_unread(&ledger, &recorder, &args.operator_namespace).await;
     tasks.spawn(registry.clone().run(shutdown.wait()));
 
     // The policy: the bundled one until the ConfigMap brings another; each

@@ -182,6 +182,12 @@ pub struct MayastorPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_digest: Option<String>,
 
+    /// Version of the format of this status, so that an operator older than
+    /// the one that wrote it leaves the pool alone instead of rewriting what
+    /// it cannot read. Absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_version: Option<u32>,
+
     /// Standard conditions. `Ready` is True when the pool is online or degraded;
     /// its observedGeneration tells which spec generation the operator has seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

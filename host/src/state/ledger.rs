@@ -34,6 +34,11 @@
 //! holds at most 1 MiB: an entry that would take a node's ledger past that is
 //! refused with [`LedgerError::Full`] (its pool is then not created), never
 //! dropped.
+//!
+//! Each entry carries its format (`formatVersion`, [`crate::state::format`]).
+//! An entry in a format newer than this version reads is *unread*: kept
+//! verbatim in every write of its node, never changed or removed, and its
+//! pool is left alone (the reconcile refuses it with an Event).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,6 +50,8 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+use crate::state::format::{self, LEDGER_FORMAT, TooNew};
 
 /// Field manager of every write of the operator.
 pub const FIELD_MANAGER: &str = "msp-operator";
@@ -140,6 +147,8 @@ pub enum LedgerError {
     },
     #[error("the ledger writer of node {0} stopped before answering")]
     WriterGone(String),
+    #[error(transparent)]
+    TooNew(#[from] TooNew),
 }
 
 impl From<serde_json::Error> for LedgerError {
@@ -149,6 +158,38 @@ impl From<serde_json::Error> for LedgerError {
 }
 
 type Entries = HashMap<String, BTreeMap<String, LedgerEntry>>;
+
+/// An entry in a format newer than this version reads, as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unread {
+    /// Its key (the pool's name, as far as this version can tell).
+    pub key: String,
+    /// The node whose ConfigMap holds it.
+    pub node: String,
+    /// Its value, written back verbatim.
+    pub value: String,
+    pub too_new: TooNew,
+}
+
+/// Per node, by key: the entries this version cannot read.
+type Unreads = HashMap<String, BTreeMap<String, Unread>>;
+
+/// An entry as stored: the entry's fields and its format.
+#[derive(Serialize)]
+struct Stored<'a> {
+    #[serde(rename = "formatVersion")]
+    format_version: u32,
+    #[serde(flatten)]
+    entry: &'a LedgerEntry,
+}
+
+/// The stored form of `entry` (format [`LEDGER_FORMAT`]).
+pub fn entry_json(entry: &LedgerEntry) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Stored {
+        format_version: LEDGER_FORMAT,
+        entry,
+    })
+}
 
 /// One change to a node's ledger.
 enum Change {
@@ -183,6 +224,8 @@ struct Shared {
     api: Api<ConfigMap>,
     /// What the API server holds (updated after each write succeeds).
     entries: RwLock<Entries>,
+    /// Entries of a newer format, as loaded: never changed by this version.
+    unread: Unreads,
     /// Per node with a writer running: its changes not yet written.
     queues: Mutex<HashMap<String, Queue>>,
     /// Wakes a writer lingering for changes its first caller said were coming.
@@ -201,25 +244,68 @@ pub fn configmap_name(node: &str) -> String {
     }
 }
 
+/// What a ledger ConfigMap holds, as this version reads it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Read {
+    /// The entries of a format this version reads.
+    pub entries: Vec<LedgerEntry>,
+    /// The entries of a newer format.
+    pub unread: Vec<Unread>,
+}
+
 /// Entries in a ledger ConfigMap; malformed entries are skipped with a warning
-/// (they cannot name a pool the operator may destroy).
+/// (they cannot name a pool the operator may destroy), and so are entries of
+/// a newer format (see [`read_configmap`]).
 pub fn entries_of(cm: &ConfigMap) -> Vec<LedgerEntry> {
+    read_configmap(cm).entries
+}
+
+/// The entries of a ledger ConfigMap, and apart those of a newer format
+/// (their node is the one the ConfigMap is for).
+pub fn read_configmap(cm: &ConfigMap) -> Read {
     let name = cm.metadata.name.as_deref().unwrap_or("");
-    cm.data
-        .iter()
-        .flatten()
-        .filter_map(|(key, value)| match serde_json::from_str::<LedgerEntry>(value) {
-            Ok(entry) if entry.pool == *key => Some(entry),
+    let node = cm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_ANNOTATION))
+        .cloned();
+    let mut read = Read::default();
+    for (key, value) in cm.data.iter().flatten() {
+        let json: serde_json::Value = match serde_json::from_str(value) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::warn!(configmap = name, %key, error = %err, "malformed ledger entry: ignored");
+                continue;
+            }
+        };
+        let what = format!("the ledger entry of pool {key} in ConfigMap {name}");
+        if let Err(too_new) = format::check(what, format::of_json(&json), LEDGER_FORMAT) {
+            tracing::warn!(configmap = name, %key, error = %too_new, "ledger entry of a newer format: kept as it is");
+            let node = node.clone().or_else(|| {
+                json.get("node")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+            });
+            read.unread.push(Unread {
+                key: key.clone(),
+                node: node.unwrap_or_default(),
+                value: value.clone(),
+                too_new,
+            });
+            continue;
+        }
+        match serde_json::from_value::<LedgerEntry>(json) {
+            Ok(entry) if entry.pool == *key => read.entries.push(entry),
             Ok(_) => {
                 tracing::warn!(configmap = name, %key, "ledger entry names another pool than its key: ignored");
-                None
             }
             Err(err) => {
                 tracing::warn!(configmap = name, %key, error = %err, "malformed ledger entry: ignored");
-                None
             }
-        })
-        .collect()
+        }
+    }
+    read
 }
 
 /// The ConfigMap data of `entries`: pool name → entry as JSON.
@@ -228,7 +314,7 @@ fn data_of(
 ) -> Result<BTreeMap<String, String>, serde_json::Error> {
     entries
         .iter()
-        .map(|(pool, entry)| Ok((pool.clone(), serde_json::to_string(entry)?)))
+        .map(|(pool, entry)| Ok((pool.clone(), entry_json(entry)?)))
         .collect()
 }
 
@@ -277,10 +363,21 @@ struct Applied {
     answers: Vec<Result<(), LedgerError>>,
 }
 
-/// `current` with `batch` applied in order.
-fn apply_batch(node: &str, current: &BTreeMap<String, LedgerEntry>, batch: &[Change]) -> Applied {
+/// `current` with `batch` applied in order; `unread` (the node's entries of a
+/// newer format) is written back as it is, and a change of one of them is
+/// refused.
+fn apply_batch(
+    node: &str,
+    current: &BTreeMap<String, LedgerEntry>,
+    unread: &BTreeMap<String, Unread>,
+    batch: &[Change],
+) -> Applied {
     let mut entries = current.clone();
-    let mut data = match data_of(current) {
+    let known = data_of(current).map(|mut data| {
+        data.extend(unread.iter().map(|(k, u)| (k.clone(), u.value.clone())));
+        data
+    });
+    let mut data = match known {
         Ok(data) => data,
         Err(err) => {
             let err = LedgerError::from(err);
@@ -295,12 +392,20 @@ fn apply_batch(node: &str, current: &BTreeMap<String, LedgerEntry>, batch: &[Cha
     let mut bytes = data_bytes(&data);
     let mut answers = Vec::with_capacity(batch.len());
     for change in batch {
+        let key = match change {
+            Change::Record(entry) | Change::RecordAhead(entry) => &entry.pool,
+            Change::Remove(pool) => pool,
+        };
+        if let Some(u) = unread.get(key) {
+            answers.push(Err(u.too_new.clone().into()));
+            continue;
+        }
         match change {
             Change::RecordAhead(entry) if entries.contains_key(&entry.pool) => {
                 answers.push(Ok(()));
             }
             Change::Record(entry) | Change::RecordAhead(entry) => {
-                let value = match serde_json::to_string(entry) {
+                let value = match entry_json(entry) {
                     Ok(value) => value,
                     Err(err) => {
                         answers.push(Err(err.into()));
@@ -352,30 +457,44 @@ impl Ledger {
                 source: Arc::new(source),
             })?;
         let mut entries: Entries = HashMap::new();
+        let mut unread: Unreads = HashMap::new();
         for cm in &list.items {
-            for entry in entries_of(cm) {
+            let read = read_configmap(cm);
+            for entry in read.entries {
                 entries
                     .entry(entry.node.clone())
                     .or_default()
                     .insert(entry.pool.clone(), entry);
             }
+            for u in read.unread {
+                unread
+                    .entry(u.node.clone())
+                    .or_default()
+                    .insert(u.key.clone(), u);
+            }
         }
         let count: usize = entries.values().map(BTreeMap::len).sum();
-        tracing::info!(%namespace, pools = count, "ledger loaded");
-        Ok(Ledger::with_entries(api, entries))
+        let newer: usize = unread.values().map(BTreeMap::len).sum();
+        tracing::info!(%namespace, pools = count, newer_format = newer, "ledger loaded");
+        Ok(Ledger::with_entries(api, entries, unread))
     }
 
     /// An empty ledger in `namespace` that was never loaded (unit tests, and
     /// tests of the ledger itself).
     pub fn empty(client: Client, namespace: &str) -> Ledger {
-        Ledger::with_entries(Api::namespaced(client, namespace), HashMap::new())
+        Ledger::with_entries(
+            Api::namespaced(client, namespace),
+            HashMap::new(),
+            HashMap::new(),
+        )
     }
 
-    fn with_entries(api: Api<ConfigMap>, entries: Entries) -> Ledger {
+    fn with_entries(api: Api<ConfigMap>, entries: Entries, unread: Unreads) -> Ledger {
         Ledger {
             shared: Arc::new(Shared {
                 api,
                 entries: RwLock::new(entries),
+                unread,
                 queues: Mutex::new(HashMap::new()),
                 arrived: tokio::sync::Notify::new(),
                 group_window: DEFAULT_GROUP_WINDOW,
@@ -413,6 +532,22 @@ impl Ledger {
             .flat_map(|m| m.values())
             .find(|e| e.uid == uid)
             .cloned()
+    }
+
+    /// Why the entry of pool `pool` on `node` is of a format this version
+    /// cannot read, when it is.
+    pub fn unread(&self, node: &str, pool: &str) -> Option<TooNew> {
+        let u = self.shared.unread.get(node)?.get(pool)?;
+        Some(u.too_new.clone())
+    }
+
+    /// Every entry of a newer format (as loaded: this version never changes one).
+    pub fn all_unread(&self) -> Vec<Unread> {
+        self.shared
+            .unread
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Every entry.
@@ -461,6 +596,9 @@ impl Ledger {
 
     /// Forgets pool `pool` on `node` (after it was destroyed or retained).
     pub async fn remove(&self, node: &str, pool: &str) -> Result<(), LedgerError> {
+        if let Some(too_new) = self.unread(node, pool) {
+            return Err(too_new.into());
+        }
         if self.get(node, pool).is_none() && !self.queued(node) {
             return Ok(());
         }
@@ -572,11 +710,13 @@ impl Ledger {
     /// answer. Nothing is written when nothing changes.
     async fn write(&self, node: &str, changes: &[Change]) -> Vec<Result<(), LedgerError>> {
         let current = self.read().get(node).cloned().unwrap_or_default();
+        let none = BTreeMap::new();
+        let unread = self.shared.unread.get(node).unwrap_or(&none);
         let Applied {
             entries,
             data,
             answers,
-        } = apply_batch(node, &current, changes);
+        } = apply_batch(node, &current, unread, changes);
         if entries == current {
             return answers;
         }
@@ -669,7 +809,7 @@ mod tests {
             entries,
             data,
             answers,
-        } = apply_batch("node1", &current, &batch);
+        } = apply_batch("node1", &current, &BTreeMap::new(), &batch);
         assert_eq!(entries.keys().collect::<Vec<_>>(), vec!["b"]);
         let data = data.expect("data");
         assert_eq!(data.keys().collect::<Vec<_>>(), vec!["b"]);
@@ -701,11 +841,13 @@ mod tests {
         let applied = apply_batch(
             "node1",
             &current,
+            &BTreeMap::new(),
             &[Change::RecordAhead(Box::new(ahead.clone()))],
         );
         assert_eq!(applied.entries.get("a"), Some(&own));
         let applied = apply_batch(
             "node1",
+            &BTreeMap::new(),
             &BTreeMap::new(),
             &[Change::RecordAhead(Box::new(ahead.clone()))],
         );
@@ -721,13 +863,84 @@ mod tests {
         // One entry of exactly the room left fits; one byte more does not.
         let fill = CONFIGMAP_DATA_LIMIT - expected;
         let mut last = entry("z");
-        let base = serde_json::to_string(&last).expect("json").len();
+        let base = entry_json(&last).expect("json").len();
         last.uid = "u".repeat(fill - base + last.uid.len());
-        let answers = apply_batch("node1", &map, &[Change::Record(Box::new(last.clone()))]).answers;
+        let answers = apply_batch(
+            "node1",
+            &map,
+            &BTreeMap::new(),
+            &[Change::Record(Box::new(last.clone()))],
+        )
+        .answers;
         assert!(answers[0].is_ok(), "{:?}", answers[0]);
         last.uid.push('u');
-        let answers = apply_batch("node1", &map, &[Change::Record(Box::new(last))]).answers;
+        let answers = apply_batch(
+            "node1",
+            &map,
+            &BTreeMap::new(),
+            &[Change::Record(Box::new(last))],
+        )
+        .answers;
         assert!(matches!(answers[0], Err(LedgerError::Full { .. })));
+    }
+
+    #[test]
+    fn entries_carry_their_format_and_older_ones_read_as_format_one() {
+        let stored = entry_json(&entry("a")).expect("json");
+        assert!(
+            stored.starts_with(r#"{"formatVersion":1,"pool":"a","#),
+            "{stored}"
+        );
+        let mut cm = configmap_of("node1", &BTreeMap::new()).expect("cm");
+        let data = cm.data.get_or_insert_with(BTreeMap::new);
+        data.insert("a".into(), stored);
+        // Written before the format was kept: no formatVersion.
+        data.insert(
+            "b".into(),
+            serde_json::to_string(&entry("b")).expect("json"),
+        );
+        let read = read_configmap(&cm);
+        assert_eq!(read.entries, vec![entry("a"), entry("b")]);
+        assert!(read.unread.is_empty());
+    }
+
+    #[test]
+    fn entries_of_a_newer_format_are_kept_verbatim_and_never_changed() {
+        let newer = r#"{"formatVersion":2,"pool":"n","node":"node1","placement":{"x":1}}"#;
+        let mut cm =
+            configmap_of("node1", &BTreeMap::from([("a".to_string(), entry("a"))])).expect("cm");
+        cm.data
+            .get_or_insert_with(BTreeMap::new)
+            .insert("n".into(), newer.into());
+        let read = read_configmap(&cm);
+        assert_eq!(read.entries, vec![entry("a")]);
+        assert_eq!(read.unread.len(), 1);
+        let u = &read.unread[0];
+        assert_eq!(
+            (u.key.as_str(), u.node.as_str(), u.value.as_str()),
+            ("n", "node1", newer)
+        );
+        assert_eq!(u.too_new.found, 2);
+
+        let unread = BTreeMap::from([("n".to_string(), u.clone())]);
+        let current = BTreeMap::from([("a".to_string(), entry("a"))]);
+        let batch = [
+            Change::Record(Box::new(entry("b"))),
+            Change::Record(Box::new(entry("n"))),
+            Change::Remove("n".into()),
+        ];
+        let Applied {
+            entries,
+            data,
+            answers,
+        } = apply_batch("node1", &current, &unread, &batch);
+        assert_eq!(entries.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        let data = data.expect("data");
+        assert_eq!(data.get("n").map(String::as_str), Some(newer));
+        assert!(answers[0].is_ok());
+        for answer in &answers[1..] {
+            assert!(matches!(answer, Err(LedgerError::TooNew(_))), "{answer:?}");
+        }
     }
 
     #[test]

@@ -580,6 +580,29 @@ impl Cluster {
         self.netns.command(program)
     }
 
+    /// Gives the image of `role` (operator, storage-node, ...) a second
+    /// reference with `tag` in the cluster's containerd: the same build under
+    /// another tag, as an upgrade to a new release would name it. Returns
+    /// the new reference.
+    pub fn tag_image(&self, role: &str, tag: &str) -> Result<String, HarnessError> {
+        let image = self.images.get(role)?;
+        let (name, _) = image.reference.rsplit_once(':').ok_or_else(|| {
+            HarnessError::Setup(format!(
+                "image reference without a tag: {}",
+                image.reference
+            ))
+        })?;
+        let reference = format!("{name}:{tag}");
+        let mut ctr = Command::new("ctr");
+        ctr.arg("--address")
+            .arg(self.containerd_socket())
+            .args(["-n", "k8s.io", "images", "tag", "--force"])
+            .arg(&image.reference)
+            .arg(&reference);
+        netns::run_quiet(ctr, &format!("ctr images tag {reference}"))?;
+        Ok(reference)
+    }
+
     fn containerd_socket(&self) -> PathBuf {
         self.dir.join("run/containerd.sock")
     }
