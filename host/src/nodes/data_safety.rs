@@ -122,11 +122,14 @@ pub fn what_holds(held: &Held) -> String {
 
 /// The note of the PoolKept Event: what holds the pool, and how to purge it.
 pub fn kept_note(node: &str, pool: &str, held: &Held) -> String {
+    let why = match held.unchecked {
+        Some(_) => what_holds(held),
+        None => format!("it holds {}", what_holds(held)),
+    };
     format!(
-        "the resource is gone but pool {pool} on node {node} is kept: it holds {}. It is \
+        "the resource is gone but pool {pool} on node {node} is kept: {why}. It is \
          destroyed once empty. To destroy it with its data: re-create the MayastorPool (same \
-         name, node and disks), annotate it {PURGE_ANNOTATION}={PURGE_VALUE}, and delete it",
-        what_holds(held)
+         name, node and disks), annotate it {PURGE_ANNOTATION}={PURGE_VALUE}, and delete it"
     )
 }
 
@@ -214,6 +217,11 @@ mod tests {
         assert!(note.contains(PURGE_VALUE), "{note}");
         let unchecked = Contents::NotLoaded.held().expect("held");
         assert!(what_holds(&unchecked).contains("not have the pool loaded"));
+        let note = kept_note("n1", "p", &unchecked);
+        assert!(
+            note.contains("is kept: its contents could not be checked"),
+            "{note}"
+        );
     }
 
     #[test]
