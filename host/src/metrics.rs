@@ -54,6 +54,13 @@ pub struct PolicyLabels {
     pub version: String,
     /// First 12 hex digits of the module's sha256.
     pub sha256: String,
+    /// The module's whole digest, `sha256:<hex>` (as in each pool's
+    /// `status.policyDigest` and the PolicyLoaded Event).
+    pub digest: String,
+    /// `unsigned` (no trust configured: any module loads), `verified` (a
+    /// ConfigMap module whose signature verified), `bundled` (the default
+    /// built into the binary, with trust configured).
+    pub signature: &'static str,
     /// The contract version the module was built against: what an operator
     /// upgrade must keep running.
     pub contract: String,
@@ -91,6 +98,9 @@ pub struct Metrics {
     /// Nodes with a `pools_held` series (set back to 0 when their last held
     /// pool goes with their last ledger entry).
     held_nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Whether trust is configured (`--policy-trust-secret`): the
+    /// `signature` label of the info gauges.
+    signed: std::sync::atomic::AtomicBool,
     /// Shadow mode's metrics.
     pub shadow: ShadowMetrics,
 }
@@ -126,6 +136,7 @@ impl Metrics {
             leader: Gauge::default(),
             pools_held: Family::default(),
             held_nodes: Default::default(),
+            signed: Default::default(),
             shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -271,7 +282,19 @@ impl Metrics {
     }
 
     pub fn set_policy(&self, active: &ActivePolicy) {
-        set_info(&self.policy_info, Some(active));
+        set_info(&self.policy_info, Some(active), self.signed());
+    }
+
+    /// Trust is configured: modules are loaded only when signed (the info
+    /// gauges' `signature` label says so).
+    pub fn set_signed(&self, signed: bool) {
+        use std::sync::atomic::Ordering;
+        self.signed.store(signed, Ordering::Relaxed);
+        self.shadow.signed.store(signed, Ordering::Relaxed);
+    }
+
+    fn signed(&self) -> bool {
+        self.signed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn rail_refusal(&self, action: &str, rail: &str) {
@@ -372,11 +395,17 @@ impl Metrics {
 }
 
 /// Makes `policy` the one series of an info gauge (none: no series).
-fn set_info(family: &Family<PolicyLabels, Gauge>, policy: Option<&ActivePolicy>) {
+fn set_info(family: &Family<PolicyLabels, Gauge>, policy: Option<&ActivePolicy>, signed: bool) {
     let labels = policy.map(|active| PolicyLabels {
         name: active.name.clone(),
         version: active.version.clone(),
         sha256: active.sha256.chars().take(12).collect(),
+        digest: format!("sha256:{}", active.sha256),
+        signature: match (signed, active.source) {
+            (false, _) => "unsigned",
+            (true, msp_policy_engine::PolicySource::Bundled) => "bundled",
+            (true, _) => "verified",
+        },
         contract: active.contract.clone(),
     });
     if let Some(labels) = &labels
@@ -404,6 +433,7 @@ pub struct ShadowMetrics {
     dropped: Counter,
     reloads: Family<ErrorLabels, Counter>,
     info: Family<PolicyLabels, Gauge>,
+    signed: std::sync::atomic::AtomicBool,
 }
 
 impl ShadowMetrics {
@@ -469,7 +499,11 @@ impl ShadowMetrics {
 
     /// The candidate now shadowing (none: shadow mode off).
     pub fn set_candidate(&self, candidate: Option<&ActivePolicy>) {
-        set_info(&self.info, candidate);
+        set_info(
+            &self.info,
+            candidate,
+            self.signed.load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
 }
 
@@ -533,7 +567,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\",contract=\"0.2.0\"} 1"
+                "msp_policy_info{name=\"msp-default\",version=\"0.1.0\",sha256=\"0123456789ab\",digest=\"sha256:0123456789abcdef\",signature=\"unsigned\",contract=\"0.2.0\"} 1"
             ),
             "{text}"
         );
@@ -559,6 +593,7 @@ mod tests {
         m.shadow.decision(&[Field::Action, Field::Reason]);
         m.shadow.dropped();
         m.shadow.reload("key-under-data");
+        m.set_signed(true);
         m.shadow.set_candidate(Some(&policy("msp-retain", "0.1.0")));
         let text = m.encode().expect("encode");
         for line in [
@@ -568,7 +603,7 @@ mod tests {
             "msp_policy_shadow_disagreements_total{field=\"state\"} 0",
             "msp_policy_shadow_dropped_total 1",
             "msp_policy_shadow_reloads_total{error=\"key-under-data\"} 1",
-            "msp_policy_shadow_info{name=\"msp-retain\",version=\"0.1.0\",sha256=\"0123456789ab\",contract=\"0.1.0\"} 1",
+            "msp_policy_shadow_info{name=\"msp-retain\",version=\"0.1.0\",sha256=\"0123456789ab\",digest=\"sha256:0123456789abcdef\",signature=\"verified\",contract=\"0.1.0\"} 1",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

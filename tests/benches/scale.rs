@@ -183,6 +183,7 @@ async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> 
                     used: Some(0),
                     replicas: None,
                     policy: Some("msp-bench@baseline".into()),
+                    policy_digest: None,
                     conditions: vec![msp_operator::controller::report::ready_condition(
                         &[],
                         PoolState::Online,

@@ -59,6 +59,68 @@ pub fn prose_lines(text: &str) -> Vec<(usize, &str)> {
     out
 }
 
+/// The section under the heading line `heading` (e.g. `## Your first
+/// policy`), up to the next heading of the same or a higher level: its
+/// first line's number (1-based) and its text.
+pub fn section(text: &str, heading: &str) -> Option<(usize, String)> {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = prose_lines(text)
+        .into_iter()
+        .find(|(_, l)| l.trim_end() == heading)?
+        .0;
+    let end = prose_lines(text)
+        .into_iter()
+        .find(|(n, l)| {
+            let hashes = l.chars().take_while(|c| *c == '#').count();
+            *n > start && hashes > 0 && hashes <= level && l[hashes..].starts_with(' ')
+        })
+        .map_or(lines.len(), |(n, _)| n - 1);
+    Some((start, lines[start - 1..end].join("\n")))
+}
+
+/// A fenced code block: the number of its opening line, its info string
+/// split into words (the language first) and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fenced {
+    pub line: usize,
+    pub info: Vec<String>,
+    pub body: String,
+}
+
+impl Fenced {
+    /// The language, the info string's first word (`""` when none).
+    pub fn lang(&self) -> &str {
+        self.info.first().map_or("", String::as_str)
+    }
+}
+
+/// The fenced code blocks of `text`, whose first line is number `first`.
+pub fn fenced_blocks(text: &str, first: usize) -> Vec<Fenced> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Fenced> = None;
+    for (i, line) in text.lines().enumerate() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (fence, open.take()) {
+            (Some(_), Some(block)) => blocks.push(block),
+            (Some(info), None) => {
+                open = Some(Fenced {
+                    line: first + i,
+                    info: info.split_whitespace().map(str::to_string).collect(),
+                    body: String::new(),
+                })
+            }
+            (None, Some(mut block)) => {
+                block.body.push_str(line);
+                block.body.push('\n');
+                open = Some(block);
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
 /// Markdown link targets `[text](target)` outside fenced blocks.
 pub fn links(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -195,6 +257,11 @@ pub fn exposition_with_every_family() -> String {
     m.policy_reload("loaded");
     m.registration_refused("unknown_node");
     m.set_leader(true);
+    m.set_pools_held(&[msp_operator::state::ledger::LedgerEntry {
+        node: "node1".into(),
+        held: Some(Default::default()),
+        ..Default::default()
+    }]);
     m.shadow.decision(&[Field::Action]);
     m.shadow.dropped();
     m.shadow.reload("loaded");
@@ -342,6 +409,21 @@ mod tests {
         assert_eq!(exported[0].0, "msp_reconcile_total");
         assert_eq!(exported[1].0, "msp_leader");
         assert!(exported[2].1.contains(&"msp_t_count".to_string()));
+    }
+
+    #[test]
+    fn reads_a_section_and_its_blocks() {
+        let page = "# P\n## A\ntext\n```sh eventually\nls\n## not a heading\n```\n### sub\n```toml Cargo.toml\n[x]\n```\n## B\n```sh\nno\n```\n";
+        let (first, text) = section(page, "## A").expect("section A");
+        assert_eq!(first, 2);
+        assert!(!text.contains("## B"), "{text}");
+        let blocks = fenced_blocks(&text, first);
+        assert_eq!(blocks.len(), 2, "{blocks:?}");
+        assert_eq!(blocks[0].line, 4);
+        assert_eq!(blocks[0].info, vec!["sh", "eventually"]);
+        assert_eq!(blocks[0].body, "ls\n## not a heading\n");
+        assert_eq!((blocks[1].lang(), blocks[1].line), ("toml", 9));
+        assert_eq!(section(page, "## C"), None);
     }
 
     #[test]

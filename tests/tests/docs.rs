@@ -8,12 +8,15 @@
 //!   registry; `operator_binary` also checks a running operator's /metrics);
 //! - every repository path a page names (`deploy/…`, `tests/…`, `host/…`) exists;
 //! - the README stays a landing page (≤ 150 lines) and keeps its two commands.
+//! - the walkthrough (policy/README.md, "Your first policy") is made of
+//!   blocks its test (`walkthrough`) runs, and no page repeats it with
+//!   commands it replaced.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use msp_tests::docs;
+use msp_tests::{docs, walkthrough};
 
 fn read(root: &Path, page: &Path) -> String {
     std::fs::read_to_string(root.join(page))
@@ -186,4 +189,65 @@ fn the_readme_is_a_landing_page_that_keeps_its_two_commands() {
         assert!(root.join(command).exists(), "{command} is gone");
     }
     assert!(root.join("LICENSE").exists(), "no LICENSE file");
+}
+
+/// The walkthrough's blocks are all ones its test runs (the test itself,
+/// `walkthrough`, builds and runs them; this finds a block it could not run
+/// without building anything).
+#[test]
+fn the_walkthrough_is_made_of_blocks_its_test_runs() {
+    let root = docs::repo_root();
+    let page = read(&root, Path::new(walkthrough::PAGE));
+    let steps = walkthrough::plan(&page).unwrap_or_else(|e| panic!("{e}"));
+    let provided = walkthrough::Provided {
+        msp_policy_dir: "bin".into(),
+        demo_exports: vec!["export KUBECONFIG=kubeconfig".into()],
+    };
+    let script = walkthrough::script(&steps, &provided).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .expect("bash -n");
+    assert!(
+        out.status.success(),
+        "the walkthrough's script does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One walkthrough: other pages point to it rather than repeat its commands,
+/// and none keeps a command it replaced (a tool that needs another registry,
+/// a macro that does not exist, an apply that cannot take over the live
+/// ConfigMap).
+#[test]
+fn no_page_repeats_the_walkthrough_differently() {
+    const GONE: &[(&str, &str)] = &[
+        ("wasm-tools component new", "`msp-policy componentize`"),
+        ("cargo install wasm-tools", "`msp-policy componentize`"),
+        (
+            "msp_policy::export_policy!",
+            "`msp_policy_sdk::export_policy!`",
+        ),
+    ];
+    let mut found = Vec::new();
+    for (page, text) in all_pages() {
+        for (i, line) in text.lines().enumerate() {
+            let at = format!("{}:{}", page.display(), i + 1);
+            for (gone, instead) in GONE {
+                if line.contains(gone) {
+                    found.push(format!("{at}: {gone} (the walkthrough uses {instead})"));
+                }
+            }
+            if line.contains("kubectl apply --server-side")
+                && line.trim_end().ends_with("-f -")
+                && !line.contains("--force-conflicts")
+            {
+                found.push(format!(
+                    "{at}: an apply of a piped object without --force-conflicts (it fails on a \
+                     ConfigMap first made with kubectl create)"
+                ));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }

@@ -128,14 +128,15 @@ async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_not
 /// while the client connects to `<elsewhere>`; paths and queries are refused
 /// too. And a Deregister is admitted only from the node's own address: a
 /// stranger sending Deregister for node1 every 0.2 s must not take node1's
-/// pool offline.
+/// pool offline; once node1 stops answering, a Deregister from elsewhere
+/// (NAT, a Service, a standby's forward) is believed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_connects_elsewhere_and_a_strangers_deregister_are_refused()
 -> anyhow::Result<()> {
     if !require_loop_devices() {
         return Ok(());
     }
-    let scene = Scene::start(BIN, "node1").await?;
+    let mut scene = Scene::start(BIN, "node1").await?;
     let admin = scene.admin.clone();
     let disk = LoopDevice::create(64 * MIB)?;
     create_pool(&admin, "pool-1", "node1", &[disk.path_str()]).await?;
@@ -206,5 +207,22 @@ async fn an_endpoint_that_connects_elsewhere_and_a_strangers_deregister_are_refu
         "the operator connected to the endpoint a refused registration named"
     );
     trap_task.abort();
+
+    // A Deregister from another address is what a node behind NAT, a Service
+    // or a standby's forward sends: once the node really stopped answering
+    // (it is shutting down), it is believed and the pool goes offline.
+    scene.sn.kill();
+    stranger
+        .deregister(msp_proto::v1::DeregisterRequest { id: "node1".into() })
+        .await
+        .map_err(|e| anyhow::anyhow!("the Deregister of a node that stopped was refused: {e:?}"))?;
+    wait_pool(
+        &admin,
+        "pool-1",
+        WAIT,
+        "offline on the believed Deregister",
+        |s| s.state == Some(PoolState::Offline),
+    )
+    .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use msp_operator::policy::trust;
 use msp_operator::policy::watch::{self, ReloadOutcome};
 use msp_policy_engine::{Limits, PolicyEngine, PolicyError, PolicySource, bundled, validate};
 use msp_policy_sdk::model::{Action, Observation};
@@ -102,6 +103,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         watch::DEFAULT_NAME,
         watch::DEFAULT_KEY,
         engine.clone(),
+        trust::unsigned(),
         tx,
     )));
     let obs = deleted_pool()?;
@@ -254,6 +256,7 @@ async fn configmap_swaps_refuses_and_returns_to_bundled() -> anyhow::Result<()> 
         watch::DEFAULT_NAME,
         watch::DEFAULT_KEY,
         late.clone(),
+        trust::unsigned(),
         (),
     )));
     until_decides(&late, &obs, Action::Retain).await?;

@@ -6,6 +6,8 @@
 
 use thiserror::Error;
 
+use crate::signature::SignatureError;
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("policy module is {size} bytes, over the limit of {limit} bytes")]
@@ -46,6 +48,13 @@ pub enum PolicyError {
     },
     #[error("policy engine failure: {0}")]
     Engine(String),
+    /// Trust is configured and the module's signature does not verify.
+    #[error("{0}")]
+    Signature(SignatureError),
+    /// Trust is configured and its keys cannot be had (`cause`: a
+    /// `trust-*` kind), so no module can be verified.
+    #[error("no module can be verified: {detail}")]
+    Trust { cause: &'static str, detail: String },
 }
 
 impl PolicyError {
@@ -66,6 +75,8 @@ impl PolicyError {
             PolicyError::Nonsense(_) => "nonsense",
             PolicyError::Conformance { .. } => "conformance",
             PolicyError::Engine(_) => "engine",
+            PolicyError::Signature(e) => e.kind(),
+            PolicyError::Trust { cause, .. } => cause,
         }
     }
 

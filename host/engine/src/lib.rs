@@ -14,6 +14,7 @@
 //! - [`validate`]: decision sanity and the conformance self-test a module must pass;
 //! - [`error`]: why a module or a decision was refused;
 //! - [`sample`]: generated observations for tests and benchmarks;
+//! - [`signature`]: a module's detached signature against trusted keys;
 //! - [`componentize`]: an author's core module wrapped as a component;
 //! - [`compare`]: two outcomes on one observation, field by field;
 //! - [`shadow`]: a candidate policy deciding beside the live one, off its path;
@@ -28,6 +29,7 @@ pub mod percentile;
 pub mod sample;
 pub mod sandbox;
 pub mod shadow;
+pub mod signature;
 pub mod validate;
 
 use std::collections::BTreeMap;

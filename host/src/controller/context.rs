@@ -13,7 +13,8 @@ use kube::runtime::reflector::Store;
 use msp_policy_sdk::model::Decision;
 
 use super::decide::Decider;
-use super::observe::{Operations, Sources};
+use super::observe::Sources;
+use super::operations::Operations;
 use crate::metrics::Metrics;
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;

@@ -26,6 +26,11 @@ pub trait Decider: Send + Sync + 'static {
     fn decide<'a>(&'a self, obs: &'a Observation) -> BoxFuture<'a, Result<Decision, DecideError>>;
     /// `name@version` of the active policy, for status and logs.
     fn active(&self) -> String;
+    /// `sha256:<hex>` of the active policy's module, for status (none for
+    /// a policy that is no module).
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The default policy called as plain Rust.
@@ -60,7 +65,17 @@ impl Decider for PolicyEngine {
     fn active(&self) -> String {
         PolicyEngine::active(self).identity()
     }
+
+    fn digest(&self) -> Option<String> {
+        Some(format!("sha256:{}", PolicyEngine::active(self).sha256))
+    }
 }
+
+/// The log target of every observation decided, as JSON at trace level
+/// (`RUST_LOG=msp_operator::observation=trace`): what a policy is given, to
+/// replay with `msp-policy eval --observation`, and what the tests check
+/// against the tools' model of an observation.
+pub const OBSERVATION_LOG: &str = "msp_operator::observation";
 
 /// The policy's decision on `obs`; a failure is counted by kind and logged
 /// before it is returned, whichever path asked.
@@ -69,6 +84,12 @@ pub async fn decide(
     metrics: &Metrics,
     obs: &Observation,
 ) -> Result<Decision, DecideError> {
+    // Serialised only when that target is enabled.
+    tracing::trace!(
+        target: OBSERVATION_LOG,
+        observation = %serde_json::to_string(obs).unwrap_or_default(),
+        "deciding"
+    );
     let started = std::time::Instant::now();
     let result = decider.decide(obs).await;
     metrics.reconcile_step("decide", started.elapsed());

@@ -3,7 +3,8 @@
 //!
 //! One step per module, imports running one way (each step uses the
 //! [`context`] and [`error`] modules, never this one):
-//! - [`observe`] builds the policy's [`Observation`] from in-memory state;
+//! - [`observe`] builds the policy's [`Observation`] from in-memory state
+//!   (what the controller last did to a pool is in [`operations`]);
 //! - [`decide`] asks the policy engine (behind [`Decider`]) and handles its failure;
 //! - [`actuate`] applies the host's safety rails, then calls the storage node;
 //! - [`report`] writes status, events and per-pool metrics;
@@ -19,6 +20,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod observe;
+pub mod operations;
 pub mod report;
 pub mod sweep;
 
@@ -272,10 +274,13 @@ mod tests {
             "{}",
             status.query
         );
-        assert!(status.query.contains("force=true"), "{}", status.query);
-        assert_eq!(status.body["apiVersion"], "openebs.io/v1alpha1");
-        assert_eq!(status.body["kind"], "MayastorPool");
-        let written = &status.body["status"];
+        // A JSON Patch conditional on the uid the status was computed for.
+        assert_eq!(status.body[0]["op"], "test");
+        assert_eq!(status.body[0]["path"], "/metadata/uid");
+        assert_eq!(status.body[0]["value"], "u1");
+        assert_eq!(status.body[1]["op"], "add");
+        assert_eq!(status.body[1]["path"], "/status");
+        let written = &status.body[1]["value"];
         assert_eq!(written["state"], "pending");
         let reason = written["reason"].as_str().unwrap_or_default();
         assert!(
@@ -325,7 +330,7 @@ mod tests {
             .next(serde_json::to_value(&*online).expect("pool"))
             .await;
         assert_eq!(status.method, http::Method::PATCH);
-        let written = &status.body["status"];
+        let written = &status.body[1]["value"];
         assert_eq!(written["state"], "online", "the last good state stays");
         assert_eq!(written["node"], "n1");
         let reason = written["reason"].as_str().unwrap_or_default();

@@ -7,86 +7,21 @@
 //! Pure reads of in-memory state (the watch caches, the registry, the ledger
 //! copy), so it is cheap and never fails.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
-    Action, ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LAST_APPLIED_ANNOTATION,
-    LastOperation, Observation, OperationError, PoolResource, Remembered, ReportedPool,
-    StorageNode,
+    ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LAST_APPLIED_ANNOTATION,
+    Observation, PoolResource, Remembered, ReportedPool, StorageNode,
 };
 
+use super::operations::{Operations, now_ms};
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::MayastorPool;
 use crate::state::ledger::{Ledger, LedgerEntry};
-
-/// Milliseconds since the Unix epoch (the policy's clock arrives here).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// The last operation on each pool, keyed by resource uid, in memory: after a
-/// restart the policy starts from a clean slate, which create-or-import makes safe.
-#[derive(Default)]
-pub struct Operations {
-    ops: Mutex<HashMap<String, LastOperation>>,
-}
-
-impl Operations {
-    pub fn get(&self, uid: &str) -> Option<LastOperation> {
-        self.ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .cloned()
-    }
-
-    /// Records the outcome of `action`; consecutive failures of the same
-    /// action are counted for the policy's backoff.
-    pub fn record(&self, uid: &str, action: Action, error: Option<OperationError>) {
-        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
-        let failures = match (&error, ops.get(uid)) {
-            (None, _) => 0,
-            (Some(_), Some(prev)) if prev.action == action && prev.error.is_some() => {
-                prev.failures.saturating_add(1)
-            }
-            (Some(_), _) => 1,
-        };
-        ops.insert(
-            uid.to_string(),
-            LastOperation {
-                action,
-                error,
-                failures,
-                at_ms: now_ms(),
-            },
-        );
-    }
-
-    pub fn forget(&self, uid: &str) {
-        self.ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
-    }
-
-    /// Keeps only the operations of uids `keep` accepts (the sweeper drops
-    /// those of resources that are gone and have nothing left in the ledger).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|uid, _| keep(uid));
-    }
-}
 
 /// What observe reads from.
 pub struct Sources<'a> {
@@ -366,28 +301,6 @@ mod tests {
         let mut as_tools = live.as_deleted();
         as_tools.now_ms = gone.now_ms;
         assert_eq!(as_tools, gone);
-    }
-
-    #[test]
-    fn operations_count_consecutive_failures() {
-        let ops = Operations::default();
-        let err = || {
-            Some(OperationError {
-                kind: msp_policy_sdk::model::ErrorKind::Internal,
-                message: "x".into(),
-            })
-        };
-        ops.record("u", Action::Create, err());
-        ops.record("u", Action::Create, err());
-        assert_eq!(ops.get("u").map(|o| o.failures), Some(2));
-        ops.record("u", Action::Create, None);
-        assert_eq!(ops.get("u").map(|o| o.failures), Some(0));
-        ops.forget("u");
-        assert!(ops.get("u").is_none());
-        ops.record("a", Action::Create, None);
-        ops.record("b", Action::Create, None);
-        ops.retain(|uid| uid == "a");
-        assert!(ops.get("a").is_some() && ops.get("b").is_none());
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub fn desired_status(
         used,
         replicas,
         policy: Some(policy.to_string()),
+        // The decider's, set by `report`.
+        policy_digest: None,
         conditions: vec![condition],
     }
 }
@@ -261,7 +263,7 @@ pub async fn report(
     ctx: &Context,
 ) -> Result<(), Error> {
     let policy = ctx.decider.active();
-    let status = desired_status(
+    let mut status = desired_status(
         pool,
         obs,
         decision,
@@ -269,6 +271,9 @@ pub async fn report(
         created,
         Time(jiff::Timestamp::now()),
     );
+    // Unchanged while the same module decides: written once per pool when
+    // another module takes over, never on its own.
+    status.policy_digest = ctx.decider.digest();
     write_status(pool, &status, ctx).await?;
     let new_state = status.state.unwrap_or(PoolState::Pending);
     let remembered = ctx.swap_reported(&pool.uid().unwrap_or_default(), new_state);

@@ -24,6 +24,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
+/// A Secret's name: not empty (an empty value must not read as "no trust").
+fn non_empty_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must name a Secret; leave the flag out to load policies unsigned".into());
+    }
+    Ok(s.to_string())
+}
+
 /// Flags of `msp-operator run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
@@ -87,6 +96,14 @@ pub struct RunArgs {
     /// ConfigMap (when it decided anything since the last summary).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub policy_shadow_summary: Duration,
+    /// Secret (in the operator namespace) whose entries are the public keys
+    /// a policy module must be signed by (each `data` entry one Ed25519 key,
+    /// PEM); given, a module whose detached signature (`<key>.sig` in its
+    /// ConfigMap) does not verify never decides, and a missing, empty or
+    /// unreadable Secret refuses every module. Not given: modules load
+    /// unsigned. No value turns the check off once given (empty is refused).
+    #[arg(long, value_parser = non_empty_name)]
+    pub policy_trust_secret: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -259,5 +276,19 @@ mod tests {
         let args = RunArgs::from_flags(["--lease-duration=5s", "--renew-deadline=5s"])
             .expect("flags parse");
         assert!(args.election_settings(addr).is_err());
+    }
+
+    #[test]
+    fn a_trust_secret_flag_given_is_never_empty() {
+        let args = RunArgs::from_flags(Vec::<String>::new()).expect("defaults");
+        assert_eq!(args.policy_trust_secret, None, "unsigned unless asked");
+        for empty in ["--policy-trust-secret=", "--policy-trust-secret=  "] {
+            assert!(RunArgs::from_flags([empty]).is_err(), "{empty}");
+        }
+        let args = RunArgs::from_flags(["--policy-trust-secret=msp-policy-trust"]).expect("named");
+        assert_eq!(
+            args.policy_trust_secret.as_deref(),
+            Some("msp-policy-trust")
+        );
     }
 }

@@ -26,6 +26,8 @@ pub struct Readiness {
     synced: AtomicBool,
     /// None: no election (always the leader); else the holder as last seen.
     role: Mutex<Option<Role>>,
+    /// How policy modules are admitted, once the leader knows.
+    trust: Mutex<Option<crate::policy::trust::TrustWatch>>,
 }
 
 /// This replica's part in the election, for the probe.
@@ -44,8 +46,21 @@ impl Readiness {
         *self.role.lock().unwrap_or_else(|e| e.into_inner()) = Some(role);
     }
 
-    /// (ready, what it means).
+    pub fn set_policy_trust(&self, trust: crate::policy::trust::TrustWatch) {
+        *self.trust.lock().unwrap_or_else(|e| e.into_inner()) = Some(trust);
+    }
+
+    /// (ready, what it means; and how policies are admitted, once known).
     pub fn answer(&self) -> (bool, String) {
+        let (ready, said) = self.role_answer();
+        let trust = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match trust {
+            Some(trust) => (ready, format!("{said}; {}", trust.borrow().describe())),
+            None => (ready, said),
+        }
+    }
+
+    fn role_answer(&self) -> (bool, String) {
         let role = self.role.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let synced = self.synced.load(Ordering::Acquire);
         match role {

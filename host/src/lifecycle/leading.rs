@@ -70,6 +70,17 @@ pub(crate) async fn lead(
         ..Limits::default()
     };
     let engine = PolicyEngine::new(limits).context("loading the bundled policy")?;
+    // Which modules may decide: known before any ConfigMap is looked at.
+    let trust = policy::trust::start(
+        client.clone(),
+        &args.operator_namespace,
+        args.policy_trust_secret.clone(),
+        tasks,
+        shutdown.wait(),
+    )
+    .await;
+    metrics.set_signed(!trust.borrow().is_unsigned());
+    ready.set_policy_trust(trust.clone());
     let active = engine.active();
     metrics.set_policy(&active);
     let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -79,6 +90,7 @@ pub(crate) async fn lead(
         &args.operator_namespace,
         &args.policy_configmap,
         policy_changed,
+        trust.clone(),
     );
     let (settled, policy_settled) = tokio::sync::oneshot::channel();
     let watch = policy::watch::watch_settled(
@@ -87,6 +99,7 @@ pub(crate) async fn lead(
         args.policy_configmap.clone(),
         args.policy_key.clone(),
         engine.clone(),
+        trust.clone(),
         reporter,
         Some(settled),
     );
@@ -115,6 +128,7 @@ pub(crate) async fn lead(
         &recorder,
         &metrics,
         engine,
+        trust,
         tasks,
         shutdown,
     )?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
+use crate::policy::trust::{Trust, TrustWatch};
 use crate::policy::watch::{ReloadOutcome, ReloadReporter};
 use crate::state::events;
 use msp_policy_engine::{ActivePolicy, PolicySource};
@@ -22,6 +23,8 @@ pub struct PolicyReloadReporter {
     recorder: Recorder,
     configmap: ObjectReference,
     role: Role,
+    /// What a module is checked against (the PolicyLoaded Event says it).
+    trust: TrustWatch,
 }
 
 /// Which policy a ConfigMap holds.
@@ -52,12 +55,14 @@ impl PolicyReloadReporter {
         namespace: &str,
         name: &str,
         changed: UnboundedSender<()>,
+        trust: TrustWatch,
     ) -> PolicyReloadReporter {
         PolicyReloadReporter {
             metrics,
             recorder,
             configmap: configmap_ref(namespace, name),
             role: Role::Live { changed },
+            trust,
         }
     }
 
@@ -69,12 +74,14 @@ impl PolicyReloadReporter {
         namespace: &str,
         name: &str,
         shadow: Shadow,
+        trust: TrustWatch,
     ) -> PolicyReloadReporter {
         PolicyReloadReporter {
             metrics,
             recorder,
             configmap: configmap_ref(namespace, name),
             role: Role::Shadow(shadow),
+            trust,
         }
     }
 }
@@ -91,7 +98,7 @@ struct Report {
     note: String,
 }
 
-fn describe(outcome: &ReloadOutcome, shadow: bool) -> Report {
+fn describe(outcome: &ReloadOutcome, shadow: bool, trust: &Trust) -> Report {
     // What decides now (for the candidate engine: what shadows).
     let who = |active: &ActivePolicy, refused: bool| match (shadow, active.source) {
         (false, PolicySource::Bundled) if !refused => {
@@ -110,7 +117,7 @@ fn describe(outcome: &ReloadOutcome, shadow: bool) -> Report {
             warning: false,
             reason: Some("PolicyLoaded".into()),
             note: format!(
-                "{} {}@{} ({}, contract {}) loaded{}",
+                "{} {}@{} (sha256:{}, contract {}) loaded{}; {}",
                 if shadow { "candidate policy" } else { "policy" },
                 active.name,
                 active.version,
@@ -120,6 +127,12 @@ fn describe(outcome: &ReloadOutcome, shadow: bool) -> Report {
                     ": it decides beside the live policy and is never acted upon"
                 } else {
                     ""
+                },
+                match trust {
+                    Trust::Keys { secret, .. } => {
+                        format!("its signature verified against trust Secret {secret}")
+                    }
+                    other => other.describe(),
                 }
             ),
         },
@@ -168,7 +181,11 @@ impl ReloadReporter for PolicyReloadReporter {
             warning,
             reason,
             note,
-        } = describe(outcome, matches!(self.role, Role::Shadow(_)));
+        } = describe(
+            outcome,
+            matches!(self.role, Role::Shadow(_)),
+            &self.trust.borrow(),
+        );
         let configmap = self.configmap.name.as_deref().unwrap_or_default();
         if warning {
             tracing::warn!(%note, %configmap, "policy reload");
@@ -245,7 +262,10 @@ mod tests {
                 kept: active.clone(),
             },
         ];
-        let reports: Vec<Report> = outcomes.iter().map(|o| describe(o, false)).collect();
+        let reports: Vec<Report> = outcomes
+            .iter()
+            .map(|o| describe(o, false, &Trust::Unsigned))
+            .collect();
         let reasons: Vec<&str> = reports.iter().filter_map(|r| r.reason.as_deref()).collect();
         assert_eq!(
             reasons,
@@ -268,7 +288,7 @@ mod tests {
             active,
             why: "ConfigMap deleted".into(),
         };
-        let bundled = describe(&deleted, false);
+        let bundled = describe(&deleted, false, &Trust::Unsigned);
         assert!(
             bundled.note.contains("bundled policy msp-default@"),
             "{bundled:?}"
@@ -276,7 +296,10 @@ mod tests {
         assert_eq!((bundled.label, bundled.reason), ("bundled", None));
         // The same outcomes of the shadow ConfigMap: the same labels and
         // reasons, and notes that speak of the candidate.
-        let shadow: Vec<Report> = outcomes.iter().map(|o| describe(o, true)).collect();
+        let shadow: Vec<Report> = outcomes
+            .iter()
+            .map(|o| describe(o, true, &Trust::Unsigned))
+            .collect();
         for (live, shadow) in reports.iter().zip(&shadow) {
             assert_eq!((live.label, &live.reason), (shadow.label, &shadow.reason));
             assert!(
@@ -284,7 +307,7 @@ mod tests {
                 "{shadow:?}"
             );
         }
-        let off = describe(&deleted, true);
+        let off = describe(&deleted, true, &Trust::Unsigned);
         assert!(
             off.note.ends_with("no candidate: shadow mode off"),
             "{off:?}"

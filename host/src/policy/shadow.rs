@@ -33,6 +33,7 @@ use crate::controller::decide::{DecideError, Decider};
 use crate::lifecycle::shutdown::Shutdown;
 use crate::metrics::Metrics;
 use crate::policy::reload::{PolicyReloadReporter, configmap_ref};
+use crate::policy::trust::TrustWatch;
 use crate::policy::watch;
 use crate::state::events;
 
@@ -65,6 +66,10 @@ impl Decider for ShadowedPolicy {
 
     fn active(&self) -> String {
         Decider::active(&self.live)
+    }
+
+    fn digest(&self) -> Option<String> {
+        Decider::digest(&self.live)
     }
 }
 
@@ -325,12 +330,15 @@ pub struct ShadowSettings {
 /// Shadow mode as `settings` set it up: the candidate ConfigMap's watch, the
 /// shadow's task and the summaries spawned on `tasks` until `shutdown`, and
 /// the decider the controller uses (`live` itself when no ConfigMap is named).
+/// The candidate is checked against `trust` as the live policy is.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: ShadowSettings,
     client: &Client,
     recorder: &Recorder,
     metrics: &Arc<Metrics>,
     live: PolicyEngine,
+    trust: TrustWatch,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<dyn Decider>> {
@@ -369,6 +377,7 @@ pub fn start(
         namespace,
         name,
         shadow.clone(),
+        trust.clone(),
     );
     let watch = watch::watch(
         client.clone(),
@@ -376,6 +385,7 @@ pub fn start(
         name.to_string(),
         key,
         candidate,
+        trust,
         reporter,
     );
     let stop = shutdown.wait();

@@ -185,6 +185,12 @@ pub struct MayastorPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 
+    /// The digest of the policy module that made the last decision,
+    /// sha256:<hex> of its exact bytes (as in the PolicyLoaded Event and
+    /// msp_policy_info): which build of the policy decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+
     /// Standard conditions. `Ready` is True when the pool is online or degraded;
     /// its observedGeneration tells which spec generation the operator has seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3,11 +3,13 @@
 //! swapping a module in; `eval` runs one decision on an observation; `test`
 //! runs a cases file; `diff` shows where two policies decide differently;
 //! `bench` times decisions on the operator's path; `componentize` wraps an
-//! author's core module into the component the operator loads.
+//! author's core module into the component the operator loads; `keygen`,
+//! `sign` and `verify` make and check the detached signature an operator
+//! with `--policy-trust-secret` requires.
 //!
 //! Exit codes, the same for every command: 0 done (passed, no differences),
 //! 1 the answer is no (`check` refused the module, a `test` case failed,
-//! `diff` found differences), 2 the command could not run (unreadable or
+//! `diff` found differences, `verify` refused the signature), 2 the command could not run (unreadable or
 //! invalid file, a policy the operator would refuse for `eval`, `test`,
 //! `diff` and `bench`).
 
@@ -15,6 +17,7 @@ mod bench;
 mod cases;
 mod diff;
 mod partial;
+mod sign;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -117,6 +120,49 @@ pub enum PolicyCommand {
         /// `example.com/retain`), as --label.
         #[arg(long, value_name = "KEY[=VALUE]")]
         annotation: Vec<String>,
+    },
+    /// Make an Ed25519 key pair (PEM) for signing policies.
+    ///
+    /// The public key goes into the trust Secret the operator is given
+    /// (--policy-trust-secret); the secret key stays with whoever signs.
+    Keygen {
+        /// Where to write the secret key (never overwritten).
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// Where to write the public key (never overwritten).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Sign a policy component: a detached signature over its exact bytes.
+    ///
+    /// The module is checked as `check` does first: a module the operator
+    /// would refuse is not signed (exit 1). The signature goes beside the
+    /// module in its ConfigMap, under the module's key with `.sig` added.
+    Sign {
+        /// The policy component (.wasm), or `bundled`.
+        file: PathBuf,
+        /// The secret key (PEM, from `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signature (default: FILE.sig).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Verify a policy's detached signature as the operator does.
+    ///
+    /// Exit 0 when one of the public keys signed these exact bytes, 1 when
+    /// the operator would refuse it (and why: the cause is the Event reason
+    /// it would give), 2 when a file cannot be read or a key is not one.
+    Verify {
+        /// The policy component (.wasm), or `bundled`.
+        file: PathBuf,
+        /// A trusted public key (PEM); repeat for several, as the trust
+        /// Secret's entries.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The signature (default: FILE.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
     },
     /// Time a policy's decisions: p50, p99, mean and max per decision.
     ///
@@ -292,6 +338,48 @@ fn execute(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             print!("{}", run.report);
             if run.differs {
                 return Ok(ExitCode::from(EXIT_NO));
+            }
+        }
+        PolicyCommand::Keygen {
+            secret_key,
+            public_key,
+        } => sign::keygen(&secret_key, &public_key)?,
+        PolicyCommand::Sign { file, key, output } => {
+            let (bytes, source) = module_bytes(&file)?;
+            if let Err(e) = check(&bytes, source, &limits) {
+                eprintln!(
+                    "FAIL {}: the operator would refuse this module, so it is not signed: {:#}",
+                    file.display(),
+                    anyhow::Error::from(e)
+                );
+                return Ok(ExitCode::from(EXIT_NO));
+            }
+            let output = output.unwrap_or_else(|| sign::default_signature_path(&file));
+            sign::sign(&bytes, &file.display().to_string(), &key, &output)?;
+        }
+        PolicyCommand::Verify {
+            file,
+            key,
+            signature,
+        } => {
+            let (bytes, _) = module_bytes(&file)?;
+            let signature = signature.unwrap_or_else(|| sign::default_signature_path(&file));
+            match sign::verify(&bytes, &signature, &key)? {
+                Ok((signers, took)) => println!(
+                    "VERIFIED {} (sha256 {}, {} bytes): signed by {} (checked in {:.3} ms)",
+                    file.display(),
+                    sign::hex_sha256(&bytes),
+                    bytes.len(),
+                    signers.join(", "),
+                    took.as_secs_f64() * 1000.0
+                ),
+                Err(why) => {
+                    eprintln!(
+                        "FAIL {}: the operator would refuse it: {why}",
+                        file.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_NO));
+                }
             }
         }
         PolicyCommand::Bench {

@@ -11,7 +11,7 @@ use msp_policy_cli::PolicyCommand;
 #[command(
     name = "msp-policy",
     version,
-    about = "Tools for MayastorPool policy authors: check, componentize, eval, test, diff, bench"
+    about = "Tools for MayastorPool policy authors: check, componentize, eval, test, diff, bench, keygen, sign, verify"
 )]
 struct Cli {
     #[command(subcommand)]

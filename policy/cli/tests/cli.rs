@@ -367,3 +367,95 @@ fn bench_prints_percentiles() -> anyhow::Result<()> {
     assert!(stdout.contains("failed decisions: none"), "{stdout}");
     Ok(())
 }
+
+#[test]
+fn keygen_sign_verify_as_the_operator_would() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name);
+    let module = path("policy.wasm");
+    std::fs::write(&module, bundled::DEFAULT_COMPONENT)?;
+    for who in ["release", "other"] {
+        let (code, out, err) = run(&[
+            os("keygen"),
+            os("--secret-key"),
+            os(&path(&format!("{who}.key"))),
+            os("--public-key"),
+            os(&path(&format!("{who}.pub"))),
+        ])?;
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    // A key file is never overwritten.
+    let (code, _, err) = run(&[
+        os("keygen"),
+        os("--secret-key"),
+        os(&path("release.key")),
+        os("--public-key"),
+        os(&path("new.pub")),
+    ])?;
+    assert_eq!(code, Some(2), "{err}");
+
+    let (code, out, err) = run(&[
+        os("sign"),
+        os(&module),
+        os("--key"),
+        os(&path("release.key")),
+    ])?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(path("policy.wasm.sig").exists(), "{out}");
+    assert_eq!(
+        std::fs::read(&module)?,
+        bundled::DEFAULT_COMPONENT,
+        "the module is left as built"
+    );
+
+    let verify = |keys: &[&str], sig: Option<&std::path::Path>| {
+        let mut args = vec![os("verify").to_owned(), module.clone().into_os_string()];
+        for k in keys {
+            args.push("--key".into());
+            args.push(path(k).into_os_string());
+        }
+        if let Some(sig) = sig {
+            args.push("--signature".into());
+            args.push(sig.as_os_str().to_owned());
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run(&refs)
+    };
+    let (code, out, err) = verify(&["other.pub", "release.pub"], None)?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("VERIFIED") && out.contains("release.pub"),
+        "{out}"
+    );
+
+    let (code, _, err) = verify(&["other.pub"], None)?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("signature-untrusted"), "{err}");
+
+    let sig = std::fs::read(path("policy.wasm.sig"))?;
+    std::fs::write(path("cut.sig"), &sig[..sig.len() - 3])?;
+    let (code, _, err) = verify(&["release.pub"], Some(&path("cut.sig")))?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("signature-malformed"), "{err}");
+
+    let (code, _, err) = verify(&["release.pub"], Some(&path("none.sig")))?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("signature-missing"), "{err}");
+
+    std::fs::write(path("junk.pub"), "false")?;
+    let (code, _, err) = verify(&["junk.pub"], None)?;
+    assert_eq!(code, Some(2), "{err}");
+
+    // A module the operator would refuse is not signed.
+    let (code, _, err) = run(&[
+        os("sign"),
+        os(&built("hostile-wrong-version")),
+        os("--key"),
+        os(&path("release.key")),
+        os("--output"),
+        os(&path("hostile.sig")),
+    ])?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!path("hostile.sig").exists());
+    Ok(())
+}

@@ -233,15 +233,16 @@ async fn main() -> anyhow::Result<()> {
         "  export PATH={}:$PATH   # the matching kubectl",
         cp.bin_dir().display()
     );
+    println!(
+        "  export MSP_METRICS=http://{}/metrics   # the operator's metrics",
+        operator.metrics_addr()
+    );
     println!("  kubectl -n mayastor get msp");
     println!("  kubectl -n mayastor describe msp my-new-pool      # status, conditions, events");
     println!(
         "  kubectl -n mayastor delete msp my-new-pool        # the pool is destroyed on the node"
     );
-    println!(
-        "  curl -s http://{}/metrics | grep msp_pool",
-        operator.metrics_addr()
-    );
+    println!("  curl -s $MSP_METRICS | grep msp_pool");
     println!("\nPress Ctrl-C (or send SIGTERM) to stop everything cleanly.");
 
     tokio::select! {

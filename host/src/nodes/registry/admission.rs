@@ -147,6 +147,11 @@ impl Admission {
         Ok(())
     }
 
+    /// Whether a caller must be one of its Node's addresses.
+    pub fn requires_peer(&self) -> bool {
+        self.settings.require_peer
+    }
+
     /// Accepts or refuses a Deregister of `node` sent from `peer`, the node
     /// registered at `registered` (its endpoint; None when it is not
     /// registered). Only the node itself may deregister: the peer must be

@@ -37,6 +37,12 @@ use state::{Liveness, NodeEntry};
 
 pub use state::NodeView;
 
+/// How long a Deregister that is not known to come from the node waits for
+/// the node to stop answering ([`NodeRegistry::confirm_deregister`]).
+pub const DEREGISTER_CONFIRM: Duration = Duration::from_secs(3);
+/// How often the node is asked meanwhile.
+const DEREGISTER_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Timing of the registry.
 #[derive(Clone, Debug)]
 pub struct RegistrySettings {
@@ -216,6 +222,34 @@ impl NodeRegistry {
             self.notify(node);
         }
         changed
+    }
+
+    /// Whether a Deregister of `node` from a sender that could not be told
+    /// to be the node itself is to be believed. Behind NAT, a Service or a
+    /// standby's forward the sender is another address, so the node is asked
+    /// instead: a storage node that deregisters is shutting down and stops
+    /// answering at its endpoint within moments; one that keeps answering
+    /// for [`DEREGISTER_CONFIRM`] did not send it. A node not registered has
+    /// nothing to lose: believed.
+    pub async fn confirm_deregister(&self, node: &str) -> bool {
+        let client = {
+            let nodes = self.nodes_read();
+            match nodes.get(node) {
+                Some(e) if e.liveness == Liveness::Online => e.client.clone(),
+                _ => return true,
+            }
+        };
+        let until = tokio::time::Instant::now() + DEREGISTER_CONFIRM;
+        let timeout = self.inner.settings.probe_timeout.min(DEREGISTER_CONFIRM);
+        loop {
+            if client.list_pools(timeout).await.is_err() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(DEREGISTER_PROBE_INTERVAL).await;
+        }
     }
 
     /// What the registry knows about `node` now.

@@ -125,8 +125,13 @@ impl RegistrationService {
             .await
     }
 
-    /// Refuses a Deregister that does not come from the node itself, as
-    /// [`Self::admit`] refuses a registration.
+    /// Admits a Deregister: at once when it comes from the node itself (the
+    /// host of its registered endpoint or one of the Node's addresses);
+    /// from elsewhere, refused when the peer is required to be the node
+    /// (`--require-registration-peer`), else believed only once the node
+    /// stops answering ([`NodeRegistry::confirm_deregister`]): behind a
+    /// Service or a standby's forward the peer is never the node, and a
+    /// stranger's Deregister of a node that still answers must change nothing.
     async fn admit_deregister(
         &self,
         req: &DeregisterRequest,
@@ -137,9 +142,22 @@ impl RegistrationService {
         };
         let registered = self.registry.view(&req.id).endpoint;
         let registered = (!registered.is_empty()).then_some(registered);
-        let checked =
+        let mut checked =
             gate.admission
                 .check_deregister(&req.id, registered.as_deref(), peer.map(|p| p.ip()));
+        if let Err(refusal) = &mut checked
+            && !gate.admission.requires_peer()
+        {
+            if self.registry.confirm_deregister(&req.id).await {
+                tracing::info!(node = %req.id, peer = ?peer,
+                    "Deregister from another address believed: the node no longer answers");
+                checked = Ok(());
+            } else {
+                refusal
+                    .message
+                    .push_str(", and the node still answers at its endpoint");
+            }
+        }
         let endpoint = registered.unwrap_or_default();
         self.refuse(gate, &req.id, &endpoint, peer, checked, "Deregister")
             .await

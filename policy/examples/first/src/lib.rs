@@ -29,17 +29,10 @@ pub fn decide(obs: &Observation) -> Decision {
         .as_deref()
         .unwrap_or(&obs.pool.spec_node);
     if obs.pool.deleted {
-        let reason = if obs.in_ledger {
-            format!("resource deleted; pool kept on \"{node}\"")
-        } else {
-            "resource deleted".to_string()
-        };
-        let action = if obs.in_ledger {
-            Action::Retain
-        } else {
-            Action::None
-        };
-        return decision(action, current(obs), reason, None);
+        // The host observes a deleted resource only through its ledger
+        // entry: there is always a pool to keep.
+        let reason = format!("resource deleted; pool kept on \"{node}\"");
+        return decision(Action::Retain, current(obs), reason, None);
     }
     let node_ready = obs.node.exists && obs.node.mayastor_enabled;
     if !created && !node_ready {
@@ -169,6 +162,6 @@ mod tests {
         );
         assert_eq!(d.action, Action::Retain);
         let d = decide(&ObservationBuilder::new_pool().deleted().build());
-        assert_eq!(d.action, Action::None);
+        assert_eq!(d.action, Action::Retain);
     }
 }
