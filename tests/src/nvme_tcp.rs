@@ -334,7 +334,11 @@ impl NvmeTcp {
 
     fn check(&self, offset: u64, len: usize) -> Result<(), NvmeError> {
         let b = self.block as u64;
-        if offset % b != 0 || len as u64 % b != 0 || len == 0 || offset + len as u64 > self.size() {
+        if !offset.is_multiple_of(b)
+            || !(len as u64).is_multiple_of(b)
+            || len == 0
+            || offset + len as u64 > self.size()
+        {
             return Err(NvmeError::Protocol(format!(
                 "{len} bytes at {offset}: not whole blocks of {b} within {}",
                 self.size()
