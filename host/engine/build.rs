@@ -22,6 +22,8 @@ const EXTRA: &[(&str, &str)] = &[
     ("msp-policy-stable-disk-names", "STABLE_DISK_NAMES"),
     // Built against the frozen 0.1.0 WIT, not the SDK.
     ("msp-policy-contract-0-1", "CONTRACT_0_1"),
+    // Built against the frozen 0.2.0 WIT, not the SDK.
+    ("msp-policy-contract-0-2", "CONTRACT_0_2"),
     ("msp-hostile-misbehave", "HOSTILE_MISBEHAVE"),
     ("msp-hostile-fails-self-test", "HOSTILE_FAILS_SELF_TEST"),
     ("msp-hostile-wrong-version", "HOSTILE_WRONG_VERSION"),

@@ -72,7 +72,10 @@ fn crd_names_and_schema_follow_the_seed() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Node", "State", "Capacity", "Used", "Age"]);
+    assert_eq!(
+        columns,
+        ["Node", "State", "Capacity", "Used", "Replicas", "Age"]
+    );
 }
 
 #[test]

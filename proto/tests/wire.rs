@@ -342,6 +342,18 @@ impl v1::replica_rpc_server::ReplicaRpc for Stub {
     ) -> Result<tonic::Response<v1::ListReplicasResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
+    async fn share_replica(
+        &self,
+        _: tonic::Request<v1::ShareReplicaRequest>,
+    ) -> Result<tonic::Response<v1::Replica>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn unshare_replica(
+        &self,
+        _: tonic::Request<v1::UnshareReplicaRequest>,
+    ) -> Result<tonic::Response<v1::Replica>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
 }
 
 /// A service type for naming the generated servers; never called.

@@ -59,13 +59,13 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use msp_operator::state::crd::{
-    DISK_PATH_PATTERN, MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState,
-};
+use msp_operator::state::crd::{MayastorPool, MayastorPoolSpec, MayastorPoolStatus, PoolState};
 use msp_policy_engine::percentile::percentile;
+use msp_tests::control_plane::ControlPlane;
 use msp_tests::control_plane::requests::{grown, writes_so_far};
-use msp_tests::control_plane::{CRD_MANIFEST, ControlPlane};
-use msp_tests::operator::{Operator, create_node_at, ensure_namespace, http_get, wait_for};
+use msp_tests::operator::{
+    Operator, apply_crd_admitting_malloc, create_node_at, ensure_namespace, http_get, wait_for,
+};
 use msp_tests::replicas::{Replica, operator_binary};
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
@@ -141,26 +141,6 @@ fn pool_resource(name: &str, node: &str, disk: &str) -> MayastorPool {
     )
 }
 
-/// The shipped CRD with the disk pattern widened to admit malloc disks.
-async fn apply_bench_crd(cp: &ControlPlane) -> anyhow::Result<()> {
-    let shipped = std::fs::read_to_string(CRD_MANIFEST)?;
-    let line = format!("pattern: {DISK_PATH_PATTERN}");
-    anyhow::ensure!(
-        shipped.matches(&line).count() == 1,
-        "the CRD no longer has one `{line}`: update this benchmark"
-    );
-    let widened = format!(
-        "pattern: '^({}|malloc:///[a-z0-9-]+[?]size_mb=[0-9]+)$'",
-        DISK_PATH_PATTERN
-            .trim_start_matches('^')
-            .trim_end_matches('$')
-    );
-    let path = cp.dir().join("bench-crd.yaml");
-    std::fs::write(&path, shipped.replace(&line, &widened))?;
-    cp.apply_crd_from(&path).await?;
-    Ok(())
-}
-
 /// Step 2: creates the pools in their own namespace, then writes each one's
 /// status to online; returns (creates/s, status writes/s).
 async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> {
@@ -201,6 +181,7 @@ async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> 
                     reason: Some(message.clone()),
                     capacity: Some((DISK_MB - 1) * 1024 * 1024),
                     used: Some(0),
+                    replicas: None,
                     policy: Some("msp-bench@baseline".into()),
                     format_version: Some(msp_operator::state::format::STATUS_FORMAT),
                     policy_digest: None,
@@ -610,7 +591,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Control plane, CRD, namespace.
     let cp = ControlPlane::start().await?;
-    apply_bench_crd(&cp).await?;
+    apply_crd_admitting_malloc(&cp).await?;
     let admin = cp.client().await?;
     ensure_namespace(&admin, NAMESPACE).await?;
 

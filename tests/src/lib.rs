@@ -8,6 +8,7 @@ pub mod go_tools;
 pub mod io_engine;
 pub mod leftovers;
 pub mod loopdev;
+pub mod nvme_tcp;
 pub mod operator;
 pub mod replicas;
 pub mod storage_node;

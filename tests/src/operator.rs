@@ -320,6 +320,31 @@ pub async fn start_cluster() -> anyhow::Result<(crate::control_plane::ControlPla
     Ok((cp, admin))
 }
 
+/// Applies the shipped CRD with its disk pattern widened to also admit the
+/// stand-in's in-memory disks, `malloc:///NAME?size_mb=N` (still one regex
+/// per disk), for tests and benchmarks of many pools; nothing else differs.
+pub async fn apply_crd_admitting_malloc(
+    cp: &crate::control_plane::ControlPlane,
+) -> anyhow::Result<()> {
+    use msp_operator::state::crd::DISK_PATH_PATTERN;
+    let shipped = std::fs::read_to_string(crate::control_plane::CRD_MANIFEST)?;
+    let line = format!("pattern: {DISK_PATH_PATTERN}");
+    anyhow::ensure!(
+        shipped.matches(&line).count() == 1,
+        "the CRD no longer has one `{line}`: update apply_crd_admitting_malloc"
+    );
+    let widened = format!(
+        "pattern: '^({}|malloc:///[a-z0-9-]+[?]size_mb=[0-9]+)$'",
+        DISK_PATH_PATTERN
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+    );
+    let path = cp.dir().join("crd-admitting-malloc.yaml");
+    std::fs::write(&path, shipped.replace(&line, &widened))?;
+    cp.apply_crd_from(&path).await?;
+    Ok(())
+}
+
 /// Starts the storage-node binary for `node`, heartbeating every second to
 /// `registration` (an operator's [`Operator::registration_endpoint`]).
 pub fn start_storage_node(

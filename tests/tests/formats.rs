@@ -133,6 +133,7 @@ fn fixture_statuses() -> BTreeMap<String, MayastorPoolStatus> {
                 used: Some(4_194_304),
                 policy: policy.clone(),
                 policy_digest: None,
+                replicas: None,
                 format_version: None,
                 conditions: vec![ready("True", "Online", "", 1, "2026-12-01T10:00:00Z")],
             },
@@ -167,6 +168,7 @@ fn fixture_statuses() -> BTreeMap<String, MayastorPoolStatus> {
                     "sha256:4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
                         .into(),
                 ),
+                replicas: None,
                 format_version: Some(1),
                 conditions: vec![ready("False", "Offline", lost, 1, "2026-12-01T10:00:02Z")],
             },

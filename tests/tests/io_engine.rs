@@ -4,7 +4,9 @@
 //! is down, a SIGKILLed engine (offline, restarted, the pool re-imported with
 //! the bytes written before intact), no disk holding data formatted, and a
 //! pool holding replicas kept past its resource's deletion (and an engine
-//! restart) until they are gone.
+//! restart) until they are gone, with a data pattern written through one of
+//! them (NVMe-oF over loopback, the test's own NVMe/TCP host) read back
+//! intact 30 s after the delete and after the restart.
 //!
 //! Each test takes the machine's io-engine slot (one engine at a time), so
 //! they run one after the other even within this binary.
@@ -19,6 +21,7 @@ use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_proto::v1;
 use msp_tests::io_engine::{EngineScene, IoEngine, host, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
+use msp_tests::nvme_tcp::{NvmeTcp, parse_nvmf_uri};
 use msp_tests::operator::{
     Operator, WAIT, create_pool, ledger_pools, pool_status, wait_for, wait_pool,
 };
@@ -466,6 +469,40 @@ async fn operator_killed_during_churn_converges_and_keeps_live_pools() -> anyhow
     Ok(())
 }
 
+/// Shares replica `uuid` over NVMe-oF on loopback and connects this test's
+/// NVMe/TCP host to it (the kernel here has no initiator).
+async fn replica_host(engine: &IoEngine, uuid: &str) -> anyhow::Result<NvmeTcp> {
+    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(engine.uri()).await?;
+    let shared = rep
+        .share_replica(v1::ShareReplicaRequest {
+            uuid: uuid.into(),
+            share: v1::ShareProtocol::Nvmf as i32,
+            allowed_hosts: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    let (addr, nqn) = parse_nvmf_uri(&shared.uri)
+        .ok_or_else(|| anyhow::anyhow!("ShareReplica answered {:?}", shared.uri))?;
+    Ok(NvmeTcp::connect(addr, &nqn).await?)
+}
+
+/// Reads `len` bytes at `offset` of replica `uuid` through the engine, and
+/// unshares it again.
+async fn read_replica(
+    engine: &IoEngine,
+    uuid: &str,
+    offset: u64,
+    len: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut host = replica_host(engine, uuid).await?;
+    let data = host.read(offset, len).await?;
+    drop(host);
+    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(engine.uri()).await?;
+    rep.unshare_replica(v1::UnshareReplicaRequest { uuid: uuid.into() })
+        .await?;
+    Ok(data)
+}
+
 /// The engine's answer to a replica call, for the note: OK or the code and message.
 fn answer<T: std::fmt::Debug>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
     match r {
@@ -553,6 +590,36 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
             .collect::<Vec<_>>()
     );
     assert_eq!(on_pool.len(), 2);
+    // The operator's one listing of the node's replicas counts them.
+    let counted = Instant::now();
+    wait_pool(&admin, "data", WAIT, "2 replicas", |s| {
+        s.replicas == Some(2)
+    })
+    .await?;
+    eprintln!(
+        "status.replicas at 2 {:?} after the replicas",
+        counted.elapsed()
+    );
+
+    // A data pattern written through the first replica: the engine's own
+    // NVMe-oF target on loopback, this test's NVMe/TCP host.
+    let (offset, data) = (4 * MIB, pattern(0x5d, MIB as usize));
+    let mut host = replica_host(&scene.engine, u1).await?;
+    eprintln!(
+        "replica {u1} over NVMe/TCP: {} bytes in blocks of {}",
+        host.size(),
+        host.block_size()
+    );
+    let wrote = Instant::now();
+    host.write(offset, &data).await?;
+    eprintln!("1 MiB written through the replica in {:?}", wrote.elapsed());
+    assert!(
+        host.read(offset, data.len()).await? == data,
+        "written, not read back"
+    );
+    drop(host);
+    rep.unshare_replica(v1::UnshareReplicaRequest { uuid: u1.into() })
+        .await?;
 
     // Deleted: kept, said, counted.
     let api: Api<MayastorPool> = Api::namespaced(admin.clone(), "mayastor");
@@ -568,7 +635,8 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
         scene.op.metric(held).await == Some(1.0)
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // 30 s after the delete: the pool, both replicas, the pattern.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(deleted.elapsed())).await;
     assert_eq!(engine_pool_names(&scene.engine).await, vec!["data"]);
     assert_eq!(
         rep.list_replicas(listed("data"))
@@ -577,6 +645,10 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
             .replicas
             .len(),
         2
+    );
+    assert!(
+        read_replica(&scene.engine, u1, offset, data.len()).await? == data,
+        "the pattern changed on the held pool"
     );
 
     // The engine restarts (it loads no pool by itself): the held pool is
@@ -600,6 +672,11 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(engine_pool_names(&scene.engine).await, vec!["data"]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["data"]);
+    assert!(
+        read_replica(&scene.engine, u1, offset, data.len()).await? == data,
+        "the pattern changed across the engine's restart"
+    );
+    eprintln!("the pattern read back intact 30 s after the delete and after the restart");
 
     // Emptied: destroyed within a sweep period or so.
     let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(scene.engine.uri()).await?;

@@ -1,5 +1,7 @@
 //! Pools that hold data, end to end on the real API server with the stand-in
-//! storage node: a deleted resource's pool holding a replica is kept (Event,
+//! storage node: a live pool's `status.replicas` follows what the node lists
+//! (the `Replicas` column of the real kubectl's `get msp`); a deleted
+//! resource's pool holding a replica is kept (Event,
 //! gauge, ledger entry marked held) and destroyed once the replica is gone;
 //! a purge confirmed on the resource destroys it with its replica; any other
 //! value of the annotation changes nothing; both hold across a deletion
@@ -121,6 +123,34 @@ async fn a_pool_holding_a_replica_is_kept_until_empty() -> anyhow::Result<()> {
     let admin = scene.admin.clone();
     let disk = LoopDevice::create(64 * MIB)?;
     online_with_replica(&scene, "data", &disk).await?;
+    // The count follows the node within a pool-list period (300 ms here).
+    let counted = Instant::now();
+    wait_pool(&admin, "data", WAIT, "1 replica", |s| s.replicas == Some(1)).await?;
+    println!(
+        "status.replicas at 1 {:?} after CreateReplica",
+        counted.elapsed()
+    );
+    let get = scene
+        .cp
+        .kubectl()
+        .args(["-n", "mayastor", "get", "msp", "data"])
+        .output()?;
+    let table = String::from_utf8_lossy(&get.stdout);
+    println!("{table}");
+    let mut lines = table.lines();
+    let (head, row) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    let column = head
+        .split_whitespace()
+        .position(|c| c == "REPLICAS")
+        .expect("a REPLICAS column");
+    assert_eq!(row.split_whitespace().nth(column), Some("1"), "{table}");
+    create_replica(scene.sn.endpoint(), "data", "data-r2").await?;
+    wait_pool(&admin, "data", WAIT, "2 replicas", |s| {
+        s.replicas == Some(2)
+    })
+    .await?;
+    destroy_replica(scene.sn.endpoint(), "data-r2").await?;
+    wait_pool(&admin, "data", WAIT, "1 replica", |s| s.replicas == Some(1)).await?;
 
     delete(&admin, "data").await?;
     wait_event(&admin, "data", "PoolKept").await?;

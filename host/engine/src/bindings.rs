@@ -2,16 +2,25 @@
 //! conversions between them and the plain Rust `msp_policy_sdk::model` types
 //! the rest of the operator uses (which mirror the current contract).
 //!
-//! One wasmtime bindgen per WIT file: [`v0_2`] for `wit/policy.wit` (current),
-//! [`v0_1`] for the frozen `wit/v0.1.0/policy.wit`. [`Contract`] names them and
-//! is read from a component's export name. A 0.1 component gets the model's
-//! observation without what 0.2 added; the decision has one shape in both.
+//! One wasmtime bindgen per WIT file: [`v0_3`] for `wit/policy.wit` (current),
+//! [`v0_2`] and [`v0_1`] for the frozen `wit/v0.2.0/` and `wit/v0.1.0/`.
+//! [`Contract`] names them and is read from a component's export name. An
+//! older component gets the model's observation without what later versions
+//! added; the decision has one shape in all.
 
-/// The current contract (0.2.0).
-pub mod v0_2 {
+/// The current contract (0.3.0).
+pub mod v0_3 {
     wasmtime::component::bindgen!({
         world: "policy",
         path: "../../wit/policy.wit",
+    });
+}
+
+/// The second contract (0.2.0), frozen.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "../../wit/v0.2.0/policy.wit",
     });
 }
 
@@ -24,10 +33,10 @@ pub mod v0_1 {
 }
 
 /// The current contract's interface types (what `model` mirrors).
-pub use v0_2::exports::openebs::msp_policy::decider as wit;
+pub use v0_3::exports::openebs::msp_policy::decider as wit;
 
 /// The current contract's export; carries the contract version.
-pub const DECIDER_EXPORT: &str = "openebs:msp-policy/decider@0.2.0";
+pub const DECIDER_EXPORT: &str = "openebs:msp-policy/decider@0.3.0";
 /// The same without the version, to recognise any version of it.
 pub const DECIDER_UNVERSIONED: &str = "openebs:msp-policy/decider";
 
@@ -37,19 +46,21 @@ pub const DECIDER_UNVERSIONED: &str = "openebs:msp-policy/decider";
 pub enum Contract {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl Contract {
     /// Every version the host runs, oldest first.
-    pub const ALL: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
+    pub const ALL: [Contract; 3] = [Contract::V0_1, Contract::V0_2, Contract::V0_3];
     /// What the SDK and the bundled default build against.
-    pub const CURRENT: Contract = Contract::V0_2;
+    pub const CURRENT: Contract = Contract::V0_3;
 
     /// The WIT package version the host's bindings were generated from.
     pub fn as_str(&self) -> &'static str {
         match self {
             Contract::V0_1 => "0.1.0",
             Contract::V0_2 => "0.2.0",
+            Contract::V0_3 => "0.3.0",
         }
     }
 
@@ -74,6 +85,7 @@ impl Contract {
         let known = match (parts.next(), parts.next()) {
             (Some("0"), Some("1")) => Some(Contract::V0_1),
             (Some("0"), Some("2")) => Some(Contract::V0_2),
+            (Some("0"), Some("3")) => Some(Contract::V0_3),
             _ => None,
         };
         // The patch must be a number (wasmtime matches 0.2.x exports by
@@ -95,13 +107,15 @@ impl std::fmt::Display for Contract {
 }
 
 /// The conversions, generated into each version's module so that each speaks
-/// its own bindgen types: the records both versions share, and the
+/// its own bindgen types: the records all versions share, and the
 /// observation with the fields a version adds given as `pool { .. }` (on the
-/// pool resource) and `observation { .. }`, expressions over `$o`.
+/// pool resource) and `observation { .. }`, expressions over `$o`, and
+/// `reported { .. }` (on the node's pool), expressions over `$p`.
 macro_rules! conversions {
     (
         [$($wit:tt)+],
         |$o:ident| pool { $($pf:ident: $pv:expr),* $(,)? } observation { $($f:ident: $v:expr),* $(,)? }
+        |$p:ident| reported { $($rf:ident: $rv:expr),* $(,)? }
     ) => {
         use msp_policy_sdk::model;
         use $($wit)+ as wit;
@@ -151,18 +165,19 @@ macro_rules! conversions {
             }
         }
 
-        fn reported(p: &model::ReportedPool) -> wit::ReportedPool {
+        fn reported($p: &model::ReportedPool) -> wit::ReportedPool {
             wit::ReportedPool {
-                name: p.name.clone(),
-                disks: p.disks.clone(),
-                state: match p.state {
+                name: $p.name.clone(),
+                disks: $p.disks.clone(),
+                state: match $p.state {
                     model::ReportedState::Unknown => wit::ReportedState::Unknown,
                     model::ReportedState::Online => wit::ReportedState::Online,
                     model::ReportedState::Degraded => wit::ReportedState::Degraded,
                     model::ReportedState::Faulted => wit::ReportedState::Faulted,
                 },
-                capacity: p.capacity,
-                used: p.used,
+                capacity: $p.capacity,
+                used: $p.used,
+                $($rf: $rv,)*
             }
         }
 
@@ -248,6 +263,29 @@ macro_rules! conversions {
 /// The current contract: the model as it is.
 pub mod current {
     conversions!(
+        [super::v0_3::exports::openebs::msp_policy::decider],
+        |o| pool {
+            labels: pairs(&o.pool.labels),
+            annotations: pairs(&o.pool.annotations),
+        } observation {
+            settings: wit::HostSettings {
+                heartbeat_deadline_ms: o.settings.heartbeat_deadline_ms,
+            },
+        }
+        |p| reported { replicas: p.replicas }
+    );
+
+    pub(super) fn pairs(map: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Contract 0.2: the model without what 0.3 added (the replica count); a
+/// 0.2 policy decides on what it knew.
+pub mod adapt_v0_2 {
+    use super::current::pairs;
+
+    conversions!(
         [super::v0_2::exports::openebs::msp_policy::decider],
         |o| pool {
             labels: pairs(&o.pool.labels),
@@ -257,19 +295,18 @@ pub mod current {
                 heartbeat_deadline_ms: o.settings.heartbeat_deadline_ms,
             },
         }
+        |p| reported {}
     );
-
-    fn pairs(map: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
-/// Contract 0.1: the model without what 0.2 added (host settings, labels,
-/// annotations); a 0.1 policy decides on what it knew.
+/// Contract 0.1: the model without what 0.2 and 0.3 added (host settings,
+/// labels, annotations, the replica count); a 0.1 policy decides on what it
+/// knew.
 pub mod adapt_v0_1 {
     conversions!(
         [super::v0_1::exports::openebs::msp_policy::decider],
         |o| pool {} observation {}
+        |p| reported {}
     );
 }
 
@@ -284,8 +321,9 @@ mod tests {
         assert_eq!(of("0.1.3"), Some(Ok(Contract::V0_1)));
         assert_eq!(of("0.2.0"), Some(Ok(Contract::V0_2)));
         assert_eq!(of("0.2.11"), Some(Ok(Contract::V0_2)));
+        assert_eq!(of("0.3.0"), Some(Ok(Contract::V0_3)));
         // A minor above the newest known is breaking in 0.x: refused.
-        assert_eq!(of("0.3.0"), Some(Err("0.3.0".into())));
+        assert_eq!(of("0.4.0"), Some(Err("0.4.0".into())));
         assert_eq!(of("1.0.0"), Some(Err("1.0.0".into())));
         assert_eq!(of("1.2.0"), Some(Err("1.2.0".into())));
         assert_eq!(of("0.0.1"), Some(Err("0.0.1".into())));
@@ -296,6 +334,32 @@ mod tests {
             Contract::of_export(DECIDER_EXPORT),
             Some(Ok(Contract::CURRENT))
         );
-        assert_eq!(Contract::accepted(), "0.1.x, 0.2.x");
+        assert_eq!(Contract::accepted(), "0.1.x, 0.2.x, 0.3.x");
+    }
+
+    #[test]
+    fn the_replica_count_goes_to_0_3_components_only() {
+        use msp_policy_sdk::model;
+        let obs = model::Observation {
+            reported: Some(model::ReportedPool {
+                name: "p".into(),
+                disks: vec!["/dev/sdb".into()],
+                state: model::ReportedState::Online,
+                capacity: 10,
+                used: 1,
+                replicas: Some(3),
+            }),
+            ..Default::default()
+        };
+        let now = current::observation_to_wit(&obs).reported.expect("listed");
+        assert_eq!((now.capacity, now.replicas), (10, Some(3)));
+        // 0.2 and 0.1 have no such field; the rest of the pool goes as it is.
+        let two = adapt_v0_2::observation_to_wit(&obs)
+            .reported
+            .expect("listed");
+        let one = adapt_v0_1::observation_to_wit(&obs)
+            .reported
+            .expect("listed");
+        assert_eq!((two.capacity, two.used, one.capacity), (10, 1, 10));
     }
 }

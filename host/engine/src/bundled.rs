@@ -9,7 +9,7 @@ pub const DEFAULT_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/msp_policy.component.wasm"));
 
 /// Path of a component built with this crate: `retain`, `keep-labelled`, `stable-disk-names`,
-/// `contract-0-1` (built against the 0.1.0 contract), `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
+/// `contract-0-1` and `contract-0-2` (built against the 0.1.0 and 0.2.0 contracts), `hostile-misbehave`, `hostile-wrong-version`, `hostile-wrong-world`,
 /// `hostile-imports-wasi`. None for another name, or when the build used a
 /// prebuilt default (`MSP_POLICY_WASM`) and built no examples.
 pub fn built_component(name: &str) -> Option<PathBuf> {
@@ -19,6 +19,7 @@ pub fn built_component(name: &str) -> Option<PathBuf> {
         "keep-labelled" => env!("MSP_POLICY_COMPONENT_KEEP_LABELLED"),
         "stable-disk-names" => env!("MSP_POLICY_COMPONENT_STABLE_DISK_NAMES"),
         "contract-0-1" => env!("MSP_POLICY_COMPONENT_CONTRACT_0_1"),
+        "contract-0-2" => env!("MSP_POLICY_COMPONENT_CONTRACT_0_2"),
         "hostile-misbehave" => env!("MSP_POLICY_COMPONENT_HOSTILE_MISBEHAVE"),
         "hostile-fails-self-test" => env!("MSP_POLICY_COMPONENT_HOSTILE_FAILS_SELF_TEST"),
         "hostile-wrong-version" => env!("MSP_POLICY_COMPONENT_HOSTILE_WRONG_VERSION"),

@@ -223,6 +223,13 @@ pub fn observation_with(rng: &mut Rng, metadata: &Metadata) -> Observation {
             state: *rng.pick(&REPORTED),
             capacity: rng.below(1 << 40),
             used: rng.below(1 << 30),
+            replicas: rng.chance(80).then(|| {
+                if rng.chance(50) {
+                    0
+                } else {
+                    rng.below(8) as u32
+                }
+            }),
         }),
         in_ledger: rng.chance(50),
         last_operation: rng.chance(50).then(|| {

@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 
-use super::bindings::{Contract, DECIDER_UNVERSIONED, adapt_v0_1, current, v0_1, v0_2};
+use super::bindings::{
+    Contract, DECIDER_UNVERSIONED, adapt_v0_1, adapt_v0_2, current, v0_1, v0_2, v0_3,
+};
 use super::error::PolicyError;
 
 /// How often the epoch ticker advances the engine's epoch.
@@ -215,12 +217,14 @@ pub fn wasmtime_engine() -> Result<Engine, PolicyError> {
 enum Pre {
     V0_1(v0_1::PolicyPre<StoreData>),
     V0_2(v0_2::PolicyPre<StoreData>),
+    V0_3(v0_3::PolicyPre<StoreData>),
 }
 
 /// An instance with the bindings of its contract version.
 enum Instance {
     V0_1(v0_1::Policy),
     V0_2(v0_2::Policy),
+    V0_3(v0_3::Policy),
 }
 
 /// An instance ready to decide, and how often it did.
@@ -326,6 +330,10 @@ pub fn compile_uncached(bytes: &[u8], limits: &Limits) -> Result<CompiledPolicy,
             .instantiate_pre(&component)
             .and_then(v0_2::PolicyPre::new)
             .map(Pre::V0_2),
+        Contract::V0_3 => linker
+            .instantiate_pre(&component)
+            .and_then(v0_3::PolicyPre::new)
+            .map(Pre::V0_3),
     }
     .map_err(wrong_world)?;
     let mut compiled = CompiledPolicy {
@@ -346,6 +354,10 @@ pub fn compile_uncached(bytes: &[u8], limits: &Limits) -> Result<CompiledPolicy,
             .call_info(store)
             .map(adapt_v0_1::info_from_wit),
         Instance::V0_2(p) => p
+            .openebs_msp_policy_decider()
+            .call_info(store)
+            .map(adapt_v0_2::info_from_wit),
+        Instance::V0_3(p) => p
             .openebs_msp_policy_decider()
             .call_info(store)
             .map(current::info_from_wit),
@@ -399,8 +411,8 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
 
 impl CompiledPolicy {
     /// Runs one decision (not checked: see `validate::check_decision`). The
-    /// observation is given in the component's contract version: a 0.1
-    /// component gets it without what 0.2 added.
+    /// observation is given in the component's contract version: an older
+    /// component gets it without what later versions added.
     pub fn decide(
         &self,
         obs: &model::Observation,
@@ -412,6 +424,10 @@ impl CompiledPolicy {
                 .call_decide(store, &adapt_v0_1::observation_to_wit(obs))
                 .map(adapt_v0_1::decision_from_wit),
             Instance::V0_2(p) => p
+                .openebs_msp_policy_decider()
+                .call_decide(store, &adapt_v0_2::observation_to_wit(obs))
+                .map(adapt_v0_2::decision_from_wit),
+            Instance::V0_3(p) => p
                 .openebs_msp_policy_decider()
                 .call_decide(store, &current::observation_to_wit(obs))
                 .map(current::decision_from_wit),
@@ -428,6 +444,7 @@ impl CompiledPolicy {
         let policy = match &self.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Instance::V0_1),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Instance::V0_2),
+            Pre::V0_3(pre) => pre.instantiate(&mut store).map(Instance::V0_3),
         }
         .map_err(|e| classify(e, store.data(), limits))?;
         Ok(Ready {

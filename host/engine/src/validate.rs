@@ -164,6 +164,7 @@ pub fn conformance_observations() -> Vec<(&'static str, Observation)> {
             state,
             capacity: 1 << 30,
             used: 1 << 20,
+            replicas: Some(0),
         });
         o
     };

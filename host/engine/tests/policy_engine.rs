@@ -34,7 +34,7 @@ fn bundled_policy_is_active_with_its_identity() -> anyhow::Result<()> {
     assert_eq!(active.version, msp_policy::decide::VERSION);
     assert_eq!(active.source, PolicySource::Bundled);
     assert_eq!(active.sha256.len(), 64);
-    assert_eq!(active.contract, "0.2.0");
+    assert_eq!(active.contract, "0.3.0");
     Ok(())
 }
 

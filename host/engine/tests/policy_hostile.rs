@@ -201,7 +201,7 @@ fn wrong_contract_version_is_refused() {
     .map(|e| e.to_string())
     .unwrap_or_default();
     assert!(
-        err.contains("decider@1.0.0") && err.contains("0.1.x, 0.2.x"),
+        err.contains("decider@1.0.0") && err.contains("0.1.x, 0.2.x, 0.3.x"),
         "the refusal names what was found and what the host runs: {err}"
     );
 }

@@ -28,7 +28,7 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 use super::context::Context;
 use super::error::Error;
 use super::observe;
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError};
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError, disk_path};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
 use crate::nodes::pool_calls::{self, Destroyed, Load, Loaded};
@@ -412,8 +412,12 @@ pub fn destroy_refusal(
             owner.name_any()
         ));
     }
+    // Reported disks are paths (`disk_path`): the ledger's are compared as
+    // paths too (a `malloc:///m?size_mb=8` disk is reported as `/m`).
     if let Some(disks) = reported_disks
-        && !disks.iter().any(|d| entry.disks.contains(d))
+        && !disks
+            .iter()
+            .any(|d| entry.disks.iter().any(|e| disk_path(e) == *d))
     {
         return Some(format!(
             "the node's pool of this name is on {} but this operator created it on {}",
@@ -761,6 +765,13 @@ mod tests {
         let same = vec!["/dev/loop0".to_string()];
         assert!(destroy_refusal(&entry(), &[], Some(&same)).is_none());
         assert!(destroy_refusal(&entry(), &[], None).is_none());
+        // The ledger keeps the resource's disk URI; the node reports a path.
+        let malloc = LedgerEntry {
+            disks: vec!["malloc:///m1?size_mb=16".into()],
+            ..entry()
+        };
+        assert!(destroy_refusal(&malloc, &[], Some(&["/m1".to_string()])).is_none());
+        assert!(destroy_refusal(&malloc, &[], Some(&["/m2".to_string()])).is_some());
     }
 
     /// A storage node that logs the calls a create makes into `log`.

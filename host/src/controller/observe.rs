@@ -354,6 +354,7 @@ mod tests {
             state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 0,
             used: 0,
+            replicas: None,
         };
         assert_eq!(
             conflicts(&c, std::slice::from_ref(&c), Some(&[listed]), &[]),

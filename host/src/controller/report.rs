@@ -64,11 +64,17 @@ pub fn desired_status(
             None => (None, None),
         },
     };
-    let (capacity, used) = match (&obs.reported, state) {
-        (Some(p), _) => (Some(p.capacity), Some(p.used)),
+    let (capacity, used, replicas) = match (&obs.reported, state) {
+        // A count of 0 is no field: a new pool's first count then costs no
+        // write of its own.
+        (Some(p), _) => (
+            Some(p.capacity),
+            Some(p.used),
+            p.replicas.filter(|n| *n > 0),
+        ),
         // The node is down: the last known figures are still the best.
-        (None, PoolState::Offline) => (old.capacity, old.used),
-        (None, _) => (None, None),
+        (None, PoolState::Offline) => (old.capacity, old.used, old.replicas),
+        (None, _) => (None, None, None),
     };
     let reason = truncate(&decision.reason, MAX_REASON);
     let condition = ready_condition(
@@ -89,6 +95,7 @@ pub fn desired_status(
         },
         capacity,
         used,
+        replicas,
         policy: Some(policy.to_string()),
         format_version: Some(STATUS_FORMAT),
         // The decider's, set by `report`.
@@ -492,6 +499,7 @@ mod tests {
                 state: ReportedState::Online,
                 capacity: 100,
                 used: 1,
+                replicas: Some(2),
             }),
             ..Default::default()
         };
@@ -504,9 +512,16 @@ mod tests {
         );
         assert_eq!(c.observed_generation, Some(3));
         assert_eq!(
-            (s.capacity, s.used, s.reason.clone()),
-            (Some(100), Some(1), None)
+            (s.capacity, s.used, s.replicas, s.reason.clone()),
+            (Some(100), Some(1), Some(2), None)
         );
+        // None listed: no field (a new pool's first count writes nothing).
+        let mut empty = obs.clone();
+        if let Some(p) = empty.reported.as_mut() {
+            p.replicas = Some(0);
+        }
+        let none = desired_status(&pool, &empty, &online, "x", None, t(10));
+        assert_eq!(none.replicas, None);
         pool.status = Some(s.clone());
         // Same condition status later: transition time kept, so nothing to write.
         let again = desired_status(&pool, &obs, &online, "x", None, t(20));
@@ -521,7 +536,7 @@ mod tests {
             None,
             t(30),
         );
-        assert_eq!(off.capacity, Some(100));
+        assert_eq!((off.capacity, off.replicas), (Some(100), Some(2)));
         assert_eq!(off.conditions[0].status, "False");
         assert_eq!(off.conditions[0].last_transition_time, t(30));
     }

@@ -122,12 +122,52 @@ pub fn what_holds(held: &Held) -> String {
 
 /// The note of the PoolKept Event: what holds the pool, and how to purge it.
 pub fn kept_note(node: &str, pool: &str, held: &Held) -> String {
+    let why = match held.unchecked {
+        Some(_) => what_holds(held),
+        None => format!("it holds {}", what_holds(held)),
+    };
     format!(
-        "the resource is gone but pool {pool} on node {node} is kept: it holds {}. It is \
+        "the resource is gone but pool {pool} on node {node} is kept: {why}. It is \
          destroyed once empty. To destroy it with its data: re-create the MayastorPool (same \
-         name, node and disks), annotate it {PURGE_ANNOTATION}={PURGE_VALUE}, and delete it",
-        what_holds(held)
+         name, node and disks), annotate it {PURGE_ANNOTATION}={PURGE_VALUE}, and delete it"
     )
+}
+
+/// The held pools of `entries` as a table for the admin (`msp-operator
+/// pools held`): namespace, name and uid of the deleted resource, node, and
+/// what holds the pool; sorted by namespace, name. Only the header when none
+/// is held.
+pub fn held_table(entries: &[crate::state::ledger::LedgerEntry]) -> String {
+    let mut rows: Vec<[String; 5]> = entries
+        .iter()
+        .filter_map(|e| {
+            let held = e.held.as_ref()?;
+            Some([
+                e.namespace.clone(),
+                e.pool.clone(),
+                e.node.clone(),
+                e.uid.clone(),
+                what_holds(held),
+            ])
+        })
+        .collect();
+    rows.sort();
+    let header = ["NAMESPACE", "NAME", "NODE", "UID", "HOLDS"].map(String::from);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter().zip(row) {
+            out.push_str(&format!("{cell:<w$}   "));
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
+    }
+    out
 }
 
 /// What the resource's purge annotation says: `None` when absent, else
@@ -144,6 +184,7 @@ mod tests {
 
     fn content(uuid: &str, kind: ContentKind) -> PoolContent {
         PoolContent {
+            pool: "p".into(),
             uuid: uuid.into(),
             kind,
             size: 1,
@@ -176,6 +217,44 @@ mod tests {
         assert!(note.contains(PURGE_VALUE), "{note}");
         let unchecked = Contents::NotLoaded.held().expect("held");
         assert!(what_holds(&unchecked).contains("not have the pool loaded"));
+        let note = kept_note("n1", "p", &unchecked);
+        assert!(
+            note.contains("is kept: its contents could not be checked"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn held_pools_are_listed_with_what_holds_them() {
+        use crate::state::ledger::LedgerEntry;
+        let entry = |pool: &str, held: Option<Held>| LedgerEntry {
+            pool: pool.into(),
+            namespace: "ns".into(),
+            uid: format!("uid-{pool}"),
+            node: "n1".into(),
+            disks: vec!["/dev/sdb".into()],
+            held,
+            ..Default::default()
+        };
+        let kept = Contents::Holds(vec![content("r1", ContentKind::Replica)]).held();
+        let table = held_table(&[
+            entry("zeta", Contents::NotLoaded.held()),
+            entry("live", None),
+            entry("data", kept),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(
+            lines[0].starts_with("NAMESPACE   NAME   NODE   UID "),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("ns          data   n1     uid-data   ")
+                && lines[1].ends_with("1 replica (r1)"),
+            "{table}"
+        );
+        assert!(lines[2].contains("zeta") && lines[2].contains("not have the pool loaded"));
+        assert_eq!(held_table(&[entry("live", None)]).lines().count(), 1);
     }
 
     #[test]

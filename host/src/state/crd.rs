@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"State","type":"string","description":"State of the pool","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Capacity","type":"integer","format":"int64","description":"Usable bytes","jsonPath":".status.capacity"}"#,
     printcolumn = r#"{"name":"Used","type":"integer","format":"int64","description":"Used bytes","jsonPath":".status.used"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","description":"Replicas, snapshots and clones on the pool (volumes' data)","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 pub struct MayastorPoolSpec {
@@ -171,6 +172,14 @@ pub struct MayastorPoolStatus {
     /// Bytes of the pool in use, as the storage node reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
+
+    /// How many replicas, snapshots and clones the storage node lists on the
+    /// pool: volumes' data. Absent when it lists none (or has not been asked
+    /// yet). A pool holding any is never destroyed when this resource is
+    /// deleted, unless it carries the annotation
+    /// openebs.io/purge=yes-really-destroy-data: it is kept until empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 
     /// The policy that made the last decision, as name@version (sha256 prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,11 +32,16 @@ fn check_passes_a_good_module_and_prints_its_identity() -> anyhow::Result<()> {
     assert!(stdout.starts_with("PASS"), "{stdout}");
     assert!(stdout.contains("msp-default"), "{stdout}");
     assert!(stdout.contains("imports nothing"), "{stdout}");
-    assert!(stdout.contains("contract:  0.2.0"), "{stdout}");
-    let out = bin().args(["check"]).arg(built("contract-0-1")).output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("contract:  0.1.0"), "{stdout}");
+    assert!(stdout.contains("contract:  0.3.0"), "{stdout}");
+    for (old, version) in [("contract-0-1", "0.1.0"), ("contract-0-2", "0.2.0")] {
+        let out = bin().args(["check"]).arg(built(old)).output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!("contract:  {version}")),
+            "{stdout}"
+        );
+    }
     Ok(())
 }
 

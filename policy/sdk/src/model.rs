@@ -1,4 +1,4 @@
-//! Plain Rust mirror of the current WIT contract (`wit/policy.wit`, 0.2.0).
+//! Plain Rust mirror of the current WIT contract (`wit/policy.wit`, 0.3.0).
 //!
 //! The default policy is written against these types so that it is tested
 //! natively; the wasm glue and the host's engine convert to and from the
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The contract version these types mirror (the WIT package version).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// The host's heartbeat deadline when an observation does not say (the
 /// host's `--node-deadline` default; also what 0.1 policies hard-coded).
@@ -249,6 +249,10 @@ pub struct ReportedPool {
     pub state: ReportedState,
     pub capacity: u64,
     pub used: u64,
+    /// Replicas, snapshots and clones the node lists on the pool (0.3.0);
+    /// `None` when not listed yet.
+    #[serde(default)]
+    pub replicas: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

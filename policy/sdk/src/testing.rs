@@ -86,6 +86,7 @@ pub fn reported(state: ReportedState) -> ReportedPool {
         state,
         capacity: 1 << 30,
         used: 0,
+        replicas: Some(0),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The wasm export glue: generated bindings of the current contract
-//! (`wit/policy.wit`, 0.2.0) and the conversions between them and `model`.
+//! (`wit/policy.wit`, 0.3.0) and the conversions between them and `model`.
 //! Built only for wasm32; a policy crate exports itself with
 //! `msp_policy_sdk::export_policy!(info_fn, decide_fn)`.
 
@@ -80,6 +80,7 @@ pub fn observation_from_wit(o: wit::Observation) -> model::Observation {
             },
             capacity: p.capacity,
             used: p.used,
+            replicas: p.replicas,
         }),
         in_ledger: o.in_ledger,
         last_operation: o.last_operation.map(|l| model::LastOperation {

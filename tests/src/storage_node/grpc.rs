@@ -354,6 +354,21 @@ impl v1::replica_rpc_server::ReplicaRpc for PoolService {
             .collect();
         Ok(Response::new(v1::ListReplicasResponse { replicas }))
     }
+
+    // The stand-in keeps no data in a replica: nothing to share.
+    async fn share_replica(
+        &self,
+        _: Request<v1::ShareReplicaRequest>,
+    ) -> Result<Response<v1::Replica>, Status> {
+        Err(Status::unimplemented("the stand-in shares no replica"))
+    }
+
+    async fn unshare_replica(
+        &self,
+        _: Request<v1::UnshareReplicaRequest>,
+    ) -> Result<Response<v1::Replica>, Status> {
+        Err(Status::unimplemented("the stand-in shares no replica"))
+    }
 }
 
 #[tonic::async_trait]

@@ -42,6 +42,8 @@ pub(super) fn reported(
         state: reported_state(state),
         capacity,
         used,
+        // Counted by the pool-list refresh, one listing per node.
+        replicas: None,
     }
 }
 
@@ -94,6 +96,8 @@ pub struct BlockDeviceInfo {
 /// (v0 knows only replicas).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolContent {
+    /// The pool's name.
+    pub pool: String,
     pub uuid: String,
     pub kind: ContentKind,
     /// Bytes.

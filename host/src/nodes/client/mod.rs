@@ -12,7 +12,9 @@
 //! `HostRpc.ListBlockDevices`, v0 `ListBlockDevices`), reduced to
 //! [`BlockDeviceInfo`], for the disk safety check before a create, and what
 //! a pool holds (v1 `ReplicaRpc.ListReplicas` by pool, v0 `ListReplicas`
-//! kept to the pool), [`PoolContent`], for the check before a destroy.
+//! kept to the pool), [`PoolContent`], for the check before a destroy; and,
+//! in one call per node, how many each of its pools holds (for
+//! `status.replicas`).
 
 use std::time::Duration;
 
@@ -312,6 +314,28 @@ impl NodeClient {
     pub async fn list_replicas(
         &self,
         pool: &str,
+        timeout: Duration,
+    ) -> Result<Vec<PoolContent>, NodeError> {
+        self.list_contents(Some(pool), timeout).await
+    }
+
+    /// What each pool of the node holds, in one call: the count of its
+    /// replicas, snapshots and clones by pool name (pools holding nothing
+    /// are absent).
+    pub async fn count_contents(
+        &self,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, u32>, NodeError> {
+        let mut counts = std::collections::BTreeMap::new();
+        for content in self.list_contents(None, timeout).await? {
+            *counts.entry(content.pool).or_insert(0u32) += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn list_contents(
+        &self,
+        pool: Option<&str>,
         timeout: Duration,
     ) -> Result<Vec<PoolContent>, NodeError> {
         self.fence.check()?;

@@ -91,10 +91,11 @@ fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
     }
 }
 
-/// v0 `ListReplicas` (it lists the node's every replica), those of `pool`.
+/// v0 `ListReplicas` (it lists the node's every replica), those of `pool`
+/// (all with `None`).
 pub(super) async fn list_replicas(
     channel: Channel,
-    pool: &str,
+    pool: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<PoolContent>, tonic::Status> {
     let mut req = tonic::Request::new(Null {});
@@ -103,8 +104,9 @@ pub(super) async fn list_replicas(
     Ok(reply
         .replicas
         .into_iter()
-        .filter(|r| r.pool == pool)
+        .filter(|r| pool.is_none_or(|p| r.pool == p))
         .map(|r| PoolContent {
+            pool: r.pool,
             uuid: r.uuid,
             kind: ContentKind::Replica,
             size: r.size,

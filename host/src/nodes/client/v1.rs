@@ -121,15 +121,16 @@ fn device_from_v1(d: msp_proto::v1::BlockDevice) -> BlockDeviceInfo {
     }
 }
 
-/// `ReplicaRpc.ListReplicas` of one pool (by name), every kind: replicas,
-/// snapshots and clones (no query lists all of them).
+/// `ReplicaRpc.ListReplicas` of one pool (by name) or, with `None`, of every
+/// pool of the node in one call; every kind: replicas, snapshots and clones
+/// (no query lists all of them).
 pub(super) async fn list_replicas(
     channel: Channel,
-    pool: &str,
+    pool: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<PoolContent>, tonic::Status> {
     let mut req = tonic::Request::new(msp_proto::v1::ListReplicaOptions {
-        poolname: Some(pool.to_string()),
+        poolname: pool.map(str::to_string),
         ..Default::default()
     });
     req.set_timeout(timeout);
@@ -139,8 +140,9 @@ pub(super) async fn list_replicas(
         .replicas
         .into_iter()
         // The engine filters by pool; a reply naming another pool is not trusted to.
-        .filter(|r| r.poolname == pool)
+        .filter(|r| pool.is_none_or(|p| r.poolname == p))
         .map(|r| PoolContent {
+            pool: r.poolname,
             kind: if r.is_snapshot {
                 ContentKind::Snapshot
             } else if r.is_clone {

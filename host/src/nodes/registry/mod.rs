@@ -353,11 +353,37 @@ mod tests {
             state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 10,
             used,
+            replicas: None,
         };
         let old = vec![pool("a", 0), pool("b", 0), pool("c", 0)];
         let new = vec![pool("a", 0), pool("b", 1), pool("d", 0)];
         assert_eq!(changed_pools(&old, &new), vec!["b", "c", "d"]);
         assert!(changed_pools(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn replica_counts_come_from_one_listing_or_stay() {
+        use super::sync::count_replicas;
+        let pool = |name: &str, replicas| ReportedPool {
+            name: name.into(),
+            disks: vec![],
+            state: msp_policy_sdk::model::ReportedState::Online,
+            capacity: 10,
+            used: 0,
+            replicas,
+        };
+        let counts = std::collections::BTreeMap::from([("a".to_string(), 2u32)]);
+        let mut new = vec![pool("a", None), pool("b", None)];
+        count_replicas(&mut new, Some(&counts), None);
+        assert_eq!(new, vec![pool("a", Some(2)), pool("b", Some(0))]);
+        // The listing failed: the last counts stay; a new pool has none.
+        let old = new.clone();
+        let mut next = vec![pool("a", None), pool("b", None), pool("c", None)];
+        count_replicas(&mut next, None, Some(&old));
+        assert_eq!(
+            next,
+            vec![pool("a", Some(2)), pool("b", Some(0)), pool("c", None)]
+        );
     }
 
     #[tokio::test]
@@ -373,6 +399,7 @@ mod tests {
             state: msp_policy_sdk::model::ReportedState::Online,
             capacity: 10,
             used: 0,
+            replicas: None,
         };
         registry.apply_update("n3", PoolUpdate::Loaded(pool.clone()));
         assert!(registry.view("n3").pools.is_none());
@@ -380,9 +407,17 @@ mod tests {
         registry.nodes_write().get_mut("n3").expect("n3").pools = Some(Vec::new());
         let mut changes = registry.subscribe();
         registry.apply_update("n3", PoolUpdate::Loaded(pool.clone()));
-        assert_eq!(registry.view("n3").pools, Some(vec![pool]));
+        assert_eq!(registry.view("n3").pools, Some(vec![pool.clone()]));
         let change = changes.recv().await.expect("change");
         assert_eq!(change.pools, Some(vec!["p".to_string()]));
+        // A reply (no count) keeps the count the last listing gave.
+        registry.nodes_write().get_mut("n3").expect("n3").pools = Some(vec![ReportedPool {
+            replicas: Some(4),
+            ..pool.clone()
+        }]);
+        registry.apply_update("n3", PoolUpdate::Loaded(pool.clone()));
+        let listed = registry.view("n3").pools.expect("listed");
+        assert_eq!(listed[0].replicas, Some(4));
         registry.apply_update("n3", PoolUpdate::Gone("p".into()));
         assert_eq!(registry.view("n3").pools, Some(vec![]));
         assert_eq!(changes.recv().await.expect("change").pools, None);

@@ -1,8 +1,11 @@
 //! Keeping each node's pool list current: a full ListPools after a
 //! (re)registration, every sync period and when heartbeats are late (then it
 //! is the probe that decides offline), and the node's own reply after each
-//! operation. [`list_change`] is the one rule for which pools a new list
-//! matters to.
+//! operation. With each ListPools goes one ListReplicas of the whole node
+//! (not one per pool), which gives each pool's count of replicas, snapshots
+//! and clones ([`ReportedPool::replicas`]); when that listing fails the
+//! last counts stay. [`list_change`] is the one rule for which pools a new
+//! list matters to.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,24 @@ pub fn list_change(
     (!names.is_empty()).then_some(Some(names))
 }
 
+/// Sets each listed pool's replica count from `counts`, the node's listing
+/// by pool name (a pool it does not name holds none); without a listing,
+/// the count `old` had for the pool stays.
+pub fn count_replicas(
+    pools: &mut [ReportedPool],
+    counts: Option<&std::collections::BTreeMap<String, u32>>,
+    old: Option<&[ReportedPool]>,
+) {
+    for pool in pools {
+        pool.replicas = match counts {
+            Some(counts) => Some(counts.get(&pool.name).copied().unwrap_or(0)),
+            None => old
+                .and_then(|old| old.iter().find(|o| o.name == pool.name))
+                .and_then(|o| o.replicas),
+        };
+    }
+}
+
 impl NodeRegistry {
     /// Lists the node's pools now and caches the result; notifies when the
     /// list changed. A failure on a node whose heartbeats are late marks it
@@ -55,7 +76,19 @@ impl NodeRegistry {
                 _ => return Err(RegistryError::NotOnline(node.to_string())),
             }
         };
-        let result = client.list_pools(self.inner.settings.probe_timeout).await;
+        let timeout = self.inner.settings.probe_timeout;
+        let result = client.list_pools(timeout).await;
+        // Only after a list: a node that does not answer it is not asked more.
+        let counts = match &result {
+            Ok(_) => match client.count_contents(timeout).await {
+                Ok(counts) => Some(counts),
+                Err(err) => {
+                    tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
         let deadline = self.inner.settings.deadline;
         let (changed, outcome) = {
             let mut nodes = self.nodes_write();
@@ -70,6 +103,7 @@ impl NodeRegistry {
             match result {
                 Ok(mut pools) => {
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
+                    count_replicas(&mut pools, counts.as_ref(), entry.pools.as_deref());
                     let changed = list_change(entry.pools.as_deref(), &pools);
                     entry.pools = Some(pools);
                     (changed, Ok(()))
@@ -106,7 +140,15 @@ impl NodeRegistry {
                     entry.pools.as_mut().and_then(|list| {
                         let before = list.clone();
                         match update {
-                            PoolUpdate::Loaded(pool) => {
+                            PoolUpdate::Loaded(mut pool) => {
+                                // The reply has no count: the last one stays
+                                // until the refresh that follows.
+                                if pool.replicas.is_none() {
+                                    pool.replicas = list
+                                        .iter()
+                                        .find(|p| p.name == pool.name)
+                                        .and_then(|p| p.replicas);
+                                }
                                 list.retain(|p| p.name != pool.name);
                                 list.push(pool);
                                 list.sort_by(|a, b| a.name.cmp(&b.name));
