@@ -682,10 +682,10 @@ async fn registrations(cluster: &Cluster, pod: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Deleting the io-engine's pod (SIGTERM: it deregisters): its pools go
-/// offline within 15 s; the DaemonSet's new pod registers, the operator
-/// imports the pool, and it is online again with the data written before
-/// intact.
+/// Deleting the io-engine's pod (SIGTERM: it deregisters): within 15 s its
+/// pools are offline, or pending while the DaemonSet's new pod (registered
+/// before the old one's absence was final) imports them; then online again
+/// with the data written before intact.
 async fn io_engine_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
     let admin = cluster.client().await?;
     let disk = LoopDevice::create(64 * MIB)?;
@@ -705,15 +705,24 @@ async fn io_engine_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Re
             k.args(["-n", NS, "delete", "pod", &old, "--wait=false"]);
         })
         .await?;
-    wait_pool(
+    // Offline once the engine is gone (its Deregister, or the heartbeat
+    // deadline); when the DaemonSet's new engine registers first (it starts
+    // in about 2 s with the image cached), pending while the new instance
+    // imports the pool. Either way: not online while no engine has it.
+    let left = wait_pool(
         &admin,
         "survives-engine",
         Duration::from_secs(15),
-        "offline",
-        |s| s.state == Some(PoolState::Offline),
+        "offline, or pending while the new engine imports it",
+        |s| matches!(s.state, Some(PoolState::Offline | PoolState::Pending)),
     )
     .await?;
     let offline = deleted.elapsed();
+    eprintln!(
+        "cluster: io-engine pod deleted -> pool {:?}: {}",
+        left.state,
+        left.reason.unwrap_or_default()
+    );
     // The new pod: seen, then registered (a new registration in the
     // leader's log), then the pool online.
     let new_pod = std::cell::RefCell::new(None);
