@@ -123,12 +123,15 @@ async fn seed_commands_create_list_and_destroy_a_pool() -> anyhow::Result<()> {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "NODE", "STATE", "CAPACITY", "USED", "AGE"],
+        [
+            "NAME", "NODE", "STATE", "CAPACITY", "USED", "REPLICAS", "AGE"
+        ],
         "output:\n{stdout}"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 1, "output:\n{stdout}");
-    // No operator runs here, so status is empty: State, Capacity and Used are blank.
+    // No operator runs here, so status is empty: State, Capacity, Used and
+    // Replicas are blank.
     assert_eq!(rows[0][..2], ["my-new-pool", "node1"], "output:\n{stdout}");
     assert_eq!(
         rows[0].len(),
