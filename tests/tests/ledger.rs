@@ -159,8 +159,8 @@ async fn a_full_node_ledger_refuses_the_next_entry_and_keeps_every_other() -> an
 
     // Entries of about 100 KiB (a long disk path) until the next would not
     // fit, then one sized to fill the ConfigMap to the byte.
-    // The API server counts the values only.
-    let size = |e: &LedgerEntry| serde_json::to_string(e).map_or(0, |s| s.len());
+    // The API server counts the values only: each entry as the ledger stores it.
+    let size = |e: &LedgerEntry| msp_operator::state::ledger::entry_json(e).map_or(0, |s| s.len());
     let mut used = 0;
     let mut count = 0;
     loop {
