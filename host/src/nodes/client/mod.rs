@@ -220,12 +220,22 @@ impl NodeClient {
         self.api
     }
 
+    /// `call` behind the fence: refused when it is closed, abandoned when it
+    /// closes before the call completes.
+    async fn behind_fence<T, E>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, NodeError>
+    where
+        NodeError: From<E>,
+    {
+        Ok(self.fence.bounded(call).await??)
+    }
+
     /// All pools the node has loaded.
     pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
-        Ok(self
-            .fence
-            .bounded(async { on_api!(self, list_pools(timeout)) })
-            .await??)
+        self.behind_fence(async { on_api!(self, list_pools(timeout)) })
+            .await
     }
 
     /// CreatePool: create, or import when the disks carry this pool's label.
@@ -237,10 +247,8 @@ impl NodeClient {
         uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        Ok(self
-            .fence
-            .bounded(async { on_api!(self, create_pool(name, uuid, disks)) })
-            .await??)
+        self.behind_fence(async { on_api!(self, create_pool(name, uuid, disks)) })
+            .await
     }
 
     /// ImportPool: load a pool from its labelled disks, never formatting
@@ -251,18 +259,14 @@ impl NodeClient {
         uuid: Option<&str>,
         disks: &[String],
     ) -> Result<ReportedPool, NodeError> {
-        Ok(self
-            .fence
-            .bounded(async { on_api!(self, import_pool(name, uuid, disks)) })
-            .await??)
+        self.behind_fence(async { on_api!(self, import_pool(name, uuid, disks)) })
+            .await
     }
 
     /// DestroyPool (OK when the node does not know the pool).
     pub async fn destroy_pool(&self, name: &str, uuid: Option<&str>) -> Result<(), NodeError> {
-        Ok(self
-            .fence
-            .bounded(async { on_api!(self, destroy_pool(name, uuid)) })
-            .await??)
+        self.behind_fence(async { on_api!(self, destroy_pool(name, uuid)) })
+            .await
     }
 
     /// The loaded pool `name`, by uuid (v1) and disks; `None` when the
@@ -273,22 +277,20 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<Option<LoadedPool>, NodeError> {
         let channel = self.channel.clone();
-        Ok(self
-            .fence
-            .bounded(async {
-                match self.api {
-                    ApiVersion::V1 => v1::identify(channel, name, timeout).await,
-                    ApiVersion::V0 => Ok(PoolApi::list_pools(v0::client(channel), timeout)
-                        .await?
-                        .into_iter()
-                        .find(|p| p.name == name)
-                        .map(|p| LoadedPool {
-                            uuid: None,
-                            disks: p.disks,
-                        })),
-                }
-            })
-            .await??)
+        self.behind_fence(async {
+            match self.api {
+                ApiVersion::V1 => v1::identify(channel, name, timeout).await,
+                ApiVersion::V0 => Ok(PoolApi::list_pools(v0::client(channel), timeout)
+                    .await?
+                    .into_iter()
+                    .find(|p| p.name == name)
+                    .map(|p| LoadedPool {
+                        uuid: None,
+                        disks: p.disks,
+                    })),
+            }
+        })
+        .await
     }
 
     /// Every block device of the node (the unavailable ones too).
@@ -297,15 +299,13 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<Vec<BlockDeviceInfo>, NodeError> {
         let channel = self.channel.clone();
-        Ok(self
-            .fence
-            .bounded(async {
-                match self.api {
-                    ApiVersion::V1 => v1::list_block_devices(channel, timeout).await,
-                    ApiVersion::V0 => v0::list_block_devices(channel, timeout).await,
-                }
-            })
-            .await??)
+        self.behind_fence(async {
+            match self.api {
+                ApiVersion::V1 => v1::list_block_devices(channel, timeout).await,
+                ApiVersion::V0 => v0::list_block_devices(channel, timeout).await,
+            }
+        })
+        .await
     }
 
     /// What pool `pool` holds: its replicas, snapshots and clones. Only
