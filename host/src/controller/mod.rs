@@ -1,4 +1,4 @@
-//! The reconcile of one MayastorPool: observe → decide → actuate → report,
+//! The reconcile of one MayastorPool: observe → decide → apply → report,
 //! and [`on_error`], the per-resource backoff. Start here.
 //!
 //! One step per module, imports running one way (each step uses the
@@ -6,14 +6,14 @@
 //! - [`observe`] builds the policy's [`Observation`] from in-memory state
 //!   (what the controller last did to a pool is in [`operations`]);
 //! - [`decide`] asks the policy engine (behind [`Decider`]) and handles its failure;
-//! - [`actuate`] applies the host's safety rails, then calls the storage node;
+//! - [`apply`] applies the host's safety rails, then calls the storage node;
 //! - [`report`] writes status, events and per-pool metrics;
 //! - [`sweep`] is the deleted path: pools in the ledger whose resource is gone.
 //!
 //! Every reconcile is level-triggered and idempotent: a crash between any two
 //! steps repeats the work, never doubles it (CreatePool is create-or-import).
 
-pub mod actuate;
+pub mod apply;
 pub mod context;
 pub mod decide;
 pub mod error;
@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::state::crd::MayastorPool;
 use crate::state::format;
-use actuate::{Outcome, action_name};
+use apply::{Outcome, action_name};
 
 pub use context::{Context, ControllerSettings, Parts, bounded_requeue};
 #[cfg(test)]
@@ -96,7 +96,7 @@ async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, 
         );
         return Ok(Requeue::requeue(left));
     }
-    actuate::remember(acted, ctx).await?;
+    apply::remember(acted, ctx).await?;
     let Some(plan) = decide_and_act(acted, ctx).await? else {
         return Ok(Requeue::requeue(ctx.settings.policy_retry));
     };
@@ -161,11 +161,11 @@ async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Pla
     tracing::debug!(action = action_name(decision.action), state = ?decision.state, "decided");
     let mut created = None;
     let mut refused = false;
-    match actuate::live(pool, &obs, &decision, ctx).await? {
+    match apply::live(pool, &obs, &decision, ctx).await? {
         Outcome::Nothing => {}
         Outcome::Refused(action, why) => {
             refused = true;
-            let note = actuate::refused(ctx, action, &why);
+            let note = apply::refused(ctx, action, &why);
             report::publish(pool, ctx, true, "Refused", &note).await;
             decision.reason = if decision.reason.is_empty() {
                 note

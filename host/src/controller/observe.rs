@@ -313,7 +313,7 @@ mod tests {
         );
         let live = observe(&p, &src);
         assert_eq!(live.possible(), Ok(()));
-        let entry = crate::controller::actuate::ledger_entry(&p, "n1", &p.spec.disks);
+        let entry = crate::controller::apply::ledger_entry(&p, "n1", &p.spec.disks);
         let gone = observe_deleted(&entry, &src);
         assert_eq!(gone.possible(), Ok(()));
         assert!(gone.pool.deleted && gone.in_ledger);

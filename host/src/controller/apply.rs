@@ -1,4 +1,4 @@
-//! Actuate: carries out the policy's action on the storage node, after the
+//! Apply: carries out the policy's action on the storage node, after the
 //! host's own safety rails, which no policy can turn off:
 //! - a pool is destroyed only when the ledger says this operator created it
 //!   for a resource uid that no longer exists, never when a live resource
