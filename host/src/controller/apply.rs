@@ -28,7 +28,7 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 use super::context::Context;
 use super::error::Error;
 use super::observe;
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError, disk_path};
+use crate::nodes::client::{NodeClient, NodeError, disk_path};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
 use crate::nodes::pool_calls::{self, Destroyed, Load, Loaded};
@@ -145,9 +145,9 @@ pub async fn live(
                 Ok(client) => client,
                 Err(failed) => return Ok(failed),
             };
-            // Which pool on the disks is this resource's: by uuid, which
-            // only v1 has (v0 pools are matched by name and disks).
-            let by_uuid = client.api() == ApiVersion::V1;
+            // Which pool on the disks is this resource's: by uuid, when the
+            // node has them (else pools are matched by name and disks).
+            let by_uuid = client.knows_pool_uuids();
             let adopt = match pool_identity::adoption(pool.annotations()) {
                 Some(Err(why)) => return Ok(Outcome::Refused(action, why)),
                 Some(Ok(uuid)) => Some(uuid),
@@ -192,10 +192,8 @@ pub async fn live(
                 Err(err) => return Err(err.into()),
             }
             ctx.metrics.reconcile_step("ledger", started.elapsed());
-            // A CreatePool may format the disks (v0 has no import: its
-            // CreatePool is what imports too): ask what they hold, last.
-            let may_format = load == Load::Create || client.api() == ApiVersion::V0;
-            if may_format && disk_safety::needs_check(&disks) {
+            // A load that may format the disks: ask what they hold, last.
+            if client.may_format(load) && disk_safety::needs_check(&disks) {
                 let timeout = ctx.registry.settings().rpc_timeout;
                 let asked = std::time::Instant::now();
                 let listed = client.list_block_devices(timeout).await;

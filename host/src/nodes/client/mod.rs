@@ -57,6 +57,14 @@ impl ApiVersion {
     }
 }
 
+/// How a pool is loaded: created (or imported, CreatePool being
+/// create-or-import), or imported only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    Create,
+    Import,
+}
+
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -218,6 +226,35 @@ impl NodeClient {
 
     pub fn api(&self) -> ApiVersion {
         self.api
+    }
+
+    /// Whether the node tells pools of a name apart by uuid (v1): a load or
+    /// a destroy then names the pool's uuid. v0 pools are matched by name
+    /// and disks.
+    pub fn knows_pool_uuids(&self) -> bool {
+        self.api == ApiVersion::V1
+    }
+
+    /// Whether `load` may format the disks: a create may; an import never
+    /// does, except on v0, which has no import (its CreatePool is what
+    /// imports too).
+    pub fn may_format(&self, load: Load) -> bool {
+        load == Load::Create || self.api == ApiVersion::V0
+    }
+
+    /// CreatePool or ImportPool, as `load` says (see [`Self::create_pool`]
+    /// and [`Self::import_pool`]).
+    pub async fn load_pool(
+        &self,
+        load: Load,
+        name: &str,
+        uuid: Option<&str>,
+        disks: &[String],
+    ) -> Result<ReportedPool, NodeError> {
+        match load {
+            Load::Create => self.create_pool(name, uuid, disks).await,
+            Load::Import => self.import_pool(name, uuid, disks).await,
+        }
     }
 
     /// `call` behind the fence: refused when it is closed, abandoned when it
