@@ -27,7 +27,7 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 
 use super::context::Context;
 use super::error::Error;
-use super::observe;
+use super::observe::{self, takes_over};
 use crate::nodes::client::{NodeClient, NodeError, disk_path};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
@@ -306,17 +306,6 @@ fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
         entry.pool,
         entry.disks.join(", ")
     ))
-}
-
-/// True when live resource `pool` takes over the pool of `entry`, made for
-/// another resource: it is that resource re-created (same namespace and
-/// name, so the old one is gone) on the same node and disks.
-fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
-    pool.uid().as_deref() != Some(entry.uid.as_str())
-        && pool.namespace().unwrap_or_default() == entry.namespace
-        && pool.name_any() == entry.pool
-        && pool.effective_node() == entry.node
-        && pool_calls::overlap(pool.effective_disks(), &entry.disks)
 }
 
 /// Puts the ledger entry of `entry`'s pool back to `prior` (none: removed),

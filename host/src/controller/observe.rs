@@ -164,6 +164,17 @@ pub fn as_created(pool: &MayastorPool, ledger: &Ledger) -> Option<MayastorPool> 
     Some(view)
 }
 
+/// True when live resource `pool` takes over the pool of `entry`, made for
+/// another resource: it is that resource re-created (same namespace and
+/// name, so the old one is gone) on the same node and disks.
+pub fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
+    pool.uid().as_deref() != Some(entry.uid.as_str())
+        && pool.namespace().unwrap_or_default() == entry.namespace
+        && pool.name_any() == entry.pool
+        && pool.effective_node() == entry.node
+        && crate::nodes::pool_calls::overlap(pool.effective_disks(), &entry.disks)
+}
+
 /// The observation of one live resource.
 pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let name = pool.name_any();
