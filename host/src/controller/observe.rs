@@ -211,7 +211,11 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         node: k8s_node(src.nodes, &node),
         storage_node: storage,
         pools_known: pools.is_some(),
-        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| e.uid == uid),
+        // A take-over is recorded before any node call (`apply::remember`).
+        in_ledger: src
+            .ledger
+            .get(&node, &name)
+            .is_some_and(|e| e.uid == uid || takes_over(pool, &e)),
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &on_node, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
