@@ -473,49 +473,42 @@ fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String,
 /// are not among them (their entries are about to follow: the write lingers
 /// a moment for them). A pool is recorded ahead only when its own reconcile
 /// would record the very same entry (it records before its disk check): not
-/// created (no cached placement) and not being deleted, no entry yet, its
-/// node's pool list known and without it, and no disk conflict. Its own
-/// reconcile then checks its disks before its CreatePool, and drops the
-/// entry when the check refuses. `by_uuid`: the node has pool uuids (v1).
+/// being deleted, no entry of its name yet, and, as its own observation
+/// says, not created ([`Observation::was_created`], the one definition), its
+/// node's pool list known and without it, and no disk conflict
+/// ([`observe::conflicts`]). Its own reconcile then checks its disks before
+/// its CreatePool, and drops the entry when the check refuses. `by_uuid`:
+/// the node has pool uuids (v1).
 fn new_on_node(ctx: &Context, pool: &MayastorPool, by_uuid: bool) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
-    let pools = ctx.pools.on_node(node);
     let listed = ctx.registry.view(node).pools;
     let entries = ctx.ledger.on_node(node);
+    let src = ctx.sources();
     let (mut ahead, mut coming) = (Vec::new(), 0);
-    for other in &pools {
-        let reported_created = other
-            .status
-            .as_ref()
-            .and_then(|s| s.state)
-            .is_some_and(|s| !matches!(s, crate::state::crd::PoolState::Pending));
-        if other.placement_cached()
-            || reported_created
-            || other.metadata.uid == pool.metadata.uid
-            || other.metadata.deletion_timestamp.is_some()
-        {
-            continue;
-        }
+    for other in ctx.pools.on_node(node) {
         let name = other.name_any();
-        if entries.iter().any(|e| e.pool == name) {
-            continue;
-        }
-        coming += 1;
-        let Some(listed) = listed.as_deref() else {
-            continue;
-        };
-        let disks = other.effective_disks();
-        if listed.iter().any(|p| p.name == name)
-            || !observe::conflicts(other, &pools, Some(listed), &entries).is_empty()
+        if other.metadata.uid == pool.metadata.uid
+            || other.metadata.deletion_timestamp.is_some()
+            || entries.iter().any(|e| e.pool == name)
         {
             continue;
         }
-        coming -= 1;
-        // The uuid its own reconcile will find recorded and create with.
-        ahead.push(LedgerEntry {
-            pool_uuid: by_uuid.then(pool_identity::new_uuid),
-            ..ledger_entry(other, node, disks)
-        });
+        let obs = observe::observe(&other, &src);
+        if obs.was_created() {
+            continue;
+        }
+        let free = obs.pools_known
+            && obs.conflicts.is_empty()
+            && listed.iter().flatten().all(|p| p.name != name);
+        if free {
+            // The uuid its own reconcile will find recorded and create with.
+            ahead.push(LedgerEntry {
+                pool_uuid: by_uuid.then(pool_identity::new_uuid),
+                ..ledger_entry(&other, node, other.effective_disks())
+            });
+        } else {
+            coming += 1;
+        }
     }
     (ahead, coming)
 }
