@@ -14,10 +14,11 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
     ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LAST_APPLIED_ANNOTATION,
-    Observation, PoolResource, Remembered, ReportedPool, StorageNode,
+    Observation, PoolResource, Remembered, ReportedPool, ReportedState, StorageNode,
 };
 
 use super::operations::{Operations, now_ms};
+use crate::nodes::client::{NodePool, PoolHealth};
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::MayastorPool;
@@ -58,7 +59,25 @@ pub fn storage_node(
         reachable: view.reachable,
         endpoint: view.endpoint,
     };
-    (sn, view.pools)
+    let pools = view.pools.map(|list| list.iter().map(reported).collect());
+    (sn, pools)
+}
+
+/// A pool the node lists, as the policy sees it.
+pub fn reported(pool: &NodePool) -> ReportedPool {
+    ReportedPool {
+        name: pool.name.clone(),
+        disks: pool.disks.clone(),
+        state: match pool.state {
+            PoolHealth::Unknown => ReportedState::Unknown,
+            PoolHealth::Online => ReportedState::Online,
+            PoolHealth::Degraded => ReportedState::Degraded,
+            PoolHealth::Faulted => ReportedState::Faulted,
+        },
+        capacity: pool.capacity,
+        used: pool.used,
+        replicas: pool.replicas,
+    }
 }
 
 /// How the host runs, as the policy sees it: the registry's heartbeat

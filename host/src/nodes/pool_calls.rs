@@ -22,7 +22,9 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::{ErrorKind, ReportedPool};
+use msp_policy_sdk::model::ErrorKind;
+
+use crate::nodes::client::NodePool;
 
 pub use crate::nodes::client::Load;
 use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
@@ -33,7 +35,7 @@ use crate::nodes::pool_identity;
 #[derive(Debug, PartialEq)]
 pub enum Loaded {
     /// The pool, loaded.
-    Pool(ReportedPool),
+    Pool(NodePool),
     /// The disks hold a pool of this name with this other uuid: not the one
     /// asked for, left as it is ([`pool_identity`]).
     Foreign(String),

@@ -3,23 +3,22 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, PoolApi, PoolContent, reported};
+use super::api::{BlockDeviceInfo, ContentKind, NodePool, PoolApi, PoolContent, node_pool};
 
 pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
     MayastorClient::new(channel)
 }
 
-fn from_v0(pool: Pool) -> ReportedPool {
-    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+fn from_v0(pool: Pool) -> NodePool {
+    node_pool(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
 }
 
 impl PoolApi for MayastorClient<Channel> {
-    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
+    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status> {
         let mut req = tonic::Request::new(Null {});
         req.set_timeout(timeout);
         let reply = MayastorClient::list_pools(&mut self, req)
@@ -34,7 +33,7 @@ impl PoolApi for MayastorClient<Channel> {
         name: &str,
         _uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = CreatePoolRequest {
             name: name.to_string(),
             disks: disks.to_vec(),
@@ -51,7 +50,7 @@ impl PoolApi for MayastorClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         PoolApi::create_pool(self, name, uuid, disks).await
     }
 

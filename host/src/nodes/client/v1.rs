@@ -2,25 +2,26 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v1::pool_rpc_client::PoolRpcClient;
 use msp_proto::v1::{
     CreatePoolRequest, DestroyPoolRequest, ImportPoolRequest, ListPoolOptions, Pool,
 };
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, LoadedPool, PoolApi, PoolContent, reported};
+use super::api::{
+    BlockDeviceInfo, ContentKind, LoadedPool, NodePool, PoolApi, PoolContent, node_pool,
+};
 
 pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
     PoolRpcClient::new(channel)
 }
 
-fn from_v1(pool: Pool) -> ReportedPool {
-    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+fn from_v1(pool: Pool) -> NodePool {
+    node_pool(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
 }
 
 impl PoolApi for PoolRpcClient<Channel> {
-    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
+    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status> {
         let mut req = tonic::Request::new(ListPoolOptions::default());
         req.set_timeout(timeout);
         let reply = PoolRpcClient::list_pools(&mut self, req)
@@ -34,7 +35,7 @@ impl PoolApi for PoolRpcClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = CreatePoolRequest {
             name: name.to_string(),
             uuid: uuid.map(str::to_string),
@@ -53,7 +54,7 @@ impl PoolApi for PoolRpcClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = ImportPoolRequest {
             name: name.to_string(),
             uuid: uuid.map(str::to_string),
