@@ -128,19 +128,16 @@ async fn update_cache<T>(
 /// rail is counted, logged and said in a Warning Event here; what the
 /// reconcile reports of it is [`super::plan::after`]'s.
 pub async fn apply(pool: &MayastorPool, plan: &Plan, ctx: &Context) -> Result<Outcome, Error> {
-    let decided = match plan {
-        Plan::Wait(_) | Plan::LeaveAlone(_) => None,
-        Plan::PolicyFailed(_) => Some(None),
-        Plan::Act(decided) => Some(Some(decided)),
-    };
-    let outcome = match decided {
-        None => Outcome::Nothing,
-        Some(decided) => {
+    let outcome = match plan {
+        Plan::Wait(_) | Plan::LeaveAlone(_) => Outcome::Nothing,
+        // The ledger keeps what it needs of the resource whatever the policy says.
+        Plan::PolicyFailed(_) => {
             remember(pool, ctx).await?;
-            match decided {
-                Some(d) => live(pool, &d.obs, &d.decision, ctx).await?,
-                None => Outcome::Nothing,
-            }
+            Outcome::Nothing
+        }
+        Plan::Act(d) => {
+            remember(pool, ctx).await?;
+            live(pool, &d.obs, &d.decision, ctx).await?
         }
     };
     if let Outcome::Refused(action, why) = &outcome {
@@ -420,10 +417,13 @@ pub(crate) fn ledger_entry(pool: &MayastorPool, node: &str, disks: &[String]) ->
 /// pool is destroyed (a node holds one pool of a name), or held: then the
 /// reason says so.
 fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
+    (!observe::owns(pool, entry)).then(|| waiting_for(pool, entry))
+}
+
+/// The reason of live resource `pool` waiting for the pool of `entry`,
+/// another resource's, to be destroyed.
+fn waiting_for(pool: &MayastorPool, entry: &LedgerEntry) -> String {
     let namespace = pool.namespace().unwrap_or_default();
-    if pool.uid().as_deref() == Some(entry.uid.as_str()) || takes_over(pool, entry) {
-        return None;
-    }
     let whose = if entry.namespace == namespace {
         format!(
             "the deleted resource {namespace}/{} (uid {})",
@@ -439,13 +439,13 @@ fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
         Some(held) => format!("; it is kept because {}", data_safety::what_holds(held)),
         None => String::new(),
     };
-    Some(format!(
+    format!(
         "node {} already has pool {} of {whose} on {}, and a node holds one pool of a name: \
          this one is created once that pool is destroyed{held}",
         entry.node,
         entry.pool,
         entry.disks.join(", ")
-    ))
+    )
 }
 
 /// Puts the ledger entry of `entry`'s pool back to `prior` (none: removed),

@@ -194,6 +194,12 @@ pub fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
         && crate::nodes::pool_calls::overlap(pool.effective_disks(), &entry.disks)
 }
 
+/// True when the ledger `entry` of live resource `pool`'s name is its own:
+/// made for it, or taken over by it ([`takes_over`]).
+pub fn owns(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
+    pool.uid().as_deref() == Some(entry.uid.as_str()) || takes_over(pool, entry)
+}
+
 /// The observation of one live resource.
 pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let name = pool.name_any();
@@ -231,10 +237,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         storage_node: storage,
         pools_known: pools.is_some(),
         // A take-over is recorded before any node call (`apply::remember`).
-        in_ledger: src
-            .ledger
-            .get(&node, &name)
-            .is_some_and(|e| e.uid == uid || takes_over(pool, &e)),
+        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| owns(pool, &e)),
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &on_node, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
