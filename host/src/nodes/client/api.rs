@@ -71,6 +71,14 @@ pub(super) fn node_pool(
     }
 }
 
+/// A request of `message` bounded by `timeout` (the listings; the pool
+/// calls are bounded by the channel's timeout).
+pub(super) fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(timeout);
+    req
+}
+
 /// A disk as the node reports it, reduced to the device path: io-engine
 /// reports `aio:///dev/sdb?uuid=…`, resources name `/dev/sdb`.
 pub fn disk_path(reported: &str) -> String {

@@ -7,7 +7,7 @@ use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, NodePool, PoolApi, PoolContent, node_pool};
+use super::api::{BlockDeviceInfo, ContentKind, NodePool, PoolApi, PoolContent, node_pool, timed};
 
 pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
     MayastorClient::new(channel)
@@ -19,9 +19,7 @@ fn from_v0(pool: Pool) -> NodePool {
 
 impl PoolApi for MayastorClient<Channel> {
     async fn list_pools(mut self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status> {
-        let mut req = tonic::Request::new(Null {});
-        req.set_timeout(timeout);
-        let reply = MayastorClient::list_pools(&mut self, req)
+        let reply = MayastorClient::list_pools(&mut self, timed(Null {}, timeout))
             .await?
             .into_inner();
         Ok(reply.pools.into_iter().map(from_v0).collect())
@@ -68,8 +66,10 @@ pub(super) async fn list_block_devices(
     channel: Channel,
     timeout: Duration,
 ) -> Result<Vec<BlockDeviceInfo>, tonic::Status> {
-    let mut req = tonic::Request::new(msp_proto::v0::ListBlockDevicesRequest { all: true });
-    req.set_timeout(timeout);
+    let req = timed(
+        msp_proto::v0::ListBlockDevicesRequest { all: true },
+        timeout,
+    );
     let reply = client(channel).list_block_devices(req).await?.into_inner();
     Ok(reply.devices.into_iter().map(device_from_v0).collect())
 }
@@ -97,9 +97,10 @@ pub(super) async fn list_replicas(
     pool: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<PoolContent>, tonic::Status> {
-    let mut req = tonic::Request::new(Null {});
-    req.set_timeout(timeout);
-    let reply = client(channel).list_replicas(req).await?.into_inner();
+    let reply = client(channel)
+        .list_replicas(timed(Null {}, timeout))
+        .await?
+        .into_inner();
     Ok(reply
         .replicas
         .into_iter()
