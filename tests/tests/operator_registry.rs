@@ -13,9 +13,9 @@ use msp_operator::nodes::client::{ApiVersion, NodeClient};
 use msp_operator::nodes::data_safety::Contents;
 use msp_operator::nodes::pool_calls::{self, Destroyed, Load, Loaded};
 use msp_operator::nodes::registry::{self, NodeRegistry, RegistrySettings};
-use msp_policy_sdk::model::ErrorKind;
 use msp_tests::operator::wait_for;
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
+use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -53,7 +53,7 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
             .create_pool(name, None, &disks)
             .await
             .expect_err("loaded");
-        assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+        assert_eq!(again.code(), Code::AlreadyExists, "{again}");
         let t = Duration::from_secs(2);
         for load in [Load::Create, Load::Import] {
             let loaded = pool_calls::load_pool(&client, load, name, None, &disks, t).await?;
@@ -67,7 +67,7 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         let err = pool_calls::load_pool(&client, Load::Create, name, None, &other, t)
             .await
             .expect_err("other disks");
-        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
         let listed = client.list_pools(Duration::from_secs(2)).await?;
         assert!(listed.iter().any(|p| p.name == name), "{listed:?}");
         // Disks come back as paths or URIs without the query.
@@ -75,7 +75,7 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         assert!(mine.disks.iter().all(|d| !d.contains('?')), "{mine:?}");
         client.destroy_pool(name, None).await?;
         let gone = client.destroy_pool(name, None).await.expect_err("unknown");
-        assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+        assert_eq!(gone.code(), Code::NotFound, "{gone}");
         // Not loaded and not on its disk (malloc disks die with the pool):
         // on v1 the import says so, gone, and the operator's destroy
         // succeeds; v0 cannot load a pool to check it, so it is kept.
