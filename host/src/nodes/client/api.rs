@@ -122,6 +122,9 @@ pub struct BlockDeviceInfo {
     pub mountpoints: Vec<String>,
     /// False when the node calls the device in use.
     pub available: bool,
+    /// In 512-byte sectors, as the kernel gives it at the time of the
+    /// listing (0: a loop device detached or a disk whose media is gone).
+    pub size: u64,
 }
 
 /// What a pool holds, as the node lists it: a replica, a snapshot or a clone

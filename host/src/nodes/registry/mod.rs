@@ -260,6 +260,19 @@ impl NodeRegistry {
             .unwrap_or_default()
     }
 
+    /// What the operator found wrong with the disks of `node`'s listed pool
+    /// `pool`, when it made its reported state worse than the node's.
+    pub fn disk_finding(
+        &self,
+        node: &str,
+        pool: &str,
+    ) -> Option<crate::nodes::disk_health::Finding> {
+        self.nodes_read()
+            .get(node)
+            .filter(|e| e.liveness == Liveness::Online)
+            .and_then(|e| e.disk_findings.get(pool).cloned())
+    }
+
     /// True when `node` has registered since the operator started.
     pub fn knows(&self, node: &str) -> bool {
         self.nodes_read().contains_key(node)

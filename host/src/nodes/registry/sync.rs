@@ -4,12 +4,17 @@
 //! operation. With each ListPools goes one ListReplicas of the whole node
 //! (not one per pool), which gives each pool's count of replicas, snapshots
 //! and clones ([`NodePool::replicas`]); when that listing fails the
-//! last counts stay. [`list_change`] is the one rule for which pools a new
-//! list matters to.
+//! last counts stay. With them goes one ListBlockDevices of the node, whose
+//! answer checks every listed pool's disks (`nodes::disk_health`): a disk
+//! gone or of size 0 makes the pool faulted whatever the node says; when
+//! that listing fails the last findings stay. [`list_change`] is the one
+//! rule for which pools a new list matters to.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::nodes::client::NodePool;
+use crate::nodes::client::{NodeClient, NodePool};
+use crate::nodes::disk_health::{self, Finding};
 
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};
@@ -48,7 +53,7 @@ pub fn list_change(old: Option<&[NodePool]>, new: &[NodePool]) -> Option<Option<
 /// the count `old` had for the pool stays.
 pub fn count_replicas(
     pools: &mut [NodePool],
-    counts: Option<&std::collections::BTreeMap<String, u32>>,
+    counts: Option<&BTreeMap<String, u32>>,
     old: Option<&[NodePool]>,
 ) {
     for pool in pools {
@@ -58,6 +63,44 @@ pub fn count_replicas(
                 .and_then(|old| old.iter().find(|o| o.name == pool.name))
                 .and_then(|o| o.replicas),
         };
+    }
+}
+
+/// The operator's findings on the disks of the node's listed `pools`, from
+/// one ListBlockDevices of the node (not one per pool); `None` when the
+/// node could not list its devices (the last findings stay). No call when
+/// no pool has a disk the node lists as a block device.
+async fn check_disks(
+    client: &NodeClient,
+    node: &str,
+    pools: &[NodePool],
+    timeout: Duration,
+) -> Option<BTreeMap<String, Finding>> {
+    if !disk_health::needs_devices(pools) {
+        return Some(BTreeMap::new());
+    }
+    let started = Instant::now();
+    match client.list_block_devices(timeout).await {
+        Ok(devices) => {
+            tracing::trace!(%node, devices = devices.len(), took = ?started.elapsed(), "listed the node's block devices");
+            Some(disk_health::findings(pools, &devices))
+        }
+        Err(err) => {
+            tracing::debug!(%node, error = %err, "listing the node's block devices failed; the last disk findings stay");
+            None
+        }
+    }
+}
+
+/// Logs each pool whose finding appeared, changed or cleared.
+fn log_findings(node: &str, old: &BTreeMap<String, Finding>, new: &BTreeMap<String, Finding>) {
+    for (pool, f) in new {
+        if old.get(pool) != Some(f) {
+            tracing::warn!(%node, %pool, state = ?f.state, reason = %f.reason, "a pool's disk is not healthy though the storage node lists the pool");
+        }
+    }
+    for pool in old.keys().filter(|p| !new.contains_key(*p)) {
+        tracing::info!(%node, %pool, "the pool's disks look healthy again");
     }
 }
 
@@ -76,15 +119,22 @@ impl NodeRegistry {
         let timeout = self.inner.settings.probe_timeout;
         let result = client.list_pools(timeout).await;
         // Only after a list: a node that does not answer it is not asked more.
-        let counts = match &result {
-            Ok(_) => match client.count_contents(timeout).await {
-                Ok(counts) => Some(counts),
-                Err(err) => {
-                    tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
-                    None
-                }
-            },
-            Err(_) => None,
+        // The two listings side by side: the refresh takes the longer one,
+        // not their sum.
+        let (counts, findings) = match &result {
+            Ok(pools) => {
+                let counts = async {
+                    match client.count_contents(timeout).await {
+                        Ok(counts) => Some(counts),
+                        Err(err) => {
+                            tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
+                            None
+                        }
+                    }
+                };
+                tokio::join!(counts, check_disks(&client, node, pools, timeout))
+            }
+            Err(_) => (None, None),
         };
         let deadline = self.inner.settings.deadline;
         let (changed, outcome) = {
@@ -101,6 +151,12 @@ impl NodeRegistry {
                 Ok(mut pools) => {
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
                     count_replicas(&mut pools, counts.as_ref(), entry.pools.as_deref());
+                    let last = std::mem::take(&mut entry.disk_findings);
+                    if let Some(fresh) = &findings {
+                        log_findings(node, &last, fresh);
+                    }
+                    entry.disk_findings = disk_health::carry(last, findings, &pools);
+                    disk_health::apply(&mut pools, &entry.disk_findings);
                     let changed = list_change(entry.pools.as_deref(), &pools);
                     entry.pools = Some(pools);
                     (changed, Ok(()))
@@ -146,11 +202,17 @@ impl NodeRegistry {
                                         .find(|p| p.name == pool.name)
                                         .and_then(|p| p.replicas);
                                 }
+                                // Just loaded from its disks: the refresh
+                                // that follows checks them afresh.
+                                entry.disk_findings.remove(&pool.name);
                                 list.retain(|p| p.name != pool.name);
                                 list.push(pool);
                                 list.sort_by(|a, b| a.name.cmp(&b.name));
                             }
-                            PoolUpdate::Gone(name) => list.retain(|p| p.name != name),
+                            PoolUpdate::Gone(name) => {
+                                entry.disk_findings.remove(&name);
+                                list.retain(|p| p.name != name);
+                            }
                         }
                         list_change(Some(&before), list)
                     })
