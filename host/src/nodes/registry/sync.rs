@@ -102,6 +102,12 @@ impl NodeRegistry {
             entry.last_sync = Some(Instant::now());
             match result {
                 Ok(mut pools) => {
+                    if entry.adopted {
+                        // No Register of its own yet: its answer is the
+                        // sign of life (see `NodeRegistry::adopt`).
+                        entry.last_heartbeat = Instant::now();
+                        entry.late = false;
+                    }
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
                     count_replicas(&mut pools, counts.as_ref(), entry.pools.as_deref());
                     let changed = list_change(entry.pools.as_deref(), &pools);
