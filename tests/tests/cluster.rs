@@ -29,7 +29,7 @@
 //! cargo test -p msp-tests --test cluster -- --nocapture   # as root
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -262,10 +262,14 @@ impl Drop for Frozen {
 /// the new leader's startup grace (10 s) and the heartbeat deadline (10 s).
 const FREEZE: Duration = Duration::from_secs(35);
 
+/// How soon a resource created under the new leader is online.
+const CREATE_IN: Duration = Duration::from_secs(10);
+
 /// The leader's process stopped for [`FREEZE`]: the standby takes over
 /// while the engine's heartbeats still go to the frozen pod over their
 /// established connection. An online pool never leaves online, a resource
-/// created after the takeover comes online before the old leader resumes;
+/// created after the takeover comes online within [`CREATE_IN`], before
+/// the old leader resumes;
 /// resumed, the old leader loses the lease (its container restarts) and
 /// neither pool's status is written by it.
 async fn frozen_leader_keeps_pools_online(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
@@ -304,7 +308,7 @@ async fn frozen_leader_keeps_pools_online(cluster: &Cluster, node: &NodeApi) -> 
         pods.len() == 2 && pods.iter().all(|(_, ready)| *ready)
     })
     .await?;
-    let old = leader_pod(cluster, None).await?;
+    let old = engine_on_the_leader(cluster).await?;
     let restarts_before = restarts(cluster, &old).await;
     let frozen = Frozen::new(operator_pid(&old)?)?;
     let t0 = Instant::now();
@@ -353,9 +357,14 @@ async fn frozen_leader_keeps_pools_online(cluster: &Cluster, node: &NodeApi) -> 
         states.iter().all(|(_, s)| *s == Some(PoolState::Online)),
         "the online pool of a healthy node left online during the freeze: {states:?}"
     );
+    // Within a create's time, not whenever the engine's own HTTP/2
+    // keepalive gives up on the frozen pod (about 20 s after the takeover).
+    let pending = new_online
+        .zip(created)
+        .map(|(online, created)| online - created);
     anyhow::ensure!(
-        new_online.is_some(),
-        "the resource created after the takeover was not online before the frozen leader resumed"
+        pending.is_some_and(|p| p < CREATE_IN),
+        "the resource created after the takeover was not online within {CREATE_IN:?} (pending {pending:?}) while the old leader was frozen"
     );
     // Resumed, the old leader finds its lease gone and exits; its container
     // restarts as a standby.
@@ -389,6 +398,88 @@ async fn frozen_leader_keeps_pools_online(cluster: &Cluster, node: &NodeApi) -> 
     );
     delete_pool(cluster, node, "created-frozen").await?;
     delete_pool(cluster, node, "survives-freeze").await
+}
+
+/// The leader pod, once the engine's registration connection is on it
+/// (the scenario is the leader holding it): while it is on the standby, the
+/// leader pod is deleted, so that the standby, with the connection, leads.
+async fn engine_on_the_leader(cluster: &Cluster) -> anyhow::Result<String> {
+    for _ in 0..3 {
+        let leader = leader_pod(cluster, None).await?;
+        let standby_ips: Vec<Ipv4Addr> = pod_ips(cluster)
+            .await
+            .into_iter()
+            .filter(|(pod, _)| *pod != leader)
+            .map(|(_, ip)| ip)
+            .collect();
+        // Established on the Registration port from other than the standby
+        // (whose forwards would come from its own address): the engine.
+        let peers = registration_peers(operator_pid(&leader)?)?;
+        if peers.iter().any(|p| !standby_ips.contains(p)) {
+            return Ok(leader);
+        }
+        eprintln!(
+            "cluster: the engine's connection is on the standby; deleting the leader {leader}"
+        );
+        cluster
+            .kubectl_ok(|k| {
+                k.args(["-n", NS, "delete", "pod", &leader, "--wait=false"]);
+            })
+            .await?;
+        leader_pod(cluster, Some(&leader)).await?;
+        wait_for("two ready operator pods", WAIT, || async {
+            let pods = pods(cluster, "msp-operator").await;
+            pods.len() == 2 && pods.iter().all(|(p, ready)| *ready && *p != leader)
+        })
+        .await?;
+    }
+    anyhow::bail!("the engine's registration connection never was on the leader")
+}
+
+/// Name and IP of each operator pod.
+async fn pod_ips(cluster: &Cluster) -> Vec<(String, Ipv4Addr)> {
+    let out = cluster
+        .kubectl_ok(|k| {
+            k.args([
+                "-n",
+                NS,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=msp-operator",
+                "-o",
+            ])
+            .arg(r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#);
+        })
+        .await
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let (pod, ip) = l.split_once(' ')?;
+            Some((pod.to_string(), ip.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The remote addresses of the connections established to the Registration
+/// port (50051) in the network namespace of process `pid` (its pod's).
+fn registration_peers(pid: i32) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            let port = u16::from_str_radix(local.split_once(':')?.1, 16).ok()?;
+            // 01: ESTABLISHED; addresses in hex, in the host's byte order.
+            if port != 50051 || *state != "01" {
+                return None;
+            }
+            let ip = u32::from_str_radix(remote.split_once(':')?.0, 16).ok()?;
+            Some(Ipv4Addr::from(ip.to_ne_bytes()))
+        })
+        .collect())
 }
 
 /// The restart count of pod `pod`'s container.
@@ -736,15 +827,13 @@ async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Res
         standby.contains(&new),
         "the new leader {new} is not the standby {standby:?}"
     );
-    wait_for(
-        "the storage node registered with the new leader",
-        WAIT,
-        || async {
-            operator_logs(cluster, &new)
-                .await
-                .is_ok_and(|l| l.contains("storage node registered"))
-        },
-    )
+    // Adopted from the registration record, or registered if its Register
+    // came first.
+    wait_for("the storage node known to the new leader", WAIT, || async {
+        operator_logs(cluster, &new).await.is_ok_and(|l| {
+            l.contains("storage node registered") || l.contains("storage node adopted")
+        })
+    })
     .await?;
     // Past the startup grace (10 s by default) and a node sync: the new
     // leader has looked at the pool and found nothing to write.
