@@ -273,12 +273,14 @@ async fn a_new_leader_adopts_the_recorded_nodes_that_answer() -> anyhow::Result<
     let monitor = tokio::spawn(new.clone().run(shutdown.wait()));
     let adopted = new.adopt(recorded, &admission).await;
     assert_eq!(adopted, vec!["n-rec".to_string()]);
+    // Listed with its replica counts at once (a count arriving later would
+    // be a second status write).
     let view = new.view("n-rec");
     assert!(view.registered && view.reachable, "{view:?}");
     assert!(
         view.pools
             .as_ref()
-            .is_some_and(|p| p.iter().any(|p| p.name == "kept")),
+            .is_some_and(|p| p.iter().any(|p| p.name == "kept" && p.replicas == Some(0))),
         "{view:?}"
     );
     for other in ["n-elsewhere", "n-dead", "n-unknown"] {

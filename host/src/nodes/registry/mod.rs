@@ -323,12 +323,13 @@ impl NodeRegistry {
                 }
             };
             Some(async move {
-                let listed = client.list_pools(self.inner.settings.probe_timeout).await;
+                let timeout = self.inner.settings.probe_timeout;
+                let listed = sync::list_with_counts(&client, &node, timeout).await;
                 (node, rec, client, listed)
             })
         });
         let mut adopted = Vec::new();
-        for (node, rec, client, listed) in futures::future::join_all(probes).await {
+        for (node, rec, client, (listed, counts)) in futures::future::join_all(probes).await {
             let mut pools = match listed {
                 Ok(pools) => pools,
                 Err(err) => {
@@ -338,6 +339,9 @@ impl NodeRegistry {
                 }
             };
             pools.sort_by(|a, b| a.name.cmp(&b.name));
+            // With the counts at once: a pool's status is written from its
+            // first look, and a count arriving later would be a second write.
+            sync::count_replicas(&mut pools, counts.as_ref(), None);
             {
                 let mut nodes = self.nodes_write();
                 // Its own Register came first: that one stands.
@@ -351,14 +355,9 @@ impl NodeRegistry {
                 entry.last_sync = Some(Instant::now());
                 nodes.insert(node.clone(), entry);
             }
-            self.inner
-                .recorded
-                .send_if_modified(|all| all.insert(node.clone(), rec.clone()) != Some(rec.clone()));
             tracing::info!(%node, endpoint = %rec.endpoint,
                 "storage node adopted from the registration record: it answers at its endpoint");
-            // Its replica counts come with the next refresh.
             self.notify(&node);
-            self.spawn_refresh(&node);
             adopted.push(node);
         }
         adopted

@@ -7,12 +7,14 @@
 //! last counts stay. [`list_change`] is the one rule for which pools a new
 //! list matters to.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use msp_policy_sdk::model::ReportedPool;
 
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};
+use crate::nodes::client::{NodeClient, NodeError};
 
 /// Names of the pools whose entry differs between two lists (sorted by name).
 pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> {
@@ -51,7 +53,7 @@ pub fn list_change(
 /// the count `old` had for the pool stays.
 pub fn count_replicas(
     pools: &mut [ReportedPool],
-    counts: Option<&std::collections::BTreeMap<String, u32>>,
+    counts: Option<&BTreeMap<String, u32>>,
     old: Option<&[ReportedPool]>,
 ) {
     for pool in pools {
@@ -62,6 +64,31 @@ pub fn count_replicas(
                 .and_then(|o| o.replicas),
         };
     }
+}
+
+/// One ListPools of the node and, when it answered, one ListReplicas (by
+/// pool name; None when that failed: the last counts stay). A node that does
+/// not answer the list is not asked more.
+pub(super) async fn list_with_counts(
+    client: &NodeClient,
+    node: &str,
+    timeout: Duration,
+) -> (
+    Result<Vec<ReportedPool>, NodeError>,
+    Option<BTreeMap<String, u32>>,
+) {
+    let result = client.list_pools(timeout).await;
+    let counts = match &result {
+        Ok(_) => match client.count_contents(timeout).await {
+            Ok(counts) => Some(counts),
+            Err(err) => {
+                tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    (result, counts)
 }
 
 impl NodeRegistry {
@@ -76,19 +103,8 @@ impl NodeRegistry {
                 _ => return Err(RegistryError::NotOnline(node.to_string())),
             }
         };
-        let timeout = self.inner.settings.probe_timeout;
-        let result = client.list_pools(timeout).await;
-        // Only after a list: a node that does not answer it is not asked more.
-        let counts = match &result {
-            Ok(_) => match client.count_contents(timeout).await {
-                Ok(counts) => Some(counts),
-                Err(err) => {
-                    tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+        let (result, counts) =
+            list_with_counts(&client, node, self.inner.settings.probe_timeout).await;
         let deadline = self.inner.settings.deadline;
         let (changed, outcome) = {
             let mut nodes = self.nodes_write();
