@@ -17,7 +17,12 @@
 //! which `tests/demo.sh --cluster --stand-in` installs, runs and serves the
 //! seed's lifecycle.
 //!
-//! A second test, in a cluster of its own: docs/uninstall.md's keep-data
+//! A leader frozen (SIGSTOP) while it holds the engine's registration
+//! connection, in a cluster of its own: the node's pools stay online, a new
+//! one comes online under the standby that took over, and the resumed leader
+//! steps down without a write.
+//!
+//! A third test, in a cluster of its own: docs/uninstall.md's keep-data
 //! commands, run as written, keep the pools on their disks; then the Helm
 //! chart with the real helm (`tests/helm/build.sh`): install, the seed's
 //! lifecycle, an upgrade with five pools online that writes nothing,

@@ -75,12 +75,12 @@ async fn announce_unread(
 /// the registration check reads) is synced, then keeps the record.
 async fn adopt_and_record(
     registry: NodeRegistry,
-    api: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    record: record::Record,
     nodes: kube::runtime::reflector::Store<Node>,
     admission: Admission,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let loaded = match record::load(&api).await {
+    let loaded = match record.load().await {
         Ok(loaded) => loaded,
         Err(err) => {
             tracing::warn!(error = %err, "reading the registration record failed: nodes are known once they register");
@@ -98,7 +98,7 @@ async fn adopt_and_record(
         adopted = adopted.len(),
         "registration record read"
     );
-    record::keep(registry, api, loaded, stop).await;
+    record::keep(registry, record, loaded, stop).await;
 }
 
 /// The leader's work: ledger, caches, policy, sweep and the controller,
@@ -128,7 +128,10 @@ pub(crate) async fn lead(
     tasks.spawn(registry.clone().run(shutdown.wait()));
     tasks.spawn(adopt_and_record(
         registry.clone(),
-        Api::namespaced(client.clone(), &args.operator_namespace),
+        record::Record::new(
+            Api::namespaced(client.clone(), &args.operator_namespace),
+            &args.lease_name,
+        ),
         nodes.clone(),
         admission,
         shutdown.wait(),

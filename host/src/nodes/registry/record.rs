@@ -1,7 +1,9 @@
 //! The record of registrations: where each storage node registered (its
 //! endpoint, API versions and instance), kept by the leader in the ConfigMap
-//! [`RECORD_CONFIGMAP`] of the operator's namespace, so that the next leader
-//! knows the nodes before they register with it.
+//! `<lease name>-nodes` ([`Record`]; `msp-operator-nodes` by default) of the
+//! operator's namespace, so that the next leader knows the nodes before they
+//! register with it. Named after the lease: operators that share a namespace
+//! elect on different leases, and keep different records.
 //!
 //! A storage node's heartbeats need not reach a new leader soon: a leader
 //! that froze (SIGSTOP, a stalled node) keeps the node's established
@@ -26,8 +28,12 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeRegistry;
 
-/// Name of the record's ConfigMap, in the operator's namespace.
-pub const RECORD_CONFIGMAP: &str = "msp-operator-nodes";
+/// The record's ConfigMap.
+#[derive(Clone)]
+pub struct Record {
+    api: Api<ConfigMap>,
+    name: String,
+}
 
 /// How long a failed write waits before the next try.
 const RETRY: Duration = Duration::from_secs(2);
@@ -48,8 +54,8 @@ pub struct Recorded {
 /// Errors reading or writing the record.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("reading or writing ConfigMap {RECORD_CONFIGMAP}: {0}")]
-    Kube(#[from] kube::Error),
+    #[error("reading or writing ConfigMap {0}: {1}")]
+    Kube(String, #[source] kube::Error),
     #[error("encoding the record: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -70,13 +76,62 @@ pub fn read(cm: &ConfigMap) -> BTreeMap<String, Recorded> {
         .collect()
 }
 
-/// The record as the API server holds it (empty when there is none yet).
-pub async fn load(api: &Api<ConfigMap>) -> Result<BTreeMap<String, Recorded>, RecordError> {
-    Ok(api
-        .get_opt(RECORD_CONFIGMAP)
-        .await?
-        .map(|cm| read(&cm))
-        .unwrap_or_default())
+impl Record {
+    /// The record of the replicas electing on lease `lease_name`, in the
+    /// namespace of `api`.
+    pub fn new(api: Api<ConfigMap>, lease_name: &str) -> Record {
+        Record {
+            api,
+            name: format!("{lease_name}-nodes"),
+        }
+    }
+
+    fn error(&self, err: kube::Error) -> RecordError {
+        RecordError::Kube(self.name.clone(), err)
+    }
+
+    /// The record as the API server holds it (empty when there is none yet).
+    pub async fn load(&self) -> Result<BTreeMap<String, Recorded>, RecordError> {
+        Ok(self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.error(e))?
+            .map(|cm| read(&cm))
+            .unwrap_or_default())
+    }
+
+    /// One write: the patch, creating the ConfigMap first when there is none.
+    async fn write(&self, patch: &serde_json::Value) -> Result<(), RecordError> {
+        let params = PatchParams::default();
+        match self
+            .api
+            .patch(&self.name, &params, &Patch::Merge(patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let empty = ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match self.api.create(&PostParams::default(), &empty).await {
+                    Ok(_) => {}
+                    // Created meanwhile: the patch goes to that one.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(err) => return Err(self.error(err)),
+                }
+                self.api
+                    .patch(&self.name, &params, &Patch::Merge(patch))
+                    .await
+                    .map_err(|e| self.error(e))?;
+                Ok(())
+            }
+            other => other.map(|_| ()).map_err(|e| self.error(e)),
+        }
+    }
 }
 
 /// The merge patch taking the record from `old` to `new`: changed or new
@@ -97,40 +152,11 @@ pub fn patch(
     Ok((!data.is_empty()).then(|| serde_json::json!({ "data": data })))
 }
 
-/// One write: the patch, creating the ConfigMap first when there is none.
-async fn write(api: &Api<ConfigMap>, patch: &serde_json::Value) -> Result<(), RecordError> {
-    let params = PatchParams::default();
-    match api
-        .patch(RECORD_CONFIGMAP, &params, &Patch::Merge(patch))
-        .await
-    {
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let empty = ConfigMap {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(RECORD_CONFIGMAP.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            match api.create(&PostParams::default(), &empty).await {
-                Ok(_) => {}
-                // Created meanwhile: the patch goes to that one.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(err) => return Err(err.into()),
-            }
-            api.patch(RECORD_CONFIGMAP, &params, &Patch::Merge(patch))
-                .await?;
-            Ok(())
-        }
-        other => other.map(|_| ()).map_err(Into::into),
-    }
-}
-
 /// Keeps the record in step with `registry`'s registrations until
 /// `shutdown` resolves; `written` is what the API server holds at start.
 pub async fn keep(
     registry: NodeRegistry,
-    api: Api<ConfigMap>,
+    record: Record,
     mut written: BTreeMap<String, Recorded>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -140,7 +166,7 @@ pub async fn keep(
         let wanted = current.borrow_and_update().clone();
         let outcome = match patch(&written, &wanted) {
             Ok(None) => Ok(()),
-            Ok(Some(patch)) => write(&api, &patch).await,
+            Ok(Some(patch)) => record.write(&patch).await,
             Err(err) => Err(err.into()),
         };
         let wait = match outcome {
