@@ -35,6 +35,9 @@ pub(super) struct NodeEntry {
     /// The heartbeat deadline passed and the node's pools were told (the
     /// policy calls such a node down before the probe says so).
     pub(super) late: bool,
+    /// Online from the previous leader's record, not by a Register of its
+    /// own yet: each pool list it answers counts as a heartbeat.
+    pub(super) adopted: bool,
 }
 
 /// What the registry knows about one node, for an observation.
@@ -70,6 +73,7 @@ impl NodeEntry {
             epoch,
             syncing: false,
             late: false,
+            adopted: false,
         }
     }
 
@@ -89,6 +93,7 @@ impl NodeEntry {
     pub(super) fn heartbeat(&mut self, now: Instant) -> bool {
         self.last_heartbeat = now;
         self.late = false;
+        self.adopted = false;
         if self.liveness == Liveness::Online {
             return false;
         }

@@ -13,11 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::nodes::client::{NodeClient, NodePool};
-use crate::nodes::disk_health::{self, Finding};
-
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};
+use crate::nodes::client::{NodeClient, NodeError, NodePool};
+use crate::nodes::disk_health::{self, Finding};
 
 /// Names of the pools whose entry differs between two lists (sorted by name).
 pub fn changed_pools(old: &[NodePool], new: &[NodePool]) -> Vec<String> {
@@ -104,6 +103,42 @@ fn log_findings(node: &str, old: &BTreeMap<String, Finding>, new: &BTreeMap<Stri
     }
 }
 
+/// What one look at a node found: its pools, and when it answered, its
+/// replica counts and the operator's findings on the pools' disks (each
+/// `None` when that listing failed: the last ones stay).
+pub(super) struct Listing {
+    pub pools: Result<Vec<NodePool>, NodeError>,
+    pub counts: Option<BTreeMap<String, u32>>,
+    pub findings: Option<BTreeMap<String, Finding>>,
+}
+
+/// One ListPools of the node and, when it answered, its replicas and block
+/// devices, side by side (the look takes the longer listing, not their sum).
+/// A node that does not answer the list is not asked more.
+pub(super) async fn list(client: &NodeClient, node: &str, timeout: Duration) -> Listing {
+    let pools = client.list_pools(timeout).await;
+    let (counts, findings) = match &pools {
+        Ok(listed) => {
+            let counts = async {
+                match client.count_contents(timeout).await {
+                    Ok(counts) => Some(counts),
+                    Err(err) => {
+                        tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
+                        None
+                    }
+                }
+            };
+            tokio::join!(counts, check_disks(client, node, listed, timeout))
+        }
+        Err(_) => (None, None),
+    };
+    Listing {
+        pools,
+        counts,
+        findings,
+    }
+}
+
 impl NodeRegistry {
     /// Lists the node's pools now and caches the result; notifies when the
     /// list changed. A failure on a node whose heartbeats are late marks it
@@ -116,26 +151,11 @@ impl NodeRegistry {
                 _ => return Err(RegistryError::NotOnline(node.to_string())),
             }
         };
-        let timeout = self.inner.settings.probe_timeout;
-        let result = client.list_pools(timeout).await;
-        // Only after a list: a node that does not answer it is not asked more.
-        // The two listings side by side: the refresh takes the longer one,
-        // not their sum.
-        let (counts, findings) = match &result {
-            Ok(pools) => {
-                let counts = async {
-                    match client.count_contents(timeout).await {
-                        Ok(counts) => Some(counts),
-                        Err(err) => {
-                            tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
-                            None
-                        }
-                    }
-                };
-                tokio::join!(counts, check_disks(&client, node, pools, timeout))
-            }
-            Err(_) => (None, None),
-        };
+        let Listing {
+            pools: result,
+            counts,
+            findings,
+        } = list(&client, node, self.inner.settings.probe_timeout).await;
         let deadline = self.inner.settings.deadline;
         let (changed, outcome) = {
             let mut nodes = self.nodes_write();
@@ -149,6 +169,12 @@ impl NodeRegistry {
             entry.last_sync = Some(Instant::now());
             match result {
                 Ok(mut pools) => {
+                    if entry.adopted {
+                        // No Register of its own yet: its answer is the
+                        // sign of life (see `NodeRegistry::adopt`).
+                        entry.last_heartbeat = Instant::now();
+                        entry.late = false;
+                    }
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
                     count_replicas(&mut pools, counts.as_ref(), entry.pools.as_deref());
                     let last = std::mem::take(&mut entry.disk_findings);
