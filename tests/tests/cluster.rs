@@ -540,6 +540,19 @@ async fn diagnosis(cluster: &Cluster) -> String {
         &["-n", NS, "get", "events", "--sort-by=.lastTimestamp"],
         &["describe", "node", "node1"],
         &["-n", NS, "describe", "pods"],
+        &["-n", NS, "get", "configmaps", "-o", "yaml"],
+        // Every operator container's log, current and previous: which
+        // replica led, adopted or refused what.
+        &[
+            "-n",
+            NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/name=msp-operator",
+            "--all-containers",
+            "--prefix",
+            "--tail=400",
+        ],
     ] {
         let text = cluster
             .kubectl_ok(|k| {
