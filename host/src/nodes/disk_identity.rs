@@ -205,6 +205,61 @@ pub fn check(disks: &[String], pins: &[DiskId], devices: &[BlockDeviceInfo]) -> 
     Check::Same
 }
 
+/// Why nothing may be called to create or import the pool on `disks`
+/// pinned as `pins`, given the node's device listing (or why it failed);
+/// `None` when the call may go ahead. A listing that failed stops only a
+/// pool with something pinned (one without is checked as before: a create
+/// is then refused by the disk check).
+pub fn refusal(
+    disks: &[String],
+    pins: &[DiskId],
+    listed: Result<&[BlockDeviceInfo], &str>,
+) -> Option<String> {
+    match listed {
+        Ok(devices) => match check(disks, pins, devices) {
+            Check::Same => None,
+            Check::Moved(why) | Check::Unknown(why) => Some(why),
+        },
+        Err(error) if identified(pins) => Some(format!(
+            "the node could not list its block devices ({error}), so the operator cannot tell              whether {} still names the pool's disk: nothing is called until it can; asked again",
+            disks.join(", ")
+        )),
+        Err(_) => None,
+    }
+}
+
+/// The pins a create or import records before it calls the node: those
+/// already pinned (the pool's disks, whatever the path names now); for a
+/// create with nothing pinned, the disks as the node lists them now. An
+/// import with nothing pinned records none yet: see [`after_import`].
+pub fn to_record(
+    disks: &[String],
+    pinned: &[DiskId],
+    devices: Option<&[BlockDeviceInfo]>,
+    create: bool,
+) -> Vec<DiskId> {
+    match devices {
+        Some(devices) if create && !identified(pinned) => pin(disks, devices),
+        _ => pinned.to_vec(),
+    }
+}
+
+/// The pins to record after an import succeeded on `disks` with nothing
+/// pinned (a pool pinned before pins were kept, or by a version that
+/// dropped them): the node found the pool there (by its uuid, on v1), so
+/// the devices are its disks. `None` when there is nothing new to pin.
+pub fn after_import(
+    disks: &[String],
+    pinned: &[DiskId],
+    devices: &[BlockDeviceInfo],
+) -> Option<Vec<DiskId>> {
+    if identified(pinned) {
+        return None;
+    }
+    let pins = pin(disks, devices);
+    identified(&pins).then_some(pins)
+}
+
 /// "/dev/loop3 is now another disk (...)" or "... is not among ...".
 fn what_now(disk: &str, now: Option<&BlockDeviceInfo>) -> String {
     match now {
@@ -593,6 +648,34 @@ mod tests {
         // Nothing pinned (no link at creation): nothing tells, refused.
         let bare = pin(&disks(&["/dev/loop3"]), &[dev("/dev/loop3", &[])]);
         assert!(renamed(&disks(&["/dev/loop3"]), &disks(&[A]), &bare, &two()).is_err());
+    }
+
+    #[test]
+    fn what_a_create_or_import_records_and_when_it_stops() {
+        let d = disks(&["/dev/loop3"]);
+        let pins = pin(&d, &two());
+        // A first create pins what the node lists; an import of an unpinned
+        // pool pins only once the node found the pool there.
+        assert_eq!(to_record(&d, &[], Some(&two()), true), pins);
+        assert!(to_record(&d, &[], Some(&two()), false).is_empty());
+        assert_eq!(after_import(&d, &[], &two()), Some(pins.clone()));
+        assert_eq!(after_import(&d, &pins, &swapped()), None);
+        let bare = [dev("/dev/loop3", &[])];
+        assert_eq!(after_import(&d, &[], &bare), None);
+        // Pinned: kept whatever the path names now.
+        assert_eq!(to_record(&d, &pins, Some(&swapped()), true), pins);
+        assert_eq!(to_record(&d, &pins, None, true), pins);
+        // Stops on another disk, on a missing identity, and on a failed
+        // listing only when something is pinned.
+        assert_eq!(refusal(&d, &pins, Ok(&two())), None);
+        assert!(refusal(&d, &pins, Ok(&swapped())).is_some());
+        let why = refusal(&d, &pins, Err("unimplemented")).expect("cannot tell");
+        assert!(
+            why.contains("could not list its block devices (unimplemented)"),
+            "{why}"
+        );
+        assert_eq!(refusal(&d, &[], Err("unimplemented")), None);
+        assert_eq!(refusal(&d, &[], Ok(&swapped())), None);
     }
 
     #[test]
