@@ -101,7 +101,18 @@ pub struct Context {
     /// copy it was written over, [`report::status_digest`]): a reconcile that
     /// still sees that copy has nothing newer to act on.
     written: Mutex<HashMap<String, (String, u64)>>,
+    /// Per resource uid, what the disk identity check already said: a
+    /// kernel name pointed out (once), and the spec.disks last found to
+    /// name other disks than the pool's (not listed again until edited).
+    disk_notes: Mutex<HashMap<String, DiskNotes>>,
     started: Instant,
+}
+
+/// What the disk identity check already said about one resource.
+#[derive(Default)]
+struct DiskNotes {
+    kernel_names_told: bool,
+    other_disks: Option<Vec<String>>,
 }
 
 impl Context {
@@ -132,6 +143,7 @@ impl Context {
             refusals: Streaks::default(),
             reported: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            disk_notes: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -207,6 +219,39 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| keep(uid));
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+    }
+
+    /// True the first time it is asked for `uid`: a kernel name in a
+    /// resource's disks is pointed out once.
+    pub(super) fn first_kernel_note(&self, uid: &str) -> bool {
+        let mut notes = self.disk_notes.lock().unwrap_or_else(|e| e.into_inner());
+        let note = notes.entry(uid.to_string()).or_default();
+        !std::mem::replace(&mut note.kernel_names_told, true)
+    }
+
+    /// Whether `disks` (an edited spec.disks of `uid`) were found to name
+    /// other disks than the pool's already.
+    pub(super) fn other_disks_known(&self, uid: &str, disks: &[String]) -> bool {
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .and_then(|n| n.other_disks.as_deref())
+            == Some(disks)
+    }
+
+    /// Notes that `disks` (an edited spec.disks of `uid`) name other disks.
+    pub(super) fn note_other_disks(&self, uid: &str, disks: &[String]) {
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid.to_string())
+            .or_default()
+            .other_disks = Some(disks.to_vec());
     }
 }
 
