@@ -241,6 +241,8 @@ struct Loading {
     /// The node's block devices as the identity check listed them, with
     /// nothing written since when the disk check reuses them.
     devices: Option<Vec<BlockDeviceInfo>>,
+    /// `devices` were listed by this load (not a listing a moment old).
+    fresh: bool,
 }
 
 impl Loading {
@@ -295,6 +297,7 @@ impl Loading {
             prior,
             entry,
             devices: None,
+            fresh: false,
         })
     }
 
@@ -315,10 +318,28 @@ impl Loading {
             .filter(|p| p.uid == self.uid || takes_over(pool, p))
             .map(|p| p.disk_ids.clone())
             .unwrap_or_default();
-        let timeout = ctx.registry.settings().rpc_timeout;
+        let node = self.entry.node.clone();
         let asked = std::time::Instant::now();
-        let listed = self.client.list_block_devices(timeout).await;
-        let listed = listed.map_err(|e| e.to_string());
+        // A create with nothing pinned only pins: a listing of the node a
+        // moment old will do when it lists every disk (the disk check's
+        // fresh listing, which such a create always makes, must then show
+        // the same disks, or the create is refused).
+        let recent = (!disk_identity::identified(&pinned) && self.client.may_format(self.load))
+            .then(|| ctx.recent_devices(&node))
+            .flatten()
+            .filter(|devices| disk_identity::lists_all(&disks, devices));
+        let listed = match recent {
+            Some(devices) => Ok(devices),
+            None => {
+                let timeout = ctx.registry.settings().rpc_timeout;
+                let listed = self.client.list_block_devices(timeout).await;
+                if let Ok(devices) = &listed {
+                    ctx.note_devices(&node, devices);
+                    self.fresh = true;
+                }
+                listed.map_err(|e| e.to_string())
+            }
+        };
         let refusal =
             disk_identity::refusal(&disks, &pinned, listed.as_deref().map_err(String::as_str));
         ctx.metrics.reconcile_step("identity", asked.elapsed());
@@ -375,11 +396,15 @@ impl Loading {
         let disks = &self.entry.disks;
         let refusal = if self.client.may_format(self.load) && disk_safety::needs_check(disks) {
             let asked = std::time::Instant::now();
-            let listed = match (&self.devices, wrote) {
-                (Some(devices), false) => Ok(devices.clone()),
+            let listed = match (&self.devices, self.fresh && !wrote) {
+                (Some(devices), true) => Ok(devices.clone()),
                 _ => {
                     let timeout = ctx.registry.settings().rpc_timeout;
-                    self.client.list_block_devices(timeout).await
+                    let listed = self.client.list_block_devices(timeout).await;
+                    if let Ok(devices) = &listed {
+                        ctx.note_devices(&self.entry.node, devices);
+                    }
+                    listed
                 }
             };
             ctx.metrics.reconcile_step("disks", asked.elapsed());
@@ -1296,7 +1321,10 @@ mod tests {
     async fn a_create_pins_records_then_checks_the_disks_then_creates() {
         use crate::controller::fixtures::pool;
         let node = LoggingNode::default();
-        node.lists(&[("/dev/loop0", &[A, "/dev/disk/by-diskseq/9"])]);
+        node.lists(&[
+            ("/dev/loop0", &[A, "/dev/disk/by-diskseq/9"]),
+            ("/dev/loop1", &[B]),
+        ]);
         let (ctx, mut api, server) = with_node(&node).await;
         let p = pool("n1");
         let obs = observe::observe(&p, &ctx.sources());
@@ -1307,7 +1335,6 @@ mod tests {
                 }
             })
             .await;
-        server.abort();
         assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
         assert_eq!(
             node.log(),
@@ -1340,6 +1367,24 @@ mod tests {
             .serve(live(&p, &obs, &decision(Action::Create), &ctx), |_| {})
             .await;
         assert!(sent.iter().all(|s| !s.path.contains("events")), "{sent:?}");
+        // Another new pool of the node a moment later pins from the last
+        // listing: one listing, the disk check's, after its ledger write.
+        let mut q = pool("n1");
+        q.metadata.name = Some("q".into());
+        q.metadata.uid = Some("u2".into());
+        q.spec.disks = vec![B.into()];
+        let before = node.log().len();
+        let obs = observe::observe(&q, &ctx.sources());
+        let (outcome, sent) = api
+            .serve(live(&q, &obs, &decision(Action::Create), &ctx), |_| {})
+            .await;
+        assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
+        assert_eq!(node.log()[before..], ["disk check", "create"]);
+        let recorded: serde_json::Value =
+            serde_json::from_str(sent[0].body["data"]["q"].as_str().expect("the entry of q"))
+                .expect("an entry");
+        assert_eq!(recorded["diskIds"][0]["links"], serde_json::json!([B]));
+        server.abort();
     }
 
     /// Records `entry` in the context's ledger.

@@ -16,6 +16,7 @@ use super::decide::Decider;
 use super::observe::Sources;
 use super::operations::Operations;
 use crate::metrics::Metrics;
+use crate::nodes::client::BlockDeviceInfo;
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::{MayastorPool, PoolState};
@@ -105,8 +106,15 @@ pub struct Context {
     /// kernel name pointed out (once), and the spec.disks last found to
     /// name other disks than the pool's (not listed again until edited).
     disk_notes: Mutex<HashMap<String, DiskNotes>>,
+    /// Per node, its block devices as last listed, and when: a create that
+    /// only pins its disks uses a listing a moment old (see
+    /// `apply::Loading::check_identity`).
+    devices: Mutex<HashMap<String, (Instant, Vec<BlockDeviceInfo>)>>,
     started: Instant,
 }
+
+/// How old a node's device listing may be for pinning a new pool's disks.
+const RECENT_DEVICES: Duration = Duration::from_secs(5);
 
 /// What the disk identity check already said about one resource.
 #[derive(Default)]
@@ -144,6 +152,7 @@ impl Context {
             reported: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             disk_notes: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -223,6 +232,24 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| keep(uid));
+    }
+
+    /// `node`'s block devices, when listed less than a few seconds ago.
+    pub(super) fn recent_devices(&self, node: &str) -> Option<Vec<BlockDeviceInfo>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .filter(|(at, _)| at.elapsed() < RECENT_DEVICES)
+            .map(|(_, devices)| devices.clone())
+    }
+
+    /// Notes `node`'s block devices as listed now.
+    pub(super) fn note_devices(&self, node: &str, devices: &[BlockDeviceInfo]) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), (Instant::now(), devices.to_vec()));
     }
 
     /// True the first time it is asked for `uid`: a kernel name in a
