@@ -17,7 +17,12 @@
 //! which `tests/demo.sh --cluster --stand-in` installs, runs and serves the
 //! seed's lifecycle.
 //!
-//! A second test, in a cluster of its own: docs/uninstall.md's keep-data
+//! A leader frozen (SIGSTOP) while it holds the engine's registration
+//! connection, in a cluster of its own: the node's pools stay online, a new
+//! one comes online under the standby that took over, and the resumed leader
+//! steps down without a write.
+//!
+//! A third test, in a cluster of its own: docs/uninstall.md's keep-data
 //! commands, run as written, keep the pools on their disks; then the Helm
 //! chart with the real helm (`tests/helm/build.sh`): install, the seed's
 //! lifecycle, an upgrade with five pools online that writes nothing,
@@ -29,7 +34,7 @@
 //! cargo test -p msp-tests --test cluster -- --nocapture   # as root
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -140,24 +145,8 @@ async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Resul
         started.elapsed().as_secs_f64()
     );
 
-    let applied = Instant::now();
-    cluster.install(&repo("deploy/overlays/io-engine")).await?;
-    eprintln!(
-        "cluster: kubectl apply -k deploy/overlays/io-engine -> operator and io-engine ready in {:.1}s",
-        applied.elapsed().as_secs_f64()
-    );
+    install_engine_overlay(&cluster).await?;
     let node = NodeApi::new(&cluster)?;
-    wait_for("the io-engine registered", WAIT, || async {
-        match leader_pod(&cluster, None).await {
-            Ok(leader) => registrations(&cluster, &leader).await > 0,
-            Err(_) => false,
-        }
-    })
-    .await?;
-    eprintln!(
-        "cluster: kubectl apply -k deploy/overlays/io-engine -> io-engine registered in {:.1}s",
-        applied.elapsed().as_secs_f64()
-    );
 
     let scenarios = async {
         seed_lifecycle(&cluster, &node).await?;
@@ -177,6 +166,338 @@ async fn operator_and_io_engine_as_pods_installed_from_deploy() -> anyhow::Resul
 
     cluster.stop()?;
     Ok(())
+}
+
+/// A leader frozen (SIGSTOP, not killed) in a cluster of its own: the
+/// engine's heartbeats stay on the frozen pod's connection, yet the pools
+/// of the healthy node stay online and a new resource comes online under
+/// the standby that took over; resumed, the old leader steps down without
+/// a write.
+#[tokio::test(flavor = "current_thread")]
+async fn a_frozen_leader_keeps_the_nodes_pools_online() -> anyhow::Result<()> {
+    let Some(binaries) = cluster_binaries().await else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(&binaries).await?;
+    eprintln!(
+        "cluster: started in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let scenario = async {
+        install_engine_overlay(&cluster).await?;
+        let node = NodeApi::new(&cluster)?;
+        frozen_leader_keeps_pools_online(&cluster, &node).await
+    };
+    if let Err(err) = scenario.await {
+        eprintln!("{}", diagnosis(&cluster).await);
+        return Err(err);
+    }
+    cluster.stop()?;
+    Ok(())
+}
+
+/// `kubectl apply -k deploy/overlays/io-engine`, until the engine registered.
+async fn install_engine_overlay(cluster: &Cluster) -> anyhow::Result<()> {
+    let applied = Instant::now();
+    cluster.install(&repo("deploy/overlays/io-engine")).await?;
+    wait_for("the io-engine registered", WAIT, || async {
+        match leader_pod(cluster, None).await {
+            Ok(leader) => registrations(cluster, &leader).await > 0,
+            Err(_) => false,
+        }
+    })
+    .await?;
+    eprintln!(
+        "cluster: kubectl apply -k deploy/overlays/io-engine -> io-engine registered in {:.1}s",
+        applied.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The host pid of the operator process of pod `pod` (the container's
+/// environment names its pod: `POD_NAME`, from the downward API).
+fn operator_pid(pod: &str) -> anyhow::Result<i32> {
+    let wanted = format!("POD_NAME={pod}");
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "msp-operator" {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("no msp-operator process of pod {pod} found in /proc")
+}
+
+/// A process stopped with SIGSTOP, continued when dropped (a failing test
+/// must not leave it frozen).
+struct Frozen(i32);
+
+impl Frozen {
+    fn new(pid: i32) -> anyhow::Result<Frozen> {
+        // SAFETY: kill(2) with a pid and a signal; no memory is shared.
+        if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
+            anyhow::bail!("SIGSTOP {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(Frozen(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// How long the leader stays frozen: past the lease (15 s), the takeover,
+/// the new leader's startup grace (10 s) and the heartbeat deadline (10 s).
+const FREEZE: Duration = Duration::from_secs(35);
+
+/// How soon a resource created under the new leader is online.
+const CREATE_IN: Duration = Duration::from_secs(10);
+
+/// The leader's process stopped for [`FREEZE`]: the standby takes over
+/// while the engine's heartbeats still go to the frozen pod over their
+/// established connection. An online pool never leaves online, a resource
+/// created after the takeover comes online within [`CREATE_IN`], before
+/// the old leader resumes;
+/// resumed, the old leader loses the lease (its container restarts) and
+/// neither pool's status is written by it.
+async fn frozen_leader_keeps_pools_online(cluster: &Cluster, node: &NodeApi) -> anyhow::Result<()> {
+    let admin = cluster.client().await?;
+    // The kubelet kills a process that misses three liveness probes (30 s):
+    // a frozen leader killed is the pod deletion above; this one is to
+    // resume, so the probe here waits six.
+    let rolled = Instant::now();
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "patch", "deployment", "msp-operator", "--type=json", "-p"])
+                .arg(r#"[{"op":"replace","path":"/spec/template/spec/containers/0/livenessProbe/failureThreshold","value":6}]"#);
+        })
+        .await?;
+    cluster
+        .kubectl_ok(|k| {
+            k.args([
+                "-n",
+                NS,
+                "rollout",
+                "status",
+                "deployment/msp-operator",
+                "--timeout=180s",
+            ]);
+        })
+        .await?;
+    eprintln!(
+        "cluster: liveness threshold 6 rolled out in {:.1}s",
+        rolled.elapsed().as_secs_f64()
+    );
+    let (disk, new_disk) = (LoopDevice::create(64 * MIB)?, LoopDevice::create(64 * MIB)?);
+    create_online(cluster, &admin, "survives-freeze", &disk).await?;
+    // Both replicas ready: the standby knows the leader.
+    wait_for("two ready operator pods", WAIT, || async {
+        let pods = pods(cluster, "msp-operator").await;
+        pods.len() == 2 && pods.iter().all(|(_, ready)| *ready)
+    })
+    .await?;
+    let old = engine_on_the_leader(cluster).await?;
+    let restarts_before = restarts(cluster, &old).await;
+    let frozen = Frozen::new(operator_pid(&old)?)?;
+    let t0 = Instant::now();
+    let mut took_over = None;
+    let mut created = None;
+    let mut new_online = None;
+    let mut states = Vec::new();
+    while t0.elapsed() < FREEZE {
+        let state = pool_status(&admin, "survives-freeze").await?.state;
+        if states.last().is_none_or(|(_, s)| *s != state) {
+            states.push((t0.elapsed().as_secs_f64(), state));
+        }
+        if took_over.is_none() && lease_holder(cluster).await.is_some_and(|h| h != old) {
+            took_over = Some(t0.elapsed());
+            kubectl_apply(
+                cluster,
+                &pool_manifest("created-frozen", &new_disk.path_str()),
+            )
+            .await?;
+            created = Some(t0.elapsed());
+        }
+        if created.is_some() && new_online.is_none() {
+            let status = pool_status(&admin, "created-frozen").await?;
+            if status.state == Some(PoolState::Online) {
+                new_online = Some(t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let version = |name: &'static str| msp_field(cluster, name, "{.metadata.resourceVersion}");
+    let (before_resume, new_before_resume) = (
+        version("survives-freeze").await,
+        version("created-frozen").await,
+    );
+    drop(frozen);
+    let resumed = Instant::now();
+    eprintln!(
+        "cluster: leader {old} frozen {:.0}s: the standby led after {:?}; the online pool was {states:?} (s, state); a resource created at {:?} online at {:?}",
+        FREEZE.as_secs_f64(),
+        took_over.map(|d| d.as_secs_f64()),
+        created.map(|d| d.as_secs_f64()),
+        new_online.map(|d| d.as_secs_f64()),
+    );
+    anyhow::ensure!(took_over.is_some(), "the standby never took the lease");
+    anyhow::ensure!(
+        states.iter().all(|(_, s)| *s == Some(PoolState::Online)),
+        "the online pool of a healthy node left online during the freeze: {states:?}"
+    );
+    // Within a create's time, not whenever the engine's own HTTP/2
+    // keepalive gives up on the frozen pod (about 20 s after the takeover).
+    let pending = new_online
+        .zip(created)
+        .map(|(online, created)| online - created);
+    anyhow::ensure!(
+        pending.is_some_and(|p| p < CREATE_IN),
+        "the resource created after the takeover was not online within {CREATE_IN:?} (pending {pending:?}) while the old leader was frozen"
+    );
+    // Resumed, the old leader finds its lease gone and exits; its container
+    // restarts as a standby.
+    wait_for("the resumed leader's container restarted", WAIT, || async {
+        restarts(cluster, &old).await > restarts_before
+    })
+    .await?;
+    let new = lease_holder(cluster).await.unwrap_or_default();
+    anyhow::ensure!(new != old, "the resumed replica holds the lease again");
+    wait_for("two ready operator pods again", WAIT, || async {
+        let pods = pods(cluster, "msp-operator").await;
+        pods.len() == 2 && pods.iter().all(|(_, ready)| *ready)
+    })
+    .await?;
+    // Nothing written since the resume: the resumed replica's writes (had
+    // it sent any) would show as new versions of the pools.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        version("survives-freeze").await,
+        before_resume,
+        "the online pool was written after the resume"
+    );
+    assert_eq!(
+        version("created-frozen").await,
+        new_before_resume,
+        "the new pool was written after the resume"
+    );
+    eprintln!(
+        "cluster: resumed, {old} restarted as standby in {:.1}s; {new} leads; no write after the resume",
+        resumed.elapsed().as_secs_f64()
+    );
+    delete_pool(cluster, node, "created-frozen").await?;
+    delete_pool(cluster, node, "survives-freeze").await
+}
+
+/// The leader pod, once the engine's registration connection is on it
+/// (the scenario is the leader holding it): while it is on the standby, the
+/// leader pod is deleted, so that the standby, with the connection, leads.
+async fn engine_on_the_leader(cluster: &Cluster) -> anyhow::Result<String> {
+    for _ in 0..3 {
+        let leader = leader_pod(cluster, None).await?;
+        let standby_ips: Vec<Ipv4Addr> = pod_ips(cluster)
+            .await
+            .into_iter()
+            .filter(|(pod, _)| *pod != leader)
+            .map(|(_, ip)| ip)
+            .collect();
+        // Established on the Registration port from other than the standby
+        // (whose forwards would come from its own address): the engine.
+        let peers = registration_peers(operator_pid(&leader)?)?;
+        if peers.iter().any(|p| !standby_ips.contains(p)) {
+            return Ok(leader);
+        }
+        eprintln!(
+            "cluster: the engine's connection is on the standby; deleting the leader {leader}"
+        );
+        cluster
+            .kubectl_ok(|k| {
+                k.args(["-n", NS, "delete", "pod", &leader, "--wait=false"]);
+            })
+            .await?;
+        leader_pod(cluster, Some(&leader)).await?;
+        wait_for("two ready operator pods", WAIT, || async {
+            let pods = pods(cluster, "msp-operator").await;
+            pods.len() == 2 && pods.iter().all(|(p, ready)| *ready && *p != leader)
+        })
+        .await?;
+    }
+    anyhow::bail!("the engine's registration connection never was on the leader")
+}
+
+/// Name and IP of each operator pod.
+async fn pod_ips(cluster: &Cluster) -> Vec<(String, Ipv4Addr)> {
+    let out = cluster
+        .kubectl_ok(|k| {
+            k.args([
+                "-n",
+                NS,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=msp-operator",
+                "-o",
+            ])
+            .arg(r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#);
+        })
+        .await
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let (pod, ip) = l.split_once(' ')?;
+            Some((pod.to_string(), ip.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The remote addresses of the connections established to the Registration
+/// port (50051) in the network namespace of process `pid` (its pod's).
+fn registration_peers(pid: i32) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            let port = u16::from_str_radix(local.split_once(':')?.1, 16).ok()?;
+            // 01: ESTABLISHED; addresses in hex, in the host's byte order.
+            if port != 50051 || *state != "01" {
+                return None;
+            }
+            let ip = u32::from_str_radix(remote.split_once(':')?.0, 16).ok()?;
+            Some(Ipv4Addr::from(ip.to_ne_bytes()))
+        })
+        .collect())
+}
+
+/// The restart count of pod `pod`'s container.
+async fn restarts(cluster: &Cluster, pod: &str) -> u32 {
+    cluster
+        .kubectl_ok(|k| {
+            k.args(["-n", NS, "get", "pod", pod, "-o"])
+                .arg("jsonpath={.status.containerStatuses[0].restartCount}");
+        })
+        .await
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The Helm chart and docs/uninstall.md in a cluster of their own (the
@@ -511,15 +832,13 @@ async fn operator_pod_replaced(cluster: &Cluster, node: &NodeApi) -> anyhow::Res
         standby.contains(&new),
         "the new leader {new} is not the standby {standby:?}"
     );
-    wait_for(
-        "the storage node registered with the new leader",
-        WAIT,
-        || async {
-            operator_logs(cluster, &new)
-                .await
-                .is_ok_and(|l| l.contains("storage node registered"))
-        },
-    )
+    // Adopted from the registration record, or registered if its Register
+    // came first.
+    wait_for("the storage node known to the new leader", WAIT, || async {
+        operator_logs(cluster, &new).await.is_ok_and(|l| {
+            l.contains("storage node registered") || l.contains("storage node adopted")
+        })
+    })
     .await?;
     // Past the startup grace (10 s by default) and a node sync: the new
     // leader has looked at the pool and found nothing to write.

@@ -34,6 +34,7 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 use super::context::Context;
 use super::error::Error;
 use super::observe::{self, takes_over};
+use super::operations::operation_error;
 use super::plan::Plan;
 use crate::nodes::client::BlockDeviceInfo;
 use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
@@ -475,7 +476,7 @@ impl Loading {
             }
             Err(err) => {
                 tracing::warn!(%node, ?disks, action = action_name(action), error = %err, "pool operation failed");
-                Some(err.to_operation_error())
+                Some(operation_error(&err))
             }
         };
         ctx.operations.record(&self.uid, action, error.clone());
@@ -870,7 +871,7 @@ async fn destroy(entry: &LedgerEntry, obs: &Observation, ctx: &Context) -> Resul
         }
         Err(err) => {
             tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
-            let error = err.to_operation_error();
+            let error = operation_error(&err);
             ctx.operations
                 .record(&entry.uid, Action::Destroy, Some(error.clone()));
             Ok(Outcome::Failed(Action::Destroy, error))

@@ -68,15 +68,20 @@ pub fn reported(pool: &NodePool) -> ReportedPool {
     ReportedPool {
         name: pool.name.clone(),
         disks: pool.disks.clone(),
-        state: match pool.state {
-            PoolHealth::Unknown => ReportedState::Unknown,
-            PoolHealth::Online => ReportedState::Online,
-            PoolHealth::Degraded => ReportedState::Degraded,
-            PoolHealth::Faulted => ReportedState::Faulted,
-        },
+        state: reported_state(pool.state),
         capacity: pool.capacity,
         used: pool.used,
         replicas: pool.replicas,
+    }
+}
+
+/// A pool's health in the contract's words.
+pub fn reported_state(health: PoolHealth) -> ReportedState {
+    match health {
+        PoolHealth::Unknown => ReportedState::Unknown,
+        PoolHealth::Online => ReportedState::Online,
+        PoolHealth::Degraded => ReportedState::Degraded,
+        PoolHealth::Faulted => ReportedState::Faulted,
     }
 }
 

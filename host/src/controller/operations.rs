@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use msp_policy_sdk::model::{Action, LastOperation, OperationError};
+use msp_policy_sdk::model::{Action, ErrorKind, LastOperation, OperationError};
+
+use crate::nodes::client::NodeError;
 
 /// Milliseconds since the Unix epoch (the policy's clock arrives here).
 pub fn now_ms() -> u64 {
@@ -13,6 +15,27 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// A failed node call as the policy's observation carries it: the node
+/// client's gRPC code in the contract's words.
+pub fn operation_error(err: &NodeError) -> OperationError {
+    use tonic::Code;
+    let kind = match err.code() {
+        Code::InvalidArgument => ErrorKind::InvalidArgument,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::Internal => ErrorKind::Internal,
+        _ => ErrorKind::Other,
+    };
+    OperationError {
+        kind,
+        message: err.message(),
+    }
 }
 
 /// The last operation on each pool, keyed by resource uid, in memory: after a

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kube::ResourceExt;
-use msp_policy_sdk::model::{Action, Decision, Observation};
+use msp_policy_sdk::model::{Action, Decision, Observation, PoolState};
 
 use super::apply::{Outcome, action_name, refused_note};
 use super::context::Context;
 use super::decide::{self, DecideError};
 use super::observe;
+use crate::nodes::disk_health::Finding;
 use crate::state::crd::MayastorPool;
 use crate::state::format;
 
@@ -104,7 +105,34 @@ fn newer_format(pool: &MayastorPool, ctx: &Context) -> Option<format::TooNew> {
 }
 
 async fn decide(obs: &Observation, ctx: &Context) -> Result<Decision, DecideError> {
-    decide::decide(&*ctx.decider, &ctx.metrics, obs).await
+    let mut decision = decide::decide(&*ctx.decider, &ctx.metrics, obs).await?;
+    let node = obs.pool.status_node.as_ref().unwrap_or(&obs.pool.spec_node);
+    let finding = ctx.registry.disk_finding(node, &obs.pool.name);
+    explain_disks(&mut decision, obs, finding.as_ref());
+    Ok(decision)
+}
+
+/// Adds the operator's `finding` on the pool's disks
+/// (`nodes::disk_health`) to a decision that reports the state the finding
+/// made: the contract carries no reason with a reported pool, so the
+/// policy's reason names only the state. The policy still decides; this
+/// says why its input was what it was.
+fn explain_disks(decision: &mut Decision, obs: &Observation, finding: Option<&Finding>) {
+    let Some(finding) = finding else {
+        return;
+    };
+    let made = obs
+        .reported
+        .as_ref()
+        .is_some_and(|p| p.state == observe::reported_state(finding.state));
+    let reports = matches!(decision.state, PoolState::Degraded | PoolState::Faulted);
+    if made && reports && !decision.reason.contains(&finding.reason) {
+        decision.reason = if decision.reason.is_empty() {
+            finding.reason.clone()
+        } else {
+            format!("{}: {}", decision.reason, finding.reason)
+        };
+    }
 }
 
 /// The plan to report once apply did `outcome`: after a node call, observed
@@ -173,4 +201,58 @@ fn placement(pool: &MayastorPool) -> Placement {
         pool.effective_node().to_string(),
         pool.effective_disks().to_vec(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use msp_policy_sdk::model::{ReportedPool, ReportedState};
+
+    use super::*;
+    use crate::nodes::client::PoolHealth;
+
+    fn decided(state: PoolState, reason: &str) -> Decision {
+        Decision {
+            action: Action::None,
+            state,
+            reason: reason.into(),
+            requeue_after_ms: None,
+            event: None,
+        }
+    }
+
+    #[test]
+    fn a_disk_finding_explains_the_state_it_made() {
+        let finding = Finding {
+            state: PoolHealth::Faulted,
+            reason: "disk /dev/loop1 has size 0 on the node".into(),
+        };
+        let obs = Observation {
+            reported: Some(ReportedPool {
+                name: "p".into(),
+                disks: vec!["/dev/loop1".into()],
+                state: ReportedState::Faulted,
+                capacity: 1,
+                used: 0,
+                replicas: None,
+            }),
+            ..Default::default()
+        };
+        let mut d = decided(PoolState::Faulted, "faulted: a disk is missing");
+        explain_disks(&mut d, &obs, Some(&finding));
+        assert_eq!(
+            d.reason,
+            "faulted: a disk is missing: disk /dev/loop1 has size 0 on the node"
+        );
+        // Once only, however often it is decided.
+        explain_disks(&mut d, &obs, Some(&finding));
+        assert_eq!(d.reason.matches("size 0").count(), 1, "{}", d.reason);
+        // A policy that reports otherwise (a custom one keeping it online,
+        // say) is not contradicted; nor is any decision without a finding.
+        let mut d = decided(PoolState::Online, "");
+        explain_disks(&mut d, &obs, Some(&finding));
+        assert_eq!(d.reason, "");
+        let mut d = decided(PoolState::Faulted, "x");
+        explain_disks(&mut d, &obs, None);
+        assert_eq!(d.reason, "x");
+    }
 }

@@ -20,7 +20,7 @@ use crate::state::format::STATUS_FORMAT;
 use crate::state::ledger::FIELD_MANAGER;
 
 /// Longest reason written to status (a policy's nonsense is cut here).
-pub const MAX_REASON: usize = 1024;
+pub const MAX_STATUS_REASON: usize = 1024;
 
 /// The `Ready` condition for `state`, keeping the transition time when the
 /// condition's status did not change.
@@ -79,7 +79,7 @@ pub fn desired_status(
         (None, PoolState::Offline) => (old.capacity, old.used, old.replicas),
         (None, _) => (None, None, None),
     };
-    let reason = truncate(&decision.reason, MAX_REASON);
+    let reason = truncate(&decision.reason, MAX_STATUS_REASON);
     let condition = ready_condition(
         &old.conditions,
         state,
@@ -260,7 +260,7 @@ pub async fn policy_failed(
     let policy = ctx.decider.active();
     let message = truncate(
         &format!("policy {policy} failed, last good status kept: {err}"),
-        MAX_REASON,
+        MAX_STATUS_REASON,
     );
     let mut status = pool.status.clone().unwrap_or_default();
     status.reason = Some(message.clone());

@@ -19,6 +19,8 @@ use crate::lifecycle::http::Readiness;
 use crate::lifecycle::shutdown::Shutdown;
 use crate::metrics::Metrics;
 use crate::nodes::registry::NodeRegistry;
+use crate::nodes::registry::admission::Admission;
+use crate::nodes::registry::record;
 use crate::policy;
 use crate::policy::reload::PolicyReloadReporter;
 use crate::state::cache::{self, wait_synced};
@@ -32,6 +34,8 @@ pub(crate) struct Leading {
     pub(crate) pools_api: Api<MayastorPool>,
     pub(crate) registry: NodeRegistry,
     pub(crate) nodes: kube::runtime::reflector::Store<Node>,
+    /// The registration check (recorded registrations pass it too).
+    pub(crate) admission: Admission,
     pub(crate) node_stream:
         futures::stream::BoxStream<'static, Result<Node, kube::runtime::watcher::Error>>,
     pub(crate) recorder: kube::runtime::events::Recorder,
@@ -67,6 +71,36 @@ async fn announce_unread(
     }
 }
 
+/// Adopts the nodes the previous leader recorded, once the Node cache (which
+/// the registration check reads) is synced, then keeps the record.
+async fn adopt_and_record(
+    registry: NodeRegistry,
+    record: record::Record,
+    nodes: kube::runtime::reflector::Store<Node>,
+    admission: Admission,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let loaded = match record.load().await {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::warn!(error = %err, "reading the registration record failed: nodes are known once they register");
+            Default::default()
+        }
+    };
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => return,
+        synced = wait_synced(&nodes) => if !synced { return },
+    }
+    let adopted = registry.adopt(loaded.clone(), &admission).await;
+    tracing::info!(
+        recorded = loaded.len(),
+        adopted = adopted.len(),
+        "registration record read"
+    );
+    record::keep(registry, record, loaded, stop).await;
+}
+
 /// The leader's work: ledger, caches, policy, sweep and the controller,
 /// until the controller stops. Built after the lease was taken, so the
 /// startup grace of the context counts from becoming the leader.
@@ -81,6 +115,7 @@ pub(crate) async fn lead(
         pools_api,
         registry,
         nodes,
+        admission,
         node_stream,
         recorder,
         metrics,
@@ -91,6 +126,16 @@ pub(crate) async fn lead(
         .context("loading the ledger")?;
     announce_unread(&ledger, &recorder, &args.operator_namespace).await;
     tasks.spawn(registry.clone().run(shutdown.wait()));
+    tasks.spawn(adopt_and_record(
+        registry.clone(),
+        record::Record::new(
+            Api::namespaced(client.clone(), &args.operator_namespace),
+            &args.lease_name,
+        ),
+        nodes.clone(),
+        admission,
+        shutdown.wait(),
+    ));
 
     // The policy: the bundled one until the ConfigMap brings another; each
     // reload wakes every pool.

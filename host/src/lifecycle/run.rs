@@ -130,8 +130,9 @@ pub async fn run_until(
     // elector keeps the unfenced one (it writes before it leads).
     let client = fence::client(client, fence.clone());
     let recorder = events::recorder(client.clone());
+    let admission = Admission::new(nodes.clone(), args.admission_settings());
     let gate = Gate {
-        admission: Admission::new(nodes.clone(), args.admission_settings()),
+        admission: admission.clone(),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     };
@@ -173,6 +174,7 @@ pub async fn run_until(
             pools_api,
             registry,
             nodes,
+            admission,
             node_stream: node_stream.boxed(),
             recorder,
             metrics,

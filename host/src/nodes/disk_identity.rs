@@ -72,13 +72,9 @@ pub fn persistent_links(dev: &BlockDeviceInfo) -> Vec<String> {
     links
 }
 
-/// The device `disk` names on the node: by its kernel name or one of its links.
-pub fn resolve<'a>(disk: &str, devices: &'a [BlockDeviceInfo]) -> Option<&'a BlockDeviceInfo> {
-    let path = disk_path(disk);
-    devices
-        .iter()
-        .find(|d| d.devname == path || d.devlinks.contains(&path))
-}
+/// The device `disk` names on the node: by its kernel name or one of its
+/// links (the one place a disk is matched to a device by its path).
+pub use crate::nodes::disk_health::locate as resolve;
 
 /// The pins of `disks` as the node reports them now: one per disk that
 /// resolves (a `malloc:///` disk holds nothing to pin). A disk the node
@@ -93,7 +89,8 @@ pub fn pin(disks: &[String], devices: &[BlockDeviceInfo]) -> Vec<DiskId> {
                 disk: disk.clone(),
                 devname: dev.devname.clone(),
                 links: persistent_links(dev),
-                size: dev.size,
+                // The node reports 512-byte sectors.
+                size: dev.size.saturating_mul(512),
                 aliases: Vec::new(),
             })
         })
@@ -458,7 +455,7 @@ mod tests {
             devname: name.into(),
             devlinks: links.iter().map(|s| s.to_string()).collect(),
             available: true,
-            size: 64 << 20,
+            size: 131_072,
             ..Default::default()
         }
     }
@@ -501,7 +498,7 @@ mod tests {
         assert_eq!(pins.len(), 1, "malloc and unlisted disks are not pinned");
         assert_eq!(pins[0].disk, "/dev/sdb");
         assert_eq!(pins[0].devname, "/dev/sdb");
-        assert_eq!(pins[0].size, 64 << 20);
+        assert_eq!(pins[0].size, 64 << 20, "bytes, from 512-byte sectors");
         assert_eq!(
             pins[0].links,
             vec![

@@ -17,6 +17,7 @@
 //! nothing to lose: they are not checked.
 
 use crate::nodes::client::BlockDeviceInfo;
+use crate::nodes::disk_health::locate;
 
 /// What to tell the admin, appended to each refusal.
 const ADVICE: &str = "the operator never lets a node format a disk that holds data; if the data \
@@ -57,7 +58,7 @@ fn problem(disk: &str, devices: &[BlockDeviceInfo]) -> Option<String> {
     if exempt(disk) {
         return None;
     }
-    let Some(dev) = crate::nodes::disk_identity::resolve(disk, devices) else {
+    let Some(dev) = locate(disk, devices) else {
         return Some(format!(
             "disk {disk} is not among the block devices the node lists, so it cannot tell what \
              the disk holds"

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::ErrorKind;
+use tonic::Code;
 
 use crate::nodes::client::NodePool;
 
@@ -56,7 +56,7 @@ pub async fn load_pool(
 ) -> Result<Loaded, NodeError> {
     match client.load_pool(load, name, uuid, disks).await {
         Ok(pool) => Ok(Loaded::Pool(pool)),
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+        Err(err) if err.code() == Code::AlreadyExists => {
             match client.list_pools(timeout).await {
                 Ok(pools) => match pools
                     .into_iter()
@@ -165,12 +165,12 @@ pub async fn destroy_pool(
         }
         match client.import_pool(name, uuid, disks).await {
             Ok(_) => {}
-            Err(import) if not_there(import.kind()) => {
+            Err(import) if not_there(import.code()) => {
                 tracing::debug!(pool = name, error = %import, "not loaded and not on its disks: gone");
                 return Ok(Destroyed::Gone);
             }
             // Already loaded (a race with a create): list again.
-            Err(import) if import.kind() == ErrorKind::AlreadyExists => {}
+            Err(import) if import.code() == Code::AlreadyExists => {}
             Err(import) => return Err(import),
         }
         contents = data_safety::contents(client, name, timeout).await;
@@ -183,18 +183,15 @@ pub async fn destroy_pool(
     };
     match client.destroy_pool(name, uuid).await {
         Ok(()) => Ok(Destroyed::Destroyed(went)),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(Destroyed::Gone),
+        Err(err) if err.code() == Code::NotFound => Ok(Destroyed::Gone),
         Err(err) => Err(err),
     }
 }
 
 /// An ImportPool error that says the pool is not on the disks (a missing
 /// device, NOT_FOUND, is not one: the pool may be on it when it appears).
-fn not_there(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition
-    )
+fn not_there(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::FailedPrecondition)
 }
 
 /// True when the two lists share a disk, whatever the URI form.
@@ -369,7 +366,7 @@ mod tests {
         .await;
         server.abort();
         let err = result.expect_err("a pool whose device is missing was taken for gone");
-        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert_eq!(err.code(), Code::NotFound, "{err}");
     }
 
     /// Issue 23 item 8: a connection reset in the middle of an import (the
@@ -397,21 +394,18 @@ mod tests {
         resetter.abort();
         let err = result.expect_err("an import over a reset connection succeeded");
         assert!(
-            matches!(
-                err.kind(),
-                ErrorKind::Unavailable | ErrorKind::DeadlineExceeded
-            ),
+            matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
             "a connection reset is {:?}: {err}",
-            err.kind()
+            err.code()
         );
     }
 
     #[test]
     fn only_definite_import_errors_mean_gone() {
-        assert!(!not_there(ErrorKind::NotFound));
-        assert!(not_there(ErrorKind::InvalidArgument));
-        assert!(!not_there(ErrorKind::Unavailable));
-        assert!(!not_there(ErrorKind::DeadlineExceeded));
-        assert!(!not_there(ErrorKind::Internal));
+        assert!(!not_there(Code::NotFound));
+        assert!(not_there(Code::InvalidArgument));
+        assert!(!not_there(Code::Unavailable));
+        assert!(!not_there(Code::DeadlineExceeded));
+        assert!(!not_there(Code::Internal));
     }
 }

@@ -19,8 +19,6 @@
 //! the operator had created it (destroyed when the resource is deleted,
 //! behind the data safety rail).
 
-use msp_policy_sdk::model::ErrorKind;
-
 use crate::nodes::client::NodeError;
 use crate::state::ledger::LedgerEntry;
 
@@ -110,10 +108,10 @@ pub fn adoption(
 /// mismatch (the engine: "existing pool has different uuid: U"; the
 /// stand-in: "pool uuid mismatch: ... uuid U").
 pub fn found_uuid(err: &NodeError, want: &str) -> Option<String> {
-    if err.kind() != ErrorKind::InvalidArgument {
+    if err.code() != tonic::Code::InvalidArgument {
         return None;
     }
-    let message = err.to_operation_error().message;
+    let message = err.message();
     if !message.contains("uuid") {
         return None;
     }

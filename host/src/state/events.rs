@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 /// Longest event reason (a policy's nonsense is cut here).
-pub const MAX_REASON: usize = 128;
+pub const MAX_EVENT_REASON: usize = 128;
 /// Longest event note.
 pub const MAX_NOTE: usize = 1024;
 
@@ -48,7 +48,7 @@ pub async fn publish(
         } else {
             EventType::Normal
         },
-        reason: truncate(reason, MAX_REASON),
+        reason: truncate(reason, MAX_EVENT_REASON),
         note: Some(truncate(note, MAX_NOTE)),
         action: action.into(),
         secondary: None,

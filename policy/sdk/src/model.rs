@@ -246,6 +246,9 @@ pub struct StorageNode {
 pub struct ReportedPool {
     pub name: String,
     pub disks: Vec<String>,
+    /// The node's state for the pool, made worse (never better) by the
+    /// host where its check of the node's block devices finds a disk of the
+    /// pool gone: the io-engine lists every pool online.
     pub state: ReportedState,
     pub capacity: u64,
     pub used: u64,

@@ -123,7 +123,8 @@ pub struct BlockDeviceInfo {
     pub mountpoints: Vec<String>,
     /// False when the node calls the device in use.
     pub available: bool,
-    /// Bytes (the node reports 512-byte sectors); 0 when it reports none.
+    /// In 512-byte sectors, as the kernel gives it at the time of the
+    /// listing (0: a loop device detached or a disk whose media is gone).
     pub size: u64,
 }
 

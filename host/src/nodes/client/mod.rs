@@ -22,8 +22,6 @@ mod api;
 mod v0;
 mod v1;
 
-use msp_policy_sdk::model::{ErrorKind, OperationError};
-
 use crate::lifecycle::fence::{Fence, Fenced};
 use api::PoolApi;
 pub use api::{
@@ -79,38 +77,31 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The policy model's classification of this error.
-    pub fn kind(&self) -> ErrorKind {
+    /// The gRPC code this failure amounts to, the same whichever way it
+    /// failed: a refused endpoint is an invalid argument, a closed fence or
+    /// a broken connection is unavailable, a cancelled call ran out of time.
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
-            NodeError::Endpoint(_) => ErrorKind::InvalidArgument,
-            NodeError::Fenced(_) => ErrorKind::Unavailable,
+            NodeError::Endpoint(_) => Code::InvalidArgument,
+            NodeError::Fenced(_) => Code::Unavailable,
             NodeError::Rpc(status) => match status.code() {
-                Code::InvalidArgument => ErrorKind::InvalidArgument,
-                Code::FailedPrecondition => ErrorKind::FailedPrecondition,
-                Code::AlreadyExists => ErrorKind::AlreadyExists,
-                Code::NotFound => ErrorKind::NotFound,
-                Code::Unavailable => ErrorKind::Unavailable,
-                Code::DeadlineExceeded | Code::Cancelled => ErrorKind::DeadlineExceeded,
-                Code::ResourceExhausted => ErrorKind::ResourceExhausted,
-                Code::Internal | Code::DataLoss => ErrorKind::Internal,
+                Code::Cancelled => Code::DeadlineExceeded,
+                Code::DataLoss => Code::Internal,
                 // The connection failed under the call (a reset while the
                 // node restarts): the call did not complete, as UNAVAILABLE.
-                Code::Unknown if from_transport(status) => ErrorKind::Unavailable,
-                _ => ErrorKind::Other,
+                Code::Unknown if from_transport(status) => Code::Unavailable,
+                code => code,
             },
         }
     }
 
-    /// The error as the observation carries it.
-    pub fn to_operation_error(&self) -> OperationError {
-        let message = match self {
+    /// What the node said, without the code (the whole error for a failure
+    /// that never reached it).
+    pub fn message(&self) -> String {
+        match self {
             NodeError::Rpc(status) => status.message().to_string(),
             other => other.to_string(),
-        };
-        OperationError {
-            kind: self.kind(),
-            message,
         }
     }
 }
@@ -437,9 +428,11 @@ mod tests {
     #[test]
     fn rpc_codes_classify() {
         let e = NodeError::Rpc(tonic::Status::invalid_argument("Missing devices"));
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(e.to_operation_error().message, "Missing devices");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "Missing devices");
         let e = NodeError::Rpc(tonic::Status::unavailable("down"));
-        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        let e = NodeError::Rpc(tonic::Status::cancelled("gone"));
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
     }
 }

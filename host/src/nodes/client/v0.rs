@@ -77,6 +77,7 @@ pub(super) async fn list_block_devices(
 fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
     BlockDeviceInfo {
         devname: d.devname,
+        size: d.size,
         devlinks: d.devlinks,
         partition_parent: d.partition.map(|p| p.parent),
         fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
@@ -87,7 +88,6 @@ fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
             .into_iter()
             .collect(),
         available: d.available,
-        size: d.size.saturating_mul(512),
     }
 }
 

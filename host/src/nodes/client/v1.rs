@@ -122,12 +122,12 @@ pub(super) async fn list_block_devices(
 fn device_from_v1(d: msp_proto::v1::BlockDevice) -> BlockDeviceInfo {
     BlockDeviceInfo {
         devname: d.devname,
+        size: d.size,
         devlinks: d.devlinks,
         partition_parent: d.partition.map(|p| p.parent),
         fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
         mountpoints: d.filesystem.map(|f| f.mountpoints).unwrap_or_default(),
         available: d.available,
-        size: d.size.saturating_mul(512),
     }
 }
 

@@ -10,6 +10,11 @@
 //!   the node's pools (the policy reports a node past its deadline down);
 //!   the node goes offline in the registry only when the probe fails too.
 //! - `Deregister` makes it unregistered at once.
+//! - A new leader adopts the nodes the previous one recorded ([`record`]):
+//!   each whose recorded endpoint passes the registration check and answers
+//!   a ListPools is online at once, its answers standing in for heartbeats
+//!   until its own Register reaches this leader (a frozen leader can hold
+//!   the node's connection for a lease duration and more).
 //!
 //! ListPools results are cached per node, refreshed after each operation
 //! ([`NodeRegistry::refresh`]) and every sync period by [`NodeRegistry::run`].
@@ -19,20 +24,23 @@
 //! entry changed when just the list did.
 
 pub mod admission;
+pub mod record;
 pub mod service;
 pub mod state;
 pub mod sync;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::nodes::client::NodePool;
 use msp_proto::v1::RegisterRequest;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::lifecycle::fence::Fence;
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError};
+use crate::nodes::client::{ApiVersion, NodeClient, NodeError, NodePool};
+use crate::nodes::disk_health::{self, Finding};
+use admission::Admission;
+use record::Recorded;
 use state::{Liveness, NodeEntry};
 
 pub use state::NodeView;
@@ -101,6 +109,8 @@ struct Inner {
     fence: Fence,
     nodes: RwLock<HashMap<String, NodeEntry>>,
     changes: broadcast::Sender<NodeChange>,
+    /// Each registered node's registration, for the record ([`record::keep`]).
+    recorded: watch::Sender<BTreeMap<String, Recorded>>,
 }
 
 /// Errors of the registration service.
@@ -126,6 +136,7 @@ impl NodeRegistry {
                 fence,
                 nodes: RwLock::new(HashMap::new()),
                 changes,
+                recorded: watch::Sender::new(BTreeMap::new()),
             }),
         }
     }
@@ -149,6 +160,20 @@ impl NodeRegistry {
             node: node.to_string(),
             pools,
         });
+    }
+
+    /// The registrations to record, as they change.
+    pub fn recorded(&self) -> watch::Receiver<BTreeMap<String, Recorded>> {
+        self.inner.recorded.subscribe()
+    }
+
+    /// The client of a node registering at `endpoint`, fenced.
+    fn new_client(&self, endpoint: &str, api: ApiVersion) -> Result<NodeClient, NodeError> {
+        let s = &self.inner.settings;
+        Ok(
+            NodeClient::new(endpoint, api, s.connect_timeout, s.rpc_timeout)?
+                .fenced(self.inner.fence.clone()),
+        )
     }
 
     fn nodes_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NodeEntry>> {
@@ -179,14 +204,9 @@ impl NodeRegistry {
                     entry.heartbeat(now)
                 }
                 existing => {
-                    let client = NodeClient::new(
-                        &req.grpc_endpoint,
-                        api,
-                        self.inner.settings.connect_timeout,
-                        self.inner.settings.rpc_timeout,
-                    )
-                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-                    .fenced(self.inner.fence.clone());
+                    let client = self
+                        .new_client(&req.grpc_endpoint, api)
+                        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
                     let epoch = existing.map(|e| e.epoch + 1).unwrap_or(0);
                     tracing::info!(node = %req.id, endpoint = %req.grpc_endpoint, ?api,
                         instance = req.instance_uuid.as_deref().unwrap_or(""), "storage node registered");
@@ -199,6 +219,14 @@ impl NodeRegistry {
             }
         };
         if changed {
+            let recorded = Recorded {
+                endpoint: req.grpc_endpoint.clone(),
+                api_versions: req.api_version.clone(),
+                instance: req.instance_uuid.clone(),
+            };
+            self.inner.recorded.send_if_modified(|all| {
+                all.insert(req.id.clone(), recorded.clone()) != Some(recorded)
+            });
             self.notify(&req.id);
             self.spawn_refresh(&req.id);
         }
@@ -219,6 +247,9 @@ impl NodeRegistry {
         };
         if changed {
             tracing::info!(%node, "storage node deregistered");
+            self.inner
+                .recorded
+                .send_if_modified(|all| all.remove(node).is_some());
             self.notify(node);
         }
         changed
@@ -252,12 +283,104 @@ impl NodeRegistry {
         }
     }
 
+    /// Adopts the nodes of the previous leader's record (see [`record`]):
+    /// each not registered here yet whose recorded endpoint passes the
+    /// registration check and answers a ListPools now is online, with that
+    /// list, as if it had registered; its answers to the list refreshes
+    /// stand in for heartbeats until its own Register arrives. A node that
+    /// fails either is left to register (its pools wait for it, as without
+    /// a record). Returns the names adopted.
+    pub async fn adopt(
+        &self,
+        recorded: BTreeMap<String, Recorded>,
+        admission: &Admission,
+    ) -> Vec<String> {
+        // Kept in the record until deregistered (a node down now stays
+        // known to the leader after this one).
+        self.inner.recorded.send_if_modified(|all| {
+            let before = all.len();
+            for (node, rec) in &recorded {
+                all.entry(node.clone()).or_insert_with(|| rec.clone());
+            }
+            all.len() != before
+        });
+        let probes = recorded.into_iter().filter_map(|(node, rec)| {
+            if self.knows(&node) {
+                return None;
+            }
+            if let Err(refusal) = admission.check(&node, &rec.endpoint, None) {
+                tracing::warn!(%node, endpoint = %rec.endpoint, why = refusal.kind,
+                    "recorded registration not adopted: {}", refusal.message);
+                return None;
+            }
+            let api = ApiVersion::from_advertised(&rec.api_versions);
+            let client = match self.new_client(&rec.endpoint, api) {
+                Ok(client) => client,
+                Err(err) => {
+                    tracing::warn!(%node, endpoint = %rec.endpoint, error = %err,
+                        "recorded registration not adopted");
+                    return None;
+                }
+            };
+            Some(async move {
+                let timeout = self.inner.settings.probe_timeout;
+                let listed = sync::list(&client, &node, timeout).await;
+                (node, rec, client, listed)
+            })
+        });
+        let mut adopted = Vec::new();
+        for (node, rec, client, listed) in futures::future::join_all(probes).await {
+            let mut pools = match listed.pools {
+                Ok(pools) => pools,
+                Err(err) => {
+                    tracing::info!(%node, endpoint = %rec.endpoint, error = %err,
+                        "recorded storage node does not answer; waiting for it to register");
+                    continue;
+                }
+            };
+            pools.sort_by(|a, b| a.name.cmp(&b.name));
+            // With the counts at once: a pool's status is written from its
+            // first look, and a count arriving later would be a second write.
+            sync::count_replicas(&mut pools, listed.counts.as_ref(), None);
+            let findings = disk_health::carry(BTreeMap::new(), listed.findings, &pools);
+            disk_health::apply(&mut pools, &findings);
+            {
+                let mut nodes = self.nodes_write();
+                // Its own Register came first: that one stands.
+                if nodes.contains_key(&node) {
+                    continue;
+                }
+                let mut entry =
+                    NodeEntry::registered(client, rec.instance.clone(), Instant::now(), 0);
+                entry.adopted = true;
+                entry.pools = Some(pools);
+                entry.disk_findings = findings;
+                entry.last_sync = Some(Instant::now());
+                nodes.insert(node.clone(), entry);
+            }
+            tracing::info!(%node, endpoint = %rec.endpoint,
+                "storage node adopted from the registration record: it answers at its endpoint");
+            self.notify(&node);
+            adopted.push(node);
+        }
+        adopted
+    }
+
     /// What the registry knows about `node` now.
     pub fn view(&self, node: &str) -> NodeView {
         self.nodes_read()
             .get(node)
             .map(NodeEntry::view)
             .unwrap_or_default()
+    }
+
+    /// What the operator found wrong with the disks of `node`'s listed pool
+    /// `pool`, when it made its reported state worse than the node's.
+    pub fn disk_finding(&self, node: &str, pool: &str) -> Option<Finding> {
+        self.nodes_read()
+            .get(node)
+            .filter(|e| e.liveness == Liveness::Online)
+            .and_then(|e| e.disk_findings.get(pool).cloned())
     }
 
     /// True when `node` has registered since the operator started.

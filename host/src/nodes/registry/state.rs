@@ -2,11 +2,13 @@
 //! heartbeat and the cached pool list, with the transitions of its lifecycle.
 //! Plain data: the locking, the broadcasting and the I/O are the registry's.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::nodes::client::NodePool;
 
 use crate::nodes::client::{ApiVersion, NodeClient};
+use crate::nodes::disk_health::Finding;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Liveness {
@@ -22,6 +24,9 @@ pub(super) struct NodeEntry {
     pub(super) last_heartbeat: Instant,
     pub(super) liveness: Liveness,
     pub(super) pools: Option<Vec<NodePool>>,
+    /// What the operator last found wrong with listed pools' disks, by pool
+    /// name (already applied to `pools`); kept when a device listing fails.
+    pub(super) disk_findings: BTreeMap<String, Finding>,
     pub(super) last_sync: Option<Instant>,
     /// Bumped on every liveness or client change, so a refresh that started
     /// before does not store a stale list.
@@ -30,6 +35,9 @@ pub(super) struct NodeEntry {
     /// The heartbeat deadline passed and the node's pools were told (the
     /// policy calls such a node down before the probe says so).
     pub(super) late: bool,
+    /// Online from the previous leader's record, not by a Register of its
+    /// own yet: each pool list it answers counts as a heartbeat.
+    pub(super) adopted: bool,
 }
 
 /// What the registry knows about one node, for an observation.
@@ -39,7 +47,9 @@ pub struct NodeView {
     pub reachable: bool,
     pub heartbeat_age: Option<Duration>,
     pub endpoint: String,
-    /// The node's pools, when listed since it (re)registered.
+    /// The node's pools, when listed since it (re)registered; each state
+    /// the worse of the node's and the operator's disk finding
+    /// (`nodes::disk_health`).
     pub pools: Option<Vec<NodePool>>,
 }
 
@@ -58,10 +68,12 @@ impl NodeEntry {
             last_heartbeat: now,
             liveness: Liveness::Online,
             pools: None,
+            disk_findings: BTreeMap::new(),
             last_sync: None,
             epoch,
             syncing: false,
             late: false,
+            adopted: false,
         }
     }
 
@@ -81,6 +93,7 @@ impl NodeEntry {
     pub(super) fn heartbeat(&mut self, now: Instant) -> bool {
         self.last_heartbeat = now;
         self.late = false;
+        self.adopted = false;
         if self.liveness == Liveness::Online {
             return false;
         }
@@ -93,6 +106,7 @@ impl NodeEntry {
     pub(super) fn set_liveness(&mut self, liveness: Liveness) {
         self.liveness = liveness;
         self.pools = None;
+        self.disk_findings.clear();
         self.epoch += 1;
     }
 

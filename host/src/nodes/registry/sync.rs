@@ -4,15 +4,19 @@
 //! operation. With each ListPools goes one ListReplicas of the whole node
 //! (not one per pool), which gives each pool's count of replicas, snapshots
 //! and clones ([`NodePool::replicas`]); when that listing fails the
-//! last counts stay. [`list_change`] is the one rule for which pools a new
-//! list matters to.
+//! last counts stay. With them goes one ListBlockDevices of the node, whose
+//! answer checks every listed pool's disks (`nodes::disk_health`): a disk
+//! gone or of size 0 makes the pool faulted whatever the node says; when
+//! that listing fails the last findings stay. [`list_change`] is the one
+//! rule for which pools a new list matters to.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-use crate::nodes::client::NodePool;
 
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};
+use crate::nodes::client::{NodeClient, NodeError, NodePool};
+use crate::nodes::disk_health::{self, Finding};
 
 /// Names of the pools whose entry differs between two lists (sorted by name).
 pub fn changed_pools(old: &[NodePool], new: &[NodePool]) -> Vec<String> {
@@ -48,7 +52,7 @@ pub fn list_change(old: Option<&[NodePool]>, new: &[NodePool]) -> Option<Option<
 /// the count `old` had for the pool stays.
 pub fn count_replicas(
     pools: &mut [NodePool],
-    counts: Option<&std::collections::BTreeMap<String, u32>>,
+    counts: Option<&BTreeMap<String, u32>>,
     old: Option<&[NodePool]>,
 ) {
     for pool in pools {
@@ -58,6 +62,80 @@ pub fn count_replicas(
                 .and_then(|old| old.iter().find(|o| o.name == pool.name))
                 .and_then(|o| o.replicas),
         };
+    }
+}
+
+/// The operator's findings on the disks of the node's listed `pools`, from
+/// one ListBlockDevices of the node (not one per pool); `None` when the
+/// node could not list its devices (the last findings stay). No call when
+/// no pool has a disk the node lists as a block device.
+async fn check_disks(
+    client: &NodeClient,
+    node: &str,
+    pools: &[NodePool],
+    timeout: Duration,
+) -> Option<BTreeMap<String, Finding>> {
+    if !disk_health::needs_devices(pools) {
+        return Some(BTreeMap::new());
+    }
+    let started = Instant::now();
+    match client.list_block_devices(timeout).await {
+        Ok(devices) => {
+            tracing::trace!(%node, devices = devices.len(), took = ?started.elapsed(), "listed the node's block devices");
+            Some(disk_health::findings(pools, &devices))
+        }
+        Err(err) => {
+            tracing::debug!(%node, error = %err, "listing the node's block devices failed; the last disk findings stay");
+            None
+        }
+    }
+}
+
+/// Logs each pool whose finding appeared, changed or cleared.
+fn log_findings(node: &str, old: &BTreeMap<String, Finding>, new: &BTreeMap<String, Finding>) {
+    for (pool, f) in new {
+        if old.get(pool) != Some(f) {
+            tracing::warn!(%node, %pool, state = ?f.state, reason = %f.reason, "a pool's disk is not healthy though the storage node lists the pool");
+        }
+    }
+    for pool in old.keys().filter(|p| !new.contains_key(*p)) {
+        tracing::info!(%node, %pool, "the pool's disks look healthy again");
+    }
+}
+
+/// What one look at a node found: its pools, and when it answered, its
+/// replica counts and the operator's findings on the pools' disks (each
+/// `None` when that listing failed: the last ones stay).
+pub(super) struct Listing {
+    pub pools: Result<Vec<NodePool>, NodeError>,
+    pub counts: Option<BTreeMap<String, u32>>,
+    pub findings: Option<BTreeMap<String, Finding>>,
+}
+
+/// One ListPools of the node and, when it answered, its replicas and block
+/// devices, side by side (the look takes the longer listing, not their sum).
+/// A node that does not answer the list is not asked more.
+pub(super) async fn list(client: &NodeClient, node: &str, timeout: Duration) -> Listing {
+    let pools = client.list_pools(timeout).await;
+    let (counts, findings) = match &pools {
+        Ok(listed) => {
+            let counts = async {
+                match client.count_contents(timeout).await {
+                    Ok(counts) => Some(counts),
+                    Err(err) => {
+                        tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
+                        None
+                    }
+                }
+            };
+            tokio::join!(counts, check_disks(client, node, listed, timeout))
+        }
+        Err(_) => (None, None),
+    };
+    Listing {
+        pools,
+        counts,
+        findings,
     }
 }
 
@@ -73,19 +151,11 @@ impl NodeRegistry {
                 _ => return Err(RegistryError::NotOnline(node.to_string())),
             }
         };
-        let timeout = self.inner.settings.probe_timeout;
-        let result = client.list_pools(timeout).await;
-        // Only after a list: a node that does not answer it is not asked more.
-        let counts = match &result {
-            Ok(_) => match client.count_contents(timeout).await {
-                Ok(counts) => Some(counts),
-                Err(err) => {
-                    tracing::debug!(%node, error = %err, "listing the node's replicas failed; the last counts stay");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+        let Listing {
+            pools: result,
+            counts,
+            findings,
+        } = list(&client, node, self.inner.settings.probe_timeout).await;
         let deadline = self.inner.settings.deadline;
         let (changed, outcome) = {
             let mut nodes = self.nodes_write();
@@ -99,8 +169,20 @@ impl NodeRegistry {
             entry.last_sync = Some(Instant::now());
             match result {
                 Ok(mut pools) => {
+                    if entry.adopted {
+                        // No Register of its own yet: its answer is the
+                        // sign of life (see `NodeRegistry::adopt`).
+                        entry.last_heartbeat = Instant::now();
+                        entry.late = false;
+                    }
                     pools.sort_by(|a, b| a.name.cmp(&b.name));
                     count_replicas(&mut pools, counts.as_ref(), entry.pools.as_deref());
+                    let last = std::mem::take(&mut entry.disk_findings);
+                    if let Some(fresh) = &findings {
+                        log_findings(node, &last, fresh);
+                    }
+                    entry.disk_findings = disk_health::carry(last, findings, &pools);
+                    disk_health::apply(&mut pools, &entry.disk_findings);
                     let changed = list_change(entry.pools.as_deref(), &pools);
                     entry.pools = Some(pools);
                     (changed, Ok(()))
@@ -146,11 +228,17 @@ impl NodeRegistry {
                                         .find(|p| p.name == pool.name)
                                         .and_then(|p| p.replicas);
                                 }
+                                // Just loaded from its disks: the refresh
+                                // that follows checks them afresh.
+                                entry.disk_findings.remove(&pool.name);
                                 list.retain(|p| p.name != pool.name);
                                 list.push(pool);
                                 list.sort_by(|a, b| a.name.cmp(&b.name));
                             }
-                            PoolUpdate::Gone(name) => list.retain(|p| p.name != name),
+                            PoolUpdate::Gone(name) => {
+                                entry.disk_findings.remove(&name);
+                                list.retain(|p| p.name != name);
+                            }
                         }
                         list_change(Some(&before), list)
                     })
