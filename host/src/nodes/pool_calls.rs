@@ -29,7 +29,9 @@ use crate::nodes::client::NodePool;
 pub use crate::nodes::client::Load;
 use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents};
+use crate::nodes::disk_identity;
 use crate::nodes::pool_identity;
+use crate::state::ledger::DiskId;
 
 /// What [`load_pool`] found.
 #[derive(Debug, PartialEq)]
@@ -107,12 +109,16 @@ pub enum Destroyed {
 /// (see the module doc); a pool not loaded is loaded (v1 import) to be
 /// checked. `disks` are those the pool was created on, `uuid` its uuid when
 /// known (a loaded pool of another uuid is [`Destroyed::Other`], one not
-/// loaded is imported only with this uuid); `timeout` bounds each listing.
+/// loaded is imported only with this uuid), `pins` what identifies its
+/// disks ([`disk_identity`]: a pool not loaded is imported only from the
+/// pinned disks; their names before a path edit count as theirs);
+/// `timeout` bounds each listing.
 pub async fn destroy_pool(
     client: &NodeClient,
     name: &str,
     uuid: Option<&str>,
     disks: &[String],
+    pins: &[DiskId],
     purge: bool,
     timeout: Duration,
 ) -> Result<Destroyed, NodeError> {
@@ -125,7 +131,9 @@ pub async fn destroy_pool(
             {
                 return Ok(Destroyed::Other(format!("has uuid {has}")));
             }
-            if !disks.is_empty() && !overlap(&found.disks, disks) {
+            let mut names = disks.to_vec();
+            names.extend(pins.iter().flat_map(|p| p.aliases.iter().cloned()));
+            if !disks.is_empty() && !overlap(&found.disks, &names) {
                 return Ok(Destroyed::Other(format!(
                     "is on {}",
                     found.disks.join(", ")
@@ -141,6 +149,19 @@ pub async fn destroy_pool(
             // format (v0): nothing is loaded to destroy, and nothing is
             // checked: kept.
             return Ok(Destroyed::Kept(contents));
+        }
+        // Never imported from a path that now names another disk (it would
+        // find no pool there and take the pool for gone), nor while the
+        // node's answer cannot tell: kept, and asked again.
+        if disk_identity::identified(pins) {
+            let listed = client
+                .list_block_devices(timeout)
+                .await
+                .map_err(|e| e.to_string());
+            let listed = listed.as_deref().map_err(String::as_str);
+            if let Some(why) = disk_identity::refusal(disks, pins, listed) {
+                return Ok(Destroyed::Kept(Contents::Unknown(why)));
+            }
         }
         match client.import_pool(name, uuid, disks).await {
             Ok(_) => {}
@@ -254,6 +275,62 @@ mod tests {
         }
     }
 
+    /// It lists /dev/loop0 as another disk than the pool's (by-id B).
+    #[tonic::async_trait]
+    impl pb::host_rpc_server::HostRpc for DeviceMissing {
+        async fn list_block_devices(
+            &self,
+            _: Request<pb::ListBlockDevicesRequest>,
+        ) -> Result<Response<pb::ListBlockDevicesResponse>, Status> {
+            Ok(Response::new(pb::ListBlockDevicesResponse {
+                devices: vec![pb::BlockDevice {
+                    devname: "/dev/loop0".into(),
+                    devlinks: vec!["/dev/disk/by-id/b".into()],
+                    available: true,
+                    ..Default::default()
+                }],
+            }))
+        }
+    }
+
+    /// Issue 26: a deleted resource's pool not loaded is imported (to be
+    /// listed before its destroy) only from its pinned disk: a path that
+    /// now names another disk keeps it, held with the reason, never taken
+    /// for gone (nothing is imported: the import here would fail).
+    #[tokio::test]
+    async fn a_pool_is_imported_to_be_destroyed_only_from_its_pinned_disk() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PoolRpcServer::new(DeviceMissing))
+                .add_service(pb::host_rpc_server::HostRpcServer::new(DeviceMissing))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let pins = [DiskId {
+            disk: "/dev/loop0".into(),
+            links: vec!["/dev/disk/by-id/a".into()],
+            ..Default::default()
+        }];
+        let result = destroy_pool(
+            &client_of(addr),
+            "p",
+            None,
+            &["/dev/loop0".into()],
+            &pins,
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
+        server.abort();
+        let Ok(Destroyed::Kept(Contents::Unknown(why))) = result else {
+            panic!("kept: {result:?}");
+        };
+        assert!(why.contains("/dev/loop0 is now another disk"), "{why}");
+    }
+
     fn client_of(addr: std::net::SocketAddr) -> NodeClient {
         NodeClient::new(
             &addr.to_string(),
@@ -282,6 +359,7 @@ mod tests {
             "p",
             None,
             &["/dev/disk/by-id/d1".into()],
+            &[],
             false,
             Duration::from_secs(5),
         )

@@ -107,7 +107,8 @@ pub struct LoadedPool {
     pub disks: Vec<String>,
 }
 
-/// A block device as the node reports it: what the disk safety check needs.
+/// A block device as the node reports it: what the disk safety check and
+/// the disk identity check need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockDeviceInfo {
     /// `/dev/...` (or the path of a file the node serves as a disk).
