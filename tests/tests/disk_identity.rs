@@ -20,8 +20,9 @@
 //!   online once the link is there.
 //!
 //! "No pool call" is counted by the operator (`msp_node_operations_total`,
-//! every create, import and destroy it sends) and checked on the disks (their
-//! hashes).
+//! every create, import and destroy it sends), on the stand-in by the node
+//! itself (its call log: every call received that is not a listing), and
+//! checked on the disks (their hashes).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use msp_tests::io_engine::host::settle;
 use msp_tests::io_engine::{EngineScene, IoEngine, IoEngineOptions, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
 use msp_tests::operator::{Operator, Scene, WAIT, create_pool, pool_status, wait_pool};
+use msp_tests::storage_node::process::StorageNodeProcess;
 use msp_tests::udev_links::{ByIdLink, UdevLinks, require_udev_links};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -94,6 +96,17 @@ async fn set_disks(admin: &kube::Client, pool: &str, disks: &[String]) -> anyhow
     api.patch(pool, &PatchParams::default(), &Patch::Merge(&edit))
         .await?;
     Ok(())
+}
+
+/// Asserts the stand-in received no call that may write after its first
+/// `written` ones.
+fn no_call_since(sn: &StorageNodeProcess, written: usize) {
+    let calls = sn.writing_calls();
+    assert_eq!(
+        calls.get(written..).unwrap_or_default(),
+        &[] as &[String],
+        "calls received by the node"
+    );
 }
 
 fn is_by_id(link: &str) -> bool {
@@ -159,6 +172,7 @@ async fn the_stand_in_reports_a_loop_devices_by_id_link_with_the_rule() -> anyho
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: false,
         create_reply_delay: Duration::ZERO,
+        call_log: None,
     })
     .await?;
     report_devlinks("stand-in", node.endpoint(), &udev).await?;
@@ -344,6 +358,7 @@ async fn swapped_loop_devices_are_left_alone_and_found_by_link_on_the_stand_in()
     scene.sn.kill();
     let hashes = swap(&mut pools)?;
     let calls = pool_calls(&scene.op).await?;
+    let written = scene.sn.writing_calls().len();
     tokio::task::block_in_place(|| scene.sn.restart())?;
     pending_untouched(
         &admin,
@@ -354,6 +369,7 @@ async fn swapped_loop_devices_are_left_alone_and_found_by_link_on_the_stand_in()
         calls,
     )
     .await?;
+    no_call_since(&scene.sn, written);
 
     found_through_links(&admin, scene.sn.endpoint(), &pools, &uuids).await?;
     scene.op.stop().await?;
@@ -435,6 +451,7 @@ async fn a_path_edit_to_the_same_disk_is_taken_and_to_another_ignored() -> anyho
     wait_pool(&admin, "p", WAIT, "online", online).await?;
     let before = loaded(scene.sn.endpoint()).await?;
     let calls = pool_calls(&scene.op).await?;
+    let written = scene.sn.writing_calls().len();
     let other_hash = other.sha256_hex()?;
 
     // Kernel name → the persistent link of the same disk: taken.
@@ -456,6 +473,7 @@ async fn a_path_edit_to_the_same_disk_is_taken_and_to_another_ignored() -> anyho
         "{st:?}"
     );
     assert_eq!(pool_calls(&scene.op).await?, calls, "a pool call was sent");
+    no_call_since(&scene.sn, written);
     assert_eq!(
         loaded(scene.sn.endpoint()).await?,
         before,
@@ -475,6 +493,7 @@ async fn a_path_edit_to_the_same_disk_is_taken_and_to_another_ignored() -> anyho
     assert_eq!(st.disks, Some(vec![link.path_str()]), "{st:?}");
     tokio::time::sleep(STAYS).await;
     assert_eq!(pool_calls(&scene.op).await?, calls, "a pool call was sent");
+    no_call_since(&scene.sn, written);
     assert_eq!(
         loaded(scene.sn.endpoint()).await?,
         before,
@@ -509,10 +528,15 @@ async fn a_disk_without_its_link_waits_for_it() -> anyhow::Result<()> {
     link.remove()?;
     let hash = hash_of(&disk)?;
     let calls = pool_calls(&scene.op).await?;
+    let written = scene.sn.writing_calls().len();
     tokio::task::block_in_place(|| scene.sn.restart())?;
     let restarted = Instant::now();
-    let st = wait_pool(&admin, "p", WAIT, "pending with a reason", |s| {
-        s.state == Some(PoolState::Pending) && s.reason.is_some()
+    // The reason names what is missing: the link the disk was pinned by.
+    let st = wait_pool(&admin, "p", WAIT, "pending, naming the link", |s| {
+        s.state == Some(PoolState::Pending)
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains(&link.path_str()))
     })
     .await?;
     println!(
@@ -527,6 +551,7 @@ async fn a_disk_without_its_link_waits_for_it() -> anyhow::Result<()> {
     // Not called another disk: the node gave no identity to compare.
     assert!(!reason.contains("another disk"), "{reason}");
     assert_eq!(pool_calls(&scene.op).await?, calls, "a pool call was sent");
+    no_call_since(&scene.sn, written);
     assert!(loaded(scene.sn.endpoint()).await?.is_empty(), "loaded");
     assert_eq!(hash_of(&disk)?, hash, "the disk was written");
 
