@@ -178,6 +178,7 @@ async fn baseline(client: &Client, sizes: &Sizes) -> anyhow::Result<(f64, f64)> 
                     state: Some(PoolState::Online),
                     node: Some(pool.spec.node.clone()),
                     disks: Some(pool.spec.disks.clone()),
+                    disk_ids: None,
                     reason: Some(message.clone()),
                     capacity: Some((DISK_MB - 1) * 1024 * 1024),
                     used: Some(0),

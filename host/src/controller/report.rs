@@ -88,6 +88,7 @@ pub fn desired_status(
         state: Some(state),
         node,
         disks,
+        disk_ids: old.disk_ids.clone(),
         reason: if reason.is_empty() {
             None
         } else {

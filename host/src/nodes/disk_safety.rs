@@ -16,7 +16,7 @@
 //! `malloc:///` disks are memory the node makes up on the spot, and hold
 //! nothing to lose: they are not checked.
 
-use crate::nodes::client::{BlockDeviceInfo, disk_path};
+use crate::nodes::client::BlockDeviceInfo;
 
 /// What to tell the admin, appended to each refusal.
 const ADVICE: &str = "the operator never lets a node format a disk that holds data; if the data \
@@ -57,11 +57,7 @@ fn problem(disk: &str, devices: &[BlockDeviceInfo]) -> Option<String> {
     if exempt(disk) {
         return None;
     }
-    let path = disk_path(disk);
-    let Some(dev) = devices
-        .iter()
-        .find(|d| d.devname == path || d.devlinks.contains(&path))
-    else {
+    let Some(dev) = crate::nodes::disk_identity::resolve(disk, devices) else {
         return Some(format!(
             "disk {disk} is not among the block devices the node lists, so it cannot tell what \
              the disk holds"

@@ -34,9 +34,15 @@ pub struct MayastorPoolSpec {
     #[schemars(schema_with = "node_schema")]
     pub node: String,
 
-    /// Disks that make up the pool: absolute paths to device files under /dev.
-    /// Prefer stable names such as /dev/disk/by-id/..., since /dev/sdX names can
-    /// change across reboots. Each disk may be listed once.
+    /// Disks that make up the pool: absolute paths to device files under /dev,
+    /// each listed once. Name them by a persistent link such as
+    /// /dev/disk/by-id/...: a kernel name (/dev/sdX, /dev/nvmeXnY, /dev/loopN,
+    /// /dev/vdX) can name another disk after a reboot. The operator pins each
+    /// disk's identity at creation and never creates or imports on a path that
+    /// now names another disk (the pool stays pending, the reason saying where
+    /// its disk is). After creation, an edit to another name of the same disk
+    /// (its /dev/disk/by-id link) is accepted without touching the pool; an
+    /// edit to another disk is ignored.
     #[schemars(schema_with = "disks_schema")]
     pub disks: Vec<String>,
 }
@@ -160,6 +166,13 @@ pub struct MayastorPoolStatus {
     /// of spec.disks are ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disks: Option<Vec<String>>,
+
+    /// Persistent names of the pool's disks (/dev/disk/by-id/... first), as
+    /// the storage node reported them when the pool was created: how the
+    /// operator recognises its disks when kernel names move. Absent when the
+    /// node reports no persistent link for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_ids: Option<Vec<String>>,
 
     /// Why the pool is in its state, and what to do about it when it needs action.
     #[serde(default, skip_serializing_if = "Option::is_none")]

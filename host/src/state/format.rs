@@ -8,6 +8,14 @@
 //!
 //! Absent means format 1: what the operator wrote before the field existed
 //! is format 1, so an upgrade writes nothing just to add the number.
+//!
+//! A field added as optional (absent when unused), which a version without
+//! it reads by ignoring it, stays in the same format: the ledger entry's
+//! `poolUuid` and `diskIds`, the status's `diskIds`. Such a version drops
+//! the field when it rewrites the entry; the next version takes it again
+//! (the disk pins at the pool's next create or import,
+//! [`crate::nodes::disk_identity`]). A field whose absence would be misread
+//! bumps the format.
 
 /// The format of the ledger entries this version writes (and the newest it reads).
 pub const LEDGER_FORMAT: u32 = 1;

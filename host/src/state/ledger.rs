@@ -88,6 +88,14 @@ pub struct LedgerEntry {
     /// disks alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_uuid: Option<String>,
+    /// What identifies each disk across reboots, as the node reported it
+    /// when the pool was created ([`crate::nodes::disk_identity`]): a kernel
+    /// name (/dev/sdb) may name another disk after a reboot, so nothing is
+    /// created or imported on a path that now resolves to another disk.
+    /// Absent in entries written before it was kept (format 1 all the same:
+    /// a version without the field reads the entry and ignores it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_ids: Vec<DiskId>,
     /// Set while the pool's resource is gone but the pool is kept because it
     /// holds data (or could not be checked): see [`crate::nodes::data_safety`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +115,49 @@ pub struct LedgerEntry {
     /// last-applied copy).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// What identifies one disk of a pool across reboots: its persistent links
+/// as the node reported them when it was pinned, and its size.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskId {
+    /// The disk as the resource names it (an entry of `disks`).
+    pub disk: String,
+    /// The kernel name the device had when pinned (/dev/loop3), for messages.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub devname: String,
+    /// Its persistent links (by-id, by-path, by-uuid, by-partuuid,
+    /// by-loop-ref, by-loop-inode; never by-diskseq), sorted. Empty when the
+    /// node reported none: then nothing identifies the disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Bytes, as the node reported them; 0 when it reported none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// Other names the resource gave this disk before (a path edit to
+    /// another name of the same disk): the node lists a pool loaded
+    /// before the edit under the old name until it is imported again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl LedgerEntry {
+    /// Every name the pool's disks go by for this operator: `disks` and the
+    /// names they had before a path edit (see [`DiskId::aliases`]).
+    pub fn disk_names(&self) -> Vec<String> {
+        let mut names = self.disks.clone();
+        for alias in self.disk_ids.iter().flat_map(|id| &id.aliases) {
+            if !names.contains(alias) {
+                names.push(alias.clone());
+            }
+        }
+        names
+    }
 }
 
 /// Why a deleted resource's pool is kept.
@@ -941,6 +992,61 @@ mod tests {
         for answer in &answers[1..] {
             assert!(matches!(answer, Err(LedgerError::TooNew(_))), "{answer:?}");
         }
+    }
+
+    /// The disk pins are an optional field of format 1: written only when
+    /// there are some, and what a version without the field reads of an
+    /// entry that has them is the entry without them (unknown fields are
+    /// ignored), so a roll-back keeps working on the pool.
+    #[test]
+    fn disk_pins_are_optional_and_ignored_by_a_version_without_them() {
+        let plain = entry_json(&entry("a")).expect("json");
+        assert!(!plain.contains("diskIds"), "{plain}");
+        let pinned = LedgerEntry {
+            disk_ids: vec![DiskId {
+                disk: "/dev/loop0".into(),
+                devname: "/dev/loop0".into(),
+                links: vec!["/dev/disk/by-id/msp-loop-x".into()],
+                size: 64 << 20,
+                aliases: Vec::new(),
+            }],
+            ..entry("a")
+        };
+        let stored = entry_json(&pinned).expect("json");
+        assert!(
+            stored.contains(
+                r#""diskIds":[{"disk":"/dev/loop0","devname":"/dev/loop0","links":["/dev/disk/by-id/msp-loop-x"],"size":67108864}]"#
+            ),
+            "{stored}"
+        );
+        let cm = configmap_of(
+            "node1",
+            &BTreeMap::from([("a".to_string(), pinned.clone())]),
+        )
+        .expect("cm");
+        assert_eq!(entries_of(&cm), vec![pinned]);
+        // A field this version does not know (a later optional one) is
+        // ignored the same way.
+        let mut later: serde_json::Value = serde_json::from_str(&stored).expect("json");
+        later["diskHealth"] = serde_json::json!({"x": 1});
+        let mut cm = configmap_of("node1", &BTreeMap::new()).expect("cm");
+        cm.data
+            .get_or_insert_with(BTreeMap::new)
+            .insert("a".into(), later.to_string());
+        assert_eq!(entries_of(&cm).len(), 1);
+        assert_eq!(
+            LedgerEntry {
+                disk_ids: vec![DiskId {
+                    aliases: vec!["/dev/loop0".into()],
+                    disk: "/dev/disk/by-id/x".into(),
+                    ..Default::default()
+                }],
+                ..entry("a")
+            }
+            .disk_names(),
+            vec!["/dev/loop0".to_string()],
+            "an alias already among the disks is named once"
+        );
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub struct LoadedPool {
     pub disks: Vec<String>,
 }
 
-/// A block device as the node reports it: what the disk safety check needs.
+/// A block device as the node reports it: what the disk safety check and
+/// the disk identity check need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockDeviceInfo {
     /// `/dev/...` (or the path of a file the node serves as a disk).
@@ -90,6 +91,8 @@ pub struct BlockDeviceInfo {
     pub mountpoints: Vec<String>,
     /// False when the node calls the device in use.
     pub available: bool,
+    /// Bytes (the node reports 512-byte sectors); 0 when it reports none.
+    pub size: u64,
 }
 
 /// What a pool holds, as the node lists it: a replica, a snapshot or a clone

@@ -88,6 +88,7 @@ fn device_from_v0(d: msp_proto::v0::BlockDevice) -> BlockDeviceInfo {
             .into_iter()
             .collect(),
         available: d.available,
+        size: d.size.saturating_mul(512),
     }
 }
 

@@ -118,6 +118,7 @@ fn device_from_v1(d: msp_proto::v1::BlockDevice) -> BlockDeviceInfo {
         fstype: d.filesystem.as_ref().map(|f| f.fstype.clone()),
         mountpoints: d.filesystem.map(|f| f.mountpoints).unwrap_or_default(),
         available: d.available,
+        size: d.size.saturating_mul(512),
     }
 }
 
