@@ -164,9 +164,14 @@ fn encode(core: &Path, dest: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("{}: {e:#}", core.display()))?
         .encode()
         .map_err(|e| format!("encoding {}: {e:#}", core.display()))?;
-    // Write only on change so dependents are not rebuilt for nothing.
+    // Write only on change so dependents are not rebuilt for nothing; to a
+    // new file renamed over the old one, so that a reader (or another target
+    // directory sharing the file by a hard link) never sees half a component
+    // or another build's.
     if std::fs::read(dest).ok().as_deref() != Some(component.as_slice()) {
-        std::fs::write(dest, component)?;
+        let partial = dest.with_extension("wasm.partial");
+        std::fs::write(&partial, component)?;
+        std::fs::rename(&partial, dest)?;
     }
     Ok(())
 }

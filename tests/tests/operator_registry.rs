@@ -8,11 +8,12 @@
 use std::time::Duration;
 
 use msp_operator::lifecycle::shutdown::Shutdown;
+use msp_operator::nodes::client::PoolHealth;
 use msp_operator::nodes::client::{ApiVersion, NodeClient};
 use msp_operator::nodes::data_safety::Contents;
 use msp_operator::nodes::pool_calls::{self, Destroyed, Load, Loaded};
 use msp_operator::nodes::registry::{self, NodeRegistry, RegistrySettings};
-use msp_policy_sdk::model::{ErrorKind, ReportedState};
+use msp_policy_sdk::model::ErrorKind;
 use msp_tests::operator::wait_for;
 use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 
@@ -45,7 +46,7 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         )?;
         let disks = vec![format!("malloc:///{name}?size_mb=64")];
         let created = client.create_pool(name, None, &disks).await?;
-        assert_eq!(created.state, ReportedState::Online);
+        assert_eq!(created.state, PoolHealth::Online);
         assert!(created.capacity > 0 && created.capacity <= 64 << 20);
         // Create or import again: ALREADY_EXISTS from the node, success
         // through the operator's idempotent calls.

@@ -218,6 +218,14 @@ pub fn bounded_requeue(requested_ms: Option<u64>, settings: &ControllerSettings)
     }
 }
 
+/// When to look again at a pool a safety rail refused for the `n`th time in a
+/// row: the policy would ask again as soon as it asked the first time, and
+/// each look costs the node a ListBlockDevices. Doubling from what it asked,
+/// at most `refusal_backoff_max` (never less than it asked).
+pub fn refused_retry(n: u32, asked: Duration, settings: &ControllerSettings) -> Duration {
+    super::error::backoff(n, asked, settings.refusal_backoff_max.max(asked))
+}
+
 /// Counts per resource uid of something that keeps happening in a row.
 #[derive(Default)]
 pub(super) struct Streaks(Mutex<HashMap<String, u32>>);

@@ -1,19 +1,28 @@
-//! The reconcile of one MayastorPool: observe → decide → actuate → report,
-//! and [`on_error`], the per-resource backoff. Start here.
+//! The reconcile of one MayastorPool: plan (observe, decide) → apply →
+//! report, and [`on_error`], the per-resource backoff. Start here.
 //!
-//! One step per module, imports running one way (each step uses the
-//! [`context`] and [`error`] modules, never this one):
-//! - [`observe`] builds the policy's [`Observation`] from in-memory state
-//!   (what the controller last did to a pool is in [`operations`]);
-//! - [`decide`] asks the policy engine (behind [`Decider`]) and handles its failure;
-//! - [`actuate`] applies the host's safety rails, then calls the storage node;
-//! - [`report`] writes status, events and per-pool metrics;
-//! - [`sweep`] is the deleted path: pools in the ledger whose resource is gone.
+//! [`reconcile`] reads as its steps, each visited once and in order:
+//! - [`plan`] makes the [`plan::Plan`] value: whether to wait, leave the pool
+//!   alone, or act on the policy's decision; nothing is written. It uses
+//! - [`observe`], which builds the policy's `Observation` from in-memory
+//!   state (what the controller last did to a pool is in [`operations`]),
+//!   and [`decide`], which asks the policy engine (behind [`Decider`]);
+//! - [`apply`] carries the plan out, the one place that writes to the
+//!   ledger and calls the storage node, behind the host's safety rails;
+//!   [`plan::after`] then takes the decision on what came of it (after a
+//!   node call, observed and decided again, so that the result is
+//!   reported, not "creating");
+//! - [`report`], last, writes status, Events and per-pool metrics, and says
+//!   when to look again.
+//!
+//! [`sweep`] is the deleted path: pools in the ledger whose resource is gone
+//! (observe, decide, apply). Imports run one way: each step uses the
+//! [`context`] and [`error`] modules, never this one.
 //!
 //! Every reconcile is level-triggered and idempotent: a crash between any two
 //! steps repeats the work, never doubles it (CreatePool is create-or-import).
 
-pub mod actuate;
+pub mod apply;
 pub mod context;
 pub mod decide;
 pub mod error;
@@ -21,23 +30,19 @@ pub mod error;
 pub(crate) mod fixtures;
 pub mod observe;
 pub mod operations;
+pub mod plan;
 pub mod report;
 pub mod sweep;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use msp_policy_sdk::model::{Action, Decision, Observation};
 use tracing::Instrument;
 
 use crate::state::crd::MayastorPool;
-use crate::state::format;
-use actuate::{Outcome, action_name};
 
-pub use context::{Context, ControllerSettings, Parts, bounded_requeue};
+pub use context::{Context, ControllerSettings, Parts, bounded_requeue, refused_retry};
 #[cfg(test)]
 pub use decide::NativePolicy;
 pub use decide::{DecideError, Decider};
@@ -58,157 +63,15 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
     .await
 }
 
-/// Node and disks of a create that just succeeded, to cache in status.
-type Placement = (String, Vec<String>);
-
-/// What a reconcile will report: the last observation, the decision on it,
-/// the placement to cache, and whether a safety rail refused the action.
-struct Plan {
-    obs: Observation,
-    decision: Decision,
-    created: Option<Placement>,
-    refused: bool,
-}
-
 async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, Error> {
-    // The controller waits for the MayastorPool cache; the Node cache must be
-    // complete too, or a pool would be told its node does not exist.
-    if ctx.nodes.wait_until_ready().now_or_never().is_none() {
-        tracing::debug!("Node cache not synced yet");
-        return Ok(Requeue::requeue(ctx.settings.min_requeue));
-    }
-    // A status or ledger entry of a format newer than this version reads (an
-    // operator rolled back past a format change): the pool is left alone,
-    // nothing is written over what this version does not understand.
-    if let Some(too_new) = newer_format(pool, ctx) {
-        tracing::warn!(error = %too_new, "pool left alone");
-        report::publish(pool, ctx, true, format::EVENT_REASON, &too_new.to_string()).await;
-        return Ok(Requeue::requeue(ctx.settings.resync));
-    }
     // Acted on as created (the ledger's node and disks) when the spec was
     // edited before the first create was reported; reported on as it is.
     let as_created = observe::as_created(pool, &ctx.ledger);
     let acted = as_created.as_ref().unwrap_or(pool);
-    if let Some(left) = ctx.startup_hold(acted) {
-        tracing::debug!(
-            ?left,
-            "node not registered yet since the start; status kept"
-        );
-        return Ok(Requeue::requeue(left));
-    }
-    actuate::remember(acted, ctx).await?;
-    let Some(plan) = decide_and_act(acted, ctx).await? else {
-        return Ok(Requeue::requeue(ctx.settings.policy_retry));
-    };
-    report::report(pool, &plan.obs, &plan.decision, plan.created, ctx).await?;
-    let uid = pool.uid().unwrap_or_default();
-    let asked = ctx.requeue_after(&plan.decision);
-    let delay = if plan.refused {
-        refused_retry(ctx.refusals.bump(&uid), asked, &ctx.settings)
-    } else {
-        ctx.refusals.clear(&uid);
-        asked
-    };
-    Ok(Requeue::requeue(delay))
-}
-
-/// Why `pool`'s status or ledger entry is of a format this version cannot
-/// read, when it is.
-fn newer_format(pool: &MayastorPool, ctx: &Context) -> Option<format::TooNew> {
-    let status = pool.status.as_ref().and_then(|s| s.format_version);
-    format::check("its status", status.map(u64::from), format::STATUS_FORMAT)
-        .err()
-        .or_else(|| ctx.ledger.unread(pool.effective_node(), &pool.name_any()))
-}
-
-/// When to look again at a pool a safety rail refused for the `n`th time in a
-/// row: the policy would ask again as soon as it asked the first time, and
-/// each look costs the node a ListBlockDevices. Doubling from what it asked,
-/// at most `refusal_backoff_max` (never less than it asked).
-fn refused_retry(n: u32, asked: Duration, settings: &ControllerSettings) -> Duration {
-    backoff(n, asked, settings.refusal_backoff_max.max(asked))
-}
-
-/// A decision on a live pool, or `None` when the policy failed (the last good
-/// status is kept, see [`report::policy_failed`]).
-async fn decide_live(
-    pool: &MayastorPool,
-    obs: &Observation,
-    ctx: &Context,
-) -> Result<Option<Decision>, Error> {
-    match decide::decide(&*ctx.decider, &ctx.metrics, obs).await {
-        Ok(decision) => Ok(Some(decision)),
-        Err(err) => {
-            report::policy_failed(pool, &err, ctx).await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Observe, decide and act; after a node call, observe and decide again so
-/// that what is reported is the result, not "creating".
-async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Plan>, Error> {
-    let placement = || {
-        (
-            pool.effective_node().to_string(),
-            pool.effective_disks().to_vec(),
-        )
-    };
-    let mut obs = observe::observe(pool, &ctx.sources());
-    let Some(mut decision) = decide_live(pool, &obs, ctx).await? else {
-        return Ok(None);
-    };
-    tracing::debug!(action = action_name(decision.action), state = ?decision.state, "decided");
-    let mut created = None;
-    let mut refused = false;
-    match actuate::live(pool, &obs, &decision, ctx).await? {
-        Outcome::Nothing => {}
-        Outcome::Refused(action, why) => {
-            refused = true;
-            let note = actuate::refused(ctx, action, &why);
-            report::publish(pool, ctx, true, "Refused", &note).await;
-            decision.reason = if decision.reason.is_empty() {
-                note
-            } else {
-                format!("{}; {note}", decision.reason)
-            };
-        }
-        outcome @ (Outcome::Done(_) | Outcome::Failed(..)) => {
-            if let Outcome::Done(Action::Create | Action::Import) = outcome
-                && !pool.placement_cached()
-            {
-                created = Some(placement());
-            }
-            // Look again at once: the node's list was refreshed.
-            obs = observe::observe(pool, &ctx.sources());
-            match decide_live(pool, &obs, ctx).await? {
-                Some(d) => decision = d,
-                None => return Ok(None),
-            }
-        }
-    }
-    // The pool exists on its node and the ledger says this operator made it,
-    // but status has no node yet (the write after the create failed, or the
-    // operator stopped in between): cache node and disks now.
-    // Decided again on the status about to be written, so that the reason
-    // is a created pool's (a resource re-created on the same disks that took
-    // its pool over is not "not created by this operator").
-    if created.is_none() && !pool.placement_cached() && obs.in_ledger && obs.reported.is_some() {
-        let (node, disks) = placement();
-        obs.pool.status_node = Some(node.clone());
-        obs.pool.status_disks = Some(disks.clone());
-        match decide_live(pool, &obs, ctx).await? {
-            Some(d) => decision = d,
-            None => return Ok(None),
-        }
-        created = Some((node, disks));
-    }
-    Ok(Some(Plan {
-        obs,
-        decision,
-        created,
-        refused,
-    }))
+    let plan = plan::plan(pool, acted, ctx).await;
+    let outcome = apply::apply(acted, &plan, ctx).await?;
+    let result = plan::after(acted, plan, outcome, ctx).await;
+    report::report(pool, result, ctx).await
 }
 
 /// After a failed reconcile (kube-runtime's "error policy"): the retry delay,
@@ -231,8 +94,22 @@ mod tests {
 
     use msp_policy_sdk::model::PoolState;
 
+    use msp_policy_sdk::model::Action;
+
     use super::fixtures::{Fixture, pool};
+    use super::plan::{Decided, Plan};
     use super::*;
+
+    /// A reconcile up to its report: the decision it would report, `None`
+    /// when the policy failed.
+    async fn decide_and_act(pool: &MayastorPool, ctx: &Context) -> Result<Option<Decided>, Error> {
+        let plan = plan::plan(pool, pool, ctx).await;
+        let outcome = apply::apply(pool, &plan, ctx).await?;
+        Ok(match plan::after(pool, plan, outcome, ctx).await {
+            Plan::Act(decided) => Some(*decided),
+            _ => None,
+        })
+    }
 
     #[test]
     fn refused_pools_are_looked_at_less_and_less_often_up_to_the_cap() {

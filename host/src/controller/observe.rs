@@ -14,10 +14,11 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use msp_policy_sdk::model::{
     ENGINE_LABEL_KEY, ENGINE_LABEL_VALUE, HostSettings, K8sNode, LAST_APPLIED_ANNOTATION,
-    Observation, PoolResource, Remembered, ReportedPool, StorageNode,
+    Observation, PoolResource, Remembered, ReportedPool, ReportedState, StorageNode,
 };
 
 use super::operations::{Operations, now_ms};
+use crate::nodes::client::{NodePool, PoolHealth};
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::MayastorPool;
@@ -58,7 +59,25 @@ pub fn storage_node(
         reachable: view.reachable,
         endpoint: view.endpoint,
     };
-    (sn, view.pools)
+    let pools = view.pools.map(|list| list.iter().map(reported).collect());
+    (sn, pools)
+}
+
+/// A pool the node lists, as the policy sees it.
+pub fn reported(pool: &NodePool) -> ReportedPool {
+    ReportedPool {
+        name: pool.name.clone(),
+        disks: pool.disks.clone(),
+        state: match pool.state {
+            PoolHealth::Unknown => ReportedState::Unknown,
+            PoolHealth::Online => ReportedState::Online,
+            PoolHealth::Degraded => ReportedState::Degraded,
+            PoolHealth::Faulted => ReportedState::Faulted,
+        },
+        capacity: pool.capacity,
+        used: pool.used,
+        replicas: pool.replicas,
+    }
 }
 
 /// How the host runs, as the policy sees it: the registry's heartbeat
@@ -164,6 +183,23 @@ pub fn as_created(pool: &MayastorPool, ledger: &Ledger) -> Option<MayastorPool> 
     Some(view)
 }
 
+/// True when live resource `pool` takes over the pool of `entry`, made for
+/// another resource: it is that resource re-created (same namespace and
+/// name, so the old one is gone) on the same node and disks.
+pub fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
+    pool.uid().as_deref() != Some(entry.uid.as_str())
+        && pool.namespace().unwrap_or_default() == entry.namespace
+        && pool.name_any() == entry.pool
+        && pool.effective_node() == entry.node
+        && crate::nodes::pool_calls::overlap(pool.effective_disks(), &entry.disks)
+}
+
+/// True when the ledger `entry` of live resource `pool`'s name is its own:
+/// made for it, or taken over by it ([`takes_over`]).
+pub fn owns(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
+    pool.uid().as_deref() == Some(entry.uid.as_str()) || takes_over(pool, entry)
+}
+
 /// The observation of one live resource.
 pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let name = pool.name_any();
@@ -200,7 +236,8 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         node: k8s_node(src.nodes, &node),
         storage_node: storage,
         pools_known: pools.is_some(),
-        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| e.uid == uid),
+        // A take-over is recorded before any node call (`apply::remember`).
+        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| owns(pool, &e)),
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &on_node, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,
@@ -313,7 +350,7 @@ mod tests {
         );
         let live = observe(&p, &src);
         assert_eq!(live.possible(), Ok(()));
-        let entry = crate::controller::actuate::ledger_entry(&p, "n1", &p.spec.disks);
+        let entry = crate::controller::apply::ledger_entry(&p, "n1", &p.spec.disks);
         let gone = observe_deleted(&entry, &src);
         assert_eq!(gone.possible(), Ok(()));
         assert!(gone.pool.deleted && gone.in_ledger);

@@ -1,5 +1,5 @@
 //! What the controller last did to each pool, in memory: the policy reads it
-//! (its backoff counts consecutive failures); actuate and the sweep write it.
+//! (its backoff counts consecutive failures); apply and the sweep write it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -5,14 +5,17 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 use msp_policy_sdk::model::{Decision, Observation};
 
-use super::context::Context;
+use super::context::{Context, refused_retry};
 use super::decide::DecideError;
 use super::error::Error;
+use super::plan::{Placement, Plan};
 use crate::state::crd::{MayastorPool, MayastorPoolStatus, PoolState};
 use crate::state::events::{self, truncate};
+use crate::state::format;
 use crate::state::format::STATUS_FORMAT;
 use crate::state::ledger::FIELD_MANAGER;
 
@@ -52,7 +55,7 @@ pub fn desired_status(
     obs: &Observation,
     decision: &Decision,
     policy: &str,
-    created: Option<(String, Vec<String>)>,
+    created: Option<Placement>,
     now: Time,
 ) -> MayastorPoolStatus {
     let old = pool.status.clone().unwrap_or_default();
@@ -267,12 +270,42 @@ pub async fn policy_failed(
     Ok(())
 }
 
+/// Reports `plan`, the last step of a reconcile, and says when to look
+/// again: a decision's status, Events and metrics ([`decided`]), a failed
+/// policy's kept status ([`policy_failed`]), or why the pool is left alone.
+pub async fn report(pool: &MayastorPool, plan: Plan, ctx: &Context) -> Result<Requeue, Error> {
+    let delay = match plan {
+        Plan::Wait(delay) => delay,
+        Plan::LeaveAlone(too_new) => {
+            tracing::warn!(error = %too_new, "pool left alone");
+            publish(pool, ctx, true, format::EVENT_REASON, &too_new.to_string()).await;
+            ctx.settings.resync
+        }
+        Plan::PolicyFailed(err) => {
+            policy_failed(pool, &err, ctx).await?;
+            ctx.settings.policy_retry
+        }
+        Plan::Act(d) => {
+            decided(pool, &d.obs, &d.decision, d.created, ctx).await?;
+            let uid = pool.uid().unwrap_or_default();
+            let asked = ctx.requeue_after(&d.decision);
+            if d.refused {
+                refused_retry(ctx.refusals.bump(&uid), asked, &ctx.settings)
+            } else {
+                ctx.refusals.clear(&uid);
+                asked
+            }
+        }
+    };
+    Ok(Requeue::requeue(delay))
+}
+
 /// Reports the decision: status, events on transition, metrics.
-pub async fn report(
+pub async fn decided(
     pool: &MayastorPool,
     obs: &Observation,
     decision: &Decision,
-    created: Option<(String, Vec<String>)>,
+    created: Option<Placement>,
     ctx: &Context,
 ) -> Result<(), Error> {
     let policy = ctx.decider.active();

@@ -1,7 +1,7 @@
 //! Sweep: the deleted path beside the live one. Destroys (or retains, as the
 //! policy decides) the pools in the ledger whose resource no longer exists,
 //! also those deleted while the operator was down. It shares observe, decide
-//! and actuate with the reconcile; what differs is the observation (built
+//! and apply with the reconcile; what differs is the observation (built
 //! from the ledger entry) and the actuator's rails for a deleted resource.
 //!
 //! Runs only on a fully synced MayastorPool cache (a half-synced cache would
@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::actuate::{self, Outcome};
+use super::apply::{self, Outcome};
 use super::context::Context;
 use super::decide;
 use super::observe::observe_deleted;
@@ -106,9 +106,9 @@ async fn sweep_entry(ctx: &Context, entry: &LedgerEntry) {
         let Ok(decision) = decide::decide(&*ctx.decider, &ctx.metrics, &obs).await else {
             return;
         };
-        match actuate::deleted(entry, &obs, &decision, ctx).await {
+        match apply::deleted(entry, &obs, &decision, ctx).await {
             Ok(Outcome::Refused(action, why)) => {
-                actuate::refused(ctx, action, &why);
+                apply::refused(ctx, action, &why);
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "sweeping a deleted resource's pool failed"),

@@ -22,24 +22,20 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::{ErrorKind, ReportedPool};
+use msp_policy_sdk::model::ErrorKind;
 
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError, PoolContent, disk_path};
+use crate::nodes::client::NodePool;
+
+pub use crate::nodes::client::Load;
+use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents};
 use crate::nodes::pool_identity;
-
-/// Whether to create (or import) with CreatePool, or import only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Load {
-    Create,
-    Import,
-}
 
 /// What [`load_pool`] found.
 #[derive(Debug, PartialEq)]
 pub enum Loaded {
     /// The pool, loaded.
-    Pool(ReportedPool),
+    Pool(NodePool),
     /// The disks hold a pool of this name with this other uuid: not the one
     /// asked for, left as it is ([`pool_identity`]).
     Foreign(String),
@@ -56,11 +52,7 @@ pub async fn load_pool(
     disks: &[String],
     timeout: Duration,
 ) -> Result<Loaded, NodeError> {
-    let result = match load {
-        Load::Create => client.create_pool(name, uuid, disks).await,
-        Load::Import => client.import_pool(name, uuid, disks).await,
-    };
-    match result {
+    match client.load_pool(load, name, uuid, disks).await {
         Ok(pool) => Ok(Loaded::Pool(pool)),
         Err(err) if err.kind() == ErrorKind::AlreadyExists => {
             match client.list_pools(timeout).await {
@@ -144,9 +136,10 @@ pub async fn destroy_pool(
     }
     let mut contents = data_safety::contents(client, name, timeout).await;
     if contents == Contents::NotLoaded {
-        if client.api() == ApiVersion::V0 || disks.is_empty() {
-            // v0 cannot load a pool without a CreatePool that may format;
-            // nothing is loaded to destroy, and nothing is checked: kept.
+        if client.may_format(Load::Import) || disks.is_empty() {
+            // A pool not loaded can be loaded only by a CreatePool that may
+            // format (v0): nothing is loaded to destroy, and nothing is
+            // checked: kept.
             return Ok(Destroyed::Kept(contents));
         }
         match client.import_pool(name, uuid, disks).await {
@@ -267,7 +260,7 @@ mod tests {
     fn client_of(addr: std::net::SocketAddr) -> NodeClient {
         NodeClient::new(
             &addr.to_string(),
-            ApiVersion::V1,
+            crate::nodes::client::ApiVersion::V1,
             Duration::from_secs(2),
             Duration::from_secs(5),
         )

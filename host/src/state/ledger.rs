@@ -19,13 +19,13 @@
 //! removed again when the check refuses a create. The reconcile that records
 //! the first new pool of a node records, in the same write, the node's other
 //! new pools (known in the watch cache, not listed by the node, no conflict,
-//! no entry yet: see `controller::actuate`), so a node's new pools cost one
+//! no entry yet: see `controller::apply`), so a node's new pools cost one
 //! write; each one's own reconcile then finds its entry durable and writes
 //! nothing. Such an entry is no claim that the pool exists: a deleted
 //! resource's pool is destroyed only as far as the node holds one of that
 //! name (and uuid) on those disks (`pool_calls::destroy_pool`), and nothing
 //! else. One resource's entry is never overwritten by another's, but by the
-//! same resource re-created on the same disks (see `controller::actuate`).
+//! same resource re-created on the same disks (see `controller::apply`).
 //!
 //! Writes are group commits per node: changes for one node that arrive while
 //! a write of its ConfigMap is in flight go into the next write together, and

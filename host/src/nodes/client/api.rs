@@ -1,15 +1,14 @@
 //! The pool API both versions offer ([`PoolApi`], implemented by `v0` and
-//! `v1` on their generated clients) and what they share: a reported pool in
-//! the policy model's terms.
+//! `v1` on their generated clients) and the client's own types for what the
+//! node answers ([`NodePool`], ...); the policy contract's types are made of
+//! them in the controller's observe step.
 
 use std::time::Duration;
-
-use msp_policy_sdk::model::{ReportedPool, ReportedState};
 
 /// The pool API as both versions offer it; `v0` and `v1` implement it on
 /// their generated clients and differ only where the APIs do.
 pub(crate) trait PoolApi {
-    async fn list_pools(self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status>;
+    async fn list_pools(self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status>;
     /// `uuid`: the pool's, when the caller knows which pool it means (v1
     /// only; v0 has no pool uuid).
     async fn create_pool(
@@ -17,34 +16,67 @@ pub(crate) trait PoolApi {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status>;
+    ) -> Result<NodePool, tonic::Status>;
     async fn import_pool(
         self,
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status>;
+    ) -> Result<NodePool, tonic::Status>;
     async fn destroy_pool(self, name: &str, uuid: Option<&str>) -> Result<(), tonic::Status>;
 }
 
-/// A pool as the node reports it, in the policy model's terms (v0 and v1
-/// share the fields and the state numbers).
-pub(super) fn reported(
+/// A pool as the node lists it (v0 and v1 share the fields), its disks as
+/// the device paths the resources name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePool {
+    pub name: String,
+    pub disks: Vec<String>,
+    pub state: PoolHealth,
+    /// Bytes.
+    pub capacity: u64,
+    pub used: u64,
+    /// Replicas, snapshots and clones on it: not in a pool's listing, set
+    /// by the registry's refresh from one listing of the node (`None`
+    /// until then).
+    pub replicas: Option<u32>,
+}
+
+/// A pool's health as the node reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolHealth {
+    Unknown,
+    Online,
+    Degraded,
+    Faulted,
+}
+
+/// A pool as the node reports it (v0 and v1 share the fields and the state
+/// numbers).
+pub(super) fn node_pool(
     name: String,
     disks: &[String],
     state: i32,
     capacity: u64,
     used: u64,
-) -> ReportedPool {
-    ReportedPool {
+) -> NodePool {
+    NodePool {
         name,
         disks: disks.iter().map(|d| disk_path(d)).collect(),
-        state: reported_state(state),
+        state: pool_health(state),
         capacity,
         used,
         // Counted by the pool-list refresh, one listing per node.
         replicas: None,
     }
+}
+
+/// A request of `message` bounded by `timeout` (the listings; the pool
+/// calls are bounded by the channel's timeout).
+pub(super) fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(timeout);
+    req
 }
 
 /// A disk as the node reports it, reduced to the device path: io-engine
@@ -57,13 +89,13 @@ pub fn disk_path(reported: &str) -> String {
     }
 }
 
-pub(super) fn reported_state(state: i32) -> ReportedState {
+pub(super) fn pool_health(state: i32) -> PoolHealth {
     // v0 and v1 share the numbers: UNKNOWN 0, ONLINE 1, DEGRADED 2, FAULTED 3.
     match state {
-        1 => ReportedState::Online,
-        2 => ReportedState::Degraded,
-        3 => ReportedState::Faulted,
-        _ => ReportedState::Unknown,
+        1 => PoolHealth::Online,
+        2 => PoolHealth::Degraded,
+        3 => PoolHealth::Faulted,
+        _ => PoolHealth::Unknown,
     }
 }
 

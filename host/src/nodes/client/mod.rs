@@ -4,9 +4,9 @@
 //! `Channel` (cheap to clone, reused by every call) and speaks v1 `PoolRpc`
 //! when the node advertised V1 at registration, else v0 `Mayastor` (the
 //! [`PoolApi`] trait, implemented in `v0.rs` and `v1.rs`). Each call has a
-//! deadline. Replies are converted to the policy model's
-//! [`ReportedPool`], with disks normalised from URIs (`aio:///dev/sdb?uuid=…`)
-//! to the device paths the resources name.
+//! deadline. Replies are the client's own types ([`NodePool`], not the
+//! policy contract's), with disks normalised from URIs
+//! (`aio:///dev/sdb?uuid=…`) to the device paths the resources name.
 //!
 //! It also asks the node which block devices it has (v1
 //! `HostRpc.ListBlockDevices`, v0 `ListBlockDevices`), reduced to
@@ -22,11 +22,13 @@ mod api;
 mod v0;
 mod v1;
 
-use msp_policy_sdk::model::{ErrorKind, OperationError, ReportedPool};
+use msp_policy_sdk::model::{ErrorKind, OperationError};
 
 use crate::lifecycle::fence::{Fence, Fenced};
 use api::PoolApi;
-pub use api::{BlockDeviceInfo, ContentKind, LoadedPool, PoolContent, disk_path};
+pub use api::{
+    BlockDeviceInfo, ContentKind, LoadedPool, NodePool, PoolContent, PoolHealth, disk_path,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// Calls `PoolApi::$method` on the client of the node's API version.
@@ -55,6 +57,14 @@ impl ApiVersion {
             ApiVersion::V0
         }
     }
+}
+
+/// How a pool is loaded: created (or imported, CreatePool being
+/// create-or-import), or imported only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    Create,
+    Import,
 }
 
 /// Why a call to a node failed.
@@ -220,6 +230,35 @@ impl NodeClient {
         self.api
     }
 
+    /// Whether the node tells pools of a name apart by uuid (v1): a load or
+    /// a destroy then names the pool's uuid. v0 pools are matched by name
+    /// and disks.
+    pub fn knows_pool_uuids(&self) -> bool {
+        self.api == ApiVersion::V1
+    }
+
+    /// Whether `load` may format the disks: a create may; an import never
+    /// does, except on v0, which has no import (its CreatePool is what
+    /// imports too).
+    pub fn may_format(&self, load: Load) -> bool {
+        load == Load::Create || self.api == ApiVersion::V0
+    }
+
+    /// CreatePool or ImportPool, as `load` says (see [`Self::create_pool`]
+    /// and [`Self::import_pool`]).
+    pub async fn load_pool(
+        &self,
+        load: Load,
+        name: &str,
+        uuid: Option<&str>,
+        disks: &[String],
+    ) -> Result<NodePool, NodeError> {
+        match load {
+            Load::Create => self.create_pool(name, uuid, disks).await,
+            Load::Import => self.import_pool(name, uuid, disks).await,
+        }
+    }
+
     /// `call` behind the fence: refused when it is closed, abandoned when it
     /// closes before the call completes.
     async fn behind_fence<T, E>(
@@ -233,7 +272,7 @@ impl NodeClient {
     }
 
     /// All pools the node has loaded.
-    pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<ReportedPool>, NodeError> {
+    pub async fn list_pools(&self, timeout: Duration) -> Result<Vec<NodePool>, NodeError> {
         self.behind_fence(async { on_api!(self, list_pools(timeout)) })
             .await
     }
@@ -246,7 +285,7 @@ impl NodeClient {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, NodeError> {
+    ) -> Result<NodePool, NodeError> {
         self.behind_fence(async { on_api!(self, create_pool(name, uuid, disks)) })
             .await
     }
@@ -258,7 +297,7 @@ impl NodeClient {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, NodeError> {
+    ) -> Result<NodePool, NodeError> {
         self.behind_fence(async { on_api!(self, import_pool(name, uuid, disks)) })
             .await
     }
@@ -349,9 +388,8 @@ impl NodeClient {
 
 #[cfg(test)]
 mod tests {
-    use super::api::reported_state;
+    use super::api::pool_health;
     use super::*;
-    use msp_policy_sdk::model::ReportedState;
 
     #[test]
     fn disk_uris_become_paths() {
@@ -389,11 +427,11 @@ mod tests {
 
     #[test]
     fn states_map_from_both_apis() {
-        assert_eq!(reported_state(1), ReportedState::Online);
-        assert_eq!(reported_state(2), ReportedState::Degraded);
-        assert_eq!(reported_state(3), ReportedState::Faulted);
-        assert_eq!(reported_state(0), ReportedState::Unknown);
-        assert_eq!(reported_state(42), ReportedState::Unknown);
+        assert_eq!(pool_health(1), PoolHealth::Online);
+        assert_eq!(pool_health(2), PoolHealth::Degraded);
+        assert_eq!(pool_health(3), PoolHealth::Faulted);
+        assert_eq!(pool_health(0), PoolHealth::Unknown);
+        assert_eq!(pool_health(42), PoolHealth::Unknown);
     }
 
     #[test]

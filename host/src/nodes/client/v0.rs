@@ -3,26 +3,23 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v0::mayastor_client::MayastorClient;
 use msp_proto::v0::{CreatePoolRequest, DestroyPoolRequest, Null, Pool};
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, PoolApi, PoolContent, reported};
+use super::api::{BlockDeviceInfo, ContentKind, NodePool, PoolApi, PoolContent, node_pool, timed};
 
 pub(super) fn client(channel: Channel) -> MayastorClient<Channel> {
     MayastorClient::new(channel)
 }
 
-fn from_v0(pool: Pool) -> ReportedPool {
-    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+fn from_v0(pool: Pool) -> NodePool {
+    node_pool(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
 }
 
 impl PoolApi for MayastorClient<Channel> {
-    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
-        let mut req = tonic::Request::new(Null {});
-        req.set_timeout(timeout);
-        let reply = MayastorClient::list_pools(&mut self, req)
+    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status> {
+        let reply = MayastorClient::list_pools(&mut self, timed(Null {}, timeout))
             .await?
             .into_inner();
         Ok(reply.pools.into_iter().map(from_v0).collect())
@@ -34,7 +31,7 @@ impl PoolApi for MayastorClient<Channel> {
         name: &str,
         _uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = CreatePoolRequest {
             name: name.to_string(),
             disks: disks.to_vec(),
@@ -51,7 +48,7 @@ impl PoolApi for MayastorClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         PoolApi::create_pool(self, name, uuid, disks).await
     }
 
@@ -69,8 +66,10 @@ pub(super) async fn list_block_devices(
     channel: Channel,
     timeout: Duration,
 ) -> Result<Vec<BlockDeviceInfo>, tonic::Status> {
-    let mut req = tonic::Request::new(msp_proto::v0::ListBlockDevicesRequest { all: true });
-    req.set_timeout(timeout);
+    let req = timed(
+        msp_proto::v0::ListBlockDevicesRequest { all: true },
+        timeout,
+    );
     let reply = client(channel).list_block_devices(req).await?.into_inner();
     Ok(reply.devices.into_iter().map(device_from_v0).collect())
 }
@@ -99,9 +98,10 @@ pub(super) async fn list_replicas(
     pool: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<PoolContent>, tonic::Status> {
-    let mut req = tonic::Request::new(Null {});
-    req.set_timeout(timeout);
-    let reply = client(channel).list_replicas(req).await?.into_inner();
+    let reply = client(channel)
+        .list_replicas(timed(Null {}, timeout))
+        .await?
+        .into_inner();
     Ok(reply
         .replicas
         .into_iter()

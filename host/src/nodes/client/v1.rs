@@ -2,31 +2,31 @@
 
 use std::time::Duration;
 
-use msp_policy_sdk::model::ReportedPool;
 use msp_proto::v1::pool_rpc_client::PoolRpcClient;
 use msp_proto::v1::{
     CreatePoolRequest, DestroyPoolRequest, ImportPoolRequest, ListPoolOptions, Pool,
 };
 use tonic::transport::Channel;
 
-use super::api::{BlockDeviceInfo, ContentKind, LoadedPool, PoolApi, PoolContent, reported};
+use super::api::{
+    BlockDeviceInfo, ContentKind, LoadedPool, NodePool, PoolApi, PoolContent, node_pool, timed,
+};
 
 pub(super) fn client(channel: Channel) -> PoolRpcClient<Channel> {
     PoolRpcClient::new(channel)
 }
 
-fn from_v1(pool: Pool) -> ReportedPool {
-    reported(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
+fn from_v1(pool: Pool) -> NodePool {
+    node_pool(pool.name, &pool.disks, pool.state, pool.capacity, pool.used)
 }
 
 impl PoolApi for PoolRpcClient<Channel> {
-    async fn list_pools(mut self, timeout: Duration) -> Result<Vec<ReportedPool>, tonic::Status> {
-        let mut req = tonic::Request::new(ListPoolOptions::default());
-        req.set_timeout(timeout);
-        let reply = PoolRpcClient::list_pools(&mut self, req)
+    async fn list_pools(self, timeout: Duration) -> Result<Vec<NodePool>, tonic::Status> {
+        Ok(pools(self, timeout)
             .await?
-            .into_inner();
-        Ok(reply.pools.into_iter().map(from_v1).collect())
+            .into_iter()
+            .map(from_v1)
+            .collect())
     }
 
     async fn create_pool(
@@ -34,7 +34,7 @@ impl PoolApi for PoolRpcClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = CreatePoolRequest {
             name: name.to_string(),
             uuid: uuid.map(str::to_string),
@@ -53,7 +53,7 @@ impl PoolApi for PoolRpcClient<Channel> {
         name: &str,
         uuid: Option<&str>,
         disks: &[String],
-    ) -> Result<ReportedPool, tonic::Status> {
+    ) -> Result<NodePool, tonic::Status> {
         let req = ImportPoolRequest {
             name: name.to_string(),
             uuid: uuid.map(str::to_string),
@@ -77,19 +77,26 @@ impl PoolApi for PoolRpcClient<Channel> {
     }
 }
 
+/// The pools the node has loaded, as it lists them.
+async fn pools(
+    mut client: PoolRpcClient<Channel>,
+    timeout: Duration,
+) -> Result<Vec<Pool>, tonic::Status> {
+    let req = timed(ListPoolOptions::default(), timeout);
+    Ok(PoolRpcClient::list_pools(&mut client, req)
+        .await?
+        .into_inner()
+        .pools)
+}
+
 /// The pool named `name` among those the node has loaded: its uuid and disks.
 pub(super) async fn identify(
     channel: Channel,
     name: &str,
     timeout: Duration,
 ) -> Result<Option<LoadedPool>, tonic::Status> {
-    let mut req = tonic::Request::new(ListPoolOptions::default());
-    req.set_timeout(timeout);
-    let reply = PoolRpcClient::list_pools(&mut client(channel), req)
+    Ok(pools(client(channel), timeout)
         .await?
-        .into_inner();
-    Ok(reply
-        .pools
         .into_iter()
         .find(|p| p.name == name)
         .map(|p| LoadedPool {
@@ -103,8 +110,10 @@ pub(super) async fn list_block_devices(
     channel: Channel,
     timeout: Duration,
 ) -> Result<Vec<BlockDeviceInfo>, tonic::Status> {
-    let mut req = tonic::Request::new(msp_proto::v1::ListBlockDevicesRequest { all: true });
-    req.set_timeout(timeout);
+    let req = timed(
+        msp_proto::v1::ListBlockDevicesRequest { all: true },
+        timeout,
+    );
     let mut client = msp_proto::v1::host_rpc_client::HostRpcClient::new(channel);
     let reply = client.list_block_devices(req).await?.into_inner();
     Ok(reply.devices.into_iter().map(device_from_v1).collect())
@@ -130,11 +139,11 @@ pub(super) async fn list_replicas(
     pool: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<PoolContent>, tonic::Status> {
-    let mut req = tonic::Request::new(msp_proto::v1::ListReplicaOptions {
+    let options = msp_proto::v1::ListReplicaOptions {
         poolname: pool.map(str::to_string),
         ..Default::default()
-    });
-    req.set_timeout(timeout);
+    };
+    let req = timed(options, timeout);
     let mut client = msp_proto::v1::replica_rpc_client::ReplicaRpcClient::new(channel);
     let reply = client.list_replicas(req).await?.into_inner();
     Ok(reply

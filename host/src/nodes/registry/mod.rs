@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use msp_policy_sdk::model::ReportedPool;
+use crate::nodes::client::NodePool;
 use msp_proto::v1::RegisterRequest;
 use tokio::sync::broadcast;
 
@@ -84,7 +84,7 @@ pub struct NodeChange {
 #[derive(Clone, Debug)]
 pub enum PoolUpdate {
     /// Created or imported: the node's reply.
-    Loaded(ReportedPool),
+    Loaded(NodePool),
     /// Destroyed.
     Gone(String),
 }
@@ -347,10 +347,10 @@ mod tests {
     #[test]
     fn only_changed_pools_are_named() {
         use super::sync::changed_pools;
-        let pool = |name: &str, used: u64| ReportedPool {
+        let pool = |name: &str, used: u64| NodePool {
             name: name.into(),
             disks: vec![],
-            state: msp_policy_sdk::model::ReportedState::Online,
+            state: crate::nodes::client::PoolHealth::Online,
             capacity: 10,
             used,
             replicas: None,
@@ -364,10 +364,10 @@ mod tests {
     #[test]
     fn replica_counts_come_from_one_listing_or_stay() {
         use super::sync::count_replicas;
-        let pool = |name: &str, replicas| ReportedPool {
+        let pool = |name: &str, replicas| NodePool {
             name: name.into(),
             disks: vec![],
-            state: msp_policy_sdk::model::ReportedState::Online,
+            state: crate::nodes::client::PoolHealth::Online,
             capacity: 10,
             used: 0,
             replicas,
@@ -393,10 +393,10 @@ mod tests {
             .register(&request("n3", "127.0.0.1:1", "a"))
             .expect("register");
         // Pools not listed yet: an update alone does not invent a list.
-        let pool = ReportedPool {
+        let pool = NodePool {
             name: "p".into(),
             disks: vec!["/dev/loop0".into()],
-            state: msp_policy_sdk::model::ReportedState::Online,
+            state: crate::nodes::client::PoolHealth::Online,
             capacity: 10,
             used: 0,
             replicas: None,
@@ -411,7 +411,7 @@ mod tests {
         let change = changes.recv().await.expect("change");
         assert_eq!(change.pools, Some(vec!["p".to_string()]));
         // A reply (no count) keeps the count the last listing gave.
-        registry.nodes_write().get_mut("n3").expect("n3").pools = Some(vec![ReportedPool {
+        registry.nodes_write().get_mut("n3").expect("n3").pools = Some(vec![NodePool {
             replicas: Some(4),
             ..pool.clone()
         }]);

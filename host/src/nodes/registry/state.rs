@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use msp_policy_sdk::model::ReportedPool;
+use crate::nodes::client::NodePool;
 
 use crate::nodes::client::{ApiVersion, NodeClient};
 
@@ -21,7 +21,7 @@ pub(super) struct NodeEntry {
     pub(super) instance: Option<String>,
     pub(super) last_heartbeat: Instant,
     pub(super) liveness: Liveness,
-    pub(super) pools: Option<Vec<ReportedPool>>,
+    pub(super) pools: Option<Vec<NodePool>>,
     pub(super) last_sync: Option<Instant>,
     /// Bumped on every liveness or client change, so a refresh that started
     /// before does not store a stale list.
@@ -40,7 +40,7 @@ pub struct NodeView {
     pub heartbeat_age: Option<Duration>,
     pub endpoint: String,
     /// The node's pools, when listed since it (re)registered.
-    pub pools: Option<Vec<ReportedPool>>,
+    pub pools: Option<Vec<NodePool>>,
 }
 
 impl NodeEntry {

@@ -3,19 +3,19 @@
 //! is the probe that decides offline), and the node's own reply after each
 //! operation. With each ListPools goes one ListReplicas of the whole node
 //! (not one per pool), which gives each pool's count of replicas, snapshots
-//! and clones ([`ReportedPool::replicas`]); when that listing fails the
+//! and clones ([`NodePool::replicas`]); when that listing fails the
 //! last counts stay. [`list_change`] is the one rule for which pools a new
 //! list matters to.
 
 use std::time::{Duration, Instant};
 
-use msp_policy_sdk::model::ReportedPool;
+use crate::nodes::client::NodePool;
 
 use super::state::Liveness;
 use super::{NodeRegistry, PoolUpdate, RegistryError};
 
 /// Names of the pools whose entry differs between two lists (sorted by name).
-pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> {
+pub fn changed_pools(old: &[NodePool], new: &[NodePool]) -> Vec<String> {
     let mut names: Vec<String> = old
         .iter()
         .filter(|o| !new.contains(o))
@@ -32,10 +32,7 @@ pub fn changed_pools(old: &[ReportedPool], new: &[ReportedPool]) -> Vec<String> 
 /// list before or a pool is gone (a pool gone frees its disks, and other
 /// pools of the node may be waiting for them); `Some(Some(names))` when only
 /// those entries changed.
-pub fn list_change(
-    old: Option<&[ReportedPool]>,
-    new: &[ReportedPool],
-) -> Option<Option<Vec<String>>> {
+pub fn list_change(old: Option<&[NodePool]>, new: &[NodePool]) -> Option<Option<Vec<String>>> {
     let Some(old) = old else {
         return Some(None);
     };
@@ -50,9 +47,9 @@ pub fn list_change(
 /// by pool name (a pool it does not name holds none); without a listing,
 /// the count `old` had for the pool stays.
 pub fn count_replicas(
-    pools: &mut [ReportedPool],
+    pools: &mut [NodePool],
     counts: Option<&std::collections::BTreeMap<String, u32>>,
-    old: Option<&[ReportedPool]>,
+    old: Option<&[NodePool]>,
 ) {
     for pool in pools {
         pool.replicas = match counts {

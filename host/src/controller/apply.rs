@@ -1,5 +1,8 @@
-//! Actuate: carries out the policy's action on the storage node, after the
-//! host's own safety rails, which no policy can turn off:
+//! Apply: carries out a plan ([`apply`]; [`deleted`] for the sweep), the one
+//! place that writes the ledger and calls the storage node: the ledger's
+//! record of a live resource brought up to date ([`remember`]), then the
+//! policy's action, after the host's own safety rails, which no policy can
+//! turn off:
 //! - a pool is destroyed only when the ledger says this operator created it
 //!   for a resource uid that no longer exists, never when a live resource
 //!   names it (same node and pool name), and never when the node's pool of
@@ -27,8 +30,9 @@ use msp_policy_sdk::model::{Action, Decision, ErrorKind, Observation, OperationE
 
 use super::context::Context;
 use super::error::Error;
-use super::observe;
-use crate::nodes::client::{ApiVersion, NodeClient, NodeError, disk_path};
+use super::observe::{self, takes_over};
+use super::plan::Plan;
+use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
 use crate::nodes::disk_safety;
 use crate::nodes::pool_calls::{self, Destroyed, Load, Loaded};
@@ -65,15 +69,21 @@ pub fn action_name(action: Action) -> &'static str {
 }
 
 /// A safety rail refused `action`, on either path: counted, logged, and the
-/// note that says so returned (for the live pool's reason and event).
+/// note that says so returned (for the live pool's event).
 pub fn refused(ctx: &Context, action: Action, why: &str) -> String {
     ctx.metrics.rail_refusal(action_name(action), "refused");
-    let note = format!(
-        "the operator refused to {} the pool: {why}",
-        action_name(action)
-    );
+    let note = refused_note(action, why);
     tracing::warn!(%note, "safety rail");
     note
+}
+
+/// What the reason and the Event of a pool say when a safety rail refused
+/// `action` because of `why`.
+pub fn refused_note(action: Action, why: &str) -> String {
+    format!(
+        "the operator refused to {} the pool: {why}",
+        action_name(action)
+    )
 }
 
 /// The client of `node`, or the failed outcome recorded as `uid`'s last
@@ -113,6 +123,30 @@ async fn update_cache<T>(
     }
 }
 
+/// Carries out `plan` on `pool`: the ledger's record of the resource brought
+/// up to date ([`remember`]), then the decided action. A refusal by a safety
+/// rail is counted, logged and said in a Warning Event here; what the
+/// reconcile reports of it is [`super::plan::after`]'s.
+pub async fn apply(pool: &MayastorPool, plan: &Plan, ctx: &Context) -> Result<Outcome, Error> {
+    let outcome = match plan {
+        Plan::Wait(_) | Plan::LeaveAlone(_) => Outcome::Nothing,
+        // The ledger keeps what it needs of the resource whatever the policy says.
+        Plan::PolicyFailed(_) => {
+            remember(pool, ctx).await?;
+            Outcome::Nothing
+        }
+        Plan::Act(d) => {
+            remember(pool, ctx).await?;
+            live(pool, &d.obs, &d.decision, ctx).await?
+        }
+    };
+    if let Outcome::Refused(action, why) = &outcome {
+        let note = refused(ctx, *action, why);
+        crate::controller::report::publish(pool, ctx, true, "Refused", &note).await;
+    }
+    Ok(outcome)
+}
+
 /// Acts on a decision about a live resource.
 pub async fn live(
     pool: &MayastorPool,
@@ -126,133 +160,234 @@ pub async fn live(
             Action::Destroy,
             "a live resource names this pool; pools are destroyed only after their resource is deleted".into(),
         )),
-        action @ (Action::Create | Action::Import) => {
-            if !obs.conflicts.is_empty() {
-                return Ok(Outcome::Refused(
-                    action,
-                    format!("its disks are claimed by {}", obs.conflicts.join(", ")),
-                ));
+        action @ (Action::Create | Action::Import) => match load(pool, obs, action, ctx).await {
+            Ok(outcome) | Err(Stop::At(outcome)) => Ok(outcome),
+            Err(Stop::Error(err)) => Err(err),
+        },
+    }
+}
+
+/// Why a create, an import or a destroy stopped before its end: an outcome
+/// (a rail refused, the node is not online, the pool is kept) or an error.
+enum Stop {
+    At(Outcome),
+    Error(Error),
+}
+
+impl Stop {
+    fn refused(action: Action, why: String) -> Stop {
+        Stop::At(Outcome::Refused(action, why))
+    }
+
+    /// Refused `action` when there is a `why`.
+    fn refused_if(action: Action, why: Option<String>) -> Result<(), Stop> {
+        why.map_or(Ok(()), |why| Err(Stop::refused(action, why)))
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Stop {
+        Stop::Error(err)
+    }
+}
+
+impl From<LedgerError> for Stop {
+    fn from(err: LedgerError) -> Stop {
+        Stop::Error(err.into())
+    }
+}
+
+/// A create or an import of a live resource's pool, as far as the rails let
+/// it go: what the ledger records, then the disks, then the node call.
+async fn load(
+    pool: &MayastorPool,
+    obs: &Observation,
+    action: Action,
+    ctx: &Context,
+) -> Result<Outcome, Stop> {
+    let loading = Loading::of(pool, obs, action, ctx)?;
+    let started = std::time::Instant::now();
+    loading.record(pool, ctx).await?;
+    ctx.metrics.reconcile_step("ledger", started.elapsed());
+    loading.check_disks(ctx).await?;
+    let sent = std::time::Instant::now();
+    let outcome = loading.call(ctx).await;
+    tracing::debug!(
+        ledger_ms = (sent - started).as_millis() as u64,
+        node_ms = sent.elapsed().as_millis() as u64,
+        "ledger written, disks checked, node called"
+    );
+    outcome
+}
+
+/// A create or an import the rails that need no node call let through:
+/// what to load, where, with which uuid, and the ledger entry to record.
+struct Loading {
+    action: Action,
+    load: Load,
+    uid: String,
+    client: NodeClient,
+    identity: Identity,
+    /// The ledger's entry of the pool's name on the node before this load.
+    prior: Option<LedgerEntry>,
+    /// What the ledger records before the node acts.
+    entry: LedgerEntry,
+}
+
+impl Loading {
+    /// The load `action` on `pool` calls for, unless its disks are claimed
+    /// ([`observe::conflicts`]), the ledger's entry of its name is another
+    /// resource's ([`other_resources`]), its node is not online, or its
+    /// adoption annotation is no uuid.
+    fn of(
+        pool: &MayastorPool,
+        obs: &Observation,
+        action: Action,
+        ctx: &Context,
+    ) -> Result<Loading, Stop> {
+        let claimed = (!obs.conflicts.is_empty())
+            .then(|| format!("its disks are claimed by {}", obs.conflicts.join(", ")));
+        Stop::refused_if(action, claimed)?;
+        let node = pool.effective_node();
+        let disks = pool.effective_disks();
+        let uid = pool.uid().unwrap_or_default();
+        let prior = ctx.ledger.get(node, &pool.name_any());
+        Stop::refused_if(
+            action,
+            prior.as_ref().and_then(|p| other_resources(pool, p)),
+        )?;
+        let client = client_or_failed(ctx, node, &uid, action).map_err(Stop::At)?;
+        let adopt = pool_identity::adoption(pool.annotations())
+            .transpose()
+            .map_err(|why| Stop::refused(action, why))?;
+        // Which pool on the disks is this resource's: by uuid, when the
+        // node has them (else pools are matched by name and disks).
+        let identity = if client.knows_pool_uuids() {
+            let create = action == Action::Create;
+            pool_identity::choose(&uid, disks, prior.as_ref(), adopt.as_deref(), create)
+        } else {
+            Identity::Unknown
+        };
+        // An adoption imports only: a mistyped uuid formats nothing.
+        let load = match (action, &identity) {
+            (_, Identity::Adopted(_)) | (Action::Import, _) => Load::Import,
+            _ => Load::Create,
+        };
+        let entry = LedgerEntry {
+            pool_uuid: identity.uuid().map(str::to_string),
+            ..ledger_entry(pool, node, disks)
+        };
+        Ok(Loading {
+            action,
+            load,
+            uid,
+            client,
+            identity,
+            prior,
+            entry,
+        })
+    }
+
+    /// Records the entry, durable before the node acts: a crash after
+    /// CreatePool must not leave a pool the operator would not know it
+    /// created. Recorded before the disk check, so that the check's answer
+    /// is at most one round trip old when CreatePool is sent: a filesystem
+    /// made while the ledger write was in flight is seen. A create records
+    /// the node's other new pools with it ([`new_on_node`]).
+    async fn record(&self, pool: &MayastorPool, ctx: &Context) -> Result<(), Stop> {
+        let (ahead, coming) = if self.action == Action::Create {
+            new_on_node(ctx, pool, self.client.knows_pool_uuids())
+        } else {
+            (Vec::new(), 0)
+        };
+        match ctx
+            .ledger
+            .record_with(self.entry.clone(), ahead, coming)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(full @ LedgerError::Full { .. }) => {
+                Err(Stop::refused(self.action, full.to_string()))
             }
-            let node = pool.effective_node().to_string();
-            let disks = pool.effective_disks().to_vec();
-            let name = pool.name_any();
-            let uid = pool.uid().unwrap_or_default();
-            let prior = ctx.ledger.get(&node, &name);
-            if let Some(why) = prior.as_ref().and_then(|p| other_resources(pool, p)) {
-                return Ok(Outcome::Refused(action, why));
+            Err(err) => Err(Stop::Error(err.into())),
+        }
+    }
+
+    /// Asks the node what the disks hold, last before a load that may
+    /// format them ([`disk_safety`]); a refusal drops what [`Self::record`]
+    /// recorded of a create (a pool taken over keeps its old record).
+    async fn check_disks(&self, ctx: &Context) -> Result<(), Stop> {
+        let disks = &self.entry.disks;
+        let refusal = if self.client.may_format(self.load) && disk_safety::needs_check(disks) {
+            let timeout = ctx.registry.settings().rpc_timeout;
+            let asked = std::time::Instant::now();
+            let listed = self.client.list_block_devices(timeout).await;
+            ctx.metrics.reconcile_step("disks", asked.elapsed());
+            match listed {
+                Ok(listed) => disk_safety::refusal(disks, &listed),
+                Err(err) => Some(disk_safety::unknown(disks, &err.to_string())),
             }
-            let client = match client_or_failed(ctx, &node, &uid, action) {
-                Ok(client) => client,
-                Err(failed) => return Ok(failed),
-            };
-            // Which pool on the disks is this resource's: by uuid, which
-            // only v1 has (v0 pools are matched by name and disks).
-            let by_uuid = client.api() == ApiVersion::V1;
-            let adopt = match pool_identity::adoption(pool.annotations()) {
-                Some(Err(why)) => return Ok(Outcome::Refused(action, why)),
-                Some(Ok(uuid)) => Some(uuid),
-                None => None,
-            };
-            let identity = if by_uuid {
-                pool_identity::choose(
-                    &uid,
-                    &disks,
-                    prior.as_ref(),
-                    adopt.as_deref(),
-                    action == Action::Create,
-                )
-            } else {
-                Identity::Unknown
-            };
-            // An adoption imports only: a mistyped uuid formats nothing.
-            let load = match (action, &identity) {
-                (_, Identity::Adopted(_)) | (Action::Import, _) => Load::Import,
-                _ => Load::Create,
-            };
-            // Durable before the node acts: a crash after CreatePool must not
-            // leave a pool the operator would not know it created. Recorded
-            // before the disk check, so that the check's answer is at most
-            // one round trip old when CreatePool is sent: a filesystem made
-            // while the ledger write was in flight is seen.
-            let started = std::time::Instant::now();
-            let entry = LedgerEntry {
-                pool_uuid: identity.uuid().map(str::to_string),
-                ..ledger_entry(pool, &node, &disks)
-            };
-            let (ahead, coming) = if action == Action::Create {
-                new_on_node(ctx, pool, by_uuid)
-            } else {
-                (Vec::new(), 0)
-            };
-            match ctx.ledger.record_with(entry.clone(), ahead, coming).await {
-                Ok(()) => {}
-                Err(full @ LedgerError::Full { .. }) => {
-                    return Ok(Outcome::Refused(action, full.to_string()));
-                }
-                Err(err) => return Err(err.into()),
+        } else {
+            None
+        };
+        if refusal.is_some() && self.load == Load::Create {
+            let prior = self.prior.clone().filter(|p| p.uid != self.uid);
+            restore(ctx, &self.entry, prior).await?;
+        }
+        Stop::refused_if(self.action, refusal)
+    }
+
+    /// The node call, its result in the node's cached pool list and as the
+    /// resource's last operation.
+    async fn call(&self, ctx: &Context) -> Result<Outcome, Stop> {
+        let (action, entry) = (self.action, &self.entry);
+        let (node, name, disks) = (&entry.node, &entry.pool, &entry.disks);
+        let sent = std::time::Instant::now();
+        let timeout = ctx.registry.settings().probe_timeout;
+        let uuid = self.identity.uuid();
+        let result =
+            pool_calls::load_pool(&self.client, self.load, name, uuid, disks, timeout).await;
+        ctx.metrics.reconcile_step("node", sent.elapsed());
+        let result = match result {
+            Ok(Loaded::Foreign(found)) => Err(self.foreign(ctx, &found).await)?,
+            Ok(Loaded::Pool(reported)) => Ok(reported),
+            Err(err) => Err(err),
+        };
+        ctx.metrics
+            .node_operation(action_name(action), result.is_ok());
+        update_cache(ctx, node, &result, |reported| {
+            PoolUpdate::Loaded(reported.clone())
+        })
+        .await;
+        let error = match result {
+            Ok(_) => {
+                tracing::info!(%node, ?disks, action = action_name(action), "pool operation succeeded");
+                None
             }
-            ctx.metrics.reconcile_step("ledger", started.elapsed());
-            // A CreatePool may format the disks (v0 has no import: its
-            // CreatePool is what imports too): ask what they hold, last.
-            let may_format = load == Load::Create || client.api() == ApiVersion::V0;
-            if may_format && disk_safety::needs_check(&disks) {
-                let timeout = ctx.registry.settings().rpc_timeout;
-                let asked = std::time::Instant::now();
-                let listed = client.list_block_devices(timeout).await;
-                ctx.metrics.reconcile_step("disks", asked.elapsed());
-                let refusal = match listed {
-                    Ok(listed) => disk_safety::refusal(&disks, &listed),
-                    Err(err) => Some(disk_safety::unknown(&disks, &err.to_string())),
-                };
-                if let Some(why) = refusal {
-                    if load == Load::Create {
-                        // Nothing was created: no record of it stays (a
-                        // pool taken over keeps its old one).
-                        restore(ctx, &entry, prior.filter(|p| p.uid != uid)).await?;
-                    }
-                    return Ok(Outcome::Refused(action, why));
-                }
+            Err(err) => {
+                tracing::warn!(%node, ?disks, action = action_name(action), error = %err, "pool operation failed");
+                Some(err.to_operation_error())
             }
-            let sent = std::time::Instant::now();
-            let timeout = ctx.registry.settings().probe_timeout;
-            let result =
-                pool_calls::load_pool(&client, load, &name, identity.uuid(), &disks, timeout).await;
-            ctx.metrics.reconcile_step("node", sent.elapsed());
-            tracing::debug!(
-                ledger_ms = (sent - started).as_millis() as u64,
-                node_ms = sent.elapsed().as_millis() as u64,
-                "ledger written, disks checked, node called"
-            );
-            let result = match result {
-                Ok(Loaded::Foreign(found)) => {
-                    // Not this resource's pool: the entry goes back to what
-                    // it was, and nothing of that pool is recorded.
-                    tracing::warn!(%node, pool = %name, uuid = %found, "a pool this operator did not create is on the disks");
-                    restore(ctx, &entry, prior).await?;
-                    let why = pool_identity::foreign_note(&name, &node, &disks, &found);
-                    return Ok(Outcome::Refused(action, why));
-                }
-                Ok(Loaded::Pool(reported)) => Ok(reported),
-                Err(err) => Err(err),
-            };
-            ctx.metrics.node_operation(action_name(action), result.is_ok());
-            update_cache(ctx, &node, &result, |reported| {
-                PoolUpdate::Loaded(reported.clone())
-            })
-            .await;
-            match result {
-                Ok(_) => {
-                    tracing::info!(%node, ?disks, action = action_name(action), "pool operation succeeded");
-                    ctx.operations.record(&uid, action, None);
-                    Ok(Outcome::Done(action))
-                }
-                Err(err) => {
-                    tracing::warn!(%node, ?disks, action = action_name(action), error = %err, "pool operation failed");
-                    let error = err.to_operation_error();
-                    ctx.operations.record(&uid, action, Some(error.clone()));
-                    Ok(Outcome::Failed(action, error))
-                }
-            }
+        };
+        ctx.operations.record(&self.uid, action, error.clone());
+        Ok(match error {
+            None => Outcome::Done(action),
+            Some(error) => Outcome::Failed(action, error),
+        })
+    }
+
+    /// The load found `found`, a pool of another uuid, on the disks: not
+    /// this resource's pool. The entry goes back to what it was, and
+    /// nothing of that pool is recorded.
+    async fn foreign(&self, ctx: &Context, found: &str) -> Stop {
+        let (node, name, disks) = (&self.entry.node, &self.entry.pool, &self.entry.disks);
+        tracing::warn!(%node, pool = %name, uuid = %found, "a pool this operator did not create is on the disks");
+        match restore(ctx, &self.entry, self.prior.clone()).await {
+            Ok(()) => Stop::refused(
+                self.action,
+                pool_identity::foreign_note(name, node, disks, found),
+            ),
+            Err(err) => Stop::Error(err),
         }
     }
 }
@@ -282,10 +417,13 @@ pub(crate) fn ledger_entry(pool: &MayastorPool, node: &str, disks: &[String]) ->
 /// pool is destroyed (a node holds one pool of a name), or held: then the
 /// reason says so.
 fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
+    (!observe::owns(pool, entry)).then(|| waiting_for(pool, entry))
+}
+
+/// The reason of live resource `pool` waiting for the pool of `entry`,
+/// another resource's, to be destroyed.
+fn waiting_for(pool: &MayastorPool, entry: &LedgerEntry) -> String {
     let namespace = pool.namespace().unwrap_or_default();
-    if pool.uid().as_deref() == Some(entry.uid.as_str()) || takes_over(pool, entry) {
-        return None;
-    }
     let whose = if entry.namespace == namespace {
         format!(
             "the deleted resource {namespace}/{} (uid {})",
@@ -301,24 +439,13 @@ fn other_resources(pool: &MayastorPool, entry: &LedgerEntry) -> Option<String> {
         Some(held) => format!("; it is kept because {}", data_safety::what_holds(held)),
         None => String::new(),
     };
-    Some(format!(
+    format!(
         "node {} already has pool {} of {whose} on {}, and a node holds one pool of a name: \
          this one is created once that pool is destroyed{held}",
         entry.node,
         entry.pool,
         entry.disks.join(", ")
-    ))
-}
-
-/// True when live resource `pool` takes over the pool of `entry`, made for
-/// another resource: it is that resource re-created (same namespace and
-/// name, so the old one is gone) on the same node and disks.
-fn takes_over(pool: &MayastorPool, entry: &LedgerEntry) -> bool {
-    pool.uid().as_deref() != Some(entry.uid.as_str())
-        && pool.namespace().unwrap_or_default() == entry.namespace
-        && pool.name_any() == entry.pool
-        && pool.effective_node() == entry.node
-        && pool_calls::overlap(pool.effective_disks(), &entry.disks)
+    )
 }
 
 /// Puts the ledger entry of `entry`'s pool back to `prior` (none: removed),
@@ -346,49 +473,42 @@ fn last_seen(pool: &MayastorPool) -> (BTreeMap<String, String>, BTreeMap<String,
 /// are not among them (their entries are about to follow: the write lingers
 /// a moment for them). A pool is recorded ahead only when its own reconcile
 /// would record the very same entry (it records before its disk check): not
-/// created (no cached placement) and not being deleted, no entry yet, its
-/// node's pool list known and without it, and no disk conflict. Its own
-/// reconcile then checks its disks before its CreatePool, and drops the
-/// entry when the check refuses. `by_uuid`: the node has pool uuids (v1).
+/// being deleted, no entry of its name yet, and, as its own observation
+/// says, not created ([`Observation::was_created`], the one definition), its
+/// node's pool list known and without it, and no disk conflict
+/// ([`observe::conflicts`]). Its own reconcile then checks its disks before
+/// its CreatePool, and drops the entry when the check refuses. `by_uuid`:
+/// the node has pool uuids (v1).
 fn new_on_node(ctx: &Context, pool: &MayastorPool, by_uuid: bool) -> (Vec<LedgerEntry>, usize) {
     let node = pool.effective_node();
-    let pools = ctx.pools.on_node(node);
     let listed = ctx.registry.view(node).pools;
     let entries = ctx.ledger.on_node(node);
+    let src = ctx.sources();
     let (mut ahead, mut coming) = (Vec::new(), 0);
-    for other in &pools {
-        let reported_created = other
-            .status
-            .as_ref()
-            .and_then(|s| s.state)
-            .is_some_and(|s| !matches!(s, crate::state::crd::PoolState::Pending));
-        if other.placement_cached()
-            || reported_created
-            || other.metadata.uid == pool.metadata.uid
-            || other.metadata.deletion_timestamp.is_some()
-        {
-            continue;
-        }
+    for other in ctx.pools.on_node(node) {
         let name = other.name_any();
-        if entries.iter().any(|e| e.pool == name) {
-            continue;
-        }
-        coming += 1;
-        let Some(listed) = listed.as_deref() else {
-            continue;
-        };
-        let disks = other.effective_disks();
-        if listed.iter().any(|p| p.name == name)
-            || !observe::conflicts(other, &pools, Some(listed), &entries).is_empty()
+        if other.metadata.uid == pool.metadata.uid
+            || other.metadata.deletion_timestamp.is_some()
+            || entries.iter().any(|e| e.pool == name)
         {
             continue;
         }
-        coming -= 1;
-        // The uuid its own reconcile will find recorded and create with.
-        ahead.push(LedgerEntry {
-            pool_uuid: by_uuid.then(pool_identity::new_uuid),
-            ..ledger_entry(other, node, disks)
-        });
+        let obs = observe::observe(&other, &src);
+        if obs.was_created() {
+            continue;
+        }
+        let free = obs.pools_known
+            && obs.conflicts.is_empty()
+            && listed.iter().flatten().all(|p| p.name != name);
+        if free {
+            // The uuid its own reconcile will find recorded and create with.
+            ahead.push(LedgerEntry {
+                pool_uuid: by_uuid.then(pool_identity::new_uuid),
+                ..ledger_entry(&other, node, other.effective_disks())
+            });
+        } else {
+            coming += 1;
+        }
     }
     (ahead, coming)
 }
@@ -447,109 +567,133 @@ pub async fn deleted(
             ctx.operations.forget(&entry.uid);
             Ok(Outcome::Done(Action::Retain))
         }
-        Action::Destroy => {
-            let live = ctx.pools.all();
-            let reported = obs.reported.as_ref().map(|p| p.disks.as_slice());
-            if let Some(why) = destroy_refusal(entry, &live, reported) {
-                if obs.reported.is_some() && live.iter().all(|p| p.name_any() != entry.pool) {
-                    // Not the pool this operator made: forget it, never touch it.
-                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
-                }
-                return Ok(Outcome::Refused(Action::Destroy, why));
-            }
-            let client = match client_or_failed(ctx, &entry.node, &entry.uid, Action::Destroy) {
-                Ok(client) => client,
-                Err(failed) => return Ok(failed),
-            };
-            let timeout = ctx.registry.settings().probe_timeout;
-            let asked = std::time::Instant::now();
-            let result = pool_calls::destroy_pool(
-                &client,
-                &entry.pool,
-                entry.pool_uuid.as_deref(),
-                &entry.disks,
-                entry.purge,
-                timeout,
-            )
-            .await;
-            // A kept pool's time is the rail's alone (the listing); a
-            // destroyed one's includes the DestroyPool.
-            let step = match &result {
-                Ok(Destroyed::Kept(_)) => "contents",
-                _ => "destroy",
-            };
-            ctx.metrics.reconcile_step(step, asked.elapsed());
-            tracing::debug!(
-                took_ms = asked.elapsed().as_millis() as u64,
-                step,
-                "destroy decided"
-            );
-            let gone = match &result {
-                Ok(Destroyed::Kept(contents)) => {
-                    hold(entry, contents, ctx).await?;
-                    return Ok(Outcome::Nothing);
-                }
-                Ok(Destroyed::Other(what)) => {
-                    // Not the pool this operator made: forget it, never touch it.
-                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
-                    return Ok(Outcome::Refused(
-                        Action::Destroy,
-                        format!(
-                            "the node's pool {} {what}, but this operator created it on {}{}",
-                            entry.pool,
-                            entry.disks.join(", "),
-                            entry
-                                .pool_uuid
-                                .as_deref()
-                                .map(|u| format!(" with uuid {u}"))
-                                .unwrap_or_default()
-                        ),
-                    ));
-                }
-                Ok(Destroyed::Destroyed(went)) => Some(went.clone()),
-                Ok(Destroyed::Gone) => Some(Vec::new()),
-                Err(_) => None,
-            };
-            ctx.metrics.node_operation("destroy", result.is_ok());
-            update_cache(ctx, &entry.node, &result, |_| {
-                PoolUpdate::Gone(entry.pool.clone())
-            })
-            .await;
-            match (gone, result) {
-                (Some(went), _) => {
-                    tracing::info!(node = %entry.node, pool = %entry.pool, purged = went.len(), "resource deleted; pool destroyed");
-                    if entry.held.is_some() || !went.is_empty() {
-                        let note = if went.is_empty() {
-                            format!(
-                                "pool {} on node {} was kept while it held data; now empty, it is destroyed",
-                                entry.pool, entry.node
-                            )
-                        } else {
-                            let held = Contents::Holds(went).held().unwrap_or_default();
-                            format!(
-                                "purged as the annotation {PURGE_ANNOTATION} asked: pool {} on node {} destroyed with {}",
-                                entry.pool,
-                                entry.node,
-                                data_safety::what_holds(&held)
-                            )
-                        };
-                        publish_deleted(entry, ctx, false, "PoolDestroyed", &note).await;
-                    }
-                    ctx.ledger.remove(&entry.node, &entry.pool).await?;
-                    ctx.operations.forget(&entry.uid);
-                    Ok(Outcome::Done(Action::Destroy))
-                }
-                (None, Err(err)) => {
-                    tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
-                    let error = err.to_operation_error();
-                    ctx.operations
-                        .record(&entry.uid, Action::Destroy, Some(error.clone()));
-                    Ok(Outcome::Failed(Action::Destroy, error))
-                }
-                (None, Ok(_)) => Ok(Outcome::Nothing),
-            }
+        Action::Destroy => match destroy(entry, obs, ctx).await {
+            Ok(outcome) | Err(Stop::At(outcome)) => Ok(outcome),
+            Err(Stop::Error(err)) => Err(err),
+        },
+    }
+}
+
+/// Destroys the pool of `entry` as far as the rails let it go: not when a
+/// live resource names it or the node's pool of the name is another
+/// ([`destroy_refusal`], [`Destroyed::Other`]: then forgotten), not while
+/// it holds data ([`hold`]).
+async fn destroy(entry: &LedgerEntry, obs: &Observation, ctx: &Context) -> Result<Outcome, Stop> {
+    let live = ctx.pools.all();
+    let reported = obs.reported.as_ref().map(|p| p.disks.as_slice());
+    let refusal = destroy_refusal(entry, &live, reported);
+    if refusal.is_some()
+        && obs.reported.is_some()
+        && live.iter().all(|p| p.name_any() != entry.pool)
+    {
+        // Not the pool this operator made: forget it, never touch it.
+        ctx.ledger.remove(&entry.node, &entry.pool).await?;
+    }
+    Stop::refused_if(Action::Destroy, refusal)?;
+    let client =
+        client_or_failed(ctx, &entry.node, &entry.uid, Action::Destroy).map_err(Stop::At)?;
+    let timeout = ctx.registry.settings().probe_timeout;
+    let asked = std::time::Instant::now();
+    let uuid = entry.pool_uuid.as_deref();
+    let result = pool_calls::destroy_pool(
+        &client,
+        &entry.pool,
+        uuid,
+        &entry.disks,
+        entry.purge,
+        timeout,
+    )
+    .await;
+    // A kept pool's time is the rail's alone (the listing); a destroyed
+    // one's includes the DestroyPool.
+    let step = match &result {
+        Ok(Destroyed::Kept(_)) => "contents",
+        _ => "destroy",
+    };
+    ctx.metrics.reconcile_step(step, asked.elapsed());
+    tracing::debug!(
+        took_ms = asked.elapsed().as_millis() as u64,
+        step,
+        "destroy decided"
+    );
+    let result = match result {
+        Ok(Destroyed::Kept(contents)) => {
+            hold(entry, &contents, ctx).await?;
+            Err(Stop::At(Outcome::Nothing))?
+        }
+        Ok(Destroyed::Other(what)) => {
+            // Not the pool this operator made: forget it, never touch it.
+            ctx.ledger.remove(&entry.node, &entry.pool).await?;
+            Err(Stop::refused(Action::Destroy, other_pool(entry, &what)))?
+        }
+        Ok(Destroyed::Destroyed(went)) => Ok(went),
+        Ok(Destroyed::Gone) => Ok(Vec::new()),
+        Err(err) => Err(err),
+    };
+    ctx.metrics.node_operation("destroy", result.is_ok());
+    update_cache(ctx, &entry.node, &result, |_| {
+        PoolUpdate::Gone(entry.pool.clone())
+    })
+    .await;
+    match result {
+        Ok(went) => {
+            forget_destroyed(entry, went, ctx).await?;
+            Ok(Outcome::Done(Action::Destroy))
+        }
+        Err(err) => {
+            tracing::warn!(node = %entry.node, pool = %entry.pool, error = %err, "destroy failed");
+            let error = err.to_operation_error();
+            ctx.operations
+                .record(&entry.uid, Action::Destroy, Some(error.clone()));
+            Ok(Outcome::Failed(Action::Destroy, error))
         }
     }
+}
+
+/// Why the node's pool of `entry`'s name, which `what` (a phrase), is not
+/// the one this operator created.
+fn other_pool(entry: &LedgerEntry, what: &str) -> String {
+    format!(
+        "the node's pool {} {what}, but this operator created it on {}{}",
+        entry.pool,
+        entry.disks.join(", "),
+        entry
+            .pool_uuid
+            .as_deref()
+            .map(|u| format!(" with uuid {u}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The pool of `entry` is destroyed (with `went`, what it held when
+/// purged): its entry and last operation are forgotten, and an Event says
+/// so when it had been kept or was purged.
+async fn forget_destroyed(
+    entry: &LedgerEntry,
+    went: Vec<PoolContent>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    tracing::info!(node = %entry.node, pool = %entry.pool, purged = went.len(), "resource deleted; pool destroyed");
+    if entry.held.is_some() || !went.is_empty() {
+        let note = if went.is_empty() {
+            format!(
+                "pool {} on node {} was kept while it held data; now empty, it is destroyed",
+                entry.pool, entry.node
+            )
+        } else {
+            let held = Contents::Holds(went).held().unwrap_or_default();
+            format!(
+                "purged as the annotation {PURGE_ANNOTATION} asked: pool {} on node {} destroyed with {}",
+                entry.pool,
+                entry.node,
+                data_safety::what_holds(&held)
+            )
+        };
+        publish_deleted(entry, ctx, false, "PoolDestroyed", &note).await;
+    }
+    ctx.ledger.remove(&entry.node, &entry.pool).await?;
+    ctx.operations.forget(&entry.uid);
+    Ok(())
 }
 
 /// Brings what the ledger entry of live resource `pool` keeps of the
@@ -575,42 +719,56 @@ pub async fn remember(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
         );
         crate::controller::report::publish(pool, ctx, true, "PurgeNotConfirmed", &note).await;
     }
+    let current = ctx.ledger.get(pool.effective_node(), &pool.name_any());
+    let update = current.and_then(|current| remembered(pool, current, asked == Some(true)));
+    if let Some((updated, purge_changed)) = update {
+        ctx.ledger.record(updated.clone(), 0).await?;
+        if purge_changed {
+            purge_noted(pool, &updated, ctx).await;
+        }
+    }
+    Ok(())
+}
+
+/// The ledger entry `current` of live resource `pool`'s name brought up to
+/// date (see [`remember`]), when that changes it, and whether its purge
+/// changed. `None` also when the entry is another resource's.
+fn remembered(
+    pool: &MayastorPool,
+    current: LedgerEntry,
+    purge: bool,
+) -> Option<(LedgerEntry, bool)> {
     let uid = pool.uid().unwrap_or_default();
-    let Some(current) = ctx.ledger.get(pool.effective_node(), &pool.name_any()) else {
-        return Ok(());
-    };
-    let entry = match current.clone() {
-        entry if entry.uid == uid => entry,
+    let entry = match &current {
+        entry if entry.uid == uid => Some(entry.clone()),
         // Re-created on the same disks: the pool is this resource's now
         // (with what was created: node, disks, uuid), and live again.
-        entry if takes_over(pool, &entry) => {
+        entry if takes_over(pool, entry) => {
             tracing::info!(pool = %entry.pool, node = %entry.node, old_uid = %entry.uid,
                 "resource re-created on the same disks: it takes the pool over");
-            LedgerEntry {
-                uid: uid.clone(),
+            Some(LedgerEntry {
+                uid,
                 held: None,
-                ..entry
-            }
+                ..entry.clone()
+            })
         }
-        _ => return Ok(()),
-    };
+        _ => None,
+    }?;
     let (labels, annotations) = last_seen(pool);
-    let purge = asked == Some(true);
     let updated = LedgerEntry {
         labels,
         annotations,
         purge,
         ..entry.clone()
     };
-    if current == updated {
-        return Ok(());
-    }
     let purge_changed = entry.purge != purge;
-    ctx.ledger.record(updated, 0).await?;
-    if !purge_changed {
-        return Ok(());
-    }
-    let note = if purge {
+    (updated != current).then_some((updated, purge_changed))
+}
+
+/// Says in an Event on `pool` that the purge of `entry`'s pool was recorded
+/// or withdrawn.
+async fn purge_noted(pool: &MayastorPool, entry: &LedgerEntry, ctx: &Context) {
+    let note = if entry.purge {
         format!(
             "purge recorded: when this resource is deleted, pool {} on node {} is destroyed with \
              every replica, snapshot and clone on it",
@@ -619,9 +777,8 @@ pub async fn remember(pool: &MayastorPool, ctx: &Context) -> Result<(), Error> {
     } else {
         "purge withdrawn: the pool is kept while it holds data".to_string()
     };
-    tracing::info!(pool = %entry.pool, node = %entry.node, purge, "purge noted");
+    tracing::info!(pool = %entry.pool, node = %entry.node, purge = entry.purge, "purge noted");
     crate::controller::report::publish(pool, ctx, false, "PurgeRecorded", &note).await;
-    Ok(())
 }
 
 /// Keeps the pool of `entry`, which holds `contents` (or could not be
