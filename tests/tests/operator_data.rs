@@ -332,7 +332,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         // Empty: destroyed.
         client.create_pool(&name, None, &disks).await?;
         assert_eq!(
-            destroy_pool(&client, &name, None, &disks, false, t).await?,
+            destroy_pool(&client, &name, None, &disks, &[], false, t).await?,
             Destroyed::Destroyed(Vec::new())
         );
         // A replica: kept, and listed by the client of either API.
@@ -346,7 +346,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         );
         assert!(client.list_replicas("other", t).await?.is_empty());
         assert_eq!(
-            destroy_pool(&client, &name, None, &disks, false, t).await?,
+            destroy_pool(&client, &name, None, &disks, &[], false, t).await?,
             Destroyed::Kept(Contents::Holds(listed.clone()))
         );
         assert!(node_pools(endpoint).await?.contains(&name));
@@ -361,7 +361,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
                 uuid: None,
             })
             .await?;
-        let kept = destroy_pool(&client, &name, None, &disks, false, t).await?;
+        let kept = destroy_pool(&client, &name, None, &disks, &[], false, t).await?;
         match api {
             ApiVersion::V1 => assert_eq!(kept, Destroyed::Kept(Contents::Holds(listed.clone()))),
             ApiVersion::V0 => assert_eq!(kept, Destroyed::Kept(Contents::NotLoaded)),
@@ -369,7 +369,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         client.import_pool(&name, None, &disks).await.ok();
         // Purged: destroyed with the replica, which goes with it.
         assert_eq!(
-            destroy_pool(&client, &name, None, &disks, true, t).await?,
+            destroy_pool(&client, &name, None, &disks, &[], true, t).await?,
             Destroyed::Destroyed(listed)
         );
         assert!(!node_pools(endpoint).await?.contains(&name));
@@ -377,7 +377,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
     // The node down: nothing can be listed, nothing is destroyed.
     let client = NodeClient::new(&endpoint.to_string(), ApiVersion::V1, t, t)?;
     node.stop().await?;
-    let down = destroy_pool(&client, "any", None, &[], false, t).await?;
+    let down = destroy_pool(&client, "any", None, &[], &[], false, t).await?;
     assert!(
         matches!(down, Destroyed::Kept(Contents::Unknown(_))),
         "{down:?}"

@@ -80,7 +80,8 @@ async fn both_pool_apis_create_list_import_destroy() -> anyhow::Result<()> {
         // Not loaded and not on its disk (malloc disks die with the pool):
         // on v1 the import says so, gone, and the operator's destroy
         // succeeds; v0 cannot load a pool to check it, so it is kept.
-        let destroyed = pool_calls::destroy_pool(&client, name, None, &disks, false, t).await?;
+        let destroyed =
+            pool_calls::destroy_pool(&client, name, None, &disks, &[], false, t).await?;
         match api {
             ApiVersion::V1 => assert_eq!(destroyed, Destroyed::Gone),
             ApiVersion::V0 => assert_eq!(destroyed, Destroyed::Kept(Contents::NotLoaded)),

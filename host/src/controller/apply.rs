@@ -17,6 +17,9 @@
 //!   leaves a record, never an untracked pool, and before the disk check,
 //!   so that the check's answer is at most one round trip old when
 //!   CreatePool is sent;
+//! - nothing is created or imported on a path that now names another disk
+//!   than the one pinned at creation, or while the node's answer cannot
+//!   tell ([`crate::nodes::disk_identity`]);
 //! - CreatePool and ImportPool carry the pool's uuid (v1): a pool of the
 //!   name that the operator did not create, found on the disks, is never
 //!   imported as the resource's, only adopted by the admin's annotation;
@@ -32,8 +35,10 @@ use super::context::Context;
 use super::error::Error;
 use super::observe::{self, takes_over};
 use super::plan::Plan;
+use crate::nodes::client::BlockDeviceInfo;
 use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents, PURGE_ANNOTATION};
+use crate::nodes::disk_identity;
 use crate::nodes::disk_safety;
 use crate::nodes::pool_calls::{self, Destroyed, Load, Loaded};
 use crate::nodes::pool_identity::{self, Identity};
@@ -205,11 +210,12 @@ async fn load(
     action: Action,
     ctx: &Context,
 ) -> Result<Outcome, Stop> {
-    let loading = Loading::of(pool, obs, action, ctx)?;
+    let mut loading = Loading::of(pool, obs, action, ctx)?;
+    loading.check_identity(pool, ctx).await?;
     let started = std::time::Instant::now();
-    loading.record(pool, ctx).await?;
+    let wrote = loading.record(pool, ctx).await?;
     ctx.metrics.reconcile_step("ledger", started.elapsed());
-    loading.check_disks(ctx).await?;
+    loading.check_disks(ctx, wrote).await?;
     let sent = std::time::Instant::now();
     let outcome = loading.call(ctx).await;
     tracing::debug!(
@@ -232,6 +238,11 @@ struct Loading {
     prior: Option<LedgerEntry>,
     /// What the ledger records before the node acts.
     entry: LedgerEntry,
+    /// The node's block devices as the identity check listed them, with
+    /// nothing written since when the disk check reuses them.
+    devices: Option<Vec<BlockDeviceInfo>>,
+    /// `devices` were listed by this load (not a listing a moment old).
+    fresh: bool,
 }
 
 impl Loading {
@@ -285,7 +296,62 @@ impl Loading {
             identity,
             prior,
             entry,
+            devices: None,
+            fresh: false,
         })
+    }
+
+    /// Resolves the disks on the node and compares them with what the
+    /// ledger pinned ([`disk_identity`]): another disk under a path, or a
+    /// node answer that cannot tell, and nothing is called. What the entry
+    /// records: the pins as they were, or for a first create the disks as
+    /// listed now. A kernel name in the spec is pointed out once.
+    async fn check_identity(&mut self, pool: &MayastorPool, ctx: &Context) -> Result<(), Stop> {
+        let disks = self.entry.disks.clone();
+        if !disk_safety::needs_check(&disks) {
+            return Ok(());
+        }
+        // The pins of this pool's entry (its own, or the one it takes over).
+        let pinned = self
+            .prior
+            .as_ref()
+            .filter(|p| p.uid == self.uid || takes_over(pool, p))
+            .map(|p| p.disk_ids.clone())
+            .unwrap_or_default();
+        let node = self.entry.node.clone();
+        let asked = std::time::Instant::now();
+        // A create with nothing pinned only pins: a listing of the node a
+        // moment old will do when it lists every disk (the disk check's
+        // fresh listing, which such a create always makes, must then show
+        // the same disks, or the create is refused).
+        let recent = (!disk_identity::identified(&pinned) && self.client.may_format(self.load))
+            .then(|| ctx.recent_devices(&node))
+            .flatten()
+            .filter(|devices| disk_identity::lists_all(&disks, devices));
+        let listed = match recent {
+            Some(devices) => Ok(devices),
+            None => {
+                let timeout = ctx.registry.settings().rpc_timeout;
+                let listed = self.client.list_block_devices(timeout).await;
+                if let Ok(devices) = &listed {
+                    ctx.note_devices(&node, devices);
+                    self.fresh = true;
+                }
+                listed.map_err(|e| e.to_string())
+            }
+        };
+        let refusal =
+            disk_identity::refusal(&disks, &pinned, listed.as_deref().map_err(String::as_str));
+        ctx.metrics.reconcile_step("identity", asked.elapsed());
+        Stop::refused_if(self.action, refusal)?;
+        let devices = listed.ok();
+        if let Some(devices) = &devices {
+            tell_kernel_names(pool, &disks, devices, ctx).await;
+        }
+        let create = self.action == Action::Create;
+        self.entry.disk_ids = disk_identity::to_record(&disks, &pinned, devices.as_deref(), create);
+        self.devices = devices;
+        Ok(())
     }
 
     /// Records the entry, durable before the node acts: a crash after
@@ -294,18 +360,26 @@ impl Loading {
     /// is at most one round trip old when CreatePool is sent: a filesystem
     /// made while the ledger write was in flight is seen. A create records
     /// the node's other new pools with it ([`new_on_node`]).
-    async fn record(&self, pool: &MayastorPool, ctx: &Context) -> Result<(), Stop> {
-        let (ahead, coming) = if self.action == Action::Create {
+    /// True when it wrote (the entry or one ahead was new).
+    async fn record(&self, pool: &MayastorPool, ctx: &Context) -> Result<bool, Stop> {
+        let (mut ahead, coming) = if self.action == Action::Create {
             new_on_node(ctx, pool, self.client.knows_pool_uuids())
         } else {
             (Vec::new(), 0)
         };
+        // Pinned from the same listing as this pool's own.
+        if let Some(devices) = &self.devices {
+            for entry in &mut ahead {
+                entry.disk_ids = disk_identity::pin(&entry.disks, devices);
+            }
+        }
+        let wrote = !ahead.is_empty() || self.prior.as_ref() != Some(&self.entry);
         match ctx
             .ledger
             .record_with(self.entry.clone(), ahead, coming)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(wrote),
             Err(full @ LedgerError::Full { .. }) => {
                 Err(Stop::refused(self.action, full.to_string()))
             }
@@ -316,15 +390,29 @@ impl Loading {
     /// Asks the node what the disks hold, last before a load that may
     /// format them ([`disk_safety`]); a refusal drops what [`Self::record`]
     /// recorded of a create (a pool taken over keeps its old record).
-    async fn check_disks(&self, ctx: &Context) -> Result<(), Stop> {
+    /// `wrote`: the ledger was written since the identity check listed the
+    /// devices; else that listing is as fresh and is used again.
+    async fn check_disks(&self, ctx: &Context, wrote: bool) -> Result<(), Stop> {
         let disks = &self.entry.disks;
         let refusal = if self.client.may_format(self.load) && disk_safety::needs_check(disks) {
-            let timeout = ctx.registry.settings().rpc_timeout;
             let asked = std::time::Instant::now();
-            let listed = self.client.list_block_devices(timeout).await;
+            let listed = match (&self.devices, self.fresh && !wrote) {
+                (Some(devices), true) => Ok(devices.clone()),
+                _ => {
+                    let timeout = ctx.registry.settings().rpc_timeout;
+                    let listed = self.client.list_block_devices(timeout).await;
+                    if let Ok(devices) = &listed {
+                        ctx.note_devices(&self.entry.node, devices);
+                    }
+                    listed
+                }
+            };
             ctx.metrics.reconcile_step("disks", asked.elapsed());
             match listed {
-                Ok(listed) => disk_safety::refusal(disks, &listed),
+                // The disks pinned from the first listing are the ones
+                // listed now (a swap in between is seen).
+                Ok(listed) => disk_identity::refusal(disks, &self.entry.disk_ids, Ok(&listed))
+                    .or_else(|| disk_safety::refusal(disks, &listed)),
                 Err(err) => Some(disk_safety::unknown(disks, &err.to_string())),
             }
         } else {
@@ -362,6 +450,7 @@ impl Loading {
         let error = match result {
             Ok(_) => {
                 tracing::info!(%node, ?disks, action = action_name(action), "pool operation succeeded");
+                self.pin_after_import(ctx).await?;
                 None
             }
             Err(err) => {
@@ -374,6 +463,27 @@ impl Loading {
             None => Outcome::Done(action),
             Some(error) => Outcome::Failed(action, error),
         })
+    }
+
+    /// An import found the pool on disks nothing pinned (an entry written
+    /// before pins were kept, or by a version that dropped them): pinned
+    /// now, from the listing before the import.
+    async fn pin_after_import(&self, ctx: &Context) -> Result<(), Stop> {
+        let Some(devices) = &self.devices else {
+            return Ok(());
+        };
+        if self.load != Load::Import {
+            return Ok(());
+        }
+        let entry = &self.entry;
+        if let Some(pins) = disk_identity::after_import(&entry.disks, &entry.disk_ids, devices) {
+            let pinned = LedgerEntry {
+                disk_ids: pins,
+                ..entry.clone()
+            };
+            ctx.ledger.record(pinned, 0).await?;
+        }
+        Ok(())
     }
 
     /// The load found `found`, a pool of another uuid, on the disks: not
@@ -390,6 +500,102 @@ impl Loading {
             Err(err) => Stop::Error(err),
         }
     }
+}
+
+/// Points out, once per resource, a kernel name among `disks` (a Normal
+/// Event naming the persistent link the node reports for it).
+async fn tell_kernel_names(
+    pool: &MayastorPool,
+    disks: &[String],
+    devices: &[BlockDeviceInfo],
+    ctx: &Context,
+) {
+    if let Some(note) = disk_identity::unstable_note(disks, devices)
+        && ctx.first_kernel_note(&pool.uid().unwrap_or_default())
+    {
+        crate::controller::report::publish(pool, ctx, false, "KernelDiskName", &note).await;
+    }
+}
+
+/// Follows an edit of created `pool`'s spec.disks to other names of its
+/// disks: when the node resolves each new name to a disk the ledger pinned
+/// for the pool, each once ([`disk_identity::renamed`]), the ledger entry
+/// and `status.disks` take the new names (the old ones kept as aliases) and
+/// a Normal Event says so; the pool is not touched (the node is only asked
+/// for its devices). The resource as it is now, or `None` when there is no
+/// such edit or it names other disks (ignored, as any spec edit after
+/// creation: the policy's reason says so; not asked again until edited
+/// again).
+pub async fn follow_rename(
+    pool: &MayastorPool,
+    ctx: &Context,
+) -> Result<Option<MayastorPool>, Error> {
+    let Some(status) = pool.status.as_ref() else {
+        return Ok(None);
+    };
+    let (Some(node), Some(old)) = (status.node.as_deref(), status.disks.as_deref()) else {
+        return Ok(None);
+    };
+    let new = &pool.spec.disks;
+    let uid = pool.uid().unwrap_or_default();
+    if node != pool.spec.node || old == new.as_slice() || ctx.other_disks_known(&uid, new) {
+        return Ok(None);
+    }
+    let Some(entry) = ctx
+        .ledger
+        .get(node, &pool.name_any())
+        .filter(|e| e.uid == uid && disk_identity::identified(&e.disk_ids))
+    else {
+        return Ok(None);
+    };
+    let Ok(client) = ctx.registry.client(node) else {
+        return Ok(None);
+    };
+    let timeout = ctx.registry.settings().rpc_timeout;
+    let asked = std::time::Instant::now();
+    let listed = client.list_block_devices(timeout).await;
+    ctx.metrics.reconcile_step("identity", asked.elapsed());
+    let devices = match listed {
+        Ok(devices) => devices,
+        Err(err) => {
+            tracing::debug!(error = %err, "spec.disks edited; the node could not list its devices: asked again later");
+            return Ok(None);
+        }
+    };
+    let pins = match disk_identity::renamed(old, new, &entry.disk_ids, &devices) {
+        Ok(pins) => pins,
+        Err(why) => {
+            tracing::info!(%why, "spec.disks edited to other disks: ignored");
+            ctx.note_other_disks(&uid, new);
+            return Ok(None);
+        }
+    };
+    ctx.ledger
+        .record(
+            LedgerEntry {
+                disks: new.clone(),
+                disk_ids: pins.clone(),
+                ..entry
+            },
+            0,
+        )
+        .await?;
+    let mut view = pool.clone();
+    let mut renamed = status.clone();
+    renamed.disks = Some(new.clone());
+    let shown = disk_identity::shown(&pins);
+    renamed.disk_ids = (!shown.is_empty()).then_some(shown);
+    crate::controller::report::write_status(pool, &renamed, ctx).await?;
+    view.status = Some(renamed);
+    let note = format!(
+        "spec.disks now names {}, the same disks as {} by the node's answer: status and the \
+         ledger follow, the pool was not touched",
+        new.join(", "),
+        old.join(", ")
+    );
+    tracing::info!(%note, "path edit followed");
+    crate::controller::report::publish(pool, ctx, false, "DisksRenamed", &note).await;
+    Ok(Some(view))
 }
 
 /// The ledger entry of `pool` created on `node` and `disks`, with what the
@@ -524,7 +730,7 @@ pub fn destroy_refusal(
     if let Some(owner) = live.iter().find(|p| {
         p.name_any() == entry.pool
             && p.effective_node() == entry.node
-            && pool_calls::overlap(p.effective_disks(), &entry.disks)
+            && pool_calls::overlap(p.effective_disks(), &entry.disk_names())
     }) {
         return Some(format!(
             "resource {}/{} names this pool",
@@ -534,10 +740,11 @@ pub fn destroy_refusal(
     }
     // Reported disks are paths (`disk_path`): the ledger's are compared as
     // paths too (a `malloc:///m?size_mb=8` disk is reported as `/m`).
+    let names = entry.disk_names();
     if let Some(disks) = reported_disks
         && !disks
             .iter()
-            .any(|d| entry.disks.iter().any(|e| disk_path(e) == *d))
+            .any(|d| names.iter().any(|e| disk_path(e) == *d))
     {
         return Some(format!(
             "the node's pool of this name is on {} but this operator created it on {}",
@@ -600,6 +807,7 @@ async fn destroy(entry: &LedgerEntry, obs: &Observation, ctx: &Context) -> Resul
         &entry.pool,
         uuid,
         &entry.disks,
+        &entry.disk_ids,
         entry.purge,
         timeout,
     )
@@ -931,13 +1139,48 @@ mod tests {
         assert!(destroy_refusal(&malloc, &[], Some(&["/m2".to_string()])).is_some());
     }
 
-    /// A storage node that logs the calls a create makes into `log`.
-    #[derive(Clone)]
-    struct LoggingNode(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+    /// A storage node that logs the calls it gets into `log` and lists
+    /// `devices` as its block devices.
+    #[derive(Clone, Default)]
+    struct LoggingNode {
+        log: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+        devices: std::sync::Arc<std::sync::Mutex<Vec<msp_proto::v1::BlockDevice>>>,
+    }
 
     impl LoggingNode {
         fn push(&self, what: &'static str) {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(what);
+        }
+
+        fn log(&self) -> Vec<&'static str> {
+            self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+
+        /// The node lists these devices: (kernel name, links).
+        fn lists(&self, devices: &[(&str, &[&str])]) {
+            *self.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices
+                .iter()
+                .map(|(name, links)| msp_proto::v1::BlockDevice {
+                    devname: name.to_string(),
+                    devlinks: links.iter().map(|l| l.to_string()).collect(),
+                    size: 131_072,
+                    available: true,
+                    ..Default::default()
+                })
+                .collect();
+        }
+    }
+
+    fn pool_reply(name: String, uuid: Option<String>, disks: Vec<String>) -> msp_proto::v1::Pool {
+        msp_proto::v1::Pool {
+            uuid: uuid.unwrap_or_default(),
+            name,
+            disks,
+            state: 1,
+            ..Default::default()
         }
     }
 
@@ -949,14 +1192,13 @@ mod tests {
         ) -> Result<tonic::Response<msp_proto::v1::ListBlockDevicesResponse>, tonic::Status>
         {
             self.push("disk check");
+            let devices = self
+                .devices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             Ok(tonic::Response::new(
-                msp_proto::v1::ListBlockDevicesResponse {
-                    devices: vec![msp_proto::v1::BlockDevice {
-                        devname: "/dev/loop0".into(),
-                        available: true,
-                        ..Default::default()
-                    }],
-                },
+                msp_proto::v1::ListBlockDevicesResponse { devices },
             ))
         }
     }
@@ -969,31 +1211,33 @@ mod tests {
         ) -> Result<tonic::Response<msp_proto::v1::Pool>, tonic::Status> {
             self.push("create");
             let req = req.into_inner();
-            Ok(tonic::Response::new(msp_proto::v1::Pool {
-                uuid: req.uuid.unwrap_or_default(),
-                name: req.name,
-                disks: req.disks,
-                state: 1,
-                ..Default::default()
-            }))
+            Ok(tonic::Response::new(pool_reply(
+                req.name, req.uuid, req.disks,
+            )))
         }
         async fn destroy_pool(
             &self,
             _: tonic::Request<msp_proto::v1::DestroyPoolRequest>,
         ) -> Result<tonic::Response<()>, tonic::Status> {
+            self.push("destroy");
             Err(tonic::Status::unimplemented("destroy"))
         }
         async fn export_pool(
             &self,
             _: tonic::Request<msp_proto::v1::ExportPoolRequest>,
         ) -> Result<tonic::Response<()>, tonic::Status> {
+            self.push("export");
             Err(tonic::Status::unimplemented("export"))
         }
         async fn import_pool(
             &self,
-            _: tonic::Request<msp_proto::v1::ImportPoolRequest>,
+            req: tonic::Request<msp_proto::v1::ImportPoolRequest>,
         ) -> Result<tonic::Response<msp_proto::v1::Pool>, tonic::Status> {
-            Err(tonic::Status::unimplemented("import"))
+            self.push("import");
+            let req = req.into_inner();
+            Ok(tonic::Response::new(pool_reply(
+                req.name, req.uuid, req.disks,
+            )))
         }
         async fn list_pools(
             &self,
@@ -1005,23 +1249,25 @@ mod tests {
             &self,
             _: tonic::Request<msp_proto::v1::GrowPoolRequest>,
         ) -> Result<tonic::Response<msp_proto::v1::GrowPoolResponse>, tonic::Status> {
+            self.push("grow");
             Err(tonic::Status::unimplemented("grow"))
         }
     }
 
-    /// Issue 23 item 6: the ledger write comes before the disk check, and
-    /// the check right before CreatePool, so the check's answer is at most
-    /// one round trip old when the node may format (a filesystem made while
-    /// a slow ledger write was in flight is seen). Also: the CreatePool
-    /// carries the uuid the entry records (item 5).
-    #[tokio::test]
-    async fn a_create_records_then_checks_the_disks_then_creates() {
-        use crate::controller::fixtures::{Fixture, pool};
+    /// A context whose storage node n1 is `node` (v1) and whose API server
+    /// is the returned one; the node's server task.
+    async fn with_node(
+        node: &LoggingNode,
+    ) -> (
+        Context,
+        crate::controller::fixtures::ApiServer,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) {
+        use crate::controller::fixtures::Fixture;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let node = LoggingNode(Default::default());
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(msp_proto::v1::host_rpc_server::HostRpcServer::new(
@@ -1032,9 +1278,9 @@ mod tests {
                 ))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let (fx, mut api) = Fixture::with_api_server();
-        let ctx = fx.ctx;
-        ctx.registry
+        let (fx, api) = Fixture::with_api_server();
+        fx.ctx
+            .registry
             .register(&msp_proto::v1::RegisterRequest {
                 id: "n1".into(),
                 grpc_endpoint: addr.to_string(),
@@ -1042,33 +1288,256 @@ mod tests {
                 ..Default::default()
             })
             .expect("registered");
-        let p = pool("n1");
-        let obs = observe::observe(&p, &ctx.sources());
-        let decision = Decision {
-            action: Action::Create,
+        (fx.ctx, api, server)
+    }
+
+    fn decision(action: Action) -> Decision {
+        Decision {
+            action,
             state: msp_policy_sdk::model::PoolState::Pending,
             reason: String::new(),
             requeue_after_ms: None,
             event: None,
-        };
-        let apiserver = async {
-            let sent = api
-                .next(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": "msp-ledger-n1", "namespace": "mayastor"}}))
-                .await;
-            node.push("ledger");
-            sent
-        };
-        let (outcome, sent) = tokio::join!(live(&p, &obs, &decision, &ctx), apiserver);
-        server.abort();
+        }
+    }
+
+    /// The ledger entry a request wrote for pool p.
+    fn entry_written(sent: &crate::controller::fixtures::Sent) -> serde_json::Value {
+        let entry = sent.body["data"]["p"].as_str().expect("the entry of p");
+        serde_json::from_str(entry).expect("an entry")
+    }
+
+    const A: &str = "/dev/disk/by-id/msp-loop-a";
+    const B: &str = "/dev/disk/by-id/msp-loop-b";
+
+    /// Issue 23 item 6: the ledger write comes before the disk check, and
+    /// the check right before CreatePool, so the check's answer is at most
+    /// one round trip old when the node may format (a filesystem made while
+    /// a slow ledger write was in flight is seen). Also: the CreatePool
+    /// carries the uuid the entry records (item 5); issue 26: the entry pins
+    /// the disk as the node listed it before (never by-diskseq), and the
+    /// kernel name in the spec is pointed out once, with its link.
+    #[tokio::test]
+    async fn a_create_pins_records_then_checks_the_disks_then_creates() {
+        use crate::controller::fixtures::pool;
+        let node = LoggingNode::default();
+        node.lists(&[
+            ("/dev/loop0", &[A, "/dev/disk/by-diskseq/9"]),
+            ("/dev/loop1", &[B]),
+        ]);
+        let (ctx, mut api, server) = with_node(&node).await;
+        let p = pool("n1");
+        let obs = observe::observe(&p, &ctx.sources());
+        let (outcome, sent) = api
+            .serve(live(&p, &obs, &decision(Action::Create), &ctx), |sent| {
+                if sent.path.contains("configmaps") {
+                    node.push("ledger");
+                }
+            })
+            .await;
         assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
-        let log = node.0.lock().expect("log").clone();
-        assert_eq!(log, vec!["ledger", "disk check", "create"]);
-        assert_eq!(sent.method, http::Method::PATCH);
-        let recorded: serde_json::Value =
-            serde_json::from_str(sent.body["data"]["p"].as_str().expect("the entry of p"))
-                .expect("an entry");
+        assert_eq!(
+            node.log(),
+            vec!["disk check", "ledger", "disk check", "create"]
+        );
+        let event = sent
+            .iter()
+            .find(|s| s.path.contains("events"))
+            .expect("an Event");
+        assert_eq!(event.body["reason"], "KernelDiskName");
+        assert_eq!(event.body["type"], "Normal");
+        let note = event.body["note"].as_str().expect("a note");
+        assert!(note.contains(&format!("/dev/loop0 is {A}")), "{note}");
+        let ledger = sent
+            .iter()
+            .find(|s| s.path.contains("configmaps"))
+            .expect("a ledger write");
+        assert_eq!(ledger.method, http::Method::PATCH);
+        let recorded = entry_written(ledger);
         let uuid = recorded["poolUuid"].as_str().expect("a pool uuid recorded");
         assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{uuid}");
+        assert_eq!(
+            recorded["diskIds"],
+            serde_json::json!([{"disk": "/dev/loop0", "devname": "/dev/loop0",
+                "links": [A], "size": 131_072 * 512}])
+        );
+        // Told once: another create of the same resource says nothing more.
+        let obs = observe::observe(&p, &ctx.sources());
+        let (_, sent) = api
+            .serve(live(&p, &obs, &decision(Action::Create), &ctx), |_| {})
+            .await;
+        assert!(sent.iter().all(|s| !s.path.contains("events")), "{sent:?}");
+        // Another new pool of the node a moment later pins from the last
+        // listing: one listing, the disk check's, after its ledger write.
+        let mut q = pool("n1");
+        q.metadata.name = Some("q".into());
+        q.metadata.uid = Some("u2".into());
+        q.spec.disks = vec![B.into()];
+        let before = node.log().len();
+        let obs = observe::observe(&q, &ctx.sources());
+        let (outcome, sent) = api
+            .serve(live(&q, &obs, &decision(Action::Create), &ctx), |_| {})
+            .await;
+        assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
+        assert_eq!(node.log()[before..], ["disk check", "create"]);
+        let recorded: serde_json::Value =
+            serde_json::from_str(sent[0].body["data"]["q"].as_str().expect("the entry of q"))
+                .expect("an entry");
+        assert_eq!(recorded["diskIds"][0]["links"], serde_json::json!([B]));
+        server.abort();
+    }
+
+    /// Records `entry` in the context's ledger.
+    async fn seed(
+        ctx: &Context,
+        api: &mut crate::controller::fixtures::ApiServer,
+        entry: LedgerEntry,
+    ) {
+        let (written, _) = api.serve(ctx.ledger.record(entry, 0), |_| {}).await;
+        written.expect("recorded");
+    }
+
+    /// The resource p (uid u1) created on /dev/loop0, pinned as A.
+    fn pinned() -> LedgerEntry {
+        LedgerEntry {
+            uid: "u1".into(),
+            pool_uuid: Some("6f1c2c1e-5d7a-4b7e-9a51-0d2b8f3e4c10".into()),
+            disk_ids: vec![crate::state::ledger::DiskId {
+                disk: "/dev/loop0".into(),
+                devname: "/dev/loop0".into(),
+                links: vec![A.into()],
+                ..Default::default()
+            }],
+            ..entry()
+        }
+    }
+
+    /// Issue 26 item 2: an import on a path that now names another disk
+    /// calls nothing on it and says where the pool's disk is; a node answer
+    /// that cannot tell (the link not there yet) is neither the same disk
+    /// nor another: nothing called, and the import goes ahead once it tells.
+    #[tokio::test]
+    async fn an_import_calls_nothing_on_another_disk_nor_while_the_node_cannot_tell() {
+        use crate::controller::fixtures::pool;
+        let node = LoggingNode::default();
+        let (ctx, mut api, server) = with_node(&node).await;
+        seed(&ctx, &mut api, pinned()).await;
+        let p = pool("n1");
+        let import = decision(Action::Import);
+
+        node.lists(&[("/dev/loop0", &[B]), ("/dev/loop5", &[A])]);
+        let obs = observe::observe(&p, &ctx.sources());
+        let (outcome, sent) = api.serve(live(&p, &obs, &import, &ctx), |_| {}).await;
+        let Ok(Outcome::Refused(Action::Import, why)) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert!(
+            why.starts_with(&format!(
+                "/dev/loop0 is now another disk ({B}); the pool's disk is at /dev/loop5 ({A})"
+            )),
+            "{why}"
+        );
+        assert!(
+            why.contains("point spec.disks at a persistent link"),
+            "{why}"
+        );
+        assert!(sent.is_empty(), "nothing written: {sent:?}");
+        assert_eq!(node.log(), vec!["disk check"]);
+
+        node.lists(&[("/dev/loop0", &["/dev/disk/by-diskseq/40"])]);
+        let (outcome, sent) = api.serve(live(&p, &obs, &import, &ctx), |_| {}).await;
+        let Ok(Outcome::Refused(Action::Import, why)) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert!(
+            why.contains("taken neither for the pool's disk nor for another"),
+            "{why}"
+        );
+        assert!(sent.is_empty(), "nothing written: {sent:?}");
+        assert_eq!(node.log(), vec!["disk check", "disk check"]);
+
+        node.lists(&[("/dev/loop0", &[A, "/dev/disk/by-diskseq/41"])]);
+        let (outcome, _) = api.serve(live(&p, &obs, &import, &ctx), |_| {}).await;
+        server.abort();
+        assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Import));
+        assert_eq!(
+            node.log(),
+            vec!["disk check", "disk check", "disk check", "import"]
+        );
+    }
+
+    /// Issue 26 item 3: spec.disks edited from the kernel name to the
+    /// disk's persistent link: the ledger and status take the new name
+    /// (the old one kept as an alias), an Event says so, and the node is
+    /// only asked for its devices. An edit to another disk changes nothing
+    /// and is not asked about again.
+    #[tokio::test]
+    async fn a_path_edit_to_the_same_disk_is_followed_without_touching_the_pool() {
+        use crate::controller::fixtures::pool;
+        use crate::state::crd::MayastorPoolStatus;
+        let node = LoggingNode::default();
+        node.lists(&[("/dev/loop0", &[A]), ("/dev/loop5", &[B])]);
+        let (ctx, mut api, server) = with_node(&node).await;
+        seed(&ctx, &mut api, pinned()).await;
+        let mut p = pool("n1");
+        p.status = Some(MayastorPoolStatus {
+            node: Some("n1".into()),
+            disks: Some(vec!["/dev/loop0".into()]),
+            ..Default::default()
+        });
+        p.spec.disks = vec![A.into()];
+        let reply = serde_json::to_value(&p).expect("json");
+        let (renamed, sent) = api
+            .serve_with(follow_rename(&p, &ctx), |sent| {
+                if sent.path.ends_with("/status") {
+                    reply.clone()
+                } else {
+                    crate::controller::fixtures::default_reply(sent)
+                }
+            })
+            .await;
+        let view = renamed.expect("no error").expect("followed");
+        let status = view.status.expect("status");
+        assert_eq!(status.disks, Some(vec![A.to_string()]));
+        assert_eq!(status.disk_ids, Some(vec![A.to_string()]));
+        assert_eq!(node.log(), vec!["disk check"], "no node call that writes");
+        let kinds: Vec<&str> = sent
+            .iter()
+            .map(|s| {
+                if s.path.contains("configmaps") {
+                    "ledger"
+                } else if s.path.ends_with("/status") {
+                    "status"
+                } else if s.path.contains("events") {
+                    "event"
+                } else {
+                    "other"
+                }
+            })
+            .collect();
+        assert_eq!(kinds, vec!["ledger", "status", "event"]);
+        let recorded = entry_written(&sent[0]);
+        assert_eq!(recorded["disks"], serde_json::json!([A]));
+        assert_eq!(
+            recorded["diskIds"][0]["aliases"],
+            serde_json::json!(["/dev/loop0"])
+        );
+        assert_eq!(sent[1].body[1]["value"]["disks"], serde_json::json!([A]));
+        assert_eq!(sent[2].body["reason"], "DisksRenamed");
+        let entry = ctx.ledger.get("n1", "p").expect("entry");
+        assert_eq!(
+            entry.disk_names(),
+            vec![A.to_string(), "/dev/loop0".to_string()]
+        );
+
+        // Another disk: nothing written, and not asked again.
+        p.spec.disks = vec![B.into()];
+        let (renamed, sent) = api.serve(follow_rename(&p, &ctx), |_| {}).await;
+        assert!(renamed.expect("no error").is_none());
+        assert!(sent.is_empty(), "{sent:?}");
+        let (renamed, _) = api.serve(follow_rename(&p, &ctx), |_| {}).await;
+        assert!(renamed.expect("no error").is_none());
+        server.abort();
+        assert_eq!(node.log(), vec!["disk check", "disk check"]);
     }
 }

@@ -16,6 +16,7 @@ use super::decide::Decider;
 use super::observe::Sources;
 use super::operations::Operations;
 use crate::metrics::Metrics;
+use crate::nodes::client::BlockDeviceInfo;
 use crate::nodes::registry::NodeRegistry;
 use crate::state::cache::PoolCache;
 use crate::state::crd::{MayastorPool, PoolState};
@@ -101,7 +102,25 @@ pub struct Context {
     /// copy it was written over, [`report::status_digest`]): a reconcile that
     /// still sees that copy has nothing newer to act on.
     written: Mutex<HashMap<String, (String, u64)>>,
+    /// Per resource uid, what the disk identity check already said: a
+    /// kernel name pointed out (once), and the spec.disks last found to
+    /// name other disks than the pool's (not listed again until edited).
+    disk_notes: Mutex<HashMap<String, DiskNotes>>,
+    /// Per node, its block devices as last listed, and when: a create that
+    /// only pins its disks uses a listing a moment old (see
+    /// `apply::Loading::check_identity`).
+    devices: Mutex<HashMap<String, (Instant, Vec<BlockDeviceInfo>)>>,
     started: Instant,
+}
+
+/// How old a node's device listing may be for pinning a new pool's disks.
+const RECENT_DEVICES: Duration = Duration::from_secs(5);
+
+/// What the disk identity check already said about one resource.
+#[derive(Default)]
+struct DiskNotes {
+    kernel_names_told: bool,
+    other_disks: Option<Vec<String>>,
 }
 
 impl Context {
@@ -132,6 +151,8 @@ impl Context {
             refusals: Streaks::default(),
             reported: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            disk_notes: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -207,6 +228,57 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| keep(uid));
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+    }
+
+    /// `node`'s block devices, when listed less than a few seconds ago.
+    pub(super) fn recent_devices(&self, node: &str) -> Option<Vec<BlockDeviceInfo>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .filter(|(at, _)| at.elapsed() < RECENT_DEVICES)
+            .map(|(_, devices)| devices.clone())
+    }
+
+    /// Notes `node`'s block devices as listed now.
+    pub(super) fn note_devices(&self, node: &str, devices: &[BlockDeviceInfo]) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), (Instant::now(), devices.to_vec()));
+    }
+
+    /// True the first time it is asked for `uid`: a kernel name in a
+    /// resource's disks is pointed out once.
+    pub(super) fn first_kernel_note(&self, uid: &str) -> bool {
+        let mut notes = self.disk_notes.lock().unwrap_or_else(|e| e.into_inner());
+        let note = notes.entry(uid.to_string()).or_default();
+        !std::mem::replace(&mut note.kernel_names_told, true)
+    }
+
+    /// Whether `disks` (an edited spec.disks of `uid`) were found to name
+    /// other disks than the pool's already.
+    pub(super) fn other_disks_known(&self, uid: &str, disks: &[String]) -> bool {
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .and_then(|n| n.other_disks.as_deref())
+            == Some(disks)
+    }
+
+    /// Notes that `disks` (an edited spec.disks of `uid`) name other disks.
+    pub(super) fn note_other_disks(&self, uid: &str, disks: &[String]) {
+        self.disk_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid.to_string())
+            .or_default()
+            .other_disks = Some(disks.to_vec());
     }
 }
 

@@ -107,6 +107,18 @@ pub(crate) fn pool(node: &str) -> MayastorPool {
     p
 }
 
+/// What [`ApiServer::serve`] answers: a ledger write its ConfigMap,
+/// anything else an empty object.
+pub(crate) fn default_reply(sent: &Sent) -> serde_json::Value {
+    if sent.path.contains("/configmaps/") {
+        let name = sent.path.rsplit('/').next().unwrap_or_default();
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "mayastor"}})
+    } else {
+        serde_json::json!({})
+    }
+}
+
 /// One request as the API server received it.
 #[derive(Debug)]
 pub(crate) struct Sent {
@@ -123,6 +135,43 @@ impl ApiServer {
     /// The next request the client sends, answered with `reply` (200, JSON).
     /// Fails the test when none comes within a few seconds.
     pub(crate) async fn next(&mut self, reply: serde_json::Value) -> Sent {
+        self.next_with(|_| reply).await
+    }
+
+    /// The requests the client sends while `work` runs, each answered with
+    /// what `reply` makes of it; `work`'s output and the requests in order.
+    pub(crate) async fn serve_with<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        reply: impl Fn(&Sent) -> serde_json::Value,
+    ) -> (T, Vec<Sent>) {
+        let mut sent = Vec::new();
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, sent),
+                req = self.next_with(&reply) => sent.push(req),
+            }
+        }
+    }
+
+    /// [`Self::serve_with`] answering a ledger write with its ConfigMap and
+    /// anything else with an empty object; `seen` is told of each request
+    /// before it is answered.
+    pub(crate) async fn serve<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        seen: impl Fn(&Sent),
+    ) -> (T, Vec<Sent>) {
+        self.serve_with(work, |sent| {
+            seen(sent);
+            default_reply(sent)
+        })
+        .await
+    }
+
+    /// The next request, answered with what `reply` makes of it.
+    async fn next_with(&mut self, reply: impl FnOnce(&Sent) -> serde_json::Value) -> Sent {
         let (request, respond) = tokio::time::timeout(WAIT, self.0.next_request())
             .await
             .expect("a request within the wait")
@@ -134,18 +183,21 @@ impl ApiServer {
         } else {
             serde_json::from_slice(&bytes).expect("a JSON body")
         };
-        let response = Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&reply).expect("reply")))
-            .expect("response");
-        respond.send_response(response);
-        Sent {
+        let sent = Sent {
             method: parts.method,
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),
             body,
-        }
+        };
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from(
+                serde_json::to_vec(&reply(&sent)).expect("reply"),
+            ))
+            .expect("response");
+        respond.send_response(response);
+        sent
     }
 }
 

@@ -64,6 +64,10 @@ pub async fn reconcile(pool: Arc<MayastorPool>, ctx: Arc<Context>) -> Result<Req
 }
 
 async fn reconcile_inner(pool: &MayastorPool, ctx: &Context) -> Result<Requeue, Error> {
+    // spec.disks edited to other names of the pool's disks: status follows
+    // (written here), and the rest of the reconcile sees it so.
+    let renamed = apply::follow_rename(pool, ctx).await?;
+    let pool = renamed.as_ref().unwrap_or(pool);
     // Acted on as created (the ledger's node and disks) when the spec was
     // edited before the first create was reported; reported on as it is.
     let as_created = observe::as_created(pool, &ctx.ledger);

@@ -152,7 +152,7 @@ pub fn conflicts(
         }
     }
     for entry in ledger {
-        if entry.node == node && entry.pool != name && overlaps(disks, &entry.disks) {
+        if entry.node == node && entry.pool != name && overlaps(disks, &entry.disk_names()) {
             out.insert(entry.pool.clone());
         }
     }
@@ -209,10 +209,16 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
     let (storage, pools) = storage_node(src.registry, &node);
     // Only the pool of this name on this resource's disks is its pool: one
     // of the name elsewhere (a deleted resource's, not destroyed yet) is not.
-    let disks = pool.effective_disks();
+    // The names its disks had before a path edit count too: a pool loaded
+    // before the edit is listed under the old name until imported again.
+    let entry = src.ledger.get(&node, &name);
+    let mut disks = pool.effective_disks().to_vec();
+    if let Some(e) = entry.as_ref().filter(|e| owns(pool, e)) {
+        disks.extend(e.disk_names());
+    }
     let reported = pools.as_ref().and_then(|list| {
         list.iter()
-            .find(|p| p.name == name && crate::nodes::pool_calls::overlap(&p.disks, disks))
+            .find(|p| p.name == name && crate::nodes::pool_calls::overlap(&p.disks, &disks))
             .cloned()
     });
     let on_node = src.pools.on_node(&node);
@@ -237,7 +243,7 @@ pub fn observe(pool: &MayastorPool, src: &Sources<'_>) -> Observation {
         storage_node: storage,
         pools_known: pools.is_some(),
         // A take-over is recorded before any node call (`apply::remember`).
-        in_ledger: src.ledger.get(&node, &name).is_some_and(|e| owns(pool, &e)),
+        in_ledger: entry.is_some_and(|e| owns(pool, &e)),
         last_operation: src.operations.get(&uid),
         conflicts: conflicts(pool, &on_node, pools.as_deref(), &src.ledger.on_node(&node)),
         reported,

@@ -300,6 +300,18 @@ pub async fn report(pool: &MayastorPool, plan: Plan, ctx: &Context) -> Result<Re
     Ok(Requeue::requeue(delay))
 }
 
+/// The persistent names of the pool's disks as its ledger entry pinned
+/// them, for `status.diskIds`; `None` when nothing is pinned (the status
+/// keeps what it had).
+pub fn disk_ids(pool: &MayastorPool, ctx: &Context) -> Option<Vec<String>> {
+    let entry = ctx
+        .ledger
+        .get(pool.effective_node(), &pool.name_any())
+        .filter(|e| Some(e.uid.as_str()) == pool.uid().as_deref())?;
+    let shown = crate::nodes::disk_identity::shown(&entry.disk_ids);
+    (!shown.is_empty()).then_some(shown)
+}
+
 /// Reports the decision: status, events on transition, metrics.
 pub async fn decided(
     pool: &MayastorPool,
@@ -320,6 +332,9 @@ pub async fn decided(
     // Unchanged while the same module decides: written once per pool when
     // another module takes over, never on its own.
     status.policy_digest = ctx.decider.digest();
+    if let Some(shown) = disk_ids(pool, ctx) {
+        status.disk_ids = Some(shown);
+    }
     write_status(pool, &status, ctx).await?;
     let new_state = status.state.unwrap_or(PoolState::Pending);
     let remembered = ctx.swap_reported(&pool.uid().unwrap_or_default(), new_state);

@@ -100,6 +100,15 @@ pub fn pin(disks: &[String], devices: &[BlockDeviceInfo]) -> Vec<DiskId> {
         .collect()
 }
 
+/// True when `devices` list each of `disks` (but `malloc:///` ones): a
+/// listing that pins them all.
+pub fn lists_all(disks: &[String], devices: &[BlockDeviceInfo]) -> bool {
+    disks
+        .iter()
+        .filter(|d| disk_safety::needs_check(std::slice::from_ref(*d)))
+        .all(|d| resolve(d, devices).is_some())
+}
+
 /// True when `pins` identify at least one disk (the node reported a
 /// persistent link for it).
 pub fn identified(pins: &[DiskId]) -> bool {
@@ -676,6 +685,9 @@ mod tests {
         );
         assert_eq!(refusal(&d, &[], Err("unimplemented")), None);
         assert_eq!(refusal(&d, &[], Ok(&swapped())), None);
+        // A listing pins a create's disks only when it lists them all.
+        assert!(lists_all(&disks(&["/dev/loop3", A, "malloc:///m"]), &two()));
+        assert!(!lists_all(&disks(&["/dev/loop3", "/dev/loop9"]), &two()));
     }
 
     #[test]

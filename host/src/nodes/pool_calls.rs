@@ -29,7 +29,9 @@ use crate::nodes::client::NodePool;
 pub use crate::nodes::client::Load;
 use crate::nodes::client::{NodeClient, NodeError, PoolContent, disk_path};
 use crate::nodes::data_safety::{self, Contents};
+use crate::nodes::disk_identity;
 use crate::nodes::pool_identity;
+use crate::state::ledger::DiskId;
 
 /// What [`load_pool`] found.
 #[derive(Debug, PartialEq)]
@@ -107,12 +109,16 @@ pub enum Destroyed {
 /// (see the module doc); a pool not loaded is loaded (v1 import) to be
 /// checked. `disks` are those the pool was created on, `uuid` its uuid when
 /// known (a loaded pool of another uuid is [`Destroyed::Other`], one not
-/// loaded is imported only with this uuid); `timeout` bounds each listing.
+/// loaded is imported only with this uuid), `pins` what identifies its
+/// disks ([`disk_identity`]: a pool not loaded is imported only from the
+/// pinned disks; their names before a path edit count as theirs);
+/// `timeout` bounds each listing.
 pub async fn destroy_pool(
     client: &NodeClient,
     name: &str,
     uuid: Option<&str>,
     disks: &[String],
+    pins: &[DiskId],
     purge: bool,
     timeout: Duration,
 ) -> Result<Destroyed, NodeError> {
@@ -125,7 +131,9 @@ pub async fn destroy_pool(
             {
                 return Ok(Destroyed::Other(format!("has uuid {has}")));
             }
-            if !disks.is_empty() && !overlap(&found.disks, disks) {
+            let mut names = disks.to_vec();
+            names.extend(pins.iter().flat_map(|p| p.aliases.iter().cloned()));
+            if !disks.is_empty() && !overlap(&found.disks, &names) {
                 return Ok(Destroyed::Other(format!(
                     "is on {}",
                     found.disks.join(", ")
@@ -141,6 +149,19 @@ pub async fn destroy_pool(
             // format (v0): nothing is loaded to destroy, and nothing is
             // checked: kept.
             return Ok(Destroyed::Kept(contents));
+        }
+        // Never imported from a path that now names another disk (it would
+        // find no pool there and take the pool for gone), nor while the
+        // node's answer cannot tell: kept, and asked again.
+        if disk_identity::identified(pins) {
+            let listed = client
+                .list_block_devices(timeout)
+                .await
+                .map_err(|e| e.to_string());
+            let listed = listed.as_deref().map_err(String::as_str);
+            if let Some(why) = disk_identity::refusal(disks, pins, listed) {
+                return Ok(Destroyed::Kept(Contents::Unknown(why)));
+            }
         }
         match client.import_pool(name, uuid, disks).await {
             Ok(_) => {}
@@ -285,6 +306,7 @@ mod tests {
             "p",
             None,
             &["/dev/disk/by-id/d1".into()],
+            &[],
             false,
             Duration::from_secs(5),
         )
