@@ -208,13 +208,14 @@ struct Swapped {
 /// pool operation writes there, so a format or a stray write shows.
 const PATTERN_AT: u64 = DISK - MIB;
 
-/// Two pools online, each with a raw pattern on its disk and a by-id link.
+/// Two pools online, each with a raw pattern on its disk and a by-id link
+/// (made before the pools: a disk whose link comes after another pool's
+/// create is [`a_link_made_between_two_creates_is_pinned`]'s case).
 async fn two_pools(admin: &kube::Client, udev: &UdevLinks) -> anyhow::Result<Vec<Swapped>> {
     let mut out = Vec::new();
     for (pool, seed) in [("pool-a", 0xa1), ("pool-b", 0xb2)] {
         let disk = LoopDevice::create(DISK)?;
         let link = udev.link(&disk)?;
-        create_pool(admin, pool, "node1", &[disk.path_str()]).await?;
         out.push(Swapped {
             pool,
             created_on: disk.path_str(),
@@ -224,7 +225,15 @@ async fn two_pools(admin: &kube::Client, udev: &UdevLinks) -> anyhow::Result<Vec
         });
     }
     for s in &out {
-        wait_pool(admin, s.pool, WAIT, "online", online).await?;
+        create_pool(admin, s.pool, "node1", &[s.created_on.clone()]).await?;
+    }
+    for s in &out {
+        let st = wait_pool(admin, s.pool, WAIT, "online", online).await?;
+        assert_eq!(
+            st.disk_ids,
+            Some(vec![s.link.path_str()]),
+            "not pinned: {st:?}"
+        );
         write_at(s.disk.path(), PATTERN_AT, &pattern(s.seed, MIB as usize))?;
     }
     Ok(out)
@@ -561,6 +570,31 @@ async fn a_disk_without_its_link_waits_for_it() -> anyhow::Result<()> {
     wait_pool(&admin, "p", WAIT, "online once the link is there", online).await?;
     println!("online {:?} after the link appeared", linked.elapsed());
     assert_eq!(loaded(scene.sn.endpoint()).await?, before);
+    scene.op.stop().await?;
+    Ok(())
+}
+
+/// A disk whose link udev made after the node's last listing (here: just
+/// after another pool's create) is pinned by that link all the same: the
+/// pin is what the node reports when the pool is created, not a listing
+/// from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_between_two_creates_is_pinned() -> anyhow::Result<()> {
+    if !require_udev_links() {
+        return Ok(());
+    }
+    let udev = UdevLinks::start()?;
+    let scene = Scene::start(BIN, "node1").await?;
+    let admin = scene.admin.clone();
+    let (first, second) = (LoopDevice::create(64 * MIB)?, LoopDevice::create(64 * MIB)?);
+    let first_link = udev.link(&first)?;
+    create_pool(&admin, "first", "node1", &[first.path_str()]).await?;
+    let st = wait_pool(&admin, "first", WAIT, "online", online).await?;
+    assert_eq!(st.disk_ids, Some(vec![first_link.path_str()]), "{st:?}");
+    let second_link = udev.link(&second)?;
+    create_pool(&admin, "second", "node1", &[second.path_str()]).await?;
+    let st = wait_pool(&admin, "second", WAIT, "online", online).await?;
+    assert_eq!(st.disk_ids, Some(vec![second_link.path_str()]), "{st:?}");
     scene.op.stop().await?;
     Ok(())
 }
