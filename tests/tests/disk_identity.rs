@@ -225,7 +225,7 @@ async fn two_pools(admin: &kube::Client, udev: &UdevLinks) -> anyhow::Result<Vec
         });
     }
     for s in &out {
-        create_pool(admin, s.pool, "node1", &[s.created_on.clone()]).await?;
+        create_pool(admin, s.pool, "node1", std::slice::from_ref(&s.created_on)).await?;
     }
     for s in &out {
         let st = wait_pool(admin, s.pool, WAIT, "online", online).await?;
