@@ -193,10 +193,16 @@ async fn kubectl_explain_describes_the_fields() -> anyhow::Result<()> {
     let stdout = text(&explained.stdout);
     assert!(stdout.contains("KIND:       MayastorPool"), "{stdout}");
     assert!(stdout.contains("FIELD: disks <[]string>"), "{stdout}");
-    // The Rust doc comment of MayastorPoolSpec::disks, reflowed by kubectl.
+    // The Rust doc comment of MayastorPoolSpec::disks, reflowed by kubectl:
+    // it recommends persistent links (issue 26 item 4).
     let flat = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        flat.contains("Disks that make up the pool: absolute paths to device files under /dev."),
+        flat.contains(
+            "Disks that make up the pool: absolute paths to device files under /dev, each \
+             listed once. Name them by a persistent link such as /dev/disk/by-id/...: a kernel \
+             name (/dev/sdX, /dev/nvmeXnY, /dev/loopN, /dev/vdX) can name another disk after a \
+             reboot."
+        ),
         "{stdout}"
     );
     let node = shell(&cp, "kubectl explain msp.spec.node").await?;
