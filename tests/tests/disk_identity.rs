@@ -35,7 +35,9 @@ use msp_proto::v1;
 use msp_tests::io_engine::host::settle;
 use msp_tests::io_engine::{EngineScene, IoEngine, IoEngineOptions, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
-use msp_tests::operator::{Operator, Scene, WAIT, create_pool, pool_status, wait_pool};
+use msp_tests::operator::{
+    Operator, Scene, WAIT, create_pool, pool_events, pool_status, wait_event, wait_pool,
+};
 use msp_tests::storage_node::process::StorageNodeProcess;
 use msp_tests::udev_links::{ByIdLink, UdevLinks, require_udev_links};
 
@@ -96,6 +98,16 @@ async fn set_disks(admin: &kube::Client, pool: &str, disks: &[String]) -> anyhow
     api.patch(pool, &PatchParams::default(), &Patch::Merge(&edit))
         .await?;
     Ok(())
+}
+
+/// The note of the first Event with `reason` about pool `name`.
+async fn event_note(admin: &kube::Client, name: &str, reason: &str) -> anyhow::Result<String> {
+    pool_events(admin, name)
+        .await?
+        .into_iter()
+        .find(|(r, _)| r == reason)
+        .map(|(_, note)| note)
+        .ok_or_else(|| anyhow::anyhow!("no {reason} event about {name}"))
 }
 
 /// Asserts the stand-in received no call that may write after its first
@@ -458,6 +470,11 @@ async fn a_path_edit_to_the_same_disk_is_taken_and_to_another_ignored() -> anyho
     let link = udev.link(&disk)?;
     create_pool(&admin, "p", "node1", &[disk.path_str()]).await?;
     wait_pool(&admin, "p", WAIT, "online", online).await?;
+    // The kernel name pointed out once, with the link the node reports.
+    wait_event(&admin, "p", "KernelDiskName").await?;
+    let told = event_note(&admin, "p", "KernelDiskName").await?;
+    println!("KernelDiskName: {told}");
+    assert!(told.contains(&link.path_str()), "{told}");
     let before = loaded(scene.sn.endpoint()).await?;
     let calls = pool_calls(&scene.op).await?;
     let written = scene.sn.writing_calls().len();
@@ -474,6 +491,8 @@ async fn a_path_edit_to_the_same_disk_is_taken_and_to_another_ignored() -> anyho
         "edit to the same disk's link in status {:?}: {st:?}",
         edited.elapsed()
     );
+    assert_eq!(st.disk_ids, Some(vec![link.path_str()]), "{st:?}");
+    wait_event(&admin, "p", "DisksRenamed").await?;
     tokio::time::sleep(STAYS).await;
     let st = pool_status(&admin, "p").await?;
     assert!(online(&st), "{st:?}");
