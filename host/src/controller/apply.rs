@@ -243,6 +243,9 @@ struct Loading {
     devices: Option<Vec<BlockDeviceInfo>>,
     /// `devices` were listed by this load (not a listing a moment old).
     fresh: bool,
+    /// The entry's pins were taken by this load (a create with nothing
+    /// pinned), not found recorded.
+    pinned_here: bool,
 }
 
 impl Loading {
@@ -298,6 +301,7 @@ impl Loading {
             entry,
             devices: None,
             fresh: false,
+            pinned_here: false,
         })
     }
 
@@ -322,8 +326,8 @@ impl Loading {
         let asked = std::time::Instant::now();
         // A create with nothing pinned only pins: a listing of the node a
         // moment old will do when it lists every disk (the disk check's
-        // fresh listing, which such a create always makes, must then show
-        // the same disks, or the create is refused).
+        // fresh listing, which such a create always makes, pins them again
+        // when it shows them otherwise: a link udev made since).
         let recent = (!disk_identity::identified(&pinned) && self.client.may_format(self.load))
             .then(|| ctx.recent_devices(&node))
             .flatten()
@@ -331,12 +335,8 @@ impl Loading {
         let listed = match recent {
             Some(devices) => Ok(devices),
             None => {
-                let timeout = ctx.registry.settings().rpc_timeout;
-                let listed = self.client.list_block_devices(timeout).await;
-                if let Ok(devices) = &listed {
-                    ctx.note_devices(&node, devices);
-                    self.fresh = true;
-                }
+                let listed = self.list(ctx).await;
+                self.fresh = listed.is_ok();
                 listed.map_err(|e| e.to_string())
             }
         };
@@ -350,6 +350,7 @@ impl Loading {
         }
         let create = self.action == Action::Create;
         self.entry.disk_ids = disk_identity::to_record(&disks, &pinned, devices.as_deref(), create);
+        self.pinned_here = create && !disk_identity::identified(&pinned);
         self.devices = devices;
         Ok(())
     }
@@ -392,21 +393,30 @@ impl Loading {
     /// recorded of a create (a pool taken over keeps its old record).
     /// `wrote`: the ledger was written since the identity check listed the
     /// devices; else that listing is as fresh and is used again.
-    async fn check_disks(&self, ctx: &Context, wrote: bool) -> Result<(), Stop> {
-        let disks = &self.entry.disks;
+    /// Pins taken here from a listing older than this one (a moment old,
+    /// or made before the ledger write) that differ from what the node
+    /// lists now (a link udev made since) are recorded again, and the
+    /// devices listed once more for the check.
+    async fn check_disks(&mut self, ctx: &Context, wrote: bool) -> Result<(), Stop> {
+        let disks = self.entry.disks.clone();
+        let disks = &disks;
         let refusal = if self.client.may_format(self.load) && disk_safety::needs_check(disks) {
             let asked = std::time::Instant::now();
-            let listed = match (&self.devices, self.fresh && !wrote) {
+            let mut listed = match (&self.devices, self.fresh && !wrote) {
                 (Some(devices), true) => Ok(devices.clone()),
-                _ => {
-                    let timeout = ctx.registry.settings().rpc_timeout;
-                    let listed = self.client.list_block_devices(timeout).await;
-                    if let Ok(devices) = &listed {
-                        ctx.note_devices(&self.entry.node, devices);
-                    }
-                    listed
-                }
+                _ => self.list(ctx).await,
             };
+            if let Ok(devices) = &listed
+                && self.pinned_here
+            {
+                let now = disk_identity::pin(disks, devices);
+                if now != self.entry.disk_ids {
+                    tracing::debug!(was = ?self.entry.disk_ids, ?now, "pinned again from the node's answer now");
+                    self.entry.disk_ids = now;
+                    ctx.ledger.record(self.entry.clone(), 0).await?;
+                    listed = self.list(ctx).await;
+                }
+            }
             ctx.metrics.reconcile_step("disks", asked.elapsed());
             match listed {
                 // The disks pinned from the first listing are the ones
@@ -423,6 +433,16 @@ impl Loading {
             restore(ctx, &self.entry, prior).await?;
         }
         Stop::refused_if(self.action, refusal)
+    }
+
+    /// The node's block devices, listed now (and noted as its latest).
+    async fn list(&self, ctx: &Context) -> Result<Vec<BlockDeviceInfo>, NodeError> {
+        let timeout = ctx.registry.settings().rpc_timeout;
+        let listed = self.client.list_block_devices(timeout).await;
+        if let Ok(devices) = &listed {
+            ctx.note_devices(&self.entry.node, devices);
+        }
+        listed
     }
 
     /// The node call, its result in the node's cached pool list and as the
@@ -1369,10 +1389,14 @@ mod tests {
         assert!(sent.iter().all(|s| !s.path.contains("events")), "{sent:?}");
         // Another new pool of the node a moment later pins from the last
         // listing: one listing, the disk check's, after its ledger write.
-        let mut q = pool("n1");
-        q.metadata.name = Some("q".into());
-        q.metadata.uid = Some("u2".into());
-        q.spec.disks = vec![B.into()];
+        let create = |name: &str, uid: &str, disk: &str| {
+            let mut q = pool("n1");
+            q.metadata.name = Some(name.into());
+            q.metadata.uid = Some(uid.into());
+            q.spec.disks = vec![disk.into()];
+            q
+        };
+        let q = create("q", "u2", B);
         let before = node.log().len();
         let obs = observe::observe(&q, &ctx.sources());
         let (outcome, sent) = api
@@ -1384,6 +1408,43 @@ mod tests {
             serde_json::from_str(sent[0].body["data"]["q"].as_str().expect("the entry of q"))
                 .expect("an entry");
         assert_eq!(recorded["diskIds"][0]["links"], serde_json::json!([B]));
+        // A link udev made after that listing: the disk check's listing
+        // shows it, and the pin is recorded again with it before the create.
+        const C: &str = "/dev/disk/by-id/msp-loop-c";
+        node.lists(&[
+            ("/dev/loop0", &[A]),
+            ("/dev/loop1", &[B]),
+            ("/dev/loop2", &[]),
+        ]);
+        let obs = observe::observe(&p, &ctx.sources());
+        let _ = api
+            .serve(live(&p, &obs, &decision(Action::Create), &ctx), |_| {})
+            .await;
+        node.lists(&[
+            ("/dev/loop0", &[A]),
+            ("/dev/loop1", &[B]),
+            ("/dev/loop2", &[C]),
+        ]);
+        let r = create("r", "u3", "/dev/loop2");
+        let before = node.log().len();
+        let obs = observe::observe(&r, &ctx.sources());
+        let (outcome, sent) = api
+            .serve(live(&r, &obs, &decision(Action::Create), &ctx), |_| {})
+            .await;
+        assert_eq!(outcome.expect("no error"), Outcome::Done(Action::Create));
+        assert_eq!(node.log()[before..], ["disk check", "disk check", "create"]);
+        let ledger: Vec<_> = sent
+            .iter()
+            .filter(|s| s.path.contains("configmaps"))
+            .collect();
+        assert_eq!(ledger.len(), 2, "{sent:?}");
+        let recorded: serde_json::Value = serde_json::from_str(
+            ledger[1].body["data"]["r"]
+                .as_str()
+                .expect("the entry of r"),
+        )
+        .expect("an entry");
+        assert_eq!(recorded["diskIds"][0]["links"], serde_json::json!([C]));
         server.abort();
     }
 
