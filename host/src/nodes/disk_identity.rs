@@ -187,9 +187,9 @@ pub fn check(disks: &[String], pins: &[DiskId], devices: &[BlockDeviceInfo]) -> 
                 what_now(disk, Some(dev))
             )),
             (Some(dev), None) => unknown.push(format!(
-                "{disk} ({}) shows none of the links the pool's disk was pinned by ({pinned}) \
-                 in the node's answer",
-                describe_dev(dev)
+                "{} shows none of the links the pool's disk was pinned by ({pinned}) in the \
+                 node's answer",
+                named(disk, dev)
             )),
             (None, None) => unknown.push(format!(
                 "{disk} is not among the node's devices, nor is the pool's disk ({pinned})"
@@ -277,6 +277,16 @@ fn what_now(disk: &str, now: Option<&BlockDeviceInfo>) -> String {
         }
         Some(dev) => format!("{disk} is now another disk ({})", describe_dev(dev)),
         None => format!("{disk} is not among the node's devices"),
+    }
+}
+
+/// `disk` and what it resolves to: "/dev/loop3 (its best link)", or
+/// "/dev/disk/by-id/x (/dev/loop3 (its best link))" for another name of it.
+fn named(disk: &str, dev: &BlockDeviceInfo) -> String {
+    if disk_path(disk) == dev.devname {
+        format!("{disk} ({})", links_of(dev))
+    } else {
+        format!("{disk} ({})", describe_dev(dev))
     }
 }
 
@@ -585,7 +595,10 @@ mod tests {
         let Check::Unknown(why) = check(&disks(&["/dev/loop3"]), &pins, &bare) else {
             panic!("cannot tell");
         };
-        assert!(why.contains("shows none of the links"), "{why}");
+        assert!(
+            why.starts_with("/dev/loop3 (no persistent link) shows none of the links"),
+            "{why}"
+        );
         assert!(why.contains("asked again"), "{why}");
         // Named by its link, not there yet, and the disk nowhere to be seen.
         let mut by_link = pins.clone();
