@@ -12,6 +12,7 @@ pub mod nvme_tcp;
 pub mod operator;
 pub mod replicas;
 pub mod storage_node;
+pub mod udev_links;
 pub mod walkthrough;
 
 /// Gate for a test that needs something this machine may lack (root, loop

@@ -185,18 +185,54 @@ impl LoopDevice {
         Ok(())
     }
 
+    /// Attaches the backing file again, at `device` (an unused loop device
+    /// node, e.g. another guard's number after its detach): the same disk
+    /// under another kernel name, as after a reboot that renumbered disks.
+    pub fn attach_at(&mut self, device: &Path) -> Result<(), LoopError> {
+        if self.attached {
+            return Err(LoopError::Failed {
+                cmd: "attach_at".into(),
+                stderr: format!("{} is still attached", self.path.display()),
+            });
+        }
+        let args = [&*device.to_string_lossy(), &*self.backing.to_string_lossy()];
+        // A detach is deferred while someone (udev's probe after the change
+        // event) still has the device open: busy for a moment.
+        let mut attempt = 0;
+        while let Err(e) = run("losetup", &args) {
+            attempt += 1;
+            if attempt > 20 {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.path = device.to_path_buf();
+        self.attached = true;
+        Ok(())
+    }
+
+    /// Swaps the kernel names of two disks: both detached, each backing file
+    /// attached at the other's device node. The disks (backing files) and
+    /// their bytes stay as they were; only `/dev/loopN` now names the other.
+    pub fn swap_names(a: &mut LoopDevice, b: &mut LoopDevice) -> Result<(), LoopError> {
+        let (pa, pb) = (a.path.clone(), b.path.clone());
+        a.detach()?;
+        b.detach()?;
+        a.attach_at(&pb)?;
+        b.attach_at(&pa)
+    }
+
     /// SHA-256 of every byte of the device, as hex: to show a disk was not
     /// written to. Uses `sha256sum` (coreutils): the `sha2` crate is slow
     /// in unoptimised test builds.
     pub fn sha256_hex(&self) -> Result<String, LoopError> {
-        let out = run("sha256sum", &[&self.path_str()])?;
-        match out.split_whitespace().next() {
-            Some(hex) if hex.len() == 64 => Ok(hex.to_owned()),
-            _ => Err(LoopError::Failed {
-                cmd: "sha256sum".into(),
-                stderr: format!("unexpected output {out:?}"),
-            }),
-        }
+        sha256_hex(&self.path)
+    }
+
+    /// SHA-256 of the backing file, as hex: the disk's bytes whether or not,
+    /// and wherever, it is attached.
+    pub fn backing_sha256_hex(&self) -> Result<String, LoopError> {
+        sha256_hex(&self.backing)
     }
 
     /// Makes the device read-only (`blockdev --setro`) or writable again.
@@ -211,6 +247,18 @@ impl Drop for LoopDevice {
         if let Err(e) = self.detach() {
             eprintln!("warning: could not detach {}: {e}", self.path.display());
         }
+    }
+}
+
+/// SHA-256 of the file or device at `path`, as hex (`sha256sum`).
+fn sha256_hex(path: &Path) -> Result<String, LoopError> {
+    let out = run("sha256sum", &[&path.to_string_lossy()])?;
+    match out.split_whitespace().next() {
+        Some(hex) if hex.len() == 64 => Ok(hex.to_owned()),
+        _ => Err(LoopError::Failed {
+            cmd: "sha256sum".into(),
+            stderr: format!("unexpected output {out:?}"),
+        }),
     }
 }
 

@@ -21,7 +21,6 @@ use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_proto::v1;
 use msp_tests::io_engine::{EngineScene, IoEngine, host, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
-use msp_tests::nvme_tcp::{NvmeTcp, parse_nvmf_uri};
 use msp_tests::operator::{
     Operator, WAIT, create_pool, ledger_pools, pool_status, wait_for, wait_pool,
 };
@@ -469,40 +468,6 @@ async fn operator_killed_during_churn_converges_and_keeps_live_pools() -> anyhow
     Ok(())
 }
 
-/// Shares replica `uuid` over NVMe-oF on loopback and connects this test's
-/// NVMe/TCP host to it (the kernel here has no initiator).
-async fn replica_host(engine: &IoEngine, uuid: &str) -> anyhow::Result<NvmeTcp> {
-    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(engine.uri()).await?;
-    let shared = rep
-        .share_replica(v1::ShareReplicaRequest {
-            uuid: uuid.into(),
-            share: v1::ShareProtocol::Nvmf as i32,
-            allowed_hosts: Vec::new(),
-        })
-        .await?
-        .into_inner();
-    let (addr, nqn) = parse_nvmf_uri(&shared.uri)
-        .ok_or_else(|| anyhow::anyhow!("ShareReplica answered {:?}", shared.uri))?;
-    Ok(NvmeTcp::connect(addr, &nqn).await?)
-}
-
-/// Reads `len` bytes at `offset` of replica `uuid` through the engine, and
-/// unshares it again.
-async fn read_replica(
-    engine: &IoEngine,
-    uuid: &str,
-    offset: u64,
-    len: usize,
-) -> anyhow::Result<Vec<u8>> {
-    let mut host = replica_host(engine, uuid).await?;
-    let data = host.read(offset, len).await?;
-    drop(host);
-    let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(engine.uri()).await?;
-    rep.unshare_replica(v1::UnshareReplicaRequest { uuid: uuid.into() })
-        .await?;
-    Ok(data)
-}
-
 /// The engine's answer to a replica call, for the note: OK or the code and message.
 fn answer<T: std::fmt::Debug>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
     match r {
@@ -604,7 +569,7 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
     // A data pattern written through the first replica: the engine's own
     // NVMe-oF target on loopback, this test's NVMe/TCP host.
     let (offset, data) = (4 * MIB, pattern(0x5d, MIB as usize));
-    let mut host = replica_host(&scene.engine, u1).await?;
+    let mut host = scene.engine.replica_host(u1).await?;
     eprintln!(
         "replica {u1} over NVMe/TCP: {} bytes in blocks of {}",
         host.size(),
@@ -647,7 +612,7 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
         2
     );
     assert!(
-        read_replica(&scene.engine, u1, offset, data.len()).await? == data,
+        scene.engine.read_replica(u1, offset, data.len()).await? == data,
         "the pattern changed on the held pool"
     );
 
@@ -673,7 +638,7 @@ async fn a_pool_holding_replicas_is_kept_on_the_real_engine() -> anyhow::Result<
     assert_eq!(engine_pool_names(&scene.engine).await, vec!["data"]);
     assert_eq!(ledger_pools(&admin, "node1").await?, vec!["data"]);
     assert!(
-        read_replica(&scene.engine, u1, offset, data.len()).await? == data,
+        scene.engine.read_replica(u1, offset, data.len()).await? == data,
         "the pattern changed across the engine's restart"
     );
     eprintln!("the pattern read back intact 30 s after the delete and after the restart");

@@ -320,6 +320,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: false,
         create_reply_delay: Duration::ZERO,
+        call_log: None,
     })
     .await?;
     let t = Duration::from_secs(2);

@@ -109,6 +109,7 @@ async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_not
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: true,
         create_reply_delay: Duration::ZERO,
+        call_log: None,
     })
     .await?;
     wait_pool(&admin, "pool-2", WAIT, "online on node2", |s| {

@@ -30,6 +30,7 @@ fn node_config(name: &str, registration: Option<String>) -> NodeConfig {
         allowed_prefixes: vec!["/dev".into()],
         use_blkid: false,
         create_reply_delay: Duration::ZERO,
+        call_log: None,
     }
 }
 

@@ -110,6 +110,7 @@ impl StorageNode {
             allowed_prefixes: vec!["/dev".into()],
             use_blkid: true,
             create_reply_delay: Duration::ZERO,
+            call_log: None,
         })
         .await
         .context("starting the storage node")?;

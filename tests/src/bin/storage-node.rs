@@ -60,6 +60,12 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     create_reply_delay_ms: u64,
 
+    /// Append the method of every gRPC call received to this file, one a
+    /// line (`/mayastor.v1.PoolRpc/ImportPool`): what tests count calls by.
+    /// Not in virtual-node mode.
+    #[arg(long)]
+    call_log: Option<PathBuf>,
+
     /// Scale mode: run this many virtual nodes in this process, each on its
     /// own 127.0.x.y address with in-memory (malloc://) disks only, each
     /// registering on its own.
@@ -100,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         use_blkid: !args.no_blkid,
         create_reply_delay: Duration::from_millis(args.create_reply_delay_ms),
+        call_log: args.call_log.clone(),
     };
     let configs = if args.virtual_nodes == 0 {
         vec![base]
@@ -120,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                     listen: SocketAddr::new(IpAddr::V4(ip), args.grpc_endpoint.port()),
                     allowed_prefixes: Vec::new(),
                     advertise_address: None,
+                    call_log: None,
                     ..base.clone()
                 })
             })

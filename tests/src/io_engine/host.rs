@@ -243,7 +243,7 @@ pub fn settle() {
     let _ = run("udevadm", &["settle", "--timeout=10"]);
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, HarnessError> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, HarnessError> {
     let out = Command::new(program)
         .args(args)
         .output()

@@ -186,6 +186,42 @@ impl IoEngine {
         self.spawn()
     }
 
+    /// Shares replica `uuid` over NVMe-oF on loopback and connects this
+    /// test's NVMe/TCP host to it (the kernel here has no initiator).
+    pub async fn replica_host(&self, uuid: &str) -> anyhow::Result<crate::nvme_tcp::NvmeTcp> {
+        use msp_proto::v1;
+        let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(self.uri()).await?;
+        let shared = rep
+            .share_replica(v1::ShareReplicaRequest {
+                uuid: uuid.into(),
+                share: v1::ShareProtocol::Nvmf as i32,
+                allowed_hosts: Vec::new(),
+            })
+            .await?
+            .into_inner();
+        let (addr, nqn) = crate::nvme_tcp::parse_nvmf_uri(&shared.uri)
+            .ok_or_else(|| anyhow::anyhow!("ShareReplica answered {:?}", shared.uri))?;
+        Ok(crate::nvme_tcp::NvmeTcp::connect(addr, &nqn).await?)
+    }
+
+    /// Reads `len` bytes at `offset` of replica `uuid` through the engine,
+    /// and unshares it again.
+    pub async fn read_replica(
+        &self,
+        uuid: &str,
+        offset: u64,
+        len: usize,
+    ) -> anyhow::Result<Vec<u8>> {
+        use msp_proto::v1;
+        let mut host = self.replica_host(uuid).await?;
+        let data = host.read(offset, len).await?;
+        drop(host);
+        let mut rep = v1::replica_rpc_client::ReplicaRpcClient::connect(self.uri()).await?;
+        rep.unshare_replica(v1::UnshareReplicaRequest { uuid: uuid.into() })
+            .await?;
+        Ok(data)
+    }
+
     fn spawn(&mut self) -> Result<(), HarnessError> {
         self.starts += 1;
         let dir = self.dir.path();

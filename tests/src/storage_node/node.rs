@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub use_blkid: bool,
     /// Fault injection: how long after making a pool CreatePool answers.
     pub create_reply_delay: Duration,
+    /// A file to append the method of every call received to, one a line.
+    pub call_log: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,38 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("node task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("opening the call log {path}: {source}")]
+    CallLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The call log: one line per call received, appended as it arrives (a
+/// call that never answers is in it too).
+#[derive(Debug)]
+struct CallLog(std::sync::Mutex<std::fs::File>);
+
+impl CallLog {
+    fn open(path: &std::path::Path) -> std::io::Result<CallLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(CallLog(std::sync::Mutex::new(file)))
+    }
+
+    fn record(&self, method: &str) {
+        use std::io::Write;
+        let mut file = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = writeln!(file, "{method}") {
+            tracing::warn!(error = %e, "call log not written");
+        }
+    }
 }
 
 /// A started node; stop it with [`RunningNode::stop`].
@@ -87,8 +121,20 @@ impl RunningNode {
         )))
         .with_create_reply_delay(config.create_reply_delay);
         let mut server_stop = stopped.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(path) = &config.call_log {
+            let log = CallLog::open(path).map_err(|source| NodeError::CallLog {
+                path: path.clone(),
+                source,
+            })?;
+            // Called with each request's head, before the service sees it.
+            builder = builder.trace_fn(move |req| {
+                log.record(req.uri().path());
+                tracing::Span::none()
+            });
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(MayastorServer::new(service.clone()))
                 .add_service(PoolRpcServer::new(service.clone()))
                 .add_service(ReplicaRpcServer::new(service.clone()))

@@ -39,6 +39,8 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    #[error("creating the call log's dir: {0}")]
+    CallLog(#[source] std::io::Error),
     #[error("picking a free port: {0}")]
     Port(#[source] std::io::Error),
     #[error("storage node exited before it was ready: {0}")]
@@ -91,6 +93,8 @@ pub struct StorageNodeProcess {
     options: StorageNodeOptions,
     endpoint: SocketAddr,
     child: Option<Guarded>,
+    /// Holds `calls.log`, the node's `--call-log` across its restarts.
+    calls: tempfile::TempDir,
 }
 
 impl StorageNodeProcess {
@@ -108,11 +112,16 @@ impl StorageNodeProcess {
         if let Some(name) = binary.file_name().and_then(|n| n.to_str()) {
             crate::leftovers::kill_orphans(name);
         }
+        let calls = tempfile::Builder::new()
+            .prefix("msp-sn-calls-")
+            .tempdir()
+            .map_err(ProcessError::CallLog)?;
         let mut node = Self {
             binary,
             options,
             endpoint,
             child: None,
+            calls,
         };
         node.spawn()?;
         Ok(node)
@@ -136,6 +145,28 @@ impl StorageNodeProcess {
     /// The child's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Guarded::pid)
+    }
+
+    /// The method of every gRPC call the node received, in order, across
+    /// its restarts (`/mayastor.v1.PoolRpc/ImportPool`, ...).
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.calls.path().join("calls.log"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// The calls among [`StorageNodeProcess::calls`] that may write (all
+    /// but the listings and reads: `List…`, `Get…`, `Stat…`).
+    pub fn writing_calls(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                let method = c.rsplit('/').next().unwrap_or("");
+                !["List", "Get", "Stat"]
+                    .iter()
+                    .any(|read| method.starts_with(read))
+            })
+            .collect()
     }
 
     /// True while the child has not exited.
@@ -179,6 +210,8 @@ impl StorageNodeProcess {
         if let Some(reg) = &o.registration_endpoint {
             cmd.arg("--registration-endpoint").arg(reg);
         }
+        cmd.arg("--call-log")
+            .arg(self.calls.path().join("calls.log"));
         for prefix in &o.allow_path_prefixes {
             cmd.arg("--allow-path-prefix").arg(prefix);
         }
