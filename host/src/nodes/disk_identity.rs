@@ -38,16 +38,21 @@ use crate::state::ledger::DiskId;
 /// The directories of `/dev/disk/` whose links name a disk across reboots,
 /// strongest first: compared by the first kind both sides have. by-id is
 /// the disk itself (WWN, serial); by-loop-ref and by-loop-inode a loop
-/// device's backing file; by-partuuid and by-uuid what is written on it; by-path
-/// the port it is plugged into (a disk moved to another slot changes it).
-pub const PERSISTENT: [&str; 6] = [
+/// device's backing file; by-partuuid a partition's entry in its disk's
+/// table; by-path the port it is plugged into (a disk moved to another slot
+/// changes it). Not by-uuid or by-label: they name a filesystem on the disk,
+/// which a wipe or the pool's own create removes.
+pub const PERSISTENT: [&str; 5] = [
     "by-id",
     "by-loop-ref",
     "by-loop-inode",
     "by-partuuid",
-    "by-uuid",
     "by-path",
 ];
+
+/// by-id links that name what is written on a disk, not the disk: an LVM
+/// physical volume's label (udev's LVM rules add it), gone when it is wiped.
+const CONTENT_IDS: [&str; 1] = ["lvm-pv-uuid-"];
 
 /// What to tell the admin whose pool is held back by a name that moved.
 const POINT_AT_LINK: &str = "point spec.disks at a persistent link (an edit to another name of \
@@ -55,7 +60,10 @@ const POINT_AT_LINK: &str = "point spec.disks at a persistent link (an edit to a
 
 /// The kind of a link (`by-id`, ...), when it is one of the [`PERSISTENT`] ones.
 pub fn kind(link: &str) -> Option<&'static str> {
-    let dir = link.strip_prefix("/dev/disk/")?.split('/').next()?;
+    let (dir, name) = link.strip_prefix("/dev/disk/")?.split_once('/')?;
+    if dir == "by-id" && CONTENT_IDS.iter().any(|c| name.starts_with(c)) {
+        return None;
+    }
     PERSISTENT.iter().copied().find(|k| *k == dir)
 }
 
@@ -522,6 +530,43 @@ mod tests {
             check(&disks(&["/dev/loop1"]), &bare, &swapped()),
             Check::Same,
             "nothing identifies it: checked by path alone, as before"
+        );
+    }
+
+    /// A link made from what is written on a disk (a filesystem's by-uuid,
+    /// an LVM physical volume's by-id/lvm-pv-uuid-) goes when the disk is
+    /// wiped or a pool formats it: it names the content, not the disk. A
+    /// create refused for that content pins before the admin wipes it, and
+    /// must find the same disk afterwards.
+    #[test]
+    fn a_link_made_from_the_disks_content_is_not_its_identity() {
+        let held = vec![
+            dev(
+                "/dev/loop1",
+                &[
+                    "/dev/disk/by-id/lvm-pv-uuid-pfD1XU-trtU-UQCO",
+                    "/dev/disk/by-diskseq/5",
+                ],
+            ),
+            dev(
+                "/dev/loop2",
+                &[
+                    A,
+                    "/dev/disk/by-uuid/3e8bed3e-8df0-4f1c-9d57-1f0c5e3b2a10",
+                    "/dev/disk/by-label/data",
+                ],
+            ),
+        ];
+        let pins = pin(&disks(&["/dev/loop1", "/dev/loop2"]), &held);
+        assert!(pins[0].links.is_empty(), "{:?}", pins[0].links);
+        assert_eq!(pins[1].links, vec![A.to_string()]);
+        let wiped = vec![
+            dev("/dev/loop1", &["/dev/disk/by-diskseq/5"]),
+            dev("/dev/loop2", &[A]),
+        ];
+        assert_eq!(
+            check(&disks(&["/dev/loop1", "/dev/loop2"]), &pins, &wiped),
+            Check::Same
         );
     }
 

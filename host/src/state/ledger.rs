@@ -127,8 +127,9 @@ pub struct DiskId {
     /// The kernel name the device had when pinned (/dev/loop3), for messages.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub devname: String,
-    /// Its persistent links (by-id, by-path, by-uuid, by-partuuid,
-    /// by-loop-ref, by-loop-inode; never by-diskseq), sorted. Empty when the
+    /// Its persistent links (by-id, by-path, by-partuuid, by-loop-ref,
+    /// by-loop-inode; never by-diskseq, nor a link named for what is
+    /// written on it), sorted. Empty when the
     /// node reported none: then nothing identifies the disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
