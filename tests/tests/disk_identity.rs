@@ -174,19 +174,7 @@ async fn the_stand_in_reports_a_loop_devices_by_id_link_with_the_rule() -> anyho
         return Ok(());
     }
     let udev = UdevLinks::start()?;
-    let node = RunningNode::start(NodeConfig {
-        node_name: "n-links".into(),
-        listen: "127.0.0.1:0".parse()?,
-        registration_endpoint: None,
-        advertise_address: None,
-        heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(1),
-        allowed_prefixes: vec!["/dev".into()],
-        use_blkid: false,
-        create_reply_delay: Duration::ZERO,
-        call_log: None,
-    })
-    .await?;
+    let node = RunningNode::start(NodeConfig::on_loopback("n-links")).await?;
     report_devlinks("stand-in", node.endpoint(), &udev).await?;
     node.stop().await?;
     Ok(())

@@ -310,19 +310,7 @@ async fn the_rail_destroys_only_an_empty_listing_or_a_purge() -> anyhow::Result<
     use msp_operator::nodes::pool_calls::{Destroyed, destroy_pool};
     use msp_tests::storage_node::node::{NodeConfig, RunningNode};
 
-    let node = RunningNode::start(NodeConfig {
-        node_name: "n-rail".into(),
-        listen: "127.0.0.1:0".parse()?,
-        registration_endpoint: None,
-        advertise_address: None,
-        heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(1),
-        allowed_prefixes: vec!["/dev".into()],
-        use_blkid: false,
-        create_reply_delay: Duration::ZERO,
-        call_log: None,
-    })
-    .await?;
+    let node = RunningNode::start(NodeConfig::on_loopback("n-rail")).await?;
     let t = Duration::from_secs(2);
     let endpoint = node.endpoint();
     for api in [ApiVersion::V0, ApiVersion::V1] {

@@ -100,16 +100,10 @@ async fn a_registration_with_an_endpoint_off_the_node_is_refused_and_changes_not
 
     // node2's own storage node, on node2's address, is accepted.
     let node2 = RunningNode::start(NodeConfig {
-        node_name: "node2".into(),
         listen: format!("{NODE2_IP}:0").parse()?,
         registration_endpoint: Some(scene.op.registration_endpoint()),
-        advertise_address: None,
-        heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(1),
-        allowed_prefixes: vec!["/dev".into()],
         use_blkid: true,
-        create_reply_delay: Duration::ZERO,
-        call_log: None,
+        ..NodeConfig::on_loopback("node2")
     })
     .await?;
     wait_pool(&admin, "pool-2", WAIT, "online on node2", |s| {

@@ -21,16 +21,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn node_config(name: &str, registration: Option<String>) -> NodeConfig {
     NodeConfig {
-        node_name: name.into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
         registration_endpoint: registration,
-        advertise_address: None,
-        heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(1),
-        allowed_prefixes: vec!["/dev".into()],
-        use_blkid: false,
-        create_reply_delay: Duration::ZERO,
-        call_log: None,
+        ..NodeConfig::on_loopback(name)
     }
 }
 

@@ -96,9 +96,7 @@ pub fn on_error(pool: Arc<MayastorPool>, err: &Error, ctx: Arc<Context>) -> Requ
 mod tests {
     use std::time::Duration;
 
-    use msp_policy_sdk::model::PoolState;
-
-    use msp_policy_sdk::model::Action;
+    use msp_policy_sdk::model::{Action, PoolState};
 
     use super::fixtures::{Fixture, pool};
     use super::plan::{Decided, Plan};

@@ -101,16 +101,9 @@ impl StorageNode {
             return Ok(StorageNode::Engine(Box::new(engine)));
         }
         let node = RunningNode::start(NodeConfig {
-            node_name: "node1".into(),
-            listen: "127.0.0.1:0".parse()?,
             registration_endpoint: Some(registration),
-            advertise_address: None,
-            heartbeat: Duration::from_secs(1),
-            heartbeat_timeout: Duration::from_secs(1),
-            allowed_prefixes: vec!["/dev".into()],
             use_blkid: true,
-            create_reply_delay: Duration::ZERO,
-            call_log: None,
+            ..NodeConfig::on_loopback("node1")
         })
         .await
         .context("starting the storage node")?;

@@ -45,6 +45,26 @@ pub struct NodeConfig {
     pub call_log: Option<PathBuf>,
 }
 
+impl NodeConfig {
+    /// The node most tests start: on loopback (a free port), registering
+    /// nowhere, a heartbeat a second, disks under /dev without the blkid
+    /// probe, no faults, no call log. Change fields with struct update.
+    pub fn on_loopback(node_name: &str) -> Self {
+        Self {
+            node_name: node_name.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            registration_endpoint: None,
+            advertise_address: None,
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(1),
+            allowed_prefixes: vec!["/dev".into()],
+            use_blkid: false,
+            create_reply_delay: Duration::ZERO,
+            call_log: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot listen on {addr}: {source}")]
