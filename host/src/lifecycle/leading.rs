@@ -12,8 +12,9 @@ use kube::runtime::controller::{self, Controller};
 use kube::{Api, Client, ResourceExt};
 use msp_policy_engine::{Limits, PolicyEngine};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::controller::{Context, Parts, on_error, reconcile, sweep};
+use crate::controller::{Context, Decider, Parts, on_error, reconcile, sweep};
 use crate::lifecycle::flags::RunArgs;
 use crate::lifecycle::http::Readiness;
 use crate::lifecycle::shutdown::Shutdown;
@@ -137,75 +138,11 @@ pub(crate) async fn lead(
         shutdown.wait(),
     ));
 
-    // The policy: the bundled one until the ConfigMap brings another; each
-    // reload wakes every pool.
-    let limits = Limits {
-        module_bytes: args.policy_max_bytes,
-        ..Limits::default()
+    let Some((decider, policy_changes)) =
+        start_policy(args, &client, &recorder, &metrics, &ready, tasks, shutdown).await?
+    else {
+        return Ok(());
     };
-    let engine = PolicyEngine::new(limits).context("loading the bundled policy")?;
-    // Which modules may decide: known before any ConfigMap is looked at.
-    let trust = policy::trust::start(
-        client.clone(),
-        &args.operator_namespace,
-        args.policy_trust_secret.clone(),
-        tasks,
-        shutdown.wait(),
-    )
-    .await;
-    metrics.set_signed(!trust.borrow().is_unsigned());
-    ready.set_policy_trust(trust.clone());
-    let active = engine.active();
-    metrics.set_policy(&active);
-    let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let reporter = PolicyReloadReporter::new(
-        metrics.clone(),
-        recorder.clone(),
-        &args.operator_namespace,
-        &args.policy_configmap,
-        policy_changed,
-        trust.clone(),
-    );
-    let (settled, policy_settled) = tokio::sync::oneshot::channel();
-    let watch = policy::watch::watch_settled(
-        client.clone(),
-        args.operator_namespace.clone(),
-        args.policy_configmap.clone(),
-        args.policy_key.clone(),
-        engine.clone(),
-        trust.clone(),
-        reporter,
-        Some(settled),
-    );
-    let stop = shutdown.wait();
-    tasks.spawn(async move {
-        tokio::select! { _ = stop => {} _ = watch => {} }
-    });
-    // Nothing is decided before the policy ConfigMap's first list is
-    // applied: the bundled default would destroy the pool of a resource
-    // deleted while the operator was down that the custom policy keeps.
-    let mut policy_settled = std::pin::pin!(policy_settled);
-    loop {
-        tokio::select! {
-            _ = &mut policy_settled => break,
-            () = shutdown.wait() => return Ok(()),
-            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!(
-                configmap = %args.policy_configmap,
-                "waiting for the policy ConfigMap's first list before deciding anything"
-            ),
-        }
-    }
-    // Shadow mode: every decision also goes to the candidate, if any.
-    let decider = policy::shadow::start(
-        args.shadow_settings(),
-        &client,
-        &recorder,
-        &metrics,
-        engine,
-        trust,
-        tasks,
-        shutdown,
-    )?;
 
     // One watch of MayastorPools feeds the cache, the controller and the
     // sweep (woken on each deletion).
@@ -260,4 +197,90 @@ pub(crate) async fn lead(
         })
         .await;
     Ok(())
+}
+
+/// The policy that decides: the bundled one until the policy ConfigMap
+/// brings another, behind the trust Secret's check, with the shadow
+/// candidate's watch if any; ready once the ConfigMap's first list is
+/// applied. Each reload is sent on the returned channel (it wakes every
+/// pool). `None` when shutdown came first.
+async fn start_policy(
+    args: &RunArgs,
+    client: &Client,
+    recorder: &kube::runtime::events::Recorder,
+    metrics: &Arc<Metrics>,
+    ready: &Readiness,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<(Arc<dyn Decider>, UnboundedReceiver<()>)>> {
+    // The policy: the bundled one until the ConfigMap brings another; each
+    // reload wakes every pool.
+    let limits = Limits {
+        module_bytes: args.policy_max_bytes,
+        ..Limits::default()
+    };
+    let engine = PolicyEngine::new(limits).context("loading the bundled policy")?;
+    // Which modules may decide: known before any ConfigMap is looked at.
+    let trust = policy::trust::start(
+        client.clone(),
+        &args.operator_namespace,
+        args.policy_trust_secret.clone(),
+        tasks,
+        shutdown.wait(),
+    )
+    .await;
+    metrics.set_signed(!trust.borrow().is_unsigned());
+    ready.set_policy_trust(trust.clone());
+    let active = engine.active();
+    metrics.set_policy(&active);
+    let (policy_changed, policy_changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let reporter = PolicyReloadReporter::new(
+        metrics.clone(),
+        recorder.clone(),
+        &args.operator_namespace,
+        &args.policy_configmap,
+        policy_changed,
+        trust.clone(),
+    );
+    let (settled, policy_settled) = tokio::sync::oneshot::channel();
+    let watch = policy::watch::watch_settled(
+        client.clone(),
+        args.operator_namespace.clone(),
+        args.policy_configmap.clone(),
+        args.policy_key.clone(),
+        engine.clone(),
+        trust.clone(),
+        reporter,
+        Some(settled),
+    );
+    let stop = shutdown.wait();
+    tasks.spawn(async move {
+        tokio::select! { _ = stop => {} _ = watch => {} }
+    });
+    // Nothing is decided before the policy ConfigMap's first list is
+    // applied: the bundled default would destroy the pool of a resource
+    // deleted while the operator was down that the custom policy keeps.
+    let mut policy_settled = std::pin::pin!(policy_settled);
+    loop {
+        tokio::select! {
+            _ = &mut policy_settled => break,
+            () = shutdown.wait() => return Ok(None),
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!(
+                configmap = %args.policy_configmap,
+                "waiting for the policy ConfigMap's first list before deciding anything"
+            ),
+        }
+    }
+    // Shadow mode: every decision also goes to the candidate, if any.
+    let decider = policy::shadow::start(
+        args.shadow_settings(),
+        client,
+        recorder,
+        metrics,
+        engine,
+        trust,
+        tasks,
+        shutdown,
+    )?;
+    Ok(Some((decider, policy_changes)))
 }
