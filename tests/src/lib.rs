@@ -32,6 +32,20 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+/// Runs `script` with `sh -c`: its standard output, or an error naming the
+/// script with its standard error when it exits non-zero.
+pub fn sh(script: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// True when running as root (loop devices, blockdev and losetup need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

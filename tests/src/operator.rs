@@ -284,6 +284,11 @@ pub async fn pool_status(client: &Client, name: &str) -> anyhow::Result<Mayastor
 }
 
 /// Waits until pool `name`'s status satisfies `pred`; the error shows the last status.
+/// True when `status` says online.
+pub fn online(status: &MayastorPoolStatus) -> bool {
+    status.state == Some(msp_operator::state::crd::PoolState::Online)
+}
+
 pub async fn wait_pool(
     client: &Client,
     name: &str,

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use msp_operator::state::crd::{MayastorPool, MayastorPoolStatus, PoolState};
+use msp_operator::state::crd::{MayastorPool, PoolState};
 use msp_proto::v1;
 use msp_tests::io_engine::host::settle;
 use msp_tests::io_engine::{EngineScene, IoEngine, IoEngineOptions, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
 use msp_tests::operator::{
-    Operator, Scene, WAIT, create_pool, pool_events, pool_status, wait_event, wait_pool,
+    Operator, Scene, WAIT, create_pool, online, pool_events, pool_status, wait_event, wait_pool,
 };
 use msp_tests::storage_node::process::StorageNodeProcess;
 use msp_tests::udev_links::{ByIdLink, UdevLinks, require_udev_links};
@@ -47,10 +47,6 @@ const DISK: u64 = 128 * MIB;
 /// How long a pool must stay pending, untouched, to show it is not a
 /// passing state (several retries at the tests' backoff and sync periods).
 const STAYS: Duration = Duration::from_secs(4);
-
-fn online(s: &MayastorPoolStatus) -> bool {
-    s.state == Some(PoolState::Online)
-}
 
 /// The devlinks the node at `endpoint` reports for `devname`
 /// (ListBlockDevices, all devices).

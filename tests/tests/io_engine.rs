@@ -22,42 +22,21 @@ use msp_proto::v1;
 use msp_tests::io_engine::{EngineScene, IoEngine, host, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, pattern, read_at, write_at};
 use msp_tests::operator::{
-    Operator, WAIT, create_pool, ledger_pools, pool_status, wait_for, wait_pool,
+    Operator, WAIT, create_pool, ledger_pools, online, pool_status, wait_for, wait_pool,
 };
+use msp_tests::sh;
 
 /// Large enough for an lvs pool with room to spare (4 MiB clusters).
 const DISK: u64 = 128 * MIB;
 
-fn sh(script: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh").args(["-c", script]).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The engine's pools (v1 ListPools).
-async fn engine_pools(engine: &IoEngine) -> anyhow::Result<Vec<v1::Pool>> {
-    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(engine.uri()).await?;
-    Ok(c.list_pools(v1::ListPoolOptions::default())
-        .await?
-        .into_inner()
-        .pools)
-}
-
 async fn engine_pool_names(engine: &IoEngine) -> Vec<String> {
-    let mut names: Vec<String> = engine_pools(engine)
+    let mut names: Vec<String> = engine
+        .pools()
         .await
         .map(|p| p.into_iter().map(|p| p.name).collect())
         .unwrap_or_default();
     names.sort();
     names
-}
-
-fn online(s: &msp_operator::state::crd::MayastorPoolStatus) -> bool {
-    s.state == Some(PoolState::Online)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +60,7 @@ async fn seed_lifecycle_and_deletion_while_down_on_the_real_engine() -> anyhow::
     eprintln!("create -> online on the real io-engine: {:?}", t.elapsed());
     assert_eq!(s.disks, Some(vec![disk.path_str()]));
     assert!(s.capacity.is_some_and(|c| c > 0), "{s:?}");
-    let pools = engine_pools(&scene.engine).await?;
+    let pools = scene.engine.pools().await?;
     assert_eq!(pools.len(), 1, "{pools:?}");
     assert_eq!(pools[0].name, "my-new-pool");
     let uri = &pools[0].disks[0];
@@ -377,7 +356,8 @@ impl Drop for OperatorProcess {
 
 /// Pool name → uuid on the engine.
 async fn engine_uuids(engine: &IoEngine) -> BTreeMap<String, String> {
-    engine_pools(engine)
+    engine
+        .pools()
         .await
         .map(|p| p.into_iter().map(|p| (p.name, p.uuid)).collect())
         .unwrap_or_default()

@@ -18,46 +18,24 @@
 //!
 //! Each test takes the machine's io-engine slot (one engine at a time).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use msp_operator::state::crd::{MayastorPoolStatus, PoolState};
 use msp_proto::v1;
 use msp_tests::io_engine::{EngineScene, IoEngine, require_io_engine};
 use msp_tests::loopdev::{LoopDevice, MIB, require_loop_devices};
-use msp_tests::operator::{Scene, WAIT, create_pool, pool_status, wait_pool};
+use msp_tests::operator::{Scene, WAIT, create_pool, online, pool_status, wait_pool};
+use msp_tests::sh;
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 
 /// Large enough for an lvs pool with room to spare (4 MiB clusters).
 const DISK: u64 = 128 * MIB;
 
-fn sh(script: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh").args(["-c", script]).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn online(s: &MayastorPoolStatus) -> bool {
-    s.state == Some(PoolState::Online)
-}
-
-/// The engine's pools (v1 ListPools).
-async fn engine_pools(engine: &IoEngine) -> anyhow::Result<Vec<v1::Pool>> {
-    let mut c = v1::pool_rpc_client::PoolRpcClient::connect(engine.uri()).await?;
-    Ok(c.list_pools(v1::ListPoolOptions::default())
-        .await?
-        .into_inner()
-        .pools)
-}
-
 /// The engine's pools: name and state number.
 async fn engine_pool_states(engine: &IoEngine) -> anyhow::Result<Vec<(String, i32)>> {
-    Ok(engine_pools(engine)
+    Ok(engine
+        .pools()
         .await?
         .into_iter()
         .map(|p| (p.name, p.state))
@@ -187,7 +165,7 @@ async fn a_vanished_disk_faults_its_pool_on_the_real_engine() -> anyhow::Result<
     create_pool(&admin, "vanishing", "node1", std::slice::from_ref(&path)).await?;
     wait_pool(&admin, "vanishing", WAIT, "online", online).await?;
     time_list_block_devices(&scene.engine, 20).await?;
-    let listed_before = engine_pools(&scene.engine).await?;
+    let listed_before = scene.engine.pools().await?;
 
     // The kernel does not detach a loop device someone holds open: it marks
     // it to be cleared at the last close (autoclear) and says nothing.
@@ -213,7 +191,7 @@ async fn a_vanished_disk_faults_its_pool_on_the_real_engine() -> anyhow::Result<
     // verdict is the operator's.
     let listed = engine_pool_states(&scene.engine).await?;
     assert_eq!(listed, vec![("vanishing".to_string(), 1)], "{listed:?}");
-    assert_eq!(engine_pools(&scene.engine).await?, listed_before);
+    assert_eq!(scene.engine.pools().await?, listed_before);
 
     revive(&disk, &saved)?;
     online_again(&admin, "vanishing").await?;

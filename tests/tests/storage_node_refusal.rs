@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 
 use msp_proto::v1;
 use msp_tests::loopdev::LoopDevice;
+use msp_tests::sh;
 use msp_tests::storage_node::process::{StorageNodeOptions, StorageNodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
@@ -17,16 +18,6 @@ fn tool(name: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn sh(script: &str) -> anyhow::Result<()> {
-    let out = Command::new("sh").args(["-c", script]).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// Puts a foreign signature on a fresh loop device with `setup` (where `{}`

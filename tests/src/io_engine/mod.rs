@@ -145,6 +145,15 @@ impl IoEngine {
         format!("http://{}", self.endpoint)
     }
 
+    /// The engine's pools, as its v1 ListPools answers.
+    pub async fn pools(&self) -> anyhow::Result<Vec<msp_proto::v1::Pool>> {
+        let mut c = msp_proto::v1::pool_rpc_client::PoolRpcClient::connect(self.uri()).await?;
+        Ok(c.list_pools(msp_proto::v1::ListPoolOptions::default())
+            .await?
+            .into_inner()
+            .pools)
+    }
+
     pub fn node_name(&self) -> &str {
         &self.options.node_name
     }
